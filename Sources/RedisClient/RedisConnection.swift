@@ -1,0 +1,207 @@
+import NIOCore
+import NIOPosix
+
+/// A pipelined connection to one Redis server that stays confined to one event loop.
+///
+/// It connects on creation and reconnects by itself: after a loss it waits a capped, jittered
+/// backoff (25 ms doubling up to 1 s) and tries again, running AUTH and SELECT each time. While
+/// it is between connections, commands fail at once with `notConnected` rather than queueing,
+/// so that callers can answer (503) without waiting; commands sent while a connection attempt is
+/// under way wait for it. Every method must be called on `eventLoop`.
+public final class RedisConnection {
+    public let eventLoop: any EventLoop
+    private let configuration: RedisConfiguration
+
+    private enum State {
+        case connecting(waiting: [(ByteBuffer, RedisCompletion)])
+        case ready(RedisChannelHandler, any Channel)
+        case waitingToReconnect(RedisError)
+        case closed
+    }
+
+    private var state: State = .waitingToReconnect(.notConnected("not started"))
+    private var failedAttempts = 0
+    private var allocator = ByteBufferAllocator()
+
+    /// Creates the connection and starts connecting. Call on `eventLoop`.
+    public init(configuration: RedisConfiguration, eventLoop: any EventLoop) {
+        eventLoop.preconditionInEventLoop()
+        self.configuration = configuration
+        self.eventLoop = eventLoop
+        connect()
+    }
+
+    /// True while a connection is established and authenticated.
+    public var isConnected: Bool {
+        if case .ready = state { return true }
+        return false
+    }
+
+    /// Sends one command; `completion` runs on the event loop with the reply.
+    public func send(_ arguments: [RedisArgument], completion: @escaping RedisCompletion) {
+        var buffer = allocator.buffer(capacity: 64)
+        RESPFormatter.write(arguments, into: &buffer)
+        send(encoded: buffer, completion: completion)
+    }
+
+    /// Sends one command and returns its reply as a future; for callers outside the hot path.
+    public func send(_ arguments: [RedisArgument]) -> EventLoopFuture<RedisReply> {
+        let promise = eventLoop.makePromise(of: RedisReply.self)
+        send(arguments) { promise.completeWith($0.mapError { $0 as Error }) }
+        return promise.futureResult
+    }
+
+    /// Runs a script by its SHA-1; when the server does not know it (a restart, `SCRIPT FLUSH`),
+    /// runs it again with `EVAL`, which also caches it for the next `EVALSHA`.
+    public func run(
+        _ script: RedisScript,
+        keys: [RedisArgument],
+        arguments: [RedisArgument],
+        completion: @escaping RedisCompletion
+    ) {
+        let tail = [RedisArgument(keys.count)] + keys + arguments
+        send(["EVALSHA", .string(script.sha1)] + tail) { result in
+            if case .success(.error(let message)) = result, message.hasPrefix("NOSCRIPT") {
+                self.send(["EVAL", .string(script.source)] + tail, completion: completion)
+            } else {
+                completion(result)
+            }
+        }
+    }
+
+    /// Closes the connection for good; commands sent afterwards fail.
+    public func close() {
+        let previous = state
+        state = .closed
+        switch previous {
+        case .ready(_, let channel): channel.close(promise: nil)
+        case .connecting(let waiting): for (_, completion) in waiting { completion(.failure(.notConnected("closed"))) }
+        case .waitingToReconnect, .closed: break
+        }
+    }
+
+    private func send(encoded buffer: ByteBuffer, completion: @escaping RedisCompletion) {
+        switch state {
+        case .ready(let handler, _):
+            handler.send(buffer, completion: completion)
+        case .connecting(var waiting):
+            waiting.append((buffer, completion))
+            state = .connecting(waiting: waiting)
+        case .waitingToReconnect(let error):
+            completion(.failure(.notConnected(error.description)))
+        case .closed:
+            completion(.failure(.notConnected("the connection was closed")))
+        }
+    }
+
+    // MARK: - connecting
+
+    private func connect() {
+        state = .connecting(waiting: [])
+        let timeout = configuration.commandTimeout
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(timeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(RedisChannelHandler(timeout: timeout))
+                }
+            }
+        let future: EventLoopFuture<any Channel>
+        switch configuration.address {
+        case .tcp(let host, let port):
+            future = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1).connect(host: host, port: port)
+        case .unix(let path):
+            future = bootstrap.connect(unixDomainSocketPath: path)
+        }
+        future.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let channel):
+                do {
+                    let handler = try channel.pipeline.syncOperations.handler(type: RedisChannelHandler.self)
+                    self.handshake(channel: channel, handler: handler)
+                } catch {
+                    channel.close(promise: nil)
+                    self.connectionFailed(.io("\(error)"))
+                }
+            case .failure(let error):
+                self.connectionFailed(.io("cannot connect to \(self.configuration.address): \(error)"))
+            }
+        }
+    }
+
+    /// AUTH and SELECT, pipelined, before any queued command is released.
+    private func handshake(channel: any Channel, handler: RedisChannelHandler) {
+        handler.onClose = { [weak handler] error in
+            guard let handler else { return }
+            self.channelClosed(handler: handler, error: error)
+        }
+        var steps: [[RedisArgument]] = []
+        if let password = configuration.password {
+            if let username = configuration.username {
+                steps.append(["AUTH", .string(username), .string(password)])
+            } else {
+                steps.append(["AUTH", .string(password)])
+            }
+        }
+        if configuration.database != 0 { steps.append(["SELECT", RedisArgument(configuration.database)]) }
+        var remaining = steps.count
+        var failed = false
+        guard remaining > 0 else { return becomeReady(channel: channel, handler: handler) }
+        for step in steps {
+            var buffer = allocator.buffer(capacity: 64)
+            RESPFormatter.write(step, into: &buffer)
+            handler.send(buffer) { result in
+                guard !failed else { return }
+                switch result {
+                case .success(.error(let message)):
+                    failed = true
+                    let verb = step.first.map { "\($0)" } ?? ""
+                    self.connectionFailed(.server("\(verb.contains("AUTH") ? "AUTH" : "SELECT") failed: \(message)"))
+                    channel.close(promise: nil)
+                case .failure(let error):
+                    failed = true
+                    self.connectionFailed(error)
+                    channel.close(promise: nil)
+                case .success:
+                    remaining -= 1
+                    if remaining == 0 { self.becomeReady(channel: channel, handler: handler) }
+                }
+            }
+        }
+    }
+
+    private func becomeReady(channel: any Channel, handler: RedisChannelHandler) {
+        guard case .connecting(let waiting) = state else {
+            channel.close(promise: nil)  // closed meanwhile
+            return
+        }
+        failedAttempts = 0
+        state = .ready(handler, channel)
+        for (buffer, completion) in waiting { handler.send(buffer, completion: completion) }
+    }
+
+    private func connectionFailed(_ error: RedisError) {
+        guard case .connecting(let waiting) = state else { return }
+        state = .waitingToReconnect(error)
+        for (_, completion) in waiting { completion(.failure(.notConnected(error.description))) }
+        scheduleReconnect()
+    }
+
+    private func channelClosed(handler: RedisChannelHandler, error: RedisError) {
+        guard case .ready(let current, _) = state, current === handler else { return }
+        state = .waitingToReconnect(error)
+        scheduleReconnect()
+    }
+
+    private func scheduleReconnect() {
+        // 25 ms doubling to a 1 s cap, times a random 0.5–1.0 so that many proxies that lost the
+        // same Redis do not reconnect in lockstep. The cap keeps recovery within ~1 s of Redis
+        // coming back (SPEC §3 rule 11 allows 5 s).
+        let base = min(1_000, 25 << min(failedAttempts, 6))
+        failedAttempts += 1
+        let delay = Int64(Double(base) * Double.random(in: 0.5...1.0))
+        eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(delay)) {
+            if case .waitingToReconnect = self.state { self.connect() }
+        }
+    }
+}
