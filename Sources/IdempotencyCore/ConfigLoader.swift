@@ -1,0 +1,127 @@
+/// Builds a `ProxyConfiguration` from its sources, strictly: every problem in every source is
+/// reported, each with where it came from, and nothing is half-applied.
+///
+/// Precedence, lowest first: defaults, the file, `IDEMPROXY_<KEY>` environment variables,
+/// `--set KEY=VALUE`.
+public struct ConfigLoader {
+    /// One problem, printed as `location: message`.
+    public struct Problem: Error, Equatable, CustomStringConvertible {
+        /// `FILE:LINE`, `--set KEY` or `IDEMPROXY_KEY`.
+        public let location: String
+        public let message: String
+        public var description: String { "\(location): \(message)" }
+    }
+
+    /// Every problem found, in source order.
+    public struct Problems: Error, Equatable {
+        public let all: [Problem]
+    }
+
+    public static let environmentPrefix = "IDEMPROXY_"
+
+    private var configuration = ProxyConfiguration()
+    /// Where each key's effective value was set; absent means the default.
+    private var origins: [String: String] = [:]
+    public private(set) var problems: [Problem] = []
+
+    public init() {}
+
+    /// Applies a key=value file. `name` is what messages call it.
+    public mutating func applyFile(named name: String, contents: String) {
+        var seen: [String: Int] = [:]
+        var lineNumber = 0
+        for rawLine in contents.split(separator: "\n", omittingEmptySubsequences: false) {
+            lineNumber += 1
+            let line = ConfigValues.trim(String(rawLine))
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            let location = "\(name):\(lineNumber)"
+            guard let equals = line.firstIndex(of: "=") else {
+                problems.append(Problem(location: location, message: "expected key = value, got \"\(line)\""))
+                continue
+            }
+            let key = ConfigValues.trim(String(line[..<equals]))
+            let value = ConfigValues.trim(String(line[line.index(after: equals)...]))
+            guard !key.isEmpty else {
+                problems.append(Problem(location: location, message: "missing key before \"=\""))
+                continue
+            }
+            if let first = seen[key] {
+                problems.append(Problem(location: location, message: "duplicate key \(key) (first set on line \(first))"))
+                continue
+            }
+            seen[key] = lineNumber
+            apply(key: key, value: value, location: location)
+        }
+    }
+
+    /// Applies every `IDEMPROXY_<KEY>` variable; other variables are ignored.
+    public mutating func applyEnvironment(_ environment: [String: String]) {
+        for (name, value) in environment.sorted(by: { $0.key < $1.key }) where name.hasPrefix(Self.environmentPrefix) {
+            let key = String(name.dropFirst(Self.environmentPrefix.count)).lowercased()
+            apply(key: key, value: ConfigValues.trim(value), location: name)
+        }
+    }
+
+    /// Applies one `--set KEY=VALUE` argument.
+    public mutating func applySet(_ argument: String) {
+        guard let equals = argument.firstIndex(of: "=") else {
+            problems.append(Problem(location: "--set \(argument)", message: "expected KEY=VALUE"))
+            return
+        }
+        let key = ConfigValues.trim(String(argument[..<equals]))
+        let value = ConfigValues.trim(String(argument[argument.index(after: equals)...]))
+        apply(key: key, value: value, location: "--set \(key)")
+    }
+
+    /// The configuration, or every problem found in all sources and across keys.
+    public func finish() -> Result<ProxyConfiguration, Problems> {
+        var problems = self.problems
+        let c = configuration
+        func origin(_ keys: String...) -> String {
+            // Blame the key the user set last; precedence order makes that the highest one.
+            for key in keys { if let o = origins[key] { return o } }
+            return "configuration"
+        }
+        if c.lockTTLMs <= c.upstreamTimeoutMs {
+            problems.append(Problem(
+                location: origin("lock_ttl", "upstream_timeout"),
+                message: "lock_ttl (\(ConfigValues.renderDuration(c.lockTTLMs))) must exceed upstream_timeout (\(ConfigValues.renderDuration(c.upstreamTimeoutMs))), or a slow upstream could run a request twice"))
+        }
+        if c.redisURLs.count > 1 && !c.redisCluster {
+            problems.append(Problem(location: origin("redis_url"), message: "several Redis URLs need redis_cluster = true"))
+        }
+        if c.redisCluster, c.redisURLs.contains(where: { if case .unix = $0.location { return true } else { return false } }) {
+            problems.append(Problem(location: origin("redis_url"), message: "Redis Cluster seeds must be redis://host:port"))
+        }
+        if c.scopeHeaders.contains(where: { $0.lowercased() == c.keyHeader.lowercased() }) {
+            problems.append(Problem(location: origin("scope_headers"), message: "scope_headers must not contain the key header \(c.keyHeader)"))
+        }
+        return problems.isEmpty ? .success(c) : .failure(Problems(all: problems))
+    }
+
+    /// The effective configuration as `key = value` lines, in SPEC order.
+    public static func render(_ configuration: ProxyConfiguration) -> String {
+        ConfigKey.all.map { "\($0.name) = \($0.render(configuration))" }.joined(separator: "\n")
+    }
+
+    public static var keyNames: [String] { ConfigKey.all.map(\.name) }
+
+    private mutating func apply(key: String, value: String, location: String) {
+        guard let entry = ConfigKey.byName[key] else {
+            problems.append(Problem(location: location, message: "unknown key \"\(key)\"\(suggestion(for: key))"))
+            return
+        }
+        do {
+            try entry.apply(&configuration, value)
+            origins[key] = location
+        } catch {
+            problems.append(Problem(location: location, message: "\(key): \(error.message)"))
+        }
+    }
+
+    private func suggestion(for key: String) -> String {
+        let lowered = String(key.lowercased().map { $0 == "-" ? "_" : $0 })
+        if lowered != key, ConfigKey.byName[lowered] != nil { return " (did you mean \(lowered)?)" }
+        return ""
+    }
+}

@@ -1,0 +1,148 @@
+/// Parsers for the value syntaxes of the configuration file (SPEC §2), each returning the
+/// typed value or a message that says what is wrong.
+enum ConfigValues {
+    /// `250ms`, `30s`, `5m`, `24h` → milliseconds.
+    static func duration(_ text: String) throws(ConfigValueError) -> Int64 {
+        let units: [(String, Int64)] = [("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000)]
+        for (suffix, scale) in units where text.hasSuffix(suffix) {
+            let number = text.dropLast(suffix.count)
+            // "5ms" also ends in "s": only accept when the rest is a plain number.
+            guard let value = Int64(number), value >= 0, !number.hasPrefix("+") else { continue }
+            let (result, overflow) = value.multipliedReportingOverflow(by: scale)
+            guard !overflow else { throw ConfigValueError("duration \(text) is too large") }
+            return result
+        }
+        throw ConfigValueError("expected a duration such as 250ms, 30s, 5m or 24h, got \"\(text)\"")
+    }
+
+    static func renderDuration(_ ms: Int64) -> String {
+        if ms == 0 { return "0s" }
+        for (suffix, scale) in [("h", Int64(3_600_000)), ("m", 60_000), ("s", 1_000)] where ms % scale == 0 {
+            return "\(ms / scale)\(suffix)"
+        }
+        return "\(ms)ms"
+    }
+
+    /// `512B`, `64KiB`, `1MiB` → bytes.
+    static func size(_ text: String) throws(ConfigValueError) -> Int {
+        for (suffix, scale) in [("KiB", 1_024), ("MiB", 1_048_576), ("B", 1)] where text.hasSuffix(suffix) {
+            let number = text.dropLast(suffix.count)
+            guard let value = Int(number), value >= 0, !number.hasPrefix("+") else { break }
+            let (result, overflow) = value.multipliedReportingOverflow(by: scale)
+            guard !overflow, result <= Int(Int32.max) else { throw ConfigValueError("size \(text) is too large") }
+            return result
+        }
+        throw ConfigValueError("expected a size such as 512B, 64KiB or 1MiB, got \"\(text)\"")
+    }
+
+    static func renderSize(_ bytes: Int) -> String {
+        if bytes > 0, bytes % 1_048_576 == 0 { return "\(bytes / 1_048_576)MiB" }
+        if bytes > 0, bytes % 1_024 == 0 { return "\(bytes / 1_024)KiB" }
+        return "\(bytes)B"
+    }
+
+    static func bool(_ text: String) throws(ConfigValueError) -> Bool {
+        switch text {
+        case "true": return true
+        case "false": return false
+        default: throw ConfigValueError("expected true or false, got \"\(text)\"")
+        }
+    }
+
+    static func integer(_ text: String, min: Int, max: Int) throws(ConfigValueError) -> Int {
+        guard let value = Int(text), !text.hasPrefix("+") else {
+            throw ConfigValueError("expected a whole number, got \"\(text)\"")
+        }
+        guard value >= min, value <= max else {
+            throw ConfigValueError("\(value) is out of range (\(min) to \(max))")
+        }
+        return value
+    }
+
+    /// Comma-separated, items trimmed, empty items dropped.
+    static func list(_ text: String) -> [String] {
+        text.split(separator: ",").map { trim(String($0)) }.filter { !$0.isEmpty }
+    }
+
+    /// An HTTP token (RFC 9110 §5.6.2): what header names and methods are made of.
+    static func token(_ text: String, what: String) throws(ConfigValueError) -> String {
+        guard !text.isEmpty, text.utf8.allSatisfy(isTokenByte) else {
+            throw ConfigValueError("\"\(text)\" is not a valid \(what)")
+        }
+        return text
+    }
+
+    static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        default:
+            return "!#$%&'*+-.^_`|~".utf8.contains(byte)
+        }
+    }
+
+    /// `host:port` or `[v6]:port`.
+    static func hostPort(_ text: String) throws(ConfigValueError) -> HostPort {
+        let host: String
+        let portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
+                throw ConfigValueError("expected [ipv6]:port, got \"\(text)\"")
+            }
+            host = String(text[text.index(after: text.startIndex)..<close])
+            portText = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":") else {
+                throw ConfigValueError("expected host:port, got \"\(text)\"")
+            }
+            host = String(text[..<colon])
+            portText = text[text.index(after: colon)...]
+        }
+        guard !host.isEmpty, !host.contains(" ") else { throw ConfigValueError("missing host in \"\(text)\"") }
+        guard let port = Int(portText), (0...65_535).contains(port) else {
+            throw ConfigValueError("port in \"\(text)\" must be a number from 0 to 65535")
+        }
+        return HostPort(host: host, port: port)
+    }
+
+    static func trim(_ text: String) -> String {
+        var s = Substring(text)
+        while let first = s.first, first == " " || first == "\t" { s.removeFirst() }
+        while let last = s.last, last == " " || last == "\t" || last == "\r" { s.removeLast() }
+        return String(s)
+    }
+
+    /// Undoes %XX escapes (for passwords in URLs).
+    static func percentDecode(_ text: Substring) throws(ConfigValueError) -> String {
+        var bytes: [UInt8] = []
+        var iterator = Array(text.utf8).makeIterator()
+        while let byte = iterator.next() {
+            if byte == UInt8(ascii: "%") {
+                guard let high = iterator.next(), let low = iterator.next(),
+                    let value = UInt8(String(decoding: [high, low], as: UTF8.self), radix: 16)
+                else { throw ConfigValueError("bad %-escape in \"\(text)\"") }
+                bytes.append(value)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// What is wrong with one value; the loader adds where it came from.
+public struct ConfigValueError: Error, Equatable {
+    public let message: String
+    init(_ message: String) { self.message = message }
+}
+
+public struct HostPort: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}

@@ -1,0 +1,96 @@
+/// The effective configuration of one idemproxy process (SPEC §2). Defaults are SPEC's.
+public struct ProxyConfiguration: Sendable, Equatable {
+    public enum OnRedisError: String, Sendable { case closed, open }
+    public enum LogLevel: String, Sendable, CaseIterable {
+        case trace, debug, info, notice, warning, error, critical
+    }
+
+    public var listen = HostPort(host: "127.0.0.1", port: 8081)
+    public var upstream = UpstreamURL(host: "127.0.0.1", port: 8080, basePath: "")
+    /// nil: `off`, no admin listener.
+    public var adminListen: HostPort? = HostPort(host: "127.0.0.1", port: 9091)
+    /// One URL, or the seed nodes when `redisCluster` is true.
+    public var redisURLs = [RedisURL(location: .tcp(HostPort(host: "127.0.0.1", port: 6379)))]
+    public var redisCluster = false
+    public var redisTimeoutMs: Int64 = 1_000
+    public var redisWaitReplicas = 0
+    public var keyHeader = "Idempotency-Key"
+    public var methods = ["POST", "PATCH"]
+    public var requireKey = false
+    public var maxKeyLength = 255
+    /// Empty: one global scope.
+    public var scopeHeaders = ["Authorization"]
+    public var fingerprint = true
+    public var lockTTLMs: Int64 = 60_000
+    public var responseTTLMs: Int64 = 86_400_000
+    /// 0: a retry during the first request gets 409 at once.
+    public var inflightWaitMs: Int64 = 0
+    public var store5xx = false
+    public var maxRequestBody = 1_048_576
+    public var maxStoredResponse = 1_048_576
+    public var onRedisError = OnRedisError.closed
+    public var upstreamTimeoutMs: Int64 = 30_000
+    public var shutdownGraceMs: Int64 = 10_000
+    public var keyPrefix = "idem:"
+    public var replayHeader = "Idempotent-Replayed"
+    public var logLevel = LogLevel.info
+
+    public init() {}
+
+    public var redisURL: RedisURL { redisURLs[0] }
+}
+
+/// The protected API: `http://host[:port][/base/path]`.
+public struct UpstreamURL: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    /// Prepended to every forwarded request target; "" for none.
+    public var basePath: String
+
+    public init(host: String, port: Int, basePath: String) {
+        self.host = host
+        self.port = port
+        self.basePath = basePath
+    }
+
+    static func parse(_ text: String) throws(ConfigValueError) -> UpstreamURL {
+        if text.hasPrefix("https://") {
+            throw ConfigValueError("https upstreams are not supported: idemproxy is a sidecar and speaks plain HTTP to its upstream (use http://)")
+        }
+        guard text.hasPrefix("http://") else {
+            throw ConfigValueError("expected http://host:port, got \"\(text)\"")
+        }
+        var rest = Substring(text.dropFirst("http://".count))
+        var basePath = ""
+        if let slash = rest.firstIndex(of: "/") {
+            basePath = String(rest[slash...])
+            rest = rest[..<slash]
+            while basePath.hasSuffix("/") { basePath.removeLast() }
+            guard !basePath.contains("?"), !basePath.contains("#") else {
+                throw ConfigValueError("upstream URL may have a path but no query or fragment: \"\(text)\"")
+            }
+        }
+        guard !rest.contains("@") else { throw ConfigValueError("upstream URL must not carry credentials") }
+        let address: HostPort
+        if rest.contains(":") && !(rest.hasPrefix("[") && rest.hasSuffix("]")) {
+            address = try ConfigValues.hostPort(String(rest))
+        } else {
+            var host = String(rest)
+            if host.hasPrefix("[") { host = String(host.dropFirst().dropLast()) }
+            address = HostPort(host: host, port: 80)
+        }
+        guard !address.host.isEmpty else { throw ConfigValueError("missing host in \"\(text)\"") }
+        guard address.port > 0 else { throw ConfigValueError("upstream port must not be 0") }
+        return UpstreamURL(host: address.host, port: address.port, basePath: basePath)
+    }
+
+    public var description: String {
+        "http://\(HostPort(host: host, port: port))\(basePath)"
+    }
+
+    /// The value of the `Host` header sent upstream.
+    public var hostHeader: String {
+        let h = host.contains(":") ? "[\(host)]" : host
+        return port == 80 ? h : "\(h):\(port)"
+    }
+}
