@@ -1,0 +1,105 @@
+import IdempotencyCore
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The admin listener of SPEC §5: `/healthz`, `/readyz`, `/metrics`. It shares the proxy's
+/// event loops; `/readyz` asks Redis through the loop's own connection.
+enum AdminServer {
+    static func bind(
+        address: HostPort,
+        group: any EventLoopGroup,
+        contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>],
+        metrics: ProxyMetrics
+    ) async throws -> any Channel {
+        try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard let loop = contexts[ObjectIdentifier(channel.eventLoop)]?.value else {
+                        preconditionFailure("no loop context for a channel of our own group")
+                    }
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(loop: loop, metrics: metrics))
+                }
+            }
+            .bind(host: address.host, port: address.port)
+            .get()
+    }
+}
+
+final class AdminHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let loop: LoopContext
+    private let metrics: ProxyMetrics
+    private var head: HTTPRequestHead?
+
+    init(loop: LoopContext, metrics: ProxyMetrics) {
+        self.loop = loop
+        self.metrics = metrics
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): self.head = head
+        case .body: break
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            route(head, context: context)
+        }
+    }
+
+    private func route(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        guard head.method == .GET || head.method == .HEAD else {
+            return send(.methodNotAllowed, "only GET\n", head: head, context: context)
+        }
+        switch path {
+        case "/healthz":
+            send(.ok, "ok\n", head: head, context: context)
+        case "/readyz":
+            loop.redis.send(["PING"]) { result in
+                if case .success(.status("PONG")) = result {
+                    self.send(.ok, "ready\n", head: head, context: context)
+                } else {
+                    let reason: String
+                    switch result {
+                    case .failure(let error): reason = error.description
+                    case .success(let reply): reason = "unexpected reply \(reply)"
+                    }
+                    self.send(.serviceUnavailable, "not ready: \(reason)\n", head: head, context: context)
+                }
+            }
+        case "/metrics":
+            send(.ok, metrics.render(), contentType: "text/plain; version=0.0.4; charset=utf-8", head: head, context: context)
+        default:
+            send(.notFound, "not found; try /healthz, /readyz or /metrics\n", head: head, context: context)
+        }
+    }
+
+    private func send(_ status: HTTPResponseStatus, _ text: String, head: HTTPRequestHead, context: ChannelHandlerContext) {
+        send(status, Array(text.utf8), contentType: "text/plain; charset=utf-8", head: head, context: context)
+    }
+
+    private func send(
+        _ status: HTTPResponseStatus, _ body: [UInt8], contentType: String, head: HTTPRequestHead,
+        context: ChannelHandlerContext
+    ) {
+        guard context.channel.isActive else { return }
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: String(body.count))
+        if !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+        if head.method != .HEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
+        }
+        let keepAlive = head.isKeepAlive
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            if !keepAlive { context.close(promise: nil) }
+        }
+    }
+}

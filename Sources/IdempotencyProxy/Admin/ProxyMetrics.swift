@@ -1,0 +1,63 @@
+import CoreMetrics
+import IdempotencyCore
+import NIOCore
+import Prometheus
+
+/// The metrics of SPEC §5, created once up front so the hot path only touches atomics.
+///
+/// Each proxy instance has its own registry (not the global `MetricsSystem`), so several
+/// proxies can run in one process, as they do in the tests.
+public final class ProxyMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+    private let outcomes: [RequestOutcome: CoreMetrics.Counter]
+    private let requestLatency: CoreMetrics.Timer
+    private let upstreamLatency: CoreMetrics.Timer
+    private let redisLatency: CoreMetrics.Timer
+    private let inFlight: Meter
+    private let lateCompletions: CoreMetrics.Counter
+
+    public init() {
+        var factory = PrometheusMetricsFactory(registry: registry)
+        let fine: [Duration] = [
+            .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
+            .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+            .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10),
+            .seconds(30),
+        ]
+        factory.defaultDurationHistogramBuckets = fine
+        var outcomes: [RequestOutcome: CoreMetrics.Counter] = [:]
+        for outcome in RequestOutcome.allCases {
+            outcomes[outcome] = Counter(
+                label: "idemproxy_requests_total", dimensions: [("outcome", outcome.rawValue)], factory: factory)
+        }
+        self.outcomes = outcomes
+        requestLatency = Timer(label: "idemproxy_request_duration_seconds", factory: factory)
+        upstreamLatency = Timer(label: "idemproxy_upstream_duration_seconds", factory: factory)
+        redisLatency = Timer(label: "idemproxy_redis_command_duration_seconds", factory: factory)
+        inFlight = Meter(label: "idemproxy_requests_in_flight", factory: factory)
+        lateCompletions = Counter(label: "idemproxy_completions_lost_total", factory: factory)
+    }
+
+    public func count(_ outcome: RequestOutcome) { outcomes[outcome]?.increment() }
+
+    /// A client request ended (its response written or the client gone).
+    public func requestFinished(since start: NIODeadline) {
+        requestLatency.recordNanoseconds((NIODeadline.now() - start).nanoseconds)
+        inFlight.decrement()
+    }
+
+    public func requestStarted() { inFlight.increment() }
+
+    public func upstreamExchange(since start: NIODeadline) {
+        upstreamLatency.recordNanoseconds((NIODeadline.now() - start).nanoseconds)
+    }
+
+    public func redisCommand(since start: NIODeadline) {
+        redisLatency.recordNanoseconds((NIODeadline.now() - start).nanoseconds)
+    }
+
+    /// A completion that found the key owned by another request (our lease had expired).
+    public func completionLost() { lateCompletions.increment() }
+
+    public func render() -> [UInt8] { registry.emitToBuffer() }
+}

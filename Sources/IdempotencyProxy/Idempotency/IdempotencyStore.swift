@@ -1,0 +1,119 @@
+import IdempotencyCore
+import NIOCore
+import RedisClient
+
+/// The three record operations of the protocol, over one loop's Redis connection.
+/// Callbacks run on that loop.
+final class IdempotencyStore {
+    enum StoreError: Error, CustomStringConvertible {
+        case redis(RedisError)
+        case malformedRecord(String)
+
+        var description: String {
+            switch self {
+            case .redis(let e): return e.description
+            case .malformedRecord(let m): return "malformed idempotency record in Redis: \(m)"
+            }
+        }
+    }
+
+    enum CompleteResult: Equatable {
+        case stored
+        case storedAfterExpiry
+        case ownedByAnother
+    }
+
+    let redis: RedisConnection
+    private let metrics: ProxyMetrics
+
+    init(redis: RedisConnection, metrics: ProxyMetrics) {
+        self.redis = redis
+        self.metrics = metrics
+    }
+
+    func claim(
+        key: String,
+        record: IdempotencyRecord,
+        lockTTLMs: Int64,
+        completion: @escaping (Result<IdempotencyDecision.Claim, StoreError>) -> Void
+    ) {
+        run(.claim, key: key, arguments: [.bytes(record.encoded()), .string(String(lockTTLMs))]) { result in
+            completion(result.flatMap { reply in
+                switch reply {
+                case .integer(1):
+                    return .success(.claimed)
+                case .bulk(let buffer):
+                    do {
+                        return .success(.existing(try IdempotencyRecord.decode(Array(buffer.readableBytesView))))
+                    } catch {
+                        return .failure(.malformedRecord("\(error)"))
+                    }
+                case .null:
+                    // The record expired between SET NX and GET inside the script: cannot
+                    // happen atomically, but never treat it as a claim.
+                    return .failure(.malformedRecord("claim script returned nil"))
+                default:
+                    return .failure(.redis(.unexpectedReply("claim: \(reply)")))
+                }
+            })
+        }
+    }
+
+    func complete(
+        key: String,
+        owner: [UInt8],
+        record: IdempotencyRecord,
+        responseTTLMs: Int64,
+        completion: @escaping (Result<CompleteResult, StoreError>) -> Void
+    ) {
+        let arguments: [RedisArgument] = [.bytes(owner), .bytes(record.encoded()), .string(String(responseTTLMs))]
+        run(.complete, key: key, arguments: arguments) { result in
+            completion(result.flatMap { reply in
+                switch reply {
+                case .integer(1): return .success(.stored)
+                case .integer(2): return .success(.storedAfterExpiry)
+                case .integer(0): return .success(.ownedByAnother)
+                default: return .failure(.redis(.unexpectedReply("complete: \(reply)")))
+                }
+            })
+        }
+    }
+
+    /// Result: true when the claim was ours and is gone.
+    func release(key: String, owner: [UInt8], completion: @escaping (Result<Bool, StoreError>) -> Void) {
+        run(.release, key: key, arguments: [.bytes(owner)]) { result in
+            completion(result.map { $0 == .integer(1) })
+        }
+    }
+
+    /// `WAIT replicas timeout`: how many replicas acknowledged our writes so far.
+    func waitForReplicas(_ count: Int, timeoutMs: Int64, completion: @escaping (Result<Int, StoreError>) -> Void) {
+        let started = NIODeadline.now()
+        redis.send(["WAIT", RedisArgument(count), .string(String(timeoutMs))]) { result in
+            self.metrics.redisCommand(since: started)
+            switch result {
+            case .success(.integer(let n)): completion(.success(Int(n)))
+            case .success(.error(let message)): completion(.failure(.redis(.server(message))))
+            case .success(let other): completion(.failure(.redis(.unexpectedReply("WAIT: \(other)"))))
+            case .failure(let error): completion(.failure(.redis(error)))
+            }
+        }
+    }
+
+    private func run(
+        _ script: RedisScript,
+        key: String,
+        arguments: [RedisArgument],
+        completion: @escaping (Result<RedisReply, StoreError>) -> Void
+    ) {
+        let started = NIODeadline.now()
+        redis.run(script, keys: [.string(key)], arguments: arguments) { result in
+            self.metrics.redisCommand(since: started)
+            switch result {
+            case .success(.error(let message)): completion(.failure(.redis(.server(message))))
+            case .success(let reply): completion(.success(reply))
+            case .failure(let error): completion(.failure(.redis(error)))
+            }
+        }
+    }
+}

@@ -1,0 +1,220 @@
+import IdempotencyCore
+import NIOCore
+import NIOHTTP1
+
+/// Carries one protected request through the phases of SPEC §3:
+///
+///     claim ─► (replicate) ─► forward ─► settle (store | store without body | release | keep) ─► answer
+///       └─► replay | 409 (or wait and claim again) | 422 | 502 not replayable
+///
+/// Decisions come from `IdempotencyDecision`; this type only carries them out. It is not tied
+/// to the client's connection: a client that goes away does not stop the upstream exchange or
+/// the storing of its result (rule 10); `answer` is then written to a closed channel and dropped.
+final class ProtectedRequest {
+    private let loop: LoopContext
+    private let head: HTTPRequestHead
+    private let body: ByteBuffer
+    private let clientAddress: String?
+    private var answer: ((ProxyResponse, RequestOutcome) -> Void)?
+
+    private let recordKey: String
+    private let fingerprint: [UInt8]
+    private let owner: [UInt8]
+    /// Until when a retry that finds the request in flight keeps waiting (`inflight_wait`).
+    private let waitDeadline: NIODeadline?
+
+    /// How often a waiting retry looks at the record again. Short enough that a replay
+    /// follows the original's completion closely, long enough to cost Redis little.
+    static let waitPollInterval = TimeAmount.milliseconds(25)
+
+    init(
+        loop: LoopContext,
+        head: HTTPRequestHead,
+        key: String,
+        body: ByteBuffer,
+        clientAddress: String?,
+        answer: @escaping (ProxyResponse, RequestOutcome) -> Void
+    ) {
+        let c = loop.configuration
+        self.loop = loop
+        self.head = head
+        self.body = body
+        self.clientAddress = clientAddress
+        self.answer = answer
+        let scope = RequestDigest.scope(headerNames: c.scopeHeaders) { head.headers[$0] }
+        recordKey = RequestDigest.recordKey(prefix: c.keyPrefix, scope: scope, key: key)
+        if c.fingerprint {
+            fingerprint = body.withUnsafeReadableBytes {
+                RequestDigest.fingerprint(method: head.method.rawValue, target: head.uri, body: $0)
+            }
+        } else {
+            fingerprint = [UInt8](repeating: 0, count: IdempotencyRecord.fingerprintLength)
+        }
+        var random = SystemRandomNumberGenerator()
+        owner = (0..<2).flatMap { _ in withUnsafeBytes(of: random.next() as UInt64) { Array($0) } }
+        waitDeadline = c.inflightWaitMs > 0 ? .now() + .milliseconds(c.inflightWaitMs) : nil
+    }
+
+    func start() {
+        loop.protectedInFlight += 1
+        claim()
+    }
+
+    // MARK: - phases
+
+    private func claim() {
+        let record = IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: .inFlight)
+        loop.store.claim(key: recordKey, record: record, lockTTLMs: loop.configuration.lockTTLMs) { result in
+            switch result {
+            case .failure(let error):
+                self.storeFailed(error)
+            case .success(let claim):
+                self.act(on: IdempotencyDecision.afterClaim(claim, fingerprint: self.fingerprint))
+            }
+        }
+    }
+
+    private func act(on action: IdempotencyDecision.ClaimAction) {
+        let allocator = ByteBufferAllocator()
+        switch action {
+        case .forward:
+            if loop.configuration.redisWaitReplicas > 0 { replicate() } else { forward() }
+        case .replay(let stored):
+            finish(ProxyResponse(stored: stored, replayHeader: loop.configuration.replayHeader, allocator: allocator), .replayed)
+        case .inFlight:
+            if let waitDeadline, NIODeadline.now() + Self.waitPollInterval < waitDeadline {
+                loop.eventLoop.assumeIsolated().scheduleTask(in: Self.waitPollInterval) { self.claim() }
+            } else {
+                finish(problem: .inFlight(retryAfter: 1), .conflict)
+            }
+        case .mismatch:
+            finish(problem: .mismatch, .mismatch)
+        case .notReplayable:
+            finish(problem: .responseNotReplayable, .replayed)
+        }
+    }
+
+    /// `redis_wait_replicas`: the claim must reach that many replicas before the upstream acts.
+    private func replicate() {
+        let c = loop.configuration
+        loop.store.waitForReplicas(c.redisWaitReplicas, timeoutMs: c.redisTimeoutMs) { result in
+            switch result {
+            case .success(let count) where count >= c.redisWaitReplicas:
+                self.forward()
+            case .success(let count):
+                self.release { self.finish(problem: .replicasMissing(wanted: c.redisWaitReplicas, got: count), .redisError) }
+            case .failure(let error):
+                self.loop.logger.warning("WAIT for replicas failed", metadata: ["error": "\(error)"])
+                self.release { self.finish(problem: .replicasMissing(wanted: c.redisWaitReplicas, got: 0), .redisError) }
+            }
+        }
+    }
+
+    private func forward(protected: Bool = true) {
+        let c = loop.configuration
+        let started = NIODeadline.now()
+        let upstreamHead = ForwardedMessage.requestHead(from: head, clientAddress: clientAddress, upstream: c.upstream)
+        BufferedExchange.run(
+            pool: loop.pool, head: upstreamHead, body: body, timeout: .milliseconds(c.upstreamTimeoutMs),
+            allocator: ByteBufferAllocator()
+        ) { outcome in
+            self.loop.metrics.upstreamExchange(since: started)
+            if protected { self.settle(outcome) } else { self.answerUnprotected(outcome) }
+        }
+    }
+
+    private func settle(_ outcome: BufferedExchange.Outcome) {
+        let c = loop.configuration
+        switch outcome {
+        case .notConnected(let error):
+            loop.logger.warning("upstream unreachable", metadata: ["error": "\(error)"])
+            release { self.finish(problem: .upstreamUnreachable, .upstreamError) }
+        case .failed(let failure):
+            // The upstream may have acted: the claim stays until lock_ttl (rule 8).
+            let result: IdempotencyDecision.UpstreamResult = failure == .timedOut ? .timedOut : .broken
+            let problem = failure == .invalidResponse ? Problem.invalidUpstreamResponse : IdempotencyDecision.problem(for: result)!
+            finish(problem: problem, .upstreamError)
+        case .response(let responseHead, let responseBody):
+            let status = Int(responseHead.status.code)
+            let stored = ForwardedMessage.storedResponse(head: responseHead, body: Array(responseBody.readableBytesView))
+            let response = ProxyResponse(stored: stored, replayHeader: nil, allocator: ByteBufferAllocator())
+            let settlement = IdempotencyDecision.settle(
+                .response(status: status, bodyLength: responseBody.readableBytes),
+                store5xx: c.store5xx, maxStoredResponse: c.maxStoredResponse)
+            switch settlement {
+            case .store:
+                complete(.completed(stored)) { self.finish(response, .forwarded) }
+            case .storeWithoutBody:
+                complete(.completedWithoutBody(status: status)) { self.finish(response, .forwarded) }
+            case .release:
+                release { self.finish(response, .forwarded) }
+            case .keep:
+                finish(response, .forwarded)
+            }
+        }
+    }
+
+    private func complete(_ state: IdempotencyRecord.State, then: @escaping () -> Void) {
+        let record = IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: state)
+        loop.store.complete(
+            key: recordKey, owner: owner, record: record, responseTTLMs: loop.configuration.responseTTLMs
+        ) { result in
+            switch result {
+            case .success(.stored), .success(.storedAfterExpiry):
+                break
+            case .success(.ownedByAnother):
+                self.loop.metrics.completionLost()
+                self.loop.logger.warning(
+                    "claim expired and was taken over before the response was stored; raise lock_ttl",
+                    metadata: ["record": "\(self.recordKey)"])
+            case .failure(let error):
+                // The client still gets its answer; retries get 409 until lock_ttl ends.
+                self.loop.logger.error("storing a response failed", metadata: ["error": "\(error)"])
+            }
+            then()
+        }
+    }
+
+    private func release(then: @escaping () -> Void) {
+        loop.store.release(key: recordKey, owner: owner) { result in
+            if case .failure(let error) = result {
+                self.loop.logger.error("releasing a claim failed; it expires after lock_ttl", metadata: ["error": "\(error)"])
+            }
+            then()
+        }
+    }
+
+    private func storeFailed(_ error: IdempotencyStore.StoreError) {
+        switch loop.configuration.onRedisError {
+        case .closed:
+            loop.logger.warning("Redis unavailable, answering 503", metadata: ["error": "\(error)"])
+            finish(problem: .redisUnavailable(retryAfter: 1), .redisError)
+        case .open:
+            loop.logger.warning("Redis unavailable, forwarding unprotected", metadata: ["error": "\(error)"])
+            forward(protected: false)
+        }
+    }
+
+    private func answerUnprotected(_ outcome: BufferedExchange.Outcome) {
+        switch outcome {
+        case .notConnected: finish(problem: .upstreamUnreachable, .upstreamError)
+        case .failed(.timedOut): finish(problem: .upstreamTimeout, .upstreamError)
+        case .failed(.invalidResponse): finish(problem: .invalidUpstreamResponse, .upstreamError)
+        case .failed(.broken): finish(problem: .upstreamBroken, .upstreamError)
+        case .response(let responseHead, let responseBody):
+            let stored = ForwardedMessage.storedResponse(head: responseHead, body: Array(responseBody.readableBytesView))
+            finish(ProxyResponse(stored: stored, replayHeader: nil, allocator: ByteBufferAllocator()), .redisError)
+        }
+    }
+
+    private func finish(problem: Problem, _ outcome: RequestOutcome) {
+        finish(ProxyResponse(problem: problem, allocator: ByteBufferAllocator()), outcome)
+    }
+
+    private func finish(_ response: ProxyResponse, _ outcome: RequestOutcome) {
+        guard let answer else { return }
+        self.answer = nil
+        loop.protectedInFlight -= 1
+        answer(response, outcome)
+    }
+}

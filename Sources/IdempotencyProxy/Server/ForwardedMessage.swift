@@ -1,0 +1,55 @@
+import IdempotencyCore
+import NIOHTTP1
+
+/// How a message is rewritten as it crosses the proxy (SPEC §4).
+enum ForwardedMessage {
+    /// The request as the upstream sees it: hop-by-hop headers gone, `X-Forwarded-For` and
+    /// `X-Forwarded-Proto` appended, the client's `Host` kept (a sidecar is transparent; the
+    /// upstream's own name is used only when the client sent none), the target under the
+    /// upstream's base path, always HTTP/1.1 keep-alive.
+    static func requestHead(
+        from client: HTTPRequestHead,
+        clientAddress: String?,
+        upstream: UpstreamURL
+    ) -> HTTPRequestHead {
+        var headers = HopByHopHeaders.removing(from: client.headers)
+        // `Expect: 100-continue` is answered by the proxy itself (it reads the body anyway).
+        headers.remove(name: "expect")
+        if HopByHopHeaders.isChunked(client.headers) && !headers.contains(name: "content-length") {
+            headers.add(name: "Transfer-Encoding", value: "chunked")
+        }
+        if let clientAddress {
+            let previous = headers["x-forwarded-for"]
+            headers.remove(name: "x-forwarded-for")
+            headers.add(name: "X-Forwarded-For", value: (previous + [clientAddress]).joined(separator: ", "))
+        }
+        let protoPrevious = headers["x-forwarded-proto"]
+        headers.remove(name: "x-forwarded-proto")
+        headers.add(name: "X-Forwarded-Proto", value: (protoPrevious + ["http"]).joined(separator: ", "))
+        if !headers.contains(name: "host") { headers.add(name: "Host", value: upstream.hostHeader) }
+        return HTTPRequestHead(
+            version: .http1_1, method: client.method, uri: upstream.basePath + client.uri, headers: headers)
+    }
+
+    /// The response as the client sees it: hop-by-hop headers gone; framing is redone by the
+    /// encoder for the client's connection.
+    static func responseHead(from upstream: HTTPResponseHead, clientVersion: HTTPVersion) -> HTTPResponseHead {
+        HTTPResponseHead(
+            version: clientVersion, status: upstream.status, headers: HopByHopHeaders.removing(from: upstream.headers))
+    }
+
+    /// A buffered upstream response in its stored form: end-to-end headers, with
+    /// `Content-Length` stating the body size so the first answer and every replay are the same.
+    static func storedResponse(head: HTTPResponseHead, body: [UInt8]) -> StoredResponse {
+        var headers: [(name: String, value: String)] = []
+        headers.reserveCapacity(head.headers.count + 1)
+        let status = Int(head.status.code)
+        let bodyless = status == 204 || status == 304 || status < 200
+        for (name, value) in HopByHopHeaders.removing(from: head.headers)
+        where name.lowercased() != "content-length" {
+            headers.append((name, value))
+        }
+        if !bodyless { headers.append(("Content-Length", String(body.count))) }
+        return StoredResponse(status: status, headers: headers, body: body)
+    }
+}

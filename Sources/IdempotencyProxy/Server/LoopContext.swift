@@ -1,0 +1,53 @@
+import IdempotencyCore
+import Logging
+import NIOCore
+import RedisClient
+
+/// Everything one event loop needs to serve a request without leaving the loop: its Redis
+/// connection, its upstream pool and the shared read-only settings. Confined to its loop.
+final class LoopContext {
+    let eventLoop: any EventLoop
+    let configuration: ProxyConfiguration
+    let metrics: ProxyMetrics
+    let logger: Logger
+    let redis: RedisConnection
+    let store: IdempotencyStore
+    let pool: UpstreamPool
+    /// Protected requests whose work is not finished (they outlive their client connection).
+    var protectedInFlight = 0
+
+    /// Lower-cased once: matched against every request.
+    let keyHeader: String
+    let protectedMethods: Set<String>
+
+    init(eventLoop: any EventLoop, configuration: ProxyConfiguration, metrics: ProxyMetrics, logger: Logger) {
+        self.eventLoop = eventLoop
+        self.configuration = configuration
+        self.metrics = metrics
+        self.logger = logger
+        redis = RedisConnection(configuration: Self.redisConfiguration(configuration), eventLoop: eventLoop)
+        store = IdempotencyStore(redis: redis, metrics: metrics)
+        pool = UpstreamPool(
+            eventLoop: eventLoop, upstream: configuration.upstream,
+            connectTimeout: .milliseconds(min(configuration.upstreamTimeoutMs, 5_000)))
+        keyHeader = configuration.keyHeader.lowercased()
+        protectedMethods = Set(configuration.methods)
+    }
+
+    func close() {
+        pool.close()
+        redis.close()
+    }
+
+    static func redisConfiguration(_ c: ProxyConfiguration) -> RedisConfiguration {
+        let url = c.redisURL
+        let address: RedisConfiguration.Address
+        switch url.location {
+        case .tcp(let hostPort): address = .tcp(host: hostPort.host, port: hostPort.port)
+        case .unix(let path): address = .unix(path: path)
+        }
+        return RedisConfiguration(
+            address: address, username: url.username, password: url.password, database: url.database,
+            commandTimeout: .milliseconds(c.redisTimeoutMs))
+    }
+}

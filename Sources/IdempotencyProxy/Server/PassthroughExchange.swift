@@ -1,0 +1,128 @@
+import NIOCore
+import IdempotencyCore
+import NIOHTTP1
+
+/// Streams one unprotected request to the upstream and its response back, with back-pressure
+/// both ways: neither side is read faster than the other side can be written.
+final class PassthroughExchange: UpstreamReceiver {
+    private unowned let handler: ProxyHandler
+    private let loop: LoopContext
+    private let clientVersion: HTTPVersion
+    private let started = NIODeadline.now()
+
+    private var connection: UpstreamConnection?
+    /// Request parts that arrived before the upstream connection was ready.
+    private var queued: [HTTPClientRequestPart] = []
+    private var requestEnded = false
+    private var responseStarted = false
+    private var finished = false
+
+    init(handler: ProxyHandler, loop: LoopContext, clientHead: HTTPRequestHead, clientAddress: String?) {
+        self.handler = handler
+        self.loop = loop
+        self.clientVersion = clientHead.version
+        let head = ForwardedMessage.requestHead(
+            from: clientHead, clientAddress: clientAddress, upstream: loop.configuration.upstream)
+        queued.append(.head(head))
+        loop.pool.acquire { result in
+            switch result {
+            case .success(let connection): self.connected(connection)
+            case .failure(let error):
+                loop.logger.warning("upstream unreachable", metadata: ["error": "\(error)"])
+                self.fail(problemFor: nil)
+            }
+        }
+    }
+
+    func requestBody(_ buffer: ByteBuffer) {
+        forward(.body(.byteBuffer(buffer)), flush: true)
+    }
+
+    func requestEnd() {
+        requestEnded = true
+        forward(.end(nil), flush: true)
+    }
+
+    /// The client went away: stop the exchange, the connection cannot be reused.
+    func clientClosed() {
+        guard !finished else { return }
+        finished = true
+        connection?.abandon()
+        connection = nil
+    }
+
+    /// The client can take more response bytes again (or cannot).
+    func clientWritabilityChanged(isWritable: Bool) {
+        if isWritable { connection?.resumeReads() } else { connection?.pauseReads() }
+    }
+
+    private func connected(_ connection: UpstreamConnection) {
+        guard !finished else { return loop.pool.release(connection) }
+        self.connection = connection
+        connection.begin(receiver: self, timeout: .milliseconds(loop.configuration.upstreamTimeoutMs))
+        for (index, part) in queued.enumerated() { connection.write(part, flush: index == queued.count - 1) }
+        queued.removeAll()
+        if !connection.isWritable { handler.pauseReads() }
+    }
+
+    private func forward(_ part: HTTPClientRequestPart, flush: Bool) {
+        guard !finished else { return }
+        guard let connection else {
+            queued.append(part)
+            return
+        }
+        connection.write(part, flush: flush)
+        if !connection.isWritable { handler.pauseReads() }
+    }
+
+    // MARK: - UpstreamReceiver
+
+    func upstreamResponseHead(_ head: HTTPResponseHead) {
+        responseStarted = true
+        handler.writeStreamedHead(ForwardedMessage.responseHead(from: head, clientVersion: clientVersion))
+    }
+
+    func upstreamResponseBody(_ buffer: ByteBuffer) {
+        if !handler.writeStreamedBody(buffer) { connection?.pauseReads() }
+    }
+
+    func upstreamResponseEnd() {
+        guard !finished else { return }
+        finished = true
+        loop.metrics.upstreamExchange(since: started)
+        if let connection {
+            // Reused only if the request went out whole too; else the pool retires it.
+            loop.pool.release(connection)
+        }
+        connection = nil
+        handler.finishStreamed(outcome: .passthrough, requestEnded: requestEnded)
+    }
+
+    func upstreamFailed(_ failure: UpstreamFailure) {
+        connection = nil
+        fail(problemFor: failure)
+    }
+
+    func upstreamWritabilityChanged(isWritable: Bool) {
+        if isWritable { handler.resumeReads() } else { handler.pauseReads() }
+    }
+
+    private func fail(problemFor failure: UpstreamFailure?) {
+        guard !finished else { return }
+        finished = true
+        loop.metrics.upstreamExchange(since: started)
+        if responseStarted {
+            // Part of the response is already out: cutting the connection is the only honest signal.
+            handler.abortStreamed()
+            return
+        }
+        let problem: Problem
+        switch failure {
+        case nil: problem = .upstreamUnreachable
+        case .timedOut?: problem = .upstreamTimeout
+        case .broken?: problem = .upstreamBroken
+        case .invalidResponse?: problem = .invalidUpstreamResponse
+        }
+        handler.respond(ProxyResponse(problem: problem, allocator: ByteBufferAllocator()), outcome: .upstreamError, requestEnded: requestEnded)
+    }
+}

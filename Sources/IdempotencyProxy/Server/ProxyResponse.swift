@@ -1,0 +1,37 @@
+import IdempotencyCore
+import NIOCore
+import NIOHTTP1
+
+/// A complete response the proxy sends in one go: a replay, a buffered upstream answer, or a problem.
+struct ProxyResponse {
+    var status: HTTPResponseStatus
+    var headers: HTTPHeaders
+    var body: ByteBuffer
+
+    init(status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    init(problem: Problem, allocator: ByteBufferAllocator) {
+        let json = problem.json
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: Problem.contentType)
+        headers.add(name: "Content-Length", value: String(json.count))
+        if let retryAfter = problem.retryAfter { headers.add(name: "Retry-After", value: String(retryAfter)) }
+        var body = allocator.buffer(capacity: json.count)
+        body.writeBytes(json)
+        self.init(status: HTTPResponseStatus(statusCode: problem.status), headers: headers, body: body)
+    }
+
+    init(stored: StoredResponse, replayHeader: String?, allocator: ByteBufferAllocator) {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(stored.headers.count + 1)
+        for (name, value) in stored.headers { headers.add(name: name, value: value) }
+        if let replayHeader { headers.add(name: replayHeader, value: "true") }
+        var body = allocator.buffer(capacity: stored.body.count)
+        body.writeBytes(stored.body)
+        self.init(status: HTTPResponseStatus(statusCode: stored.status), headers: headers, body: body)
+    }
+}

@@ -1,0 +1,174 @@
+import IdempotencyCore
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOExtras
+import NIOHTTP1
+import NIOPosix
+
+/// The running proxy: the client listener, the admin listener and one `LoopContext` per event loop.
+public final class ProxyServer: Sendable {
+    /// SPEC §4: request headers over this many bytes in total get 431.
+    public static let maxRequestHeaderBytes = 64 * 1_024
+    /// A client that sends nothing for this long while we wait on it is disconnected; long
+    /// enough for a keep-alive connection between bursts, short enough to shed slowloris.
+    public static let clientReadTimeout = TimeAmount.seconds(60)
+
+    public let configuration: ProxyConfiguration
+    public let metrics: ProxyMetrics
+    /// Where the proxy listens (the real port when `listen` asked for port 0).
+    public let localAddress: SocketAddress
+    public let adminAddress: SocketAddress?
+
+    private let logger: Logger
+    private let group: MultiThreadedEventLoopGroup
+    private let contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>]
+    private let quiesce: NIOLoopBound<ServerQuiescingHelper>
+    private let adminChannel: (any Channel)?
+    private let stopped = NIOLockedValueBox(false)
+
+    /// Binds both listeners and connects to Redis (without waiting for it: a Redis that is down
+    /// at start is handled like one that goes down later).
+    public static func start(
+        configuration: ProxyConfiguration,
+        logger: Logger,
+        threads: Int = System.coreCount
+    ) async throws -> ProxyServer {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        do {
+            return try await start(configuration: configuration, logger: logger, group: group)
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+    }
+
+    private static func start(
+        configuration: ProxyConfiguration,
+        logger: Logger,
+        group: MultiThreadedEventLoopGroup
+    ) async throws -> ProxyServer {
+        let metrics = ProxyMetrics()
+        var contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>] = [:]
+        for loop in group.makeIterator() {
+            contexts[ObjectIdentifier(loop)] = try await loop.submit {
+                NIOLoopBound(
+                    LoopContext(eventLoop: loop, configuration: configuration, metrics: metrics, logger: logger),
+                    eventLoop: loop)
+            }.get()
+        }
+        let frozenContexts = contexts
+        let acceptLoop = group.next()
+        let quiesce = try await acceptLoop.submit { NIOLoopBound(ServerQuiescingHelper(group: group), eventLoop: acceptLoop) }.get()
+
+        let limits = {
+            var limits = NIOHTTPDecoderLimitConfiguration()
+            limits.maxHeaderListSize = maxRequestHeaderBytes
+            limits.maxHeaderFieldSize = maxRequestHeaderBytes
+            return limits
+        }()
+        let listen = configuration.listen
+        let serverChannel = try await ServerBootstrap(group: acceptLoop, childGroup: group)
+            .serverChannelOption(.backlog, value: 1_024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        quiesce.value.makeServerChannelHandler(channel: channel))
+                }
+            }
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard let loop = frozenContexts[ObjectIdentifier(channel.eventLoop)]?.value else {
+                        preconditionFailure("no loop context for a channel of our own group")
+                    }
+                    let pipeline = channel.pipeline.syncOperations
+                    try pipeline.addHandler(IdleStateHandler(readTimeout: clientReadTimeout))
+                    try pipeline.configureHTTPServerPipeline(
+                        withPipeliningAssistance: true, withErrorHandling: false,
+                        withOutboundHeaderValidation: true, withEncoderConfiguration: .init(),
+                        withDecoderLimitConfiguration: limits)
+                    try pipeline.addHandler(ProxyHandler(loop: loop))
+                }
+            }
+            .bind(host: listen.host, port: listen.port)
+            .get()
+
+        var adminChannel: (any Channel)?
+        if let admin = configuration.adminListen {
+            do {
+                adminChannel = try await AdminServer.bind(
+                    address: admin, group: group, contexts: frozenContexts, metrics: metrics)
+            } catch {
+                try? await serverChannel.close()
+                throw error
+            }
+        }
+        let server = ProxyServer(
+            configuration: configuration, metrics: metrics, localAddress: serverChannel.localAddress!,
+            adminAddress: adminChannel?.localAddress, logger: logger, group: group, contexts: frozenContexts,
+            quiesce: quiesce, adminChannel: adminChannel)
+        logger.info(
+            "idemproxy listening",
+            metadata: [
+                "listen": "\(server.localAddress)", "upstream": "\(configuration.upstream)",
+                "admin": "\(server.adminAddress.map { "\($0)" } ?? "off")", "redis": "\(configuration.redisURL)",
+            ])
+        return server
+    }
+
+    private init(
+        configuration: ProxyConfiguration, metrics: ProxyMetrics, localAddress: SocketAddress,
+        adminAddress: SocketAddress?, logger: Logger, group: MultiThreadedEventLoopGroup,
+        contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>], quiesce: NIOLoopBound<ServerQuiescingHelper>,
+        adminChannel: (any Channel)?
+    ) {
+        self.configuration = configuration
+        self.metrics = metrics
+        self.localAddress = localAddress
+        self.adminAddress = adminAddress
+        self.logger = logger
+        self.group = group
+        self.contexts = contexts
+        self.quiesce = quiesce
+        self.adminChannel = adminChannel
+    }
+
+    /// Stops accepting, lets open requests finish (protected ones until their result is
+    /// stored, even if their client left) for at most `grace`, then closes everything.
+    public func shutdown(grace: TimeAmount) async {
+        let alreadyStopped = stopped.withLockedValue { stopped in
+            defer { stopped = true }
+            return stopped
+        }
+        guard !alreadyStopped else { return }
+        let deadline = NIODeadline.now() + grace
+        logger.info("shutting down: no new connections, draining requests in flight")
+        let drained = quiesce.eventLoop.makePromise(of: Void.self)
+        quiesce.eventLoop.execute { [quiesce] in quiesce.value.initiateShutdown(promise: drained) }
+        let connectionsClosed = NIOLockedValueBox(false)
+        drained.futureResult.whenComplete { _ in connectionsClosed.withLockedValue { $0 = true } }
+        while NIODeadline.now() < deadline {
+            let busy = await protectedInFlight()
+            if connectionsClosed.withLockedValue({ $0 }) && busy == 0 { break }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        let left = await protectedInFlight()
+        if left > 0 { logger.warning("shutdown grace ended with protected requests unfinished", metadata: ["count": "\(left)"]) }
+        try? await adminChannel?.close()
+        for (_, context) in contexts {
+            try? await context.eventLoop.submit { context.value.close() }.get()
+        }
+        try? await group.shutdownGracefully()
+        logger.info("stopped")
+    }
+
+    private func protectedInFlight() async -> Int {
+        var total = 0
+        for (_, context) in contexts {
+            total += (try? await context.eventLoop.submit { context.value.protectedInFlight }.get()) ?? 0
+        }
+        return total
+    }
+}

@@ -1,0 +1,158 @@
+import NIOCore
+import NIOHTTP1
+
+/// Receives the parts of one upstream response. Called on the connection's event loop.
+protocol UpstreamReceiver: AnyObject {
+    func upstreamResponseHead(_ head: HTTPResponseHead)
+    func upstreamResponseBody(_ buffer: ByteBuffer)
+    func upstreamResponseEnd()
+    /// The exchange failed after the request was (possibly) sent; no more parts follow.
+    func upstreamFailed(_ failure: UpstreamFailure)
+    /// The upstream socket can take more request body again (or cannot).
+    func upstreamWritabilityChanged(isWritable: Bool)
+}
+
+enum UpstreamFailure: Error, Equatable {
+    /// No complete response within `upstream_timeout`.
+    case timedOut
+    /// The connection closed or failed mid-exchange.
+    case broken
+    /// The upstream sent bytes that are not a valid HTTP response.
+    case invalidResponse
+}
+
+/// One keep-alive HTTP/1.1 connection to the upstream, carrying one exchange at a time.
+///
+/// It is reused only after a complete, well-framed response to a complete request; anything
+/// else (timeout, a response cut short, `Connection: close`) retires it.
+final class UpstreamConnection: ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private var context: ChannelHandlerContext?
+    private var receiver: UpstreamReceiver?
+    private var deadline: Scheduled<Void>?
+    private var responseComplete = false
+    private var requestComplete = false
+    private var reusable = true
+    private(set) var isClosed = false
+    /// When the connection went back to the pool; stale ones are not reused.
+    var idleSince = NIODeadline.now()
+
+    // Back-pressure: the client side pauses our reads while it cannot write.
+    private var readsPaused = false
+    private var readPending = false
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    /// True when the connection can carry another exchange.
+    var canBeReused: Bool { !isClosed && reusable && receiver == nil }
+
+    /// Starts an exchange. The caller then writes the request with `write(_:)`.
+    func begin(receiver: UpstreamReceiver, timeout: TimeAmount) {
+        guard let context, !isClosed else {
+            receiver.upstreamFailed(.broken)
+            return
+        }
+        self.receiver = receiver
+        responseComplete = false
+        requestComplete = false
+        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            self.finish(failure: .timedOut)
+        }
+    }
+
+    func write(_ part: HTTPClientRequestPart, flush: Bool) {
+        guard let context, !isClosed else { return }
+        if case .end = part { requestComplete = true }
+        context.write(wrapOutboundOut(part), promise: nil)
+        if flush { context.flush() }
+    }
+
+    /// The client side gave up on the exchange (it disconnected): the connection is not
+    /// reused since the rest of the response would be unread.
+    func abandon() {
+        receiver = nil
+        deadline?.cancel()
+        close()
+    }
+
+    func pauseReads() { readsPaused = true }
+
+    func resumeReads() {
+        readsPaused = false
+        if readPending, let context {
+            readPending = false
+            context.read()
+        }
+    }
+
+    // MARK: - channel events
+
+    func read(context: ChannelHandlerContext) {
+        if readsPaused {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let receiver else {
+            // Bytes with no exchange: the upstream is out of step; never reuse this connection.
+            close()
+            return
+        }
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            if !head.isKeepAlive { reusable = false }
+            receiver.upstreamResponseHead(head)
+        case .body(let buffer):
+            receiver.upstreamResponseBody(buffer)
+        case .end:
+            responseComplete = true
+            deadline?.cancel()
+            deadline = nil
+            self.receiver = nil
+            // A response that ends before the request did leaves the request stream half-sent.
+            if !requestComplete { reusable = false }
+            receiver.upstreamResponseEnd()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        receiver?.upstreamWritabilityChanged(isWritable: context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        isClosed = true
+        finish(failure: .broken)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        finish(failure: error is HTTPParserError ? .invalidResponse : .broken)
+    }
+
+    private func finish(failure: UpstreamFailure) {
+        deadline?.cancel()
+        deadline = nil
+        let receiver = self.receiver
+        self.receiver = nil
+        reusable = false
+        close()
+        receiver?.upstreamFailed(failure)
+    }
+
+    private func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        context?.close(promise: nil)
+    }
+}

@@ -1,0 +1,74 @@
+import IdempotencyCore
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// Keep-alive connections to the upstream, one pool per event loop so that an exchange never
+/// leaves the loop of the client connection that caused it.
+final class UpstreamPool {
+    /// A connection unused for this long may have been closed by the upstream's own keep-alive
+    /// timer (commonly 5 s); reusing it would risk a request lost in that race, so it is retired.
+    static let maxIdleTime = TimeAmount.seconds(4)
+    /// Idle connections kept per loop; enough for the concurrency one loop serves.
+    static let maxIdle = 256
+
+    private let eventLoop: any EventLoop
+    private let upstream: UpstreamURL
+    private let connectTimeout: TimeAmount
+    private var idle: [UpstreamConnection] = []
+    private var closed = false
+
+    init(eventLoop: any EventLoop, upstream: UpstreamURL, connectTimeout: TimeAmount) {
+        self.eventLoop = eventLoop
+        self.upstream = upstream
+        self.connectTimeout = connectTimeout
+    }
+
+    /// A ready connection, pooled or new. Failure means nothing was sent.
+    func acquire(_ completion: @escaping (Result<UpstreamConnection, Error>) -> Void) {
+        let now = NIODeadline.now()
+        while let connection = idle.popLast() {
+            if connection.canBeReused && now - connection.idleSince < Self.maxIdleTime {
+                completion(.success(connection))
+                return
+            }
+            connection.abandon()
+        }
+        connect(completion)
+    }
+
+    /// Hands a connection back after its exchange; it is kept only if it can carry another.
+    func release(_ connection: UpstreamConnection) {
+        guard !closed, connection.canBeReused, idle.count < Self.maxIdle else {
+            connection.abandon()
+            return
+        }
+        connection.idleSince = .now()
+        idle.append(connection)
+    }
+
+    func close() {
+        closed = true
+        for connection in idle { connection.abandon() }
+        idle.removeAll()
+    }
+
+    private func connect(_ completion: @escaping (Result<UpstreamConnection, Error>) -> Void) {
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(UpstreamConnection())
+                }
+            }
+            .connect(host: upstream.host, port: upstream.port)
+            .assumeIsolated()
+            .whenComplete { result in
+                completion(result.flatMap { channel in
+                    Result { try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self) }
+                })
+            }
+    }
+}
