@@ -23,7 +23,8 @@ public final class ProxyServer: Sendable {
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     private let contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>]
-    private let quiesce: NIOLoopBound<ServerQuiescingHelper>
+    /// Dropped before the event loops stop: the helper completes a promise when it deinits.
+    private let quiesce: NIOLockedValueBox<NIOLoopBound<ServerQuiescingHelper>?>
     private let adminChannel: (any Channel)?
     private let stopped = NIOLockedValueBox(false)
 
@@ -131,7 +132,7 @@ public final class ProxyServer: Sendable {
         self.logger = logger
         self.group = group
         self.contexts = contexts
-        self.quiesce = quiesce
+        self.quiesce = NIOLockedValueBox(quiesce)
         self.adminChannel = adminChannel
     }
 
@@ -145,10 +146,12 @@ public final class ProxyServer: Sendable {
         guard !alreadyStopped else { return }
         let deadline = NIODeadline.now() + grace
         logger.info("shutting down: no new connections, draining requests in flight")
-        let drained = quiesce.eventLoop.makePromise(of: Void.self)
-        quiesce.eventLoop.execute { [quiesce] in quiesce.value.initiateShutdown(promise: drained) }
         let connectionsClosed = NIOLockedValueBox(false)
-        drained.futureResult.whenComplete { _ in connectionsClosed.withLockedValue { $0 = true } }
+        if let quiesce = quiesce.withLockedValue({ $0 }) {
+            let drained = quiesce.eventLoop.makePromise(of: Void.self)
+            quiesce.eventLoop.execute { quiesce.value.initiateShutdown(promise: drained) }
+            drained.futureResult.whenComplete { _ in connectionsClosed.withLockedValue { $0 = true } }
+        }
         while NIODeadline.now() < deadline {
             let busy = await protectedInFlight()
             if connectionsClosed.withLockedValue({ $0 }) && busy == 0 { break }
@@ -159,6 +162,10 @@ public final class ProxyServer: Sendable {
         try? await adminChannel?.close()
         for (_, context) in contexts {
             try? await context.eventLoop.submit { context.value.close() }.get()
+        }
+        if let quiesce = quiesce.withLockedValue({ box in defer { box = nil }; return box }) {
+            // Release the helper on its own loop while the loop still runs.
+            try? await quiesce.eventLoop.submit { _ = quiesce }.get()
         }
         try? await group.shutdownGracefully()
         logger.info("stopped")

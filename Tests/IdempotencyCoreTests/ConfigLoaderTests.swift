@@ -1,0 +1,168 @@
+import Testing
+
+@testable import IdempotencyCore
+
+@Suite struct ConfigLoaderTests {
+    private func load(_ text: String, env: [String: String] = [:], sets: [String] = []) -> Result<ProxyConfiguration, ConfigLoader.Problems> {
+        var loader = ConfigLoader()
+        loader.applyFile(named: "test.conf", contents: text)
+        loader.applyEnvironment(env)
+        for s in sets { loader.applySet(s) }
+        return loader.finish()
+    }
+
+    private func errors(_ text: String, env: [String: String] = [:], sets: [String] = []) -> [String] {
+        if case .failure(let problems) = load(text, env: env, sets: sets) { return problems.all.map(\.description) }
+        return []
+    }
+
+    @Test func defaultsMatchTheSpec() throws {
+        let c = try load("").get()
+        #expect(ConfigLoader.render(c) == """
+            listen = 127.0.0.1:8081
+            upstream = http://127.0.0.1:8080
+            admin_listen = 127.0.0.1:9091
+            redis_url = redis://127.0.0.1:6379/0
+            redis_cluster = false
+            redis_timeout = 1s
+            redis_wait_replicas = 0
+            key_header = Idempotency-Key
+            methods = POST,PATCH
+            require_key = false
+            max_key_length = 255
+            scope_headers = Authorization
+            fingerprint = true
+            lock_ttl = 1m
+            response_ttl = 24h
+            inflight_wait = 0s
+            store_5xx = false
+            max_request_body = 1MiB
+            max_stored_response = 1MiB
+            on_redis_error = closed
+            upstream_timeout = 30s
+            shutdown_grace = 10s
+            key_prefix = idem:
+            replay_header = Idempotent-Replayed
+            log_level = info
+            """)
+    }
+
+    struct ValidCase: CustomTestStringConvertible, Sendable {
+        let line: String
+        let check: @Sendable (ProxyConfiguration) -> Bool
+        var testDescription: String { line }
+    }
+
+    @Test(arguments: [
+        ValidCase(line: "listen = 0.0.0.0:80", check: { $0.listen == HostPort(host: "0.0.0.0", port: 80) }),
+        ValidCase(line: "listen = [::1]:8081", check: { $0.listen == HostPort(host: "::1", port: 8081) }),
+        ValidCase(line: "upstream = http://api.internal:9000/v1/", check: { $0.upstream == UpstreamURL(host: "api.internal", port: 9000, basePath: "/v1") }),
+        ValidCase(line: "upstream = http://localhost", check: { $0.upstream.port == 80 }),
+        ValidCase(line: "admin_listen = off", check: { $0.adminListen == nil }),
+        ValidCase(line: "redis_url = redis://app:s%40cret@10.0.0.5:6380/3", check: {
+            $0.redisURL == RedisURL(location: .tcp(HostPort(host: "10.0.0.5", port: 6380)), username: "app", password: "s@cret", database: 3)
+        }),
+        ValidCase(line: "redis_url = redis://:pw@h:1", check: { $0.redisURL.username == nil && $0.redisURL.password == "pw" }),
+        ValidCase(line: "redis_url = unix:///run/redis.sock?db=2", check: { $0.redisURL == RedisURL(location: .unix(path: "/run/redis.sock"), database: 2) }),
+        ValidCase(line: "redis_timeout = 250ms", check: { $0.redisTimeoutMs == 250 }),
+        ValidCase(line: "response_ttl = 2h", check: { $0.responseTTLMs == 7_200_000 }),
+        ValidCase(line: "inflight_wait = 5s", check: { $0.inflightWaitMs == 5_000 }),
+        ValidCase(line: "methods = post, put ,PATCH", check: { $0.methods == ["POST", "PUT", "PATCH"] }),
+        ValidCase(line: "scope_headers =", check: { $0.scopeHeaders.isEmpty }),
+        ValidCase(line: "scope_headers = Authorization, X-Tenant", check: { $0.scopeHeaders == ["Authorization", "X-Tenant"] }),
+        ValidCase(line: "max_request_body = 64KiB", check: { $0.maxRequestBody == 65_536 }),
+        ValidCase(line: "max_stored_response = 100B", check: { $0.maxStoredResponse == 100 }),
+        ValidCase(line: "on_redis_error = open", check: { $0.onRedisError == .open }),
+        ValidCase(line: "store_5xx = true", check: { $0.store5xx }),
+        ValidCase(line: "log_level = debug", check: { $0.logLevel == .debug }),
+        ValidCase(line: "   key_header   =   X-Request-Key   ", check: { $0.keyHeader == "X-Request-Key" }),
+        ValidCase(line: "redis_cluster = true\nredis_url = redis://h1:7000,h2:7001", check: { $0.redisURLs.count == 2 && $0.redisCluster }),
+    ])
+    func acceptsValidLine(_ example: ValidCase) throws {
+        let c = try load(example.line).get()
+        #expect(example.check(c))
+    }
+
+    @Test(arguments: [
+        ("frobnicate = 1", "test.conf:1: unknown key \"frobnicate\""),
+        ("just words", "test.conf:1: expected key = value, got \"just words\""),
+        ("= 5", "test.conf:1: missing key before \"=\""),
+        ("lock_ttl = 60", "test.conf:1: lock_ttl: expected a duration such as 250ms, 30s, 5m or 24h, got \"60\""),
+        ("lock_ttl = 0s", "test.conf:1: lock_ttl: must be more than 0, got \"0s\""),
+        ("lock_ttl = -5s", "test.conf:1: lock_ttl: expected a duration such as 250ms, 30s, 5m or 24h, got \"-5s\""),
+        ("max_request_body = 1MB", "test.conf:1: max_request_body: expected a size such as 512B, 64KiB or 1MiB, got \"1MB\""),
+        ("fingerprint = yes", "test.conf:1: fingerprint: expected true or false, got \"yes\""),
+        ("listen = localhost", "test.conf:1: listen: expected host:port, got \"localhost\""),
+        ("listen = 127.0.0.1:99999", "test.conf:1: listen: port in \"127.0.0.1:99999\" must be a number from 0 to 65535"),
+        ("upstream = https://api", "test.conf:1: upstream: https upstreams are not supported: idemproxy is a sidecar and speaks plain HTTP to its upstream (use http://)"),
+        ("upstream = ftp://x", "test.conf:1: upstream: expected http://host:port, got \"ftp://x\""),
+        ("redis_url = mysql://x", "test.conf:1: redis_url: expected redis://host:port[/db] or unix:///path.sock, got \"mysql://x\""),
+        ("redis_url = redis://h:1/x", "test.conf:1: redis_url: database in \"redis://h:1/x\" must be a number"),
+        ("methods = ,", "test.conf:1: methods: methods must name at least one method"),
+        ("methods = PO ST", "test.conf:1: methods: \"PO ST\" is not a valid HTTP method"),
+        ("on_redis_error = maybe", "test.conf:1: on_redis_error: expected closed or open, got \"maybe\""),
+        ("max_key_length = 0", "test.conf:1: max_key_length: 0 is out of range (1 to 8192)"),
+        ("log_level = loud", "test.conf:1: log_level: expected one of trace, debug, info, notice, warning, error, critical, got \"loud\""),
+        ("Lock-TTL = 5s", "test.conf:1: unknown key \"Lock-TTL\" (did you mean lock_ttl?)"),
+        ("redis_url = redis://a:1,b:2", "test.conf:1: several Redis URLs need redis_cluster = true"),
+        ("lock_ttl = 30s", "test.conf:1: lock_ttl (30s) must exceed upstream_timeout (30s), or a slow upstream could run a request twice"),
+    ])
+    func reportsInvalidLine(line: String, message: String) {
+        #expect(errors(line) == [message])
+    }
+
+    @Test func reportsEveryProblemWithItsLine() {
+        let text = """
+            # comment
+            listen = 127.0.0.1:1
+
+            lock_ttl = soon
+            listen = 127.0.0.1:2
+            bogus = 1
+            """
+        #expect(errors(text) == [
+            "test.conf:4: lock_ttl: expected a duration such as 250ms, 30s, 5m or 24h, got \"soon\"",
+            "test.conf:5: duplicate key listen (first set on line 2)",
+            "test.conf:6: unknown key \"bogus\"",
+        ])
+    }
+
+    @Test func precedenceIsSetOverEnvironmentOverFile() throws {
+        let c = try load(
+            "listen = 127.0.0.1:1\nkey_prefix = file:\nlog_level = error",
+            env: ["IDEMPROXY_LISTEN": "127.0.0.1:2", "IDEMPROXY_KEY_PREFIX": "env:", "HOME": "/root"],
+            sets: ["listen=127.0.0.1:3"]
+        ).get()
+        #expect(c.listen.port == 3)
+        #expect(c.keyPrefix == "env:")
+        #expect(c.logLevel == .error)
+    }
+
+    @Test func environmentAndSetErrorsNameTheirSource() {
+        #expect(errors("", env: ["IDEMPROXY_LOCK_TTL": "x"]) == [
+            "IDEMPROXY_LOCK_TTL: lock_ttl: expected a duration such as 250ms, 30s, 5m or 24h, got \"x\""
+        ])
+        #expect(errors("", env: ["IDEMPROXY_NOPE": "1"]) == ["IDEMPROXY_NOPE: unknown key \"nope\""])
+        #expect(errors("", sets: ["upstream_timeout=2m"]) == [
+            "--set upstream_timeout: lock_ttl (1m) must exceed upstream_timeout (2m), or a slow upstream could run a request twice"
+        ])
+        #expect(errors("", sets: ["listen"]) == ["--set listen: expected KEY=VALUE"])
+    }
+
+    @Test func renderedConfigurationParsesBackToItself() throws {
+        var c = ProxyConfiguration()
+        c.adminListen = nil
+        c.methods = ["POST", "PUT"]
+        c.scopeHeaders = []
+        c.lockTTLMs = 90_500
+        c.maxStoredResponse = 1_000
+        let rendered = ConfigLoader.render(c)
+        #expect(try load(rendered).get() == c)
+    }
+
+    @Test func passwordsAreMaskedWhenPrinted() throws {
+        let c = try load("redis_url = redis://user:hunter2@h:6379/1").get()
+        #expect(!ConfigLoader.render(c).contains("hunter2"))
+        #expect(ConfigLoader.render(c).contains("redis_url = redis://user:***@h:6379/1"))
+    }
+}

@@ -1,0 +1,62 @@
+import Testing
+
+@testable import IdempotencyCore
+
+@Suite struct IdempotencyRecordTests {
+    static let owner = [UInt8](repeating: 7, count: 16)
+    static let fp = [UInt8](0..<32)
+
+    static let records: [IdempotencyRecord] = [
+        IdempotencyRecord(owner: owner, fingerprint: fp, state: .inFlight),
+        IdempotencyRecord(owner: owner, fingerprint: fp, state: .completed(StoredResponse(status: 201, headers: [], body: []))),
+        IdempotencyRecord(
+            owner: owner, fingerprint: fp,
+            state: .completed(StoredResponse(
+                status: 200,
+                headers: [("Content-Type", "application/json"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")],
+                body: Array("{\"id\":\"ch_1\"}\0\r\n".utf8)))),
+        IdempotencyRecord(owner: owner, fingerprint: fp, state: .completedWithoutBody(status: 200)),
+    ]
+
+    @Test(arguments: records)
+    func roundTrips(_ record: IdempotencyRecord) throws {
+        #expect(try IdempotencyRecord.decode(record.encoded()) == record)
+    }
+
+    @Test func ownerSitsAtTheOffsetTheLuaScriptsRead() {
+        let bytes = Self.records[0].encoded()
+        #expect(bytes[0] == 1)
+        #expect(bytes[1] == 1)
+        #expect(Array(bytes[2..<18]) == Self.owner)
+    }
+
+    static let zeros48 = [UInt8](repeating: 0, count: 48)
+    static let malformed: [([UInt8], String)] = [
+        ([], "truncated"),
+        ([9, 1] + zeros48, "version 9"),
+        ([1, 7] + zeros48, "unknown record state 7"),
+        ([1, 1] + [UInt8](repeating: 0, count: 20), "truncated"),
+        ([1, 1] + zeros48 + [0], "bytes after its end"),
+        ([1, 2] + zeros48 + [0, 200, 0, 1, 0, 5, 65], "truncated"),
+    ]
+
+    @Test(arguments: malformed)
+    func refusesMalformedBytes(bytes: [UInt8], message: String) {
+        #expect {
+            try IdempotencyRecord.decode(bytes)
+        } throws: { error in
+            "\(error)".contains(message)
+        }
+    }
+
+    @Test func truncatedCompletedRecordIsRefusedAtEveryLength() {
+        let full = Self.records[2].encoded()
+        for length in 0..<full.count {
+            #expect(throws: IdempotencyRecord.Malformed.self) { try IdempotencyRecord.decode(Array(full[0..<length])) }
+        }
+    }
+}
+
+extension IdempotencyRecord: CustomTestStringConvertible {
+    public var testDescription: String { "\(state)" }
+}
