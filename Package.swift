@@ -99,12 +99,21 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient"]),
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                "RedisClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Tests/TestSupport"
+        ),
+        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .testTarget(name: "IdempotencyCoreTests", dependencies: ["IdempotencyCore"]),
         .testTarget(
             name: "IdempotencyProxyTests",
             dependencies: [
-                "IdempotencyProxy", "IdempotencyCore", "RedisClient", "DemoUpstreamKit", "LoadKit",
+                "IdempotencyProxy", "IdempotencyCore", "RedisClient", "DemoUpstreamKit", "LoadKit", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,0 +1,124 @@
+import Foundation
+import NIOCore
+
+/// A private `redis-server` for tests that stop, pause or reconfigure their Redis, so they
+/// never disturb the shared one that `scripts/test` starts.
+public final class RedisServerProcess: @unchecked Sendable {
+    public let port: Int
+    public let unixSocket: String?
+    public let directory: URL
+    private let extraArguments: [String]
+    private var process: Process?
+
+    /// Starts a server on a free port (and a unix socket when asked).
+    public init(unixSocket: Bool = false, arguments: [String] = []) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("idemproxy-redis-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        port = try FreePort.next()
+        self.unixSocket = unixSocket ? directory.appendingPathComponent("redis.sock").path : nil
+        extraArguments = arguments
+        try start()
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    public var url: String { "redis://127.0.0.1:\(port)/0" }
+
+    public static var binary: String {
+        ProcessInfo.processInfo.environment["REDIS_SERVER_BIN"] ?? "/usr/bin/redis-server"
+    }
+
+    /// Starts (or restarts) the server on the same port.
+    public func start() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        var args = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                    "--dir", directory.path]
+        if let unixSocket { args += ["--unixsocket", unixSocket, "--unixsocketperm", "700"] }
+        p.arguments = args + extraArguments
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        process = p
+        try FreePort.waitUntilListening(port: port)
+    }
+
+    public func stop() {
+        guard let p = process else { return }
+        if p.isRunning {
+            // SIGKILL, not SIGTERM: a child spawned from a test thread inherits that thread's
+            // signal mask, in which SIGTERM may be blocked. A crash is what tests want anyway.
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        }
+        process = nil
+    }
+
+    public func pause() { if let p = process { kill(p.processIdentifier, SIGSTOP) } }
+    public func resume() { if let p = process { kill(p.processIdentifier, SIGCONT) } }
+}
+
+public enum FreePort {
+    /// A port nothing listens on now (the kernel's pick for port 0).
+    public static func next() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw TestSupportError("no free port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    public static func waitUntilListening(port: Int, timeout: TimeInterval = 10) throws {
+        let end = Date().addingTimeInterval(timeout)
+        while Date() < end {
+            if canConnect(port: port) { return }
+            usleep(20_000)
+        }
+        throw TestSupportError("nothing listens on port \(port)")
+    }
+
+    public static func canConnect(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+}
+
+public struct TestSupportError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The Redis that `scripts/test` started (`REDIS_URL`), or one of our own when run without it.
+public enum SharedRedis {
+    private static let fallback: RedisServerProcess? = {
+        guard ProcessInfo.processInfo.environment["REDIS_URL"] == nil else { return nil }
+        return try? RedisServerProcess()
+    }()
+
+    public static var url: String {
+        ProcessInfo.processInfo.environment["REDIS_URL"] ?? fallback?.url ?? "redis://127.0.0.1:6379/0"
+    }
+
+    public static var port: Int {
+        let url = Self.url
+        let afterColon = url.split(separator: ":").last ?? ""
+        return Int(afterColon.split(separator: "/").first ?? "") ?? 6379
+    }
+}
