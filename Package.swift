@@ -114,6 +114,7 @@ let package = Package(
             name: "IdempotencyProxyTests",
             dependencies: [
                 "IdempotencyProxy", "IdempotencyCore", "RedisClient", "DemoUpstreamKit", "LoadKit", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -17,6 +17,9 @@ import NIOPosix
 ///     ANY  /chunked/BYTES    200 with a chunked body of BYTES bytes
 ///     ANY  /drop             reads the request, closes without answering
 ///
+/// Any endpoint but `/stats` takes `?delay=MS`: the request counts as executed at once, the
+/// answer leaves MS milliseconds later (for in-flight races).
+///
 /// Every request except `/stats` counts as one execution (`executions`), by path.
 public final class DemoUpstream: Sendable {
     public struct Counters: Sendable {
@@ -117,6 +120,24 @@ final class DemoUpstreamHandler: ChannelInboundHandler {
                 c.lastHeaders = head.headers.map { ($0.name.lowercased(), $0.value) }
             }
         }
+        if let delay = Self.delay(in: head.uri), delay > 0, !path.hasPrefix("/stats") {
+            context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(delay)) {
+                self.respond(head, path: path, parts: parts, body: body, context: context)
+            }
+        } else {
+            respond(head, path: path, parts: parts, body: body, context: context)
+        }
+    }
+
+    private static func delay(in uri: String) -> Int64? {
+        guard let query = uri.split(separator: "?", maxSplits: 1).dropFirst().first else { return nil }
+        for pair in query.split(separator: "&") where pair.hasPrefix("delay=") {
+            return Int64(pair.dropFirst("delay=".count))
+        }
+        return nil
+    }
+
+    private func respond(_ head: HTTPRequestHead, path: String, parts: [String], body: ByteBuffer, context: ChannelHandlerContext) {
         switch (head.method, parts.first ?? "") {
         case (.POST, "charges") where parts.count == 1:
             let key = head.headers["idempotency-key"].first

@@ -100,6 +100,38 @@ public enum FreePort {
     }
 }
 
+/// A port on which nothing can listen while this lives: it is bound but not listening, so
+/// connections to it are refused and no other test can take it.
+public final class ClosedPort: @unchecked Sendable {
+    public let port: Int
+    private var fd: Int32
+
+    public init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.fd = fd
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else {
+            close(fd)
+            throw TestSupportError("cannot bind")
+        }
+        port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// Frees the port, for a test that starts a server on it next.
+    public func open() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+    }
+
+    deinit { open() }
+}
+
 public struct TestSupportError: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }

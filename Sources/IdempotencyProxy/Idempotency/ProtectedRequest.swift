@@ -97,7 +97,10 @@ final class ProtectedRequest {
     /// `redis_wait_replicas`: the claim must reach that many replicas before the upstream acts.
     private func replicate() {
         let c = loop.configuration
-        loop.store.waitForReplicas(c.redisWaitReplicas, timeoutMs: c.redisTimeoutMs) { result in
+        // WAIT must give up before our own command timeout does, or its answer would be lost
+        // with the connection.
+        let waitMs = max(1, c.redisTimeoutMs * 3 / 4)
+        loop.store.waitForReplicas(c.redisWaitReplicas, timeoutMs: waitMs) { result in
             switch result {
             case .success(let count) where count >= c.redisWaitReplicas:
                 self.forward()

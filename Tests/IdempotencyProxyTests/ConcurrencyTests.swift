@@ -1,0 +1,112 @@
+import DemoUpstreamKit
+import Foundation
+import IdempotencyCore
+import NIOCore
+import RedisClient
+import TestSupport
+import Testing
+
+@testable import IdempotencyProxy
+
+/// Exactly-once under races: simultaneous duplicates, several proxies, expired leases.
+@Suite struct ConcurrencyTests {
+    /// Sends `count` identical requests at the same moment, each on its own connection.
+    private func burst(_ h: ProxyHarness, count: Int, path: String, key: String) async throws -> [RawHTTPClient.Response] {
+        try await blocking {
+            let clients = try (0..<count).map { _ in try RawHTTPClient(port: h.port) }
+            let results = NIOLockedResults(count: count)
+            DispatchQueue.concurrentPerform(iterations: count) { i in
+                results.set(i, Result { try clients[i].request("POST", path, headers: [("Idempotency-Key", key)], body: Array("amount=1".utf8)) })
+            }
+            return try results.all()
+        }
+    }
+
+    @Test func fiftySimultaneousDuplicatesRunOnceAndTheRestGet409() async throws {
+        let h = try await ProxyHarness.start()
+        defer { Task { await h.stop() } }
+        let responses = try await burst(h, count: 50, path: "/charges?delay=300", key: "dup")
+        #expect(h.upstream.executions("/charges") == 1)
+        #expect(responses.filter { $0.status == 201 }.count == 1)
+        #expect(responses.filter { $0.status == 409 }.count == 49)
+    }
+
+    @Test func fiftySimultaneousDuplicatesWithInflightWaitAllGetTheSameAnswer() async throws {
+        let h = try await ProxyHarness.start(["inflight_wait": "2s"])
+        defer { Task { await h.stop() } }
+        let responses = try await burst(h, count: 50, path: "/charges?delay=300", key: "dup")
+        #expect(h.upstream.executions("/charges") == 1)
+        #expect(responses.allSatisfy { $0.status == 201 })
+        #expect(Set(responses.map(\.body)).count == 1)
+        #expect(responses.filter(\.replayed).count == 49)
+    }
+
+    @Test func twoProxiesSharingRedisRunARequestOnce() async throws {
+        let upstream = try await DemoUpstream.start()
+        let prefix = "test:\(UUID().uuidString.prefix(8)):"
+        let a = try await ProxyHarness.start(upstream: upstream, prefix: prefix)
+        let b = try await ProxyHarness.start(upstream: upstream, prefix: prefix)
+        defer { Task { await a.stop(); await b.stop(); await upstream.stop() } }
+        var bodies = Set<[UInt8]>()
+        for i in 0..<6 {
+            let proxy = i % 2 == 0 ? a : b
+            let r = try await proxy.send("POST", "/charges", key: "shared", body: "x")
+            #expect(r.status == 201)
+            #expect(r.replayed == (i > 0))
+            bodies.insert(r.body)
+        }
+        #expect(bodies.count == 1)
+        #expect(upstream.executions("/charges") == 1)
+    }
+
+    /// A proxy whose Redis traffic is held back past its lease must not overwrite the record of
+    /// the proxy that took the key over (SPEC §3 rule 5).
+    @Test func lateCompletionFromAnExpiredLeaseDoesNotOverwriteTheNewOwner() async throws {
+        let upstream = try await DemoUpstream.start()
+        let prefix = "test:\(UUID().uuidString.prefix(8)):"
+        let relay = try TCPRelay(targetPort: SharedRedis.port)
+        defer { relay.stop() }
+        // A: lease 400 ms, talks to Redis through the relay. B: direct.
+        let a = try await ProxyHarness.start(
+            ["lock_ttl": "400ms", "upstream_timeout": "300ms", "redis_timeout": "3s"],
+            upstream: upstream, redisURL: "redis://127.0.0.1:\(relay.port)/0", prefix: prefix)
+        let b = try await ProxyHarness.start(upstream: upstream, prefix: prefix)
+        defer { Task { await a.stop(); await b.stop(); await upstream.stop() } }
+
+        // A claims, then its Redis traffic is held while the upstream works (100 ms) and beyond
+        // the lease; B takes the expired key over and completes first.
+        let first = Task { try await a.send("POST", "/charges?delay=100", key: "k", body: "x") }
+        try await Task.sleep(for: .milliseconds(50))
+        relay.hold()
+        try await Task.sleep(for: .milliseconds(500))
+        let second = try await b.send("POST", "/charges?delay=100", key: "k", body: "x")
+        #expect(second.status == 201)
+        #expect(!second.replayed)
+        relay.release()
+        let late = try await first.value
+        #expect(late.status == 201)
+        #expect(late.body != second.body)
+        // The record is B's: every retry replays B's answer.
+        let retry = try await b.send("POST", "/charges?delay=100", key: "k", body: "x")
+        #expect(retry.replayed)
+        #expect(retry.body == second.body)
+        #expect(try a.metricLine("idemproxy_completions_lost_total") == 1)
+    }
+}
+
+extension ProxyHarness {
+    func metricLine(_ name: String) throws -> Int {
+        let text = try admin("/metrics").text
+        let line = text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+        return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
+    }
+}
+
+/// Results filled in from several threads.
+final class NIOLockedResults: @unchecked Sendable {
+    private let lock = NSLock()
+    private var results: [Result<RawHTTPClient.Response, Error>?]
+    init(count: Int) { results = Array(repeating: nil, count: count) }
+    func set(_ i: Int, _ r: Result<RawHTTPClient.Response, Error>) { lock.withLock { results[i] = r } }
+    func all() throws -> [RawHTTPClient.Response] { try lock.withLock { try results.map { try $0!.get() } } }
+}

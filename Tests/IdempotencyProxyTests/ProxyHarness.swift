@@ -1,0 +1,133 @@
+import DemoUpstreamKit
+import Foundation
+import IdempotencyCore
+import Logging
+import NIOCore
+import RedisClient
+import TestSupport
+
+@testable import IdempotencyProxy
+
+/// A real proxy on a free port in front of a real `DemoUpstream`, with a real Redis; every
+/// test gets its own key prefix so tests run in parallel on one Redis.
+final class ProxyHarness: @unchecked Sendable {
+    let upstream: DemoUpstream
+    let server: ProxyServer
+    let prefix: String
+    let redisURL: String
+    private let ownsUpstream: Bool
+
+    var port: Int { server.localAddress.port! }
+    var adminPort: Int { server.adminAddress!.port! }
+
+    static func start(
+        _ settings: [String: String] = [:],
+        upstream: DemoUpstream? = nil,
+        upstreamURL: String? = nil,
+        redisURL: String = SharedRedis.url,
+        prefix: String? = nil
+    ) async throws -> ProxyHarness {
+        let upstreamServer: DemoUpstream
+        if let upstream { upstreamServer = upstream } else { upstreamServer = try await DemoUpstream.start() }
+        let prefix = prefix ?? "test:\(UUID().uuidString.prefix(8)):"
+        var loader = ConfigLoader()
+        let base: [String: String] = [
+            "listen": "127.0.0.1:0",
+            "admin_listen": "127.0.0.1:0",
+            "upstream": upstreamURL ?? "http://127.0.0.1:\(upstreamServer.port)",
+            "redis_url": redisURL,
+            "key_prefix": prefix,
+            "upstream_timeout": "5s",
+            "lock_ttl": "10s",
+        ]
+        for (key, value) in base.merging(settings, uniquingKeysWith: { $1 }) { loader.applySet("\(key)=\(value)") }
+        let configuration = try loader.finish().get()
+        let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+        let server = try await ProxyServer.start(configuration: configuration, logger: logger, threads: 2)
+        let harness = ProxyHarness(
+            upstream: upstreamServer, server: server, prefix: prefix, redisURL: redisURL, ownsUpstream: upstream == nil)
+        try await harness.waitForRedis()
+        return harness
+    }
+
+    private init(upstream: DemoUpstream, server: ProxyServer, prefix: String, redisURL: String, ownsUpstream: Bool) {
+        self.upstream = upstream
+        self.server = server
+        self.prefix = prefix
+        self.redisURL = redisURL
+        self.ownsUpstream = ownsUpstream
+    }
+
+    /// Both loops' Redis connections are up (a fresh proxy connects in the background).
+    private func waitForRedis() async throws {
+        for _ in 0..<100 {
+            let a = try? admin("/readyz")
+            let b = try? admin("/readyz")
+            if a?.status == 200 && b?.status == 200 { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    func stop() async {
+        await server.shutdown(grace: .seconds(2))
+        if ownsUpstream { await upstream.stop() }
+    }
+
+    /// One request on a new connection.
+    func request(
+        _ method: String, _ path: String, key: String? = nil, headers: [(String, String)] = [], body: String = ""
+    ) throws -> RawHTTPClient.Response {
+        let client = try RawHTTPClient(port: port)
+        var all = headers
+        if let key { all.append(("Idempotency-Key", key)) }
+        return try client.request(method, path, headers: all, body: Array(body.utf8))
+    }
+
+    func admin(_ path: String) throws -> RawHTTPClient.Response {
+        try RawHTTPClient(port: adminPort).request("GET", path)
+    }
+
+    /// Records this test's proxy wrote to Redis.
+    func recordCount() async throws -> Int {
+        let redis = try await TestRedisClient(port: Self.port(of: redisURL))
+        defer { Task { await redis.close() } }
+        guard case .array(let keys) = try await redis.send(["KEYS", .string(prefix + "*")]) else { return -1 }
+        return keys.count
+    }
+
+    func metric(_ outcome: String) throws -> Int {
+        let text = try admin("/metrics").text
+        let line = text.split(separator: "\n").first { $0.hasPrefix("idemproxy_requests_total{outcome=\"\(outcome)\"}") }
+        return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
+    }
+
+    static func port(of url: String) -> Int {
+        Int(url.split(separator: ":").last?.split(separator: "/").first ?? "") ?? 6379
+    }
+}
+
+/// Runs blocking work off the cooperative pool, so waiting on sockets cannot starve other tests.
+func blocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(with: Result { try work() }) }
+    }
+}
+
+extension ProxyHarness {
+    /// `request` off the cooperative pool.
+    func send(
+        _ method: String, _ path: String, key: String? = nil, headers: [(String, String)] = [], body: String = ""
+    ) async throws -> RawHTTPClient.Response {
+        try await blocking { try self.request(method, path, key: key, headers: headers, body: body) }
+    }
+}
+
+extension RawHTTPClient.Response {
+    var isProblem: Bool { header("content-type") == "application/problem+json" }
+    /// The `detail` member of a problem body.
+    var detail: String {
+        guard let range = text.range(of: "\"detail\":\"") else { return "" }
+        return String(text[range.upperBound...].prefix { $0 != "\"" })
+    }
+    var replayed: Bool { header("Idempotent-Replayed") == "true" }
+}

@@ -1,0 +1,93 @@
+import Foundation
+import RedisClient
+import TestSupport
+import Testing
+
+/// SPEC §3 rule 11 and bad data in Redis: each test has its own Redis to break.
+@Suite struct RedisFaultTests {
+    @Test func redisDownClosedGets503ThenRecoversWithoutRestart() async throws {
+        let redis = try RedisServerProcess()
+        let h = try await ProxyHarness.start(["redis_timeout": "300ms"], redisURL: redis.url)
+        defer { Task { await h.stop() } }
+        #expect(try await h.send("POST", "/charges", key: "before", body: "x").status == 201)
+
+        redis.stop()
+        let down = try await h.send("POST", "/charges", key: "during", body: "x")
+        #expect(down.status == 503)
+        #expect(down.isProblem)
+        #expect(down.header("Retry-After") != nil)
+        #expect(h.upstream.executions("/charges") == 1)
+        #expect(try h.admin("/readyz").status == 503)
+        #expect(try h.metric("redis_error") == 1)
+
+        try redis.start()
+        let clock = ContinuousClock()
+        let start = clock.now
+        // Every event loop reconnects on its own; count consecutive protected successes.
+        var streak = 0
+        var attempt = 0
+        while clock.now - start < .seconds(5) && streak < 6 {
+            attempt += 1
+            let status = try await h.send("POST", "/charges", key: "after-\(attempt)", body: "x").status
+            streak = status == 201 ? streak + 1 : 0
+            if status != 201 { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(streak == 6, "protection did not come back within 5 s")
+        #expect(try await h.send("POST", "/charges", key: "after-\(attempt)", body: "x").replayed)
+        #expect(try h.admin("/readyz").status == 200)
+    }
+
+    @Test func pausedRedisTimesOutInto503() async throws {
+        let redis = try RedisServerProcess()
+        let h = try await ProxyHarness.start(["redis_timeout": "300ms"], redisURL: redis.url)
+        defer { Task { await h.stop() } }
+        redis.pause()
+        let r = try await h.send("POST", "/charges", key: "k", body: "x")
+        redis.resume()
+        #expect(r.status == 503)
+        #expect(h.upstream.executions("/charges") == 0)
+    }
+
+    @Test func redisDownOpenForwardsUnprotected() async throws {
+        let redis = try RedisServerProcess()
+        let h = try await ProxyHarness.start(["redis_timeout": "300ms", "on_redis_error": "open"], redisURL: redis.url)
+        defer { Task { await h.stop() } }
+        redis.stop()
+        let r1 = try await h.send("POST", "/charges", key: "k", body: "x")
+        let r2 = try await h.send("POST", "/charges", key: "k", body: "x")
+        #expect(r1.status == 201)
+        #expect(r2.status == 201)
+        #expect(!r2.replayed)
+        #expect(h.upstream.executions("/charges") == 2)
+        #expect(try h.metric("redis_error") == 2)
+    }
+
+    @Test func aMalformedRecordIsARedisErrorNotACrash() async throws {
+        let h = try await ProxyHarness.start()
+        defer { Task { await h.stop() } }
+        _ = try await h.send("POST", "/charges", key: "k", body: "x")
+        let client = try await TestRedisClient(port: SharedRedis.port)
+        defer { Task { await client.close() } }
+        guard case .array(let keys) = try await client.send(["KEYS", .string(h.prefix + "*")]), let key = keys.first?.string else {
+            Issue.record("no record")
+            return
+        }
+        _ = try await client.send(["SET", .string(key), "garbage from another writer"])
+        let r = try await h.send("POST", "/charges", key: "k", body: "x")
+        #expect(r.status == 503)
+        #expect(r.isProblem)
+        #expect(h.upstream.executions("/charges") == 1)
+        // The proxy still serves other keys.
+        #expect(try await h.send("POST", "/charges", key: "other", body: "x").status == 201)
+    }
+
+    @Test func waitForReplicasWithoutReplicasReleasesAndGets503() async throws {
+        let h = try await ProxyHarness.start(["redis_wait_replicas": "1", "redis_timeout": "200ms"])
+        defer { Task { await h.stop() } }
+        let r = try await h.send("POST", "/charges", key: "k", body: "x")
+        #expect(r.status == 503)
+        #expect(r.detail.contains("0 of 1"))
+        #expect(h.upstream.executions("/charges") == 0)
+        #expect(try await h.recordCount() == 0)
+    }
+}
