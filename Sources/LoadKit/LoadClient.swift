@@ -1,0 +1,172 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// One simulated client. It keeps a keep-alive connection for as long as it can and opens a
+/// new one after it dropped a response on purpose, the server closed, or the network failed.
+struct LoadClient {
+    typealias Connection = NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>
+
+    /// The key being worked on, across attempts and connections.
+    private struct Job {
+        let key: String
+        let body: [UInt8]
+        var ledger = KeyLedger()
+        var nextAttempt = 0
+    }
+
+    let options: LoadOptions
+    let group: any EventLoopGroup
+    let worker: Int
+
+    /// Works through keys from `counter` until none are left.
+    func run(counter: KeyCounter, runID: String) async -> [(KeyLedger, UInt64?)] {
+        var results: [(KeyLedger, UInt64?)] = []
+        var job: Job?
+        while true {
+            if job == nil {
+                guard let index = await counter.next() else { break }
+                job = Job(key: "load-\(runID)-\(index)", body: LoadRunner.body(index: index, size: options.bodyBytes))
+            }
+            do {
+                let connection = try await connect(options.target)
+                try await connection.executeThenClose { inbound, outbound in
+                    var responses = inbound.makeAsyncIterator()
+                    // Attempts run on this connection until one is lost or the server closes.
+                    while var current = job {
+                        let outcome = try await attempt(&current, responses: &responses, outbound: outbound)
+                        job = current
+                        switch outcome {
+                        case .finished(let latency):
+                            results.append((current.ledger, latency))
+                            await counter.finished()
+                            job = nil
+                            guard let index = await counter.next() else { return }
+                            job = Job(key: "load-\(runID)-\(index)", body: LoadRunner.body(index: index, size: options.bodyBytes))
+                        case .gaveUp:
+                            results.append((current.ledger, nil))
+                            await counter.finished()
+                            job = nil
+                            return
+                        case .retry:
+                            continue
+                        case .reconnect:
+                            return
+                        }
+                    }
+                }
+            } catch {
+                if var current = job {
+                    current.ledger.failed()
+                    job = current
+                    if current.nextAttempt > options.maxRetries {
+                        results.append((current.ledger, nil))
+                        await counter.finished()
+                        job = nil
+                    }
+                }
+            }
+        }
+        return results
+    }
+
+    private enum AttemptOutcome {
+        case finished(latencyMicros: UInt64)
+        case gaveUp
+        /// Retry on the same connection.
+        case retry
+        /// Retry on a new connection (this one was dropped on purpose or closed by the server).
+        case reconnect
+    }
+
+    private func attempt(
+        _ job: inout Job,
+        responses: inout NIOAsyncChannelInboundStream<HTTPClientResponsePart>.AsyncIterator,
+        outbound: NIOAsyncChannelOutboundWriter<HTTPClientRequestPart>
+    ) async throws -> AttemptOutcome {
+        guard job.nextAttempt <= options.maxRetries else { return .gaveUp }
+        if job.nextAttempt > 0 {
+            let delay = options.backoff.delayMs(retry: job.nextAttempt, unit: Double.random(in: 0...1))
+            try await Task.sleep(for: .microseconds(Int64(delay * 1_000)))
+        }
+        job.nextAttempt += 1
+        job.ledger.attemptStarted()
+        let clock = ContinuousClock()
+        let start = clock.now
+        try await outbound.write(contentsOf: request(options.target, key: job.key, body: job.body))
+        if Double.random(in: 0..<1) < options.loseRate {
+            // The response is "lost": drop the connection at a random moment after sending.
+            job.ledger.lost()
+            try await Task.sleep(for: .microseconds(Int64(Double.random(in: 0...options.loseWindowMs) * 1_000)))
+            return .reconnect
+        }
+        let (answer, keepAlive) = try await Self.readResponse(&responses)
+        job.ledger.answered(answer)
+        if job.ledger.isDone {
+            let elapsed = clock.now - start
+            let micros = UInt64(elapsed.components.seconds) * 1_000_000 + UInt64(elapsed.components.attoseconds / 1_000_000_000_000)
+            return .finished(latencyMicros: micros)
+        }
+        return keepAlive ? .retry : .reconnect
+    }
+
+    /// One GET on its own connection, for `/stats`.
+    func get(_ target: HTTPTarget) async throws -> KeyLedger.Answer {
+        let connection = try await connect(target)
+        return try await connection.executeThenClose { inbound, outbound in
+            var responses = inbound.makeAsyncIterator()
+            try await outbound.write(contentsOf: request(target, method: .GET, key: nil, body: []))
+            return try await Self.readResponse(&responses).0
+        }
+    }
+
+    private func request(_ target: HTTPTarget, method: HTTPMethod = .POST, key: String?, body: [UInt8]) -> [HTTPClientRequestPart] {
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: "\(target.host):\(target.port)")
+        if let key {
+            headers.add(name: "Idempotency-Key", value: "\"\(key)\"")
+            headers.add(name: "Authorization", value: "Bearer load-client-\(worker)")
+            headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+        }
+        headers.add(name: "Content-Length", value: String(body.count))
+        return [
+            .head(HTTPRequestHead(version: .http1_1, method: method, uri: target.path, headers: headers)),
+            .body(.byteBuffer(ByteBuffer(bytes: body))),
+            .end(nil),
+        ]
+    }
+
+    private static func readResponse(
+        _ responses: inout NIOAsyncChannelInboundStream<HTTPClientResponsePart>.AsyncIterator
+    ) async throws -> (KeyLedger.Answer, keepAlive: Bool) {
+        var status = 0
+        var replayed = false
+        var keepAlive = true
+        var body: [UInt8] = []
+        while let part = try await responses.next() {
+            switch part {
+            case .head(let head):
+                status = Int(head.status.code)
+                replayed = head.headers["Idempotent-Replayed"].first == "true"
+                keepAlive = head.isKeepAlive
+            case .body(let buffer):
+                body += buffer.readableBytesView
+            case .end:
+                return (KeyLedger.Answer(status: status, body: body, replayed: replayed), keepAlive)
+            }
+        }
+        throw LoadError("connection closed before the response ended")
+    }
+
+    private func connect(_ target: HTTPTarget) async throws -> Connection {
+        try await ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.seconds(5))
+            .connect(host: target.host, port: target.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    return try Connection(wrappingChannelSynchronously: channel)
+                }
+            }
+    }
+}

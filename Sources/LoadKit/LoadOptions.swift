@@ -1,0 +1,50 @@
+/// Settings of one load run (SPEC §6).
+public struct LoadOptions: Sendable {
+    public var target: HTTPTarget
+    public var requests = 1_000
+    public var concurrency = 16
+    /// Probability that an attempt's response is "lost": the client drops the connection.
+    public var loseRate = 0.0
+    public var maxRetries = 10
+    public var statsTarget: HTTPTarget?
+    public var bodyBytes = 64
+    /// After a lost attempt's request is sent, the connection is dropped at a uniformly random
+    /// moment within this window: early drops race the upstream, late ones lose its answer.
+    public var loseWindowMs = 20.0
+    public var backoff = Backoff()
+    /// Print a progress line every second.
+    public var progress = false
+
+    public init(target: HTTPTarget) {
+        self.target = target
+    }
+}
+
+/// `http://host:port/path`.
+public struct HTTPTarget: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    public var path: String
+
+    public init(host: String, port: Int, path: String) {
+        self.host = host
+        self.port = port
+        self.path = path
+    }
+
+    public init?(_ url: String) {
+        guard url.hasPrefix("http://") else { return nil }
+        let rest = url.dropFirst("http://".count)
+        let slash = rest.firstIndex(of: "/") ?? rest.endIndex
+        let authority = rest[..<slash]
+        path = slash == rest.endIndex ? "/" : String(rest[slash...])
+        if let colon = authority.lastIndex(of: ":"), let port = Int(authority[authority.index(after: colon)...]) {
+            host = String(authority[..<colon])
+            self.port = port
+        } else {
+            host = String(authority)
+            port = 80
+        }
+        if host.isEmpty { return nil }
+    }
+}

@@ -1,0 +1,62 @@
+import ArgumentParser
+import LoadKit
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct LoadCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "idemproxy-load",
+        abstract: "Retrying load generator: proves exactly-once execution and measures latency.",
+        discussion: "Exit status 1 on any duplicate execution, mismatched answer or unanswered key.")
+
+    @Option(help: "Target URL of the protected endpoint, e.g. http://127.0.0.1:8081/charges.")
+    var url: String
+
+    @Option(help: "Number of keys (protected POSTs) to send.")
+    var requests = 1_000
+
+    @Option(help: "Concurrent clients.")
+    var concurrency = 16
+
+    @Option(name: .customLong("lose-rate"), help: "Probability that an attempt's response is lost (0…1).")
+    var loseRate = 0.0
+
+    @Option(name: .customLong("max-retries"), help: "Retries per key after the first attempt.")
+    var maxRetries = 10
+
+    @Option(name: .customLong("stats-url"), help: "The upstream's side-effect counter (demo-upstream's /stats).")
+    var statsURL: String?
+
+    @Option(name: .customLong("body-bytes"), help: "Size of each request body.")
+    var bodyBytes = 64
+
+    @Flag(help: "Print the report as one JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard HTTPTarget(url) != nil else { throw ValidationError("--url must be http://host:port/path") }
+        if let statsURL, HTTPTarget(statsURL) == nil { throw ValidationError("--stats-url must be http://host:port/path") }
+        guard requests > 0, concurrency > 0, maxRetries >= 0, bodyBytes >= 0 else {
+            throw ValidationError("--requests and --concurrency must be positive, --max-retries and --body-bytes not negative")
+        }
+        guard (0...1).contains(loseRate) else { throw ValidationError("--lose-rate must be between 0 and 1") }
+    }
+
+    func run() async throws {
+        var options = LoadOptions(target: HTTPTarget(url)!)
+        options.requests = requests
+        options.concurrency = concurrency
+        options.loseRate = loseRate
+        options.maxRetries = maxRetries
+        options.statsTarget = statsURL.flatMap(HTTPTarget.init)
+        options.bodyBytes = bodyBytes
+        options.progress = !json && isatty(STDOUT_FILENO) == 1
+        let report = try await LoadRunner(options: options).run(group: MultiThreadedEventLoopGroup.singleton)
+        print(json ? report.json() : report.text(title: "idemproxy-load → \(url)"))
+        if !report.passed { throw ExitCode(1) }
+    }
+}
