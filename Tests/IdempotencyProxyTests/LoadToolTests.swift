@@ -1,0 +1,39 @@
+import LoadKit
+import NIOPosix
+import Testing
+
+/// The load tool end to end: duplicates happen without the proxy and never with it.
+@Suite struct LoadToolTests {
+    private func options(_ port: Int, stats: Int) -> LoadOptions {
+        var o = LoadOptions(target: HTTPTarget(host: "127.0.0.1", port: port, path: "/charges"))
+        o.requests = 300
+        o.concurrency = 8
+        o.loseRate = 0.3
+        o.statsTarget = HTTPTarget(host: "127.0.0.1", port: stats, path: "/stats")
+        return o
+    }
+
+    @Test func withoutTheProxyLostResponsesBecomeDuplicateCharges() async throws {
+        let h = try await ProxyHarness.start()
+        defer { Task { await h.stop() } }
+        let report = try await LoadRunner(options: options(h.upstream.port, stats: h.upstream.port))
+            .run(group: MultiThreadedEventLoopGroup.singleton)
+        #expect((report.duplicates ?? 0) > 0)
+        #expect(!report.passed)
+    }
+
+    @Test func throughTheProxyEveryKeyRunsExactlyOnce() async throws {
+        let h = try await ProxyHarness.start()
+        defer { Task { await h.stop() } }
+        let report = try await LoadRunner(options: options(h.port, stats: h.upstream.port))
+            .run(group: MultiThreadedEventLoopGroup.singleton)
+        #expect(report.losses > 0)
+        #expect(report.duplicates == 0)
+        #expect(report.missing == 0)
+        #expect(report.mismatches == 0)
+        #expect(report.unanswered == 0)
+        #expect(report.replays > 0)
+        #expect(report.passed)
+        #expect(h.upstream.snapshot().charges == 300)
+    }
+}
