@@ -17,7 +17,8 @@ enum ConfigValues {
 
     static func renderDuration(_ ms: Int64) -> String {
         if ms == 0 { return "0s" }
-        for (suffix, scale) in [("h", Int64(3_600_000)), ("m", 60_000), ("s", 1_000)] where ms % scale == 0 {
+        // Hours or seconds: `60s` reads better than `1m` for the TTL-sized values used here.
+        for (suffix, scale) in [("h", Int64(3_600_000)), ("s", 1_000)] where ms % scale == 0 {
             return "\(ms / scale)\(suffix)"
         }
         return "\(ms)ms"

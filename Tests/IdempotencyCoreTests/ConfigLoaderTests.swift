@@ -32,7 +32,7 @@ import Testing
             max_key_length = 255
             scope_headers = Authorization
             fingerprint = true
-            lock_ttl = 1m
+            lock_ttl = 60s
             response_ttl = 24h
             inflight_wait = 0s
             store_5xx = false
@@ -144,7 +144,7 @@ import Testing
         ])
         #expect(errors("", env: ["IDEMPROXY_NOPE": "1"]) == ["IDEMPROXY_NOPE: unknown key \"nope\""])
         #expect(errors("", sets: ["upstream_timeout=2m"]) == [
-            "--set upstream_timeout: lock_ttl (1m) must exceed upstream_timeout (2m), or a slow upstream could run a request twice"
+            "--set upstream_timeout: lock_ttl (60s) must exceed upstream_timeout (120s), or a slow upstream could run a request twice"
         ])
         #expect(errors("", sets: ["listen"]) == ["--set listen: expected KEY=VALUE"])
     }
