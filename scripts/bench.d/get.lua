@@ -1,0 +1,2 @@
+-- wrk script: a plain GET (the passthrough path).
+dofile(os.getenv("BENCH_LIB"))
