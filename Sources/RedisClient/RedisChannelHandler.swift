@@ -28,6 +28,8 @@ final class RedisChannelHandler: ChannelInboundHandler {
     private var failure: RedisError?
     /// Told once, when the channel is gone.
     var onClose: ((RedisError) -> Void)?
+    /// Set on a subscriber connection: Pub/Sub messages go here instead of to a command.
+    var onMessage: ((_ channel: ByteBuffer, _ payload: ByteBuffer) -> Void)?
 
     init(timeout: TimeAmount) {
         self.timeout = timeout
@@ -63,6 +65,14 @@ final class RedisChannelHandler: ChannelInboundHandler {
         do {
             try reader.feed(unwrapInboundIn(data))
             while let reply = try reader.next() {
+                if let onMessage, case .array(let items) = reply, items.count == 3,
+                    case .bulk(let kind) = items[0], kind.readableBytesView.elementsEqual("message".utf8),
+                    case .bulk(let channel) = items[1], case .bulk(let payload) = items[2]
+                {
+                    // Pushed by the server, not an answer to a command.
+                    onMessage(channel, payload)
+                    continue
+                }
                 guard let command = pending.popFirst() else {
                     throw RedisError.protocolError("a reply arrived with no command waiting for it")
                 }

@@ -22,12 +22,21 @@ public final class RedisConnection {
     private var state: State = .waitingToReconnect(.notConnected("not started"))
     private var failedAttempts = 0
     private var allocator = ByteBufferAllocator()
+    private let onMessage: ((_ channel: ByteBuffer, _ payload: ByteBuffer) -> Void)?
+    /// Called each time a connection is (re)established, before queued commands are released.
+    public var onReady: (() -> Void)?
 
-    /// Creates the connection and starts connecting. Call on `eventLoop`.
-    public init(configuration: RedisConfiguration, eventLoop: any EventLoop) {
+    /// Creates the connection and starts connecting. Call on `eventLoop`. With `onMessage`, the
+    /// connection is a Pub/Sub subscriber: messages the server pushes are handed there.
+    public init(
+        configuration: RedisConfiguration,
+        eventLoop: any EventLoop,
+        onMessage: ((_ channel: ByteBuffer, _ payload: ByteBuffer) -> Void)? = nil
+    ) {
         eventLoop.preconditionInEventLoop()
         self.configuration = configuration
         self.eventLoop = eventLoop
+        self.onMessage = onMessage
         connect()
     }
 
@@ -131,6 +140,7 @@ public final class RedisConnection {
 
     /// AUTH and SELECT, pipelined, before any queued command is released.
     private func handshake(channel: any Channel, handler: RedisChannelHandler) {
+        handler.onMessage = onMessage
         handler.onClose = { [weak handler] error in
             guard let handler else { return }
             self.channelClosed(handler: handler, error: error)
@@ -177,6 +187,7 @@ public final class RedisConnection {
         }
         failedAttempts = 0
         state = .ready(handler, channel)
+        onReady?()
         for (buffer, completion) in waiting { handler.send(buffer, completion: completion) }
     }
 

@@ -110,3 +110,43 @@ final class NIOLockedResults: @unchecked Sendable {
     func set(_ i: Int, _ r: Result<RawHTTPClient.Response, Error>) { lock.withLock { results[i] = r } }
     func all() throws -> [RawHTTPClient.Response] { try lock.withLock { try results.map { try $0!.get() } } }
 }
+
+/// `inflight_wait` is driven by Redis Pub/Sub: with the safety-net poll stretched beyond the
+/// wait, only a published message can wake the waiting retry before its deadline (without
+/// one it would only look again when the 3 s wait ends; the first completes after ~250 ms).
+@Suite struct InflightWaitPubSubTests {
+    @Test func aRetryOnAnotherProxyIsWokenByTheFirstCompletion() async throws {
+        let upstream = try await DemoUpstream.start()
+        let prefix = "test:\(UUID().uuidString.prefix(8)):"
+        let a = try await ProxyHarness.start(upstream: upstream, prefix: prefix)
+        let b = try await ProxyHarness.start(
+            ["inflight_wait": "3s"], upstream: upstream, prefix: prefix, waitPollInterval: .seconds(60))
+        defer { Task { await a.stop(); await b.stop(); await upstream.stop() } }
+        let first = Task { try await a.send("POST", "/charges?delay=400", key: "k", body: "x") }
+        try await Task.sleep(for: .milliseconds(150))
+        let clock = ContinuousClock()
+        let sent = clock.now
+        let waiter = try await b.send("POST", "/charges?delay=400", key: "k", body: "x")
+        #expect(clock.now - sent < .seconds(2), "the waiter was not woken by the completion")
+        let original = try await first.value
+        #expect(waiter.status == 201)
+        #expect(waiter.replayed)
+        #expect(waiter.body == original.body)
+        #expect(upstream.executions("/charges") == 1)
+    }
+
+    @Test func aWaiterTakesOverAReleasedKeyWhenWoken() async throws {
+        let h = try await ProxyHarness.start(["inflight_wait": "3s"], waitPollInterval: .seconds(60))
+        defer { Task { await h.stop() } }
+        let failing = Task { try await h.send("POST", "/status/500?delay=300", key: "k", body: "x") }
+        try await Task.sleep(for: .milliseconds(100))
+        let clock = ContinuousClock()
+        let sent = clock.now
+        let waiter = try await h.send("POST", "/status/500?delay=300", key: "k", body: "x")
+        #expect(clock.now - sent < .seconds(2), "the waiter was not woken by the release")
+        #expect(try await failing.value.status == 500)
+        #expect(waiter.status == 500)
+        #expect(!waiter.replayed)
+        #expect(h.upstream.executions("/status/500") == 2)
+    }
+}

@@ -25,7 +25,8 @@ final class ProxyHarness: @unchecked Sendable {
         upstream: DemoUpstream? = nil,
         upstreamURL: String? = nil,
         redisURL: String = SharedRedis.url,
-        prefix: String? = nil
+        prefix: String? = nil,
+        waitPollInterval: TimeAmount = .milliseconds(100)
     ) async throws -> ProxyHarness {
         let upstreamServer: DemoUpstream
         if let upstream { upstreamServer = upstream } else { upstreamServer = try await DemoUpstream.start() }
@@ -43,7 +44,8 @@ final class ProxyHarness: @unchecked Sendable {
         for (key, value) in base.merging(settings, uniquingKeysWith: { $1 }) { loader.applySet("\(key)=\(value)") }
         let configuration = try loader.finish().get()
         let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
-        let server = try await ProxyServer.start(configuration: configuration, logger: logger, threads: 2)
+        let server = try await ProxyServer.start(
+            configuration: configuration, logger: logger, threads: 2, waitPollInterval: waitPollInterval)
         let harness = ProxyHarness(
             upstream: upstreamServer, server: server, prefix: prefix, redisURL: redisURL, ownsUpstream: upstream == nil)
         try await harness.waitForRedis()

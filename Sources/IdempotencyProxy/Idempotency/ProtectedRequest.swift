@@ -22,10 +22,9 @@ final class ProtectedRequest {
     private let owner: [UInt8]
     /// Until when a retry that finds the request in flight keeps waiting (`inflight_wait`).
     private let waitDeadline: NIODeadline?
-
-    /// How often a waiting retry looks at the record again. Short enough that a replay
-    /// follows the original's completion closely, long enough to cost Redis little.
-    static let waitPollInterval = TimeAmount.milliseconds(25)
+    /// While waiting: the Pub/Sub listener on the record's channel and the safety-net poll.
+    private var subscription: Int?
+    private var poll: Scheduled<Void>?
 
     init(
         loop: LoopContext,
@@ -82,8 +81,8 @@ final class ProtectedRequest {
         case .replay(let stored):
             finish(ProxyResponse(stored: stored, replayHeader: loop.configuration.replayHeader, allocator: allocator), .replayed)
         case .inFlight:
-            if let waitDeadline, NIODeadline.now() + Self.waitPollInterval < waitDeadline {
-                loop.eventLoop.assumeIsolated().scheduleTask(in: Self.waitPollInterval) { self.claim() }
+            if let waitDeadline, NIODeadline.now() < waitDeadline {
+                waitForTheFirst(until: waitDeadline)
             } else {
                 finish(problem: .inFlight(retryAfter: 1), .conflict)
             }
@@ -92,6 +91,24 @@ final class ProtectedRequest {
         case .notReplayable:
             finish(problem: .responseNotReplayable, .replayed)
         }
+    }
+
+    /// Waits until the first request completes or is released, then claims again (which
+    /// replays, or takes over a released key). The `complete` and `release` scripts publish on
+    /// the record's channel, across proxy instances; the poll is the safety net.
+    private func waitForTheFirst(until deadline: NIODeadline) {
+        if subscription == nil {
+            subscription = loop.subscriber.subscribe(recordKey) { [weak self] in self?.wake() }
+        }
+        let remaining = deadline - .now()
+        poll = loop.eventLoop.assumeIsolated().scheduleTask(in: min(loop.waitPollInterval, remaining)) { self.wake() }
+    }
+
+    private func wake() {
+        guard let poll else { return }  // not waiting (already woken)
+        poll.cancel()
+        self.poll = nil
+        claim()
     }
 
     /// `redis_wait_replicas`: the claim must reach that many replicas before the upstream acts.
@@ -217,6 +234,9 @@ final class ProtectedRequest {
     private func finish(_ response: ProxyResponse, _ outcome: RequestOutcome) {
         guard let answer else { return }
         self.answer = nil
+        poll?.cancel()
+        poll = nil
+        if let subscription { loop.subscriber.unsubscribe(recordKey, id: subscription) }
         loop.protectedInFlight -= 1
         answer(response, outcome)
     }

@@ -12,6 +12,11 @@ final class LoopContext {
     let logger: Logger
     let redis: RedisConnection
     let store: IdempotencyStore
+    /// Wakes retries waiting for an in-flight request (`inflight_wait`).
+    let subscriber: RedisSubscriber
+    /// How often a waiting retry looks at the record even without a Pub/Sub message: the
+    /// safety net for a message lost to a reconnect.
+    let waitPollInterval: TimeAmount
     let pool: UpstreamPool
     /// Protected requests whose work is not finished (they outlive their client connection).
     var protectedInFlight = 0
@@ -20,13 +25,18 @@ final class LoopContext {
     let keyHeader: String
     let protectedMethods: Set<String>
 
-    init(eventLoop: any EventLoop, configuration: ProxyConfiguration, metrics: ProxyMetrics, logger: Logger) {
+    init(
+        eventLoop: any EventLoop, configuration: ProxyConfiguration, metrics: ProxyMetrics, logger: Logger,
+        waitPollInterval: TimeAmount
+    ) {
         self.eventLoop = eventLoop
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
         redis = RedisConnection(configuration: Self.redisConfiguration(configuration), eventLoop: eventLoop)
         store = IdempotencyStore(redis: redis, metrics: metrics)
+        subscriber = RedisSubscriber(configuration: Self.redisConfiguration(configuration), eventLoop: eventLoop)
+        self.waitPollInterval = waitPollInterval
         pool = UpstreamPool(
             eventLoop: eventLoop, upstream: configuration.upstream,
             connectTimeout: .milliseconds(min(configuration.upstreamTimeoutMs, 5_000)))
@@ -37,6 +47,7 @@ final class LoopContext {
     func close() {
         pool.close()
         redis.close()
+        subscriber.close()
     }
 
     static func redisConfiguration(_ c: ProxyConfiguration) -> RedisConfiguration {

@@ -5,7 +5,7 @@ import NIOHTTP1
 /// Streams one unprotected request to the upstream and its response back, with back-pressure
 /// both ways: neither side is read faster than the other side can be written.
 final class PassthroughExchange: UpstreamReceiver {
-    private unowned let handler: ProxyHandler
+    private weak var handler: ProxyHandler?
     private let loop: LoopContext
     private let clientVersion: HTTPVersion
     private let started = NIODeadline.now()
@@ -62,7 +62,7 @@ final class PassthroughExchange: UpstreamReceiver {
         connection.begin(receiver: self, timeout: .milliseconds(loop.configuration.upstreamTimeoutMs))
         for (index, part) in queued.enumerated() { connection.write(part, flush: index == queued.count - 1) }
         queued.removeAll()
-        if !connection.isWritable { handler.pauseReads() }
+        if !connection.isWritable { handler?.pauseReads() }
     }
 
     private func forward(_ part: HTTPClientRequestPart, flush: Bool) {
@@ -72,18 +72,18 @@ final class PassthroughExchange: UpstreamReceiver {
             return
         }
         connection.write(part, flush: flush)
-        if !connection.isWritable { handler.pauseReads() }
+        if !connection.isWritable { handler?.pauseReads() }
     }
 
     // MARK: - UpstreamReceiver
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {
         responseStarted = true
-        handler.writeStreamedHead(ForwardedMessage.responseHead(from: head, clientVersion: clientVersion))
+        handler?.writeStreamedHead(ForwardedMessage.responseHead(from: head, clientVersion: clientVersion))
     }
 
     func upstreamResponseBody(_ buffer: ByteBuffer) {
-        if !handler.writeStreamedBody(buffer) { connection?.pauseReads() }
+        if handler?.writeStreamedBody(buffer) == false { connection?.pauseReads() }
     }
 
     func upstreamResponseEnd() {
@@ -95,7 +95,7 @@ final class PassthroughExchange: UpstreamReceiver {
             loop.pool.release(connection)
         }
         connection = nil
-        handler.finishStreamed(outcome: .passthrough, requestEnded: requestEnded)
+        handler?.finishStreamed(outcome: .passthrough, requestEnded: requestEnded)
     }
 
     func upstreamFailed(_ failure: UpstreamFailure) {
@@ -104,7 +104,7 @@ final class PassthroughExchange: UpstreamReceiver {
     }
 
     func upstreamWritabilityChanged(isWritable: Bool) {
-        if isWritable { handler.resumeReads() } else { handler.pauseReads() }
+        if isWritable { handler?.resumeReads() } else { handler?.pauseReads() }
     }
 
     private func fail(problemFor failure: UpstreamFailure?) {
@@ -113,7 +113,7 @@ final class PassthroughExchange: UpstreamReceiver {
         loop.metrics.upstreamExchange(since: started)
         if responseStarted {
             // Part of the response is already out: cutting the connection is the only honest signal.
-            handler.abortStreamed()
+            handler?.abortStreamed()
             return
         }
         let problem: Problem
@@ -123,6 +123,6 @@ final class PassthroughExchange: UpstreamReceiver {
         case .broken?: problem = .upstreamBroken
         case .invalidResponse?: problem = .invalidUpstreamResponse
         }
-        handler.respond(ProxyResponse(problem: problem, allocator: ByteBufferAllocator()), outcome: .upstreamError, requestEnded: requestEnded)
+        handler?.respond(ProxyResponse(problem: problem, allocator: ByteBufferAllocator()), outcome: .upstreamError, requestEnded: requestEnded)
     }
 }

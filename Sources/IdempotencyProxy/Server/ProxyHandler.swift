@@ -63,10 +63,6 @@ final class ProxyHandler: ChannelDuplexHandler {
         loop.metrics.requestStarted()
         requestVersion = head.version
         keepAlive = head.isKeepAlive
-        if head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
-            context.writeAndFlush(
-                wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
-        }
         let c = loop.configuration
         guard loop.protectedMethods.contains(head.method.rawValue) else {
             return startPassthrough(head)
@@ -88,6 +84,14 @@ final class ProxyHandler: ChannelDuplexHandler {
         }
         let capacity = head.headers.first(name: "content-length").flatMap(Int.init) ?? 0
         state = .buffering(head: head, key: key, body: context.channel.allocator.buffer(capacity: capacity))
+        acceptBody(head)
+    }
+
+    /// Answers `Expect: 100-continue` once we know we want the body (never before a 4xx).
+    private func acceptBody(_ head: HTTPRequestHead) {
+        guard let context, head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" })
+        else { return }
+        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
     }
 
     private func requestBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
@@ -129,6 +133,7 @@ final class ProxyHandler: ChannelDuplexHandler {
     private func startPassthrough(_ head: HTTPRequestHead) {
         state = .streaming(
             PassthroughExchange(handler: self, loop: loop, clientHead: head, clientAddress: clientAddress))
+        acceptBody(head)
     }
 
     private func reject(_ problem: Problem, outcome: RequestOutcome, closing: Bool) {

@@ -30,14 +30,18 @@ public final class ProxyServer: Sendable {
 
     /// Binds both listeners and connects to Redis (without waiting for it: a Redis that is down
     /// at start is handled like one that goes down later).
+    /// `waitPollInterval`: see `LoopContext.waitPollInterval`; tests stretch it to prove that
+    /// Pub/Sub alone wakes waiting retries.
     public static func start(
         configuration: ProxyConfiguration,
         logger: Logger,
-        threads: Int = System.coreCount
+        threads: Int = System.coreCount,
+        waitPollInterval: TimeAmount = .milliseconds(100)
     ) async throws -> ProxyServer {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         do {
-            return try await start(configuration: configuration, logger: logger, group: group)
+            return try await start(
+                configuration: configuration, logger: logger, group: group, waitPollInterval: waitPollInterval)
         } catch {
             try? await group.shutdownGracefully()
             throw error
@@ -47,14 +51,17 @@ public final class ProxyServer: Sendable {
     private static func start(
         configuration: ProxyConfiguration,
         logger: Logger,
-        group: MultiThreadedEventLoopGroup
+        group: MultiThreadedEventLoopGroup,
+        waitPollInterval: TimeAmount
     ) async throws -> ProxyServer {
         let metrics = ProxyMetrics()
         var contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>] = [:]
         for loop in group.makeIterator() {
             contexts[ObjectIdentifier(loop)] = try await loop.submit {
                 NIOLoopBound(
-                    LoopContext(eventLoop: loop, configuration: configuration, metrics: metrics, logger: logger),
+                    LoopContext(
+                        eventLoop: loop, configuration: configuration, metrics: metrics, logger: logger,
+                        waitPollInterval: waitPollInterval),
                     eventLoop: loop)
             }.get()
         }
