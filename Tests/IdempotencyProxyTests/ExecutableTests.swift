@@ -1,0 +1,76 @@
+import DemoUpstreamKit
+import Foundation
+import TestSupport
+import Testing
+
+/// The `idemproxy` binary itself: CLI contract (SPEC §1) and signals.
+@Suite struct ExecutableTests {
+    static let binary = ChildProcess.builtProduct("idemproxy")
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    private func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> (Int32?, String, String) {
+        try await blocking {
+            let child = try ChildProcess(Self.binary, arguments, environment: environment)
+            let status = child.wait()
+            return (status, child.stdout, child.stderr)
+        }
+    }
+
+    @Test func checkAcceptsTheExampleFileAndPrintsEveryKey() async throws {
+        let (status, out, _) = try await run(["--config", Self.repository.appendingPathComponent("config/idemproxy.conf").path, "--check"])
+        #expect(status == 0)
+        let lines = out.split(separator: "\n")
+        #expect(lines.count == 25)
+        #expect(lines.allSatisfy { $0.contains(" = ") })
+        #expect(out.contains("listen = 127.0.0.1:8081\n"))
+    }
+
+    @Test func precedenceAppliesOnTheCommandLine() async throws {
+        let (status, out, _) = try await run(
+            ["--set", "log_level=error", "--check"], environment: ["IDEMPROXY_LOG_LEVEL": "debug", "IDEMPROXY_KEY_PREFIX": "env:"])
+        #expect(status == 0)
+        #expect(out.contains("log_level = error\n"))
+        #expect(out.contains("key_prefix = env:\n"))
+    }
+
+    @Test func badConfigurationExits2WithEveryProblemAndStartsNothing() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("bad-\(UUID().uuidString).conf")
+        try "listen = 127.0.0.1:1\nbogus = 1\n\nlock_ttl = 5\n".write(to: file, atomically: true, encoding: .utf8)
+        let (status, out, err) = try await run(["--config", file.path, "--set", "methods="])
+        #expect(status == 2)
+        #expect(out.isEmpty)
+        #expect(err == """
+            \(file.path):2: unknown key "bogus"
+            \(file.path):4: lock_ttl: expected a duration such as 250ms, 30s, 5m or 24h, got "5"
+            --set methods: methods: methods must name at least one method
+
+            """)
+    }
+
+    @Test func clusterModeIsRefusedUntilItExists() async throws {
+        let (status, _, err) = try await run(["--set", "redis_cluster=true", "--set", "admin_listen=off"])
+        #expect(status == 2)
+        #expect(err.contains("Redis Cluster support is not implemented yet"))
+    }
+
+    @Test func sigtermLetsASlowRequestFinishAndExits0() async throws {
+        let upstream = try await DemoUpstream.start()
+        defer { Task { await upstream.stop() } }
+        let port = try FreePort.next()
+        let child = try ChildProcess(Self.binary, [
+            "--set", "listen=127.0.0.1:\(port)", "--set", "upstream=http://127.0.0.1:\(upstream.port)",
+            "--set", "redis_url=\(SharedRedis.url)", "--set", "admin_listen=off",
+            "--set", "key_prefix=test:\(UUID().uuidString.prefix(8)):", "--set", "shutdown_grace=5s",
+        ])
+        try FreePort.waitUntilListening(port: port)
+        let response = Task {
+            try await blocking { try RawHTTPClient(port: port).request("POST", "/charges?delay=700", headers: [("Idempotency-Key", "k")], body: Array("x".utf8)) }
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        child.signal(SIGTERM)
+        let status = try await blocking { child.wait() }
+        #expect(status == 0, "stderr: \(child.stderr)")
+        #expect(try await response.value.status == 201)
+        #expect(upstream.executions("/charges") == 1)
+    }
+}
