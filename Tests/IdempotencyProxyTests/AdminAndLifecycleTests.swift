@@ -1,3 +1,4 @@
+import DemoUpstreamKit
 import Foundation
 import TestSupport
 import Testing
@@ -35,7 +36,7 @@ import Testing
         let upstream = h.upstream
         let prefix = h.prefix
         let slow = Task { try await h.send("POST", "/charges?delay=500", key: "k", body: "x") }
-        try await Task.sleep(for: .milliseconds(150))
+        try await upstream.waitUntilExecuting("/charges")
         let clock = ContinuousClock()
         let start = clock.now
         await h.server.shutdown(grace: .seconds(5))
@@ -57,7 +58,7 @@ import Testing
             try c.sendRequest("POST", "/charges?delay=400", headers: [("Idempotency-Key", "gone")], body: Array("x".utf8))
             c.closeNow()
         }
-        try await Task.sleep(for: .milliseconds(100))
+        try await upstream.waitUntilExecuting("/charges")
         await h.server.shutdown(grace: .seconds(5))
         let next = try await ProxyHarness.start(upstream: upstream, prefix: prefix)
         defer { Task { await next.stop(); await upstream.stop() } }

@@ -66,7 +66,7 @@ import Testing
         let response = Task {
             try await blocking { try RawHTTPClient(port: port).request("POST", "/charges?delay=700", headers: [("Idempotency-Key", "k")], body: Array("x".utf8)) }
         }
-        try await Task.sleep(for: .milliseconds(200))
+        try await upstream.waitUntilExecuting("/charges")
         child.signal(SIGTERM)
         let status = try await blocking { child.wait() }
         #expect(status == 0, "stderr: \(child.stderr)")

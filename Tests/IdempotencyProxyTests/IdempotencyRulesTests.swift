@@ -158,23 +158,23 @@ import Testing
     @Test func rule7_retryWhileInFlightGets409WithRetryAfter() async throws {
         let h = try await ProxyHarness.start()
         defer { Task { await h.stop() } }
-        let slow = Task { try await h.send("POST", "/charges?delay=600", key: "k", body: "x") }
-        try await Task.sleep(for: .milliseconds(200))
-        let retry = try await h.send("POST", "/charges?delay=600", key: "k", body: "x")
+        let slow = Task { try await h.send("POST", "/charges?delay=1200", key: "k", body: "x") }
+        try await h.upstream.waitUntilExecuting("/charges")
+        let retry = try await h.send("POST", "/charges?delay=1200", key: "k", body: "x")
         #expect(retry.status == 409)
         #expect(retry.isProblem)
         #expect(retry.header("Retry-After") != nil)
         #expect(try await slow.value.status == 201)
         #expect(h.upstream.executions("/charges") == 1)
         // After completion the retry is a replay.
-        #expect(try await h.send("POST", "/charges?delay=600", key: "k", body: "x").replayed)
+        #expect(try await h.send("POST", "/charges?delay=1200", key: "k", body: "x").replayed)
     }
 
     @Test func rule7_inflightWaitReplaysOnceTheFirstCompletes() async throws {
         let h = try await ProxyHarness.start(["inflight_wait": "3s"])
         defer { Task { await h.stop() } }
         let slow = Task { try await h.send("POST", "/charges?delay=500", key: "k", body: "x") }
-        try await Task.sleep(for: .milliseconds(150))
+        try await h.upstream.waitUntilExecuting("/charges")
         let retry = try await h.send("POST", "/charges?delay=500", key: "k", body: "x")
         let first = try await slow.value
         #expect(retry.status == 201)
@@ -187,7 +187,7 @@ import Testing
         let h = try await ProxyHarness.start(["inflight_wait": "200ms"])
         defer { Task { await h.stop() } }
         let slow = Task { try await h.send("POST", "/charges?delay=1200", key: "k", body: "x") }
-        try await Task.sleep(for: .milliseconds(150))
+        try await h.upstream.waitUntilExecuting("/charges")
         let retry = try await h.send("POST", "/charges?delay=1200", key: "k", body: "x")
         #expect(retry.status == 409)
         #expect(retry.header("Retry-After") != nil)
@@ -198,7 +198,7 @@ import Testing
         let h = try await ProxyHarness.start(["inflight_wait": "3s"])
         defer { Task { await h.stop() } }
         let failing = Task { try await h.send("POST", "/status/503?delay=400", key: "k", body: "x") }
-        try await Task.sleep(for: .milliseconds(150))
+        try await h.upstream.waitUntilExecuting("/status/503")
         let waiter = try await h.send("POST", "/status/503?delay=400", key: "k", body: "x")
         #expect(try await failing.value.status == 503)
         // The waiter claimed the released key and ran the request itself.
@@ -299,8 +299,13 @@ import Testing
             try c.sendRequest("POST", "/charges?delay=300", headers: [("Idempotency-Key", "k")], body: Array("x".utf8))
             c.closeNow()
         }
-        try await Task.sleep(for: .milliseconds(600))
-        let retry = try await h.send("POST", "/charges?delay=300", key: "k", body: "x")
+        try await h.upstream.waitUntilExecuting("/charges")
+        // Retry as a client would until the first attempt, still running upstream, completes.
+        var retry = try await h.send("POST", "/charges?delay=300", key: "k", body: "x")
+        for _ in 0..<50 where retry.status == 409 {
+            try await Task.sleep(for: .milliseconds(100))
+            retry = try await h.send("POST", "/charges?delay=300", key: "k", body: "x")
+        }
         #expect(retry.status == 201)
         #expect(retry.replayed)
         #expect(h.upstream.executions("/charges") == 1)

@@ -133,3 +133,11 @@ extension RawHTTPClient.Response {
     }
     var replayed: Bool { header("Idempotent-Replayed") == "true" }
 }
+
+extension DemoUpstream {
+    /// Waits (up to 5 s) until the upstream has started executing `count` requests for `path`:
+    /// the moment a race test may send its competing request.
+    func waitUntilExecuting(_ path: String, count: Int = 1) async throws {
+        for _ in 0..<1_000 where executions(path) < count { try await Task.sleep(for: .milliseconds(5)) }
+    }
+}

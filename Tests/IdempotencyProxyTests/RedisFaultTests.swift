@@ -91,3 +91,21 @@ import Testing
         #expect(try await h.recordCount() == 0)
     }
 }
+
+@Suite struct RedisBlipTests {
+    /// The Redis connection breaks while the upstream works: the completion is retried after
+    /// the reconnect, so the response is stored and a retry gets the replay, not 409.
+    @Test func aCompletionSurvivesABrokenRedisConnection() async throws {
+        let relay = try TCPRelay(targetPort: SharedRedis.port)
+        defer { relay.stop() }
+        let h = try await ProxyHarness.start(redisURL: "redis://127.0.0.1:\(relay.port)/0")
+        defer { Task { await h.stop() } }
+        let first = Task { try await h.send("POST", "/charges?delay=300", key: "k", body: "x") }
+        try await h.upstream.waitUntilExecuting("/charges")
+        relay.dropConnections()
+        #expect(try await first.value.status == 201)
+        let retry = try await h.send("POST", "/charges?delay=300", key: "k", body: "x")
+        #expect(retry.replayed)
+        #expect(h.upstream.executions("/charges") == 1)
+    }
+}

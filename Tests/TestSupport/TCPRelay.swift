@@ -13,18 +13,10 @@ public final class TCPRelay: @unchecked Sendable {
 
     public init(targetPort: Int) throws {
         self.targetPort = targetPort
-        port = try FreePort.next()
-        listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var one: Int32 = 1
-        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
-        guard bound, listen(listener, 16) == 0 else { throw TestSupportError("relay cannot listen") }
+        let (listener, port) = try LoopbackSocket.bound()
+        self.listener = listener
+        self.port = port
+        guard listen(listener, 16) == 0 else { throw TestSupportError("relay cannot listen") }
         Thread.detachNewThread { self.acceptLoop() }
     }
 
@@ -34,6 +26,14 @@ public final class TCPRelay: @unchecked Sendable {
         lock.withLock {
             held = false
             lock.broadcast()
+        }
+    }
+
+    /// Cuts every connection made so far (new ones are still accepted): a network blip.
+    public func dropConnections() {
+        lock.withLock {
+            for s in sockets { shutdown(s, Int32(SHUT_RDWR)) }
+            sockets.removeAll()
         }
     }
 
@@ -52,17 +52,8 @@ public final class TCPRelay: @unchecked Sendable {
         while true {
             let client = accept(listener, nil, nil)
             if client < 0 { return }
-            let upstream = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            address.sin_port = UInt16(targetPort).bigEndian
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(upstream, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-            }
-            guard connected else {
+            guard let upstream = LoopbackSocket.connect(port: targetPort) else {
                 close(client)
-                close(upstream)
                 continue
             }
             lock.withLock { sockets += [client, upstream] }

@@ -174,11 +174,18 @@ final class ProtectedRequest {
         }
     }
 
-    private func complete(_ state: IdempotencyRecord.State, then: @escaping () -> Void) {
+    /// Storing is retried on Redis errors (it is owner-checked, so a repeat is harmless): a
+    /// completion lost to a blip would leave the claim in flight and retries at 409 until
+    /// `lock_ttl` ends.
+    private func complete(_ state: IdempotencyRecord.State, attempt: Int = 1, then: @escaping () -> Void) {
         let record = IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: state)
         loop.store.complete(
             key: recordKey, owner: owner, record: record, responseTTLMs: loop.configuration.responseTTLMs
         ) { result in
+            if case .failure(.redis) = result, attempt < Self.storeAttempts {
+                self.afterBackoff(attempt) { self.complete(state, attempt: attempt + 1, then: then) }
+                return
+            }
             switch result {
             case .success(.stored), .success(.storedAfterExpiry):
                 break
@@ -195,13 +202,25 @@ final class ProtectedRequest {
         }
     }
 
-    private func release(then: @escaping () -> Void) {
+    private func release(attempt: Int = 1, then: @escaping () -> Void) {
         loop.store.release(key: recordKey, owner: owner) { result in
+            if case .failure(.redis) = result, attempt < Self.storeAttempts {
+                self.afterBackoff(attempt) { self.release(attempt: attempt + 1, then: then) }
+                return
+            }
             if case .failure(let error) = result {
                 self.loop.logger.error("releasing a claim failed; it expires after lock_ttl", metadata: ["error": "\(error)"])
             }
             then()
         }
+    }
+
+    /// Tries of `complete` and `release` before giving up; with the backoff below they span
+    /// about a second, enough for a reconnect (which starts after 25–50 ms).
+    static let storeAttempts = 4
+
+    private func afterBackoff(_ attempt: Int, _ work: @escaping () -> Void) {
+        loop.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(100 << (attempt - 1))) { work() }
     }
 
     private func storeFailed(_ error: IdempotencyStore.StoreError) {
