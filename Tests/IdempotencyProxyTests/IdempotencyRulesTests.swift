@@ -301,10 +301,8 @@ import Testing
         }
         try await h.upstream.waitUntilExecuting("/charges")
         // Retry as a client would until the first attempt, still running upstream, completes.
-        var retry = try await h.send("POST", "/charges?delay=300", key: "k", body: "x")
-        for _ in 0..<50 where retry.status == 409 {
-            try await Task.sleep(for: .milliseconds(100))
-            retry = try await h.send("POST", "/charges?delay=300", key: "k", body: "x")
+        let retry = try await retrying(times: 50, while: { $0.status == 409 }) {
+            try await h.send("POST", "/charges?delay=300", key: "k", body: "x")
         }
         #expect(retry.status == 201)
         #expect(retry.replayed)

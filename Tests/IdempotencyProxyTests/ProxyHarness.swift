@@ -43,7 +43,12 @@ final class ProxyHarness: @unchecked Sendable {
         ]
         for (key, value) in base.merging(settings, uniquingKeysWith: { $1 }) { loader.applySet("\(key)=\(value)") }
         let configuration = try loader.finish().get()
-        let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+        // IDEMPROXY_TEST_LOG=debug shows the proxies' logs while debugging a test.
+        var logger = Logger(label: "test") { label in
+            guard ProcessInfo.processInfo.environment["IDEMPROXY_TEST_LOG"] != nil else { return SwiftLogNoOpLogHandler() }
+            return StreamLogHandler.standardError(label: label)
+        }
+        logger.logLevel = Logger.Level(rawValue: ProcessInfo.processInfo.environment["IDEMPROXY_TEST_LOG"] ?? "") ?? .info
         let server = try await ProxyServer.start(
             configuration: configuration, logger: logger, threads: 2, waitPollInterval: waitPollInterval)
         let harness = ProxyHarness(
@@ -138,6 +143,6 @@ extension DemoUpstream {
     /// Waits (up to 5 s) until the upstream has started executing `count` requests for `path`:
     /// the moment a race test may send its competing request.
     func waitUntilExecuting(_ path: String, count: Int = 1) async throws {
-        for _ in 0..<1_000 where executions(path) < count { try await Task.sleep(for: .milliseconds(5)) }
+        _ = try await retrying(times: 1_000, pause: .milliseconds(5), while: { $0 < count }) { executions(path) }
     }
 }

@@ -93,19 +93,27 @@ import Testing
 }
 
 @Suite struct RedisBlipTests {
-    /// The Redis connection breaks while the upstream works: the completion is retried after
-    /// the reconnect, so the response is stored and a retry gets the replay, not 409.
-    @Test func aCompletionSurvivesABrokenRedisConnection() async throws {
+    /// Redis is unreachable when the upstream's answer comes back: the completion is retried
+    /// after the reconnect, so the response is stored and a retry gets the replay, not 409.
+    @Test func aCompletionSurvivesARedisOutage() async throws {
         let relay = try TCPRelay(targetPort: SharedRedis.port)
         defer { relay.stop() }
         let h = try await ProxyHarness.start(redisURL: "redis://127.0.0.1:\(relay.port)/0")
         defer { Task { await h.stop() } }
+        let commands = "idemproxy_redis_command_duration_seconds_count"
+        let before = try h.metricLine(commands)
         let first = Task { try await h.send("POST", "/charges?delay=300", key: "k", body: "x") }
         try await h.upstream.waitUntilExecuting("/charges")
-        relay.dropConnections()
+        relay.outage(true)
+        // The claim was one command; the first try to store the answer is the next one.
+        _ = try await retrying(times: 500, pause: .milliseconds(5), while: { $0 < before + 2 }) { try h.metricLine(commands) }
+        relay.outage(false)
         #expect(try await first.value.status == 201)
-        let retry = try await h.send("POST", "/charges?delay=300", key: "k", body: "x")
-        #expect(retry.replayed)
+        // The other event loop's connection may still be reconnecting: 503 means "retry later".
+        let retry = try await retrying(times: 30, while: { $0.status == 503 }) {
+            try await h.send("POST", "/charges?delay=300", key: "k", body: "x")
+        }
+        #expect(retry.replayed, "\(retry)")
         #expect(h.upstream.executions("/charges") == 1)
     }
 }

@@ -154,3 +154,18 @@ public final class RawHTTPClient: @unchecked Sendable {
         return true
     }
 }
+
+/// Repeats `attempt` while `again` holds for its result, at most `times` tries, `pause` apart:
+/// a client retrying as the SPEC tells it to.
+public func retrying<T>(
+    times: Int, pause: Duration = .milliseconds(100), while again: (T) throws -> Bool, _ attempt: () async throws -> T
+) async throws -> T {
+    var result = try await attempt()
+    var tries = 1
+    while tries < times, try again(result) {
+        try await Task.sleep(for: pause)
+        result = try await attempt()
+        tries += 1
+    }
+    return result
+}

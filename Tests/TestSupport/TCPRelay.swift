@@ -8,6 +8,7 @@ public final class TCPRelay: @unchecked Sendable {
     private let listener: Int32
     private let lock = NSCondition()
     private var held = false
+    private var refusing = false
     private var stopped = false
     private var sockets: [Int32] = []
 
@@ -29,11 +30,14 @@ public final class TCPRelay: @unchecked Sendable {
         }
     }
 
-    /// Cuts every connection made so far (new ones are still accepted): a network blip.
-    public func dropConnections() {
+    /// An outage: cuts every connection and closes new ones at once, until `outage(false)`.
+    public func outage(_ on: Bool) {
         lock.withLock {
-            for s in sockets { shutdown(s, Int32(SHUT_RDWR)) }
-            sockets.removeAll()
+            refusing = on
+            if on {
+                for s in sockets { shutdown(s, Int32(SHUT_RDWR)) }
+                sockets.removeAll()
+            }
         }
     }
 
@@ -52,6 +56,10 @@ public final class TCPRelay: @unchecked Sendable {
         while true {
             let client = accept(listener, nil, nil)
             if client < 0 { return }
+            if lock.withLock({ refusing }) {
+                close(client)
+                continue
+            }
             guard let upstream = LoopbackSocket.connect(port: targetPort) else {
                 close(client)
                 continue
