@@ -99,6 +99,14 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
+        .executableTarget(
+            name: "redis-claim-bench",
+            dependencies: [
+                "RedisClient", "IdempotencyCore", "IdempotencyProxy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "TestSupport",
             dependencies: [

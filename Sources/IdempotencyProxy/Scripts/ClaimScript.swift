@@ -8,7 +8,7 @@ extension RedisScript {
     /// ARGV[2]  lock_ttl in milliseconds
     /// Reply    integer 1 when the key was free and now holds ARGV[1];
     ///          otherwise the existing record as a bulk string
-    static let claim = RedisScript(
+    public static let claim = RedisScript(
         """
         if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
           return 1

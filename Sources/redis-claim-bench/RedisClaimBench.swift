@@ -1,0 +1,73 @@
+import IdempotencyCore
+import IdempotencyProxy
+import NIOCore
+import NIOPosix
+import RedisClient
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Claims per second through our RedisClient over one connection, with a fixed number of
+/// commands kept in flight (closed loop). Used by `scripts/bench-redis`.
+///
+///     redis-claim-bench PORT SECONDS INFLIGHT...
+@main
+struct RedisClaimBench {
+    static func main() async throws {
+        let args = CommandLine.arguments.dropFirst().compactMap { Int($0) }
+        guard args.count >= 3 else {
+            print("usage: redis-claim-bench PORT SECONDS INFLIGHT...")
+            exit(2)
+        }
+        let (port, seconds, depths) = (args[0], args[1], Array(args[2...]))
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let connection = try await loop.submit {
+            NIOLoopBound(
+                RedisConnection(configuration: RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port)), eventLoop: loop),
+                eventLoop: loop)
+        }.get()
+        // A realistic in-flight record: version, state, owner, fingerprint.
+        let record = IdempotencyRecord(
+            owner: [UInt8](repeating: 7, count: 16), fingerprint: [UInt8](repeating: 9, count: 32), state: .inFlight
+        ).encoded()
+        for depth in depths {
+            let rate = try await loop.flatSubmit {
+                run(connection.value, record: record, depth: depth, seconds: seconds, loop: loop)
+            }.get()
+            print("inflight=\(depth) claims_per_second=\(Int(rate))")
+        }
+    }
+
+    /// Keeps `depth` claims in flight for `seconds`, each on a fresh key; returns claims/s.
+    static func run(_ redis: RedisConnection, record: [UInt8], depth: Int, seconds: Int, loop: any EventLoop)
+        -> EventLoopFuture<Double>
+    {
+        let promise = loop.makePromise(of: Double.self)
+        let start = NIODeadline.now()
+        let end = start + .seconds(Int64(seconds))
+        var done = 0
+        var active = depth
+        var next = Int.random(in: 0..<1_000_000_000) * 1_000
+        var failed = false
+        func issue() {
+            next += 1
+            redis.run(.claim, keys: [.string("bench:\(next)")], arguments: [.bytes(record), "60000"]) { result in
+                if case .failure = result { failed = true }
+                if case .success(.error) = result { failed = true }
+                done += 1
+                if NIODeadline.now() < end && !failed {
+                    issue()
+                } else {
+                    active -= 1
+                    if active == 0 {
+                        let elapsed = Double((NIODeadline.now() - start).nanoseconds) / 1e9
+                        if failed { promise.fail(RedisError.other("a claim failed")) } else { promise.succeed(Double(done) / elapsed) }
+                    }
+                }
+            }
+        }
+        for _ in 0..<depth { issue() }
+        return promise.futureResult
+    }
+}
