@@ -16,6 +16,7 @@ import NIOPosix
 ///     ANY  /big/BYTES        200 with a body of BYTES bytes
 ///     ANY  /chunked/BYTES    200 with a chunked body of BYTES bytes
 ///     ANY  /drop             reads the request, closes without answering
+///     ANY  /hop              200 with hop-by-hop response headers a proxy must strip
 ///
 /// Any endpoint but `/stats` takes `?delay=MS`: the request counts as executed at once, the
 /// answer leaves MS milliseconds later (for in-flight races).
@@ -177,6 +178,18 @@ final class DemoUpstreamHandler: ChannelInboundHandler {
             sendChunked(size: Int(parts[1]) ?? 0, head: head, context: context)
         case (_, "drop"):
             context.close(promise: nil)
+        case (_, "hop"):
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Length", value: "2")
+            headers.add(name: "Connection", value: "keep-alive, X-Hop-Response")
+            headers.add(name: "X-Hop-Response", value: "secret")
+            headers.add(name: "Keep-Alive", value: "timeout=5")
+            headers.add(name: "Proxy-Authenticate", value: "Basic")
+            headers.add(name: "Upgrade", value: "h2c")
+            headers.add(name: "X-End-To-End", value: "kept")
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "ok")))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         default:
             reply(.notFound, "no such endpoint\n", head: head, context: context)
         }

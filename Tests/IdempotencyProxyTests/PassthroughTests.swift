@@ -68,13 +68,22 @@ import Testing
     }
 
     @Test func responseHopByHopHeadersAreStripped() async throws {
-        // nginx-style upstream headers are exercised with the demo's chunked endpoint:
-        // Transfer-Encoding is re-framed, never copied.
         let h = try await ProxyHarness.start()
         defer { Task { await h.stop() } }
-        let r = try await h.send("GET", "/chunked/10")
-        #expect(r.headers("Transfer-Encoding").count <= 1)
-        #expect(r.body.count == 10)
+        for (method, key) in [("GET", nil), ("POST", "hop-1")] as [(String, String?)] {
+            let r = try await h.send(method, "/hop", key: key, body: method == "POST" ? "x" : "")
+            #expect(r.status == 200)
+            for hop in ["X-Hop-Response", "Keep-Alive", "Proxy-Authenticate", "Upgrade"] {
+                #expect(r.header(hop) == nil, "\(hop) reached the client (\(method))")
+            }
+            #expect(r.header("Connection") == nil)
+            #expect(r.header("X-End-To-End") == "kept")
+            #expect(r.text == "ok")
+        }
+        // A chunked response is re-framed for the client, never copied with its framing.
+        let chunked = try await h.send("GET", "/chunked/10")
+        #expect(chunked.headers("Transfer-Encoding").count <= 1)
+        #expect(chunked.body.count == 10)
     }
 
     @Test func forwardedHeadersAreAppended() async throws {

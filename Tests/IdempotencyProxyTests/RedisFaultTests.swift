@@ -81,6 +81,23 @@ import Testing
         #expect(try await h.send("POST", "/charges", key: "other", body: "x").status == 201)
     }
 
+    @Test func waitForReplicasForwardsOnceAReplicaHoldsTheClaim() async throws {
+        let primary = try RedisServerProcess(arguments: ["--repl-diskless-sync-delay", "0"])
+        let replica = try RedisServerProcess(arguments: ["--replicaof", "127.0.0.1", "\(primary.port)"])
+        let admin = try await TestRedisClient(port: primary.port)
+        defer { Task { await admin.close() } }
+        // Wait until the replica is attached.
+        _ = try await retrying(times: 100, pause: .milliseconds(50), while: { !$0.contains("state=online") }) {
+            try await admin.send(["INFO", "replication"]).string ?? ""
+        }
+        let h = try await ProxyHarness.start(["redis_wait_replicas": "1", "redis_timeout": "2s"], redisURL: primary.url)
+        defer { Task { await h.stop() } }
+        #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 201)
+        #expect(try await h.send("POST", "/charges", key: "k", body: "x").replayed)
+        #expect(h.upstream.executions("/charges") == 1)
+        _ = replica
+    }
+
     @Test func waitForReplicasWithoutReplicasReleasesAndGets503() async throws {
         let h = try await ProxyHarness.start(["redis_wait_replicas": "1", "redis_timeout": "200ms"])
         defer { Task { await h.stop() } }
