@@ -46,7 +46,7 @@ enum ForwardedMessage {
         let status = Int(head.status.code)
         let bodyless = status == 204 || status == 304 || status < 200
         for (name, value) in HopByHopHeaders.removing(from: head.headers)
-        where name.lowercased() != "content-length" {
+        where !HopByHopHeaders.equalsIgnoringASCIICase(name, "content-length") {
             headers.append((name, value))
         }
         if !bodyless { headers.append(("Content-Length", String(body.count))) }
