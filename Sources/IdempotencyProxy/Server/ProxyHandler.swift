@@ -78,12 +78,12 @@ final class ProxyHandler: ChannelDuplexHandler {
             if c.requireKey { return reject(.missingKey(header: c.keyHeader), outcome: .badRequest, closing: false) }
             return startPassthrough(head)
         }
-        if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > c.maxRequestBody {
+        let declaredLength = head.headers.first(name: "content-length").flatMap(Int.init) ?? 0
+        if declaredLength > c.maxRequestBody {
             // Closing spares reading a body we will not use.
             return reject(.bodyTooLarge(limit: c.maxRequestBody), outcome: .tooLarge, closing: true)
         }
-        let capacity = head.headers.first(name: "content-length").flatMap(Int.init) ?? 0
-        state = .buffering(head: head, key: key, body: context.channel.allocator.buffer(capacity: capacity))
+        state = .buffering(head: head, key: key, body: context.channel.allocator.buffer(capacity: declaredLength))
         acceptBody(head)
     }
 
