@@ -107,6 +107,13 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        .executableTarget(
+            name: "fuzz-parsers",
+            dependencies: [
+                "RedisClient", "IdempotencyCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "TestSupport",
             dependencies: [

@@ -1,0 +1,72 @@
+import IdempotencyCore
+import NIOCore
+import RedisClient
+
+/// One input, every parser that reads untrusted bytes: the key header, the config file, the
+/// record codec and the RESP reader. None may crash; each must accept or refuse cleanly.
+///
+/// Fuzz (libFuzzer provides `main`):
+///     swift build -c release --product fuzz-parsers --scratch-path .build-fuzz \
+///       -Xswiftc -sanitize=fuzzer -Xswiftc -sanitize=address -Xswiftc -DFUZZING
+///     .build-fuzz/release/fuzz-parsers -max_total_time=60
+/// Without those flags it is a replay driver: `fuzz-parsers FILE...` runs saved inputs.
+func fuzzOne(_ bytes: UnsafeRawBufferPointer) {
+    let text = String(decoding: bytes, as: UTF8.self)
+    _ = try? IdempotencyKey.parse(headerValues: [text], headerName: "Idempotency-Key", maxLength: 255)
+    _ = try? IdempotencyKey.parse(headerValues: text.split(separator: "\n").map(String.init), headerName: "K", maxLength: 16)
+
+    var loader = ConfigLoader()
+    loader.applyFile(named: "fuzz.conf", contents: text)
+    if case .success(let configuration) = loader.finish() {
+        // Whatever parses must print back to something that parses to the same.
+        var again = ConfigLoader()
+        again.applyFile(named: "again", contents: ConfigLoader.render(configuration))
+        guard case .success(let reparsed) = again.finish(), reparsed == configuration else {
+            fatalError("config did not round-trip: \(text)")
+        }
+    }
+
+    if let record = try? IdempotencyRecord.decode(Array(bytes)) {
+        guard record.encoded() == Array(bytes) else { fatalError("record did not round-trip") }
+    }
+
+    let reader = RESPReader()
+    do {
+        try reader.feed(ByteBuffer(bytes: bytes))
+        while try reader.next() != nil {}
+    } catch {}
+}
+
+#if FUZZING
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzerTestOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    fuzzOne(UnsafeRawBufferPointer(start: data, count: size))
+    return 0
+}
+#else
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct ReplayDriver {
+    static func main() {
+        for path in CommandLine.arguments.dropFirst() {
+            guard let file = fopen(path, "rb") else {
+                print("cannot open \(path)")
+                exit(1)
+            }
+            var bytes: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 65_536)
+            while true {
+                let n = fread(&chunk, 1, chunk.count, file)
+                bytes += chunk[0..<n]
+                if n < chunk.count { break }
+            }
+            fclose(file)
+            bytes.withUnsafeBytes { fuzzOne($0) }
+            print("ok \(path)")
+        }
+    }
+}
+#endif
