@@ -25,6 +25,10 @@ public final class RedisConnection {
     private let onMessage: ((_ channel: ByteBuffer, _ payload: ByteBuffer) -> Void)?
     /// Called each time a connection is (re)established, before queued commands are released.
     public var onReady: (() -> Void)?
+    /// Called when the connection goes from usable to unusable or back (not on every failed
+    /// reconnect attempt), so that an operator sees one line per outage.
+    public var onAvailabilityChange: ((_ available: Bool, _ error: RedisError?) -> Void)?
+    private var wasAvailable: Bool?
 
     /// Creates the connection and starts connecting. Call on `eventLoop`. With `onMessage`, the
     /// connection is a Pub/Sub subscriber: messages the server pushes are handed there.
@@ -187,6 +191,7 @@ public final class RedisConnection {
         }
         failedAttempts = 0
         state = .ready(handler, channel)
+        availability(true, nil)
         onReady?()
         for (buffer, completion) in waiting { handler.send(buffer, completion: completion) }
     }
@@ -194,6 +199,7 @@ public final class RedisConnection {
     private func connectionFailed(_ error: RedisError) {
         guard case .connecting(let waiting) = state else { return }
         state = .waitingToReconnect(error)
+        availability(false, error)
         for (_, completion) in waiting { completion(.failure(.notConnected(error.description))) }
         scheduleReconnect()
     }
@@ -201,7 +207,14 @@ public final class RedisConnection {
     private func channelClosed(handler: RedisChannelHandler, error: RedisError) {
         guard case .ready(let current, _) = state, current === handler else { return }
         state = .waitingToReconnect(error)
+        availability(false, error)
         scheduleReconnect()
+    }
+
+    private func availability(_ available: Bool, _ error: RedisError?) {
+        guard wasAvailable != available else { return }
+        wasAvailable = available
+        onAvailabilityChange?(available, error)
     }
 
     private func scheduleReconnect() {

@@ -35,6 +35,13 @@ final class LoopContext {
         self.logger = logger
         redis = RedisConnection(configuration: Self.redisConfiguration(configuration), eventLoop: eventLoop)
         store = IdempotencyStore(redis: redis, metrics: metrics)
+        redis.onAvailabilityChange = { available, error in
+            if available {
+                logger.info("Redis connection up", metadata: ["redis": "\(configuration.redisURL)"])
+            } else {
+                logger.warning("Redis unavailable; reconnecting", metadata: ["error": "\(error.map { "\($0)" } ?? "")"])
+            }
+        }
         subscriber = RedisSubscriber(configuration: Self.redisConfiguration(configuration), eventLoop: eventLoop)
         self.waitPollInterval = waitPollInterval
         pool = UpstreamPool(

@@ -120,10 +120,16 @@ public final class ProxyServer: Sendable {
         logger.info(
             "idemproxy listening",
             metadata: [
-                "listen": "\(server.localAddress)", "upstream": "\(configuration.upstream)",
-                "admin": "\(server.adminAddress.map { "\($0)" } ?? "off")", "redis": "\(configuration.redisURL)",
+                "listen": "\(display(server.localAddress))", "upstream": "\(configuration.upstream)",
+                "admin": "\(server.adminAddress.map(display) ?? "off")", "redis": "\(configuration.redisURL)",
             ])
         return server
+    }
+
+    /// `127.0.0.1:8081` rather than NIO's `[IPv4]127.0.0.1/127.0.0.1:8081`.
+    private static func display(_ address: SocketAddress) -> String {
+        guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
+        return HostPort(host: ip, port: port).description
     }
 
     private init(
