@@ -337,3 +337,33 @@ import Testing
         #expect(r.text.contains("Idempotency-Key: \"fwd-1\""))
     }
 }
+
+/// Rule 9 with responses that are streamed on because they will not be stored.
+@Suite struct OversizedResponseTests {
+    @Test(arguments: ["/big/3000000", "/chunked/3000000"])
+    func aLargeResponseIsDeliveredWholeAndNeverRunAgain(path: String) async throws {
+        let h = try await ProxyHarness.start(["max_stored_response": "64KiB"])
+        defer { Task { await h.stop() } }
+        let first = try await h.send("POST", path, key: "k", body: "x")
+        #expect(first.status == 200)
+        #expect(first.body.count == 3_000_000)
+        #expect(!first.isProblem)
+        let retry = try await h.send("POST", path, key: "k", body: "x")
+        #expect(retry.status == 502)
+        #expect(retry.detail.contains("too large"))
+        #expect(h.upstream.executions(path) == 1)
+    }
+
+    @Test func aLarge5xxIsReleasedSoARetryRunsAgain() async throws {
+        // /status answers with a short text; a 5-byte limit makes it "large".
+        let h = try await ProxyHarness.start(["max_stored_response": "5B"])
+        defer { Task { await h.stop() } }
+        let first = try await h.send("POST", "/status/503", key: "k", body: "x")
+        #expect(first.status == 503)
+        #expect(first.text == "status 503\n")
+        let retry = try await h.send("POST", "/status/503", key: "k", body: "x")
+        #expect(retry.status == 503)
+        #expect(!retry.replayed)
+        #expect(h.upstream.executions("/status/503") == 2)
+    }
+}

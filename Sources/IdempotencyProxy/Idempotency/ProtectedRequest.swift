@@ -9,13 +9,17 @@ import NIOHTTP1
 ///
 /// Decisions come from `IdempotencyDecision`; this type only carries them out. It is not tied
 /// to the client's connection: a client that goes away does not stop the upstream exchange or
-/// the storing of its result (rule 10); `answer` is then written to a closed channel and dropped.
+/// the storing of its result (rule 10); the answer is then written to a closed channel and
+/// dropped. The client is held until the answer is out, then let go.
 final class ProtectedRequest {
     private let loop: LoopContext
     private let head: HTTPRequestHead
     private let body: ByteBuffer
     private let clientAddress: String?
-    private var answer: ((ProxyResponse, RequestOutcome) -> Void)?
+    private var client: ProxyHandler?
+    private var exchange: BufferedExchange?
+    /// True once a response too large to store is being passed on as it arrives.
+    private var streaming = false
 
     private let recordKey: String
     private let fingerprint: [UInt8]
@@ -32,14 +36,14 @@ final class ProtectedRequest {
         key: String,
         body: ByteBuffer,
         clientAddress: String?,
-        answer: @escaping (ProxyResponse, RequestOutcome) -> Void
+        client: ProxyHandler
     ) {
         let c = loop.configuration
         self.loop = loop
         self.head = head
         self.body = body
         self.clientAddress = clientAddress
-        self.answer = answer
+        self.client = client
         let scope = RequestDigest.scope(headerNames: c.scopeHeaders) { head.headers[$0] }
         recordKey = RequestDigest.recordKey(prefix: c.keyPrefix, scope: scope, key: key)
         if c.fingerprint {
@@ -134,13 +138,19 @@ final class ProtectedRequest {
         let c = loop.configuration
         let started = NIODeadline.now()
         let upstreamHead = ForwardedMessage.requestHead(from: head, clientAddress: clientAddress, upstream: c.upstream)
-        BufferedExchange.run(
+        exchange = BufferedExchange.run(
             pool: loop.pool, head: upstreamHead, body: body, timeout: .milliseconds(c.upstreamTimeoutMs),
-            allocator: ByteBufferAllocator()
+            allocator: ByteBufferAllocator(), spillAfter: protected ? c.maxStoredResponse : nil, spill: self
         ) { outcome in
+            self.exchange = nil
             self.loop.metrics.upstreamExchange(since: started)
             if protected { self.settle(outcome) } else { self.answerUnprotected(outcome) }
         }
+    }
+
+    /// The client can take more of a streamed response again.
+    func clientWritabilityChanged(isWritable: Bool) {
+        if isWritable { exchange?.resume() }
     }
 
     private func settle(_ outcome: BufferedExchange.Outcome) {
@@ -149,6 +159,22 @@ final class ProtectedRequest {
         case .notConnected(let error):
             loop.logger.warning("upstream unreachable", metadata: ["error": "\(error)"])
             release { self.finish(problem: .upstreamUnreachable, .upstreamError) }
+        case .failed where streaming:
+            // Part of a large response is out already: cutting the connection is the only
+            // honest signal. The upstream may have acted: the claim stays until lock_ttl.
+            endStream { $0.abortStreamed() }
+        case .spilled(let responseHead, let length):
+            let status = Int(responseHead.status.code)
+            let settlement = IdempotencyDecision.settle(
+                .response(status: status, bodyLength: length), store5xx: c.store5xx, maxStoredResponse: c.maxStoredResponse)
+            if settlement == .release {
+                release { self.endStream { $0.finishStreamed(outcome: .forwarded, requestEnded: true) } }
+            } else {
+                // Rule 9: the request ran, its response cannot be replayed; a retry gets 502.
+                complete(.completedWithoutBody(status: status)) {
+                    self.endStream { $0.finishStreamed(outcome: .forwarded, requestEnded: true) }
+                }
+            }
         case .failed(let failure):
             // The upstream may have acted: the claim stays until lock_ttl (rule 8).
             let result: IdempotencyDecision.UpstreamResult = failure == .timedOut ? .timedOut : .broken
@@ -243,6 +269,9 @@ final class ProtectedRequest {
         case .response(let responseHead, let responseBody):
             let stored = ForwardedMessage.storedResponse(head: responseHead, body: Array(responseBody.readableBytesView))
             finish(ProxyResponse(stored: stored, replayHeader: nil, allocator: ByteBufferAllocator()), .redisError)
+        case .spilled:
+            // Unprotected exchanges do not spill.
+            finish(problem: .invalidUpstreamResponse, .upstreamError)
         }
     }
 
@@ -251,12 +280,29 @@ final class ProtectedRequest {
     }
 
     private func finish(_ response: ProxyResponse, _ outcome: RequestOutcome) {
-        guard let answer else { return }
-        self.answer = nil
+        endStream { $0.respond(response, outcome: outcome, requestEnded: true) }
+    }
+
+    /// The last step of every path: let go of the client after `write` gave it its answer.
+    private func endStream(_ write: (ProxyHandler) -> Void) {
+        guard let client else { return }
+        self.client = nil
         poll?.cancel()
         poll = nil
         if let subscription { loop.subscriber.unsubscribe(recordKey, id: subscription) }
         loop.protectedInFlight -= 1
-        answer(response, outcome)
+        write(client)
+    }
+}
+
+extension ProtectedRequest: ResponseSpill {
+    func spillStarted(head responseHead: HTTPResponseHead, body: ByteBuffer) -> Bool {
+        streaming = true
+        client?.writeStreamedHead(ForwardedMessage.responseHead(from: responseHead, clientVersion: head.version))
+        return spillBody(body)
+    }
+
+    func spillBody(_ buffer: ByteBuffer) -> Bool {
+        client?.writeStreamedBody(buffer) ?? true
     }
 }

@@ -19,8 +19,9 @@ final class ProxyHandler: ChannelDuplexHandler {
         case streaming(PassthroughExchange)
         /// Protected: collecting the body to fingerprint it.
         case buffering(head: HTTPRequestHead, key: String, body: ByteBuffer)
-        /// Protected: body complete, the answer is being worked out.
-        case processing
+        /// Protected: body complete, the answer is being worked out (nil only for an instant
+        /// while the body buffer is appended to).
+        case processing(ProtectedRequest?)
         /// The answer went out before the request ended: the rest of the request is skipped.
         case draining
     }
@@ -99,7 +100,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         case .streaming(let exchange):
             exchange.requestBody(buffer)
         case .buffering(let head, let key, var body):
-            state = .processing  // drop the reference so that the append does not copy
+            state = .processing(nil)  // drop the reference so that the append does not copy
             guard body.readableBytes + buffer.readableBytes <= loop.configuration.maxRequestBody else {
                 return reject(.bodyTooLarge(limit: loop.configuration.maxRequestBody), outcome: .tooLarge, closing: true)
             }
@@ -116,12 +117,9 @@ final class ProxyHandler: ChannelDuplexHandler {
         case .streaming(let exchange):
             exchange.requestEnd()
         case .buffering(let head, let key, let body):
-            state = .processing
-            ProtectedRequest(
-                loop: loop, head: head, key: key, body: body, clientAddress: clientAddress
-            ) { response, outcome in
-                self.respond(response, outcome: outcome, requestEnded: true)
-            }.start()
+            let request = ProtectedRequest(loop: loop, head: head, key: key, body: body, clientAddress: clientAddress, client: self)
+            state = .processing(request)
+            request.start()
         case .draining:
             state = .idle
             if !keepAlive { context.close(promise: nil) }
@@ -224,8 +222,10 @@ final class ProxyHandler: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if case .streaming(let exchange) = state {
-            exchange.clientWritabilityChanged(isWritable: context.channel.isWritable)
+        switch state {
+        case .streaming(let exchange): exchange.clientWritabilityChanged(isWritable: context.channel.isWritable)
+        case .processing(let request?): request.clientWritabilityChanged(isWritable: context.channel.isWritable)
+        default: break
         }
         context.fireChannelWritabilityChanged()
     }

@@ -1,37 +1,61 @@
 import NIOCore
 import NIOHTTP1
 
-/// One upstream exchange with the whole request at hand and the whole response collected:
-/// what a protected request needs, since its answer must be fingerprinted and stored.
+/// Takes a response that grew too large to keep: it goes straight on to the client instead.
+protocol ResponseSpill: AnyObject {
+    /// The response outgrew the limit; `body` is what arrived so far. Returns false while the
+    /// client cannot take more (reading from the upstream pauses until `resume`).
+    func spillStarted(head: HTTPResponseHead, body: ByteBuffer) -> Bool
+    func spillBody(_ buffer: ByteBuffer) -> Bool
+}
+
+/// One upstream exchange with the whole request at hand and the response collected: what a
+/// protected request needs, since its answer must be fingerprinted and stored. A response
+/// larger than `spillAfter` bytes, which will not be stored anyway, is handed to the spill as it
+/// arrives rather than held in memory.
 final class BufferedExchange: UpstreamReceiver {
     enum Outcome {
         case response(HTTPResponseHead, ByteBuffer)
+        /// Too large: already passed on to the spill, `bodyLength` bytes in all.
+        case spilled(HTTPResponseHead, bodyLength: Int)
         /// No connection: nothing was sent.
         case notConnected(Error)
         case failed(UpstreamFailure)
     }
 
     private let pool: UpstreamPool
+    private let spillAfter: Int?
+    private weak var spill: ResponseSpill?
     private var connection: UpstreamConnection?
     private var head: HTTPResponseHead?
     private var body: ByteBuffer
+    private var spilledBytes: Int?
     private var completion: ((Outcome) -> Void)?
 
-    private init(pool: UpstreamPool, allocator: ByteBufferAllocator, completion: @escaping (Outcome) -> Void) {
+    private init(
+        pool: UpstreamPool, allocator: ByteBufferAllocator, spillAfter: Int?, spill: ResponseSpill?,
+        completion: @escaping (Outcome) -> Void
+    ) {
         self.pool = pool
         self.body = allocator.buffer(capacity: 0)
+        self.spillAfter = spillAfter
+        self.spill = spill
         self.completion = completion
     }
 
+    @discardableResult
     static func run(
         pool: UpstreamPool,
         head: HTTPRequestHead,
         body: ByteBuffer,
         timeout: TimeAmount,
         allocator: ByteBufferAllocator,
+        spillAfter: Int? = nil,
+        spill: ResponseSpill? = nil,
         completion: @escaping (Outcome) -> Void
-    ) {
-        let exchange = BufferedExchange(pool: pool, allocator: allocator, completion: completion)
+    ) -> BufferedExchange {
+        let exchange = BufferedExchange(
+            pool: pool, allocator: allocator, spillAfter: spillAfter, spill: spill, completion: completion)
         pool.acquire { result in
             switch result {
             case .failure(let error):
@@ -44,25 +68,49 @@ final class BufferedExchange: UpstreamReceiver {
                 connection.write(.end(nil), flush: true)
             }
         }
+        return exchange
+    }
+
+    /// The spill's client can take more again.
+    func resume() {
+        connection?.resumeReads()
     }
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {
         self.head = head
-        if let length = head.headers.first(name: "content-length").flatMap(Int.init), length <= 64 * 1_048_576 {
+        if let length = head.headers.first(name: "content-length").flatMap(Int.init),
+            length <= spillAfter ?? 64 * 1_048_576
+        {
             body.reserveCapacity(length)
         }
     }
 
     func upstreamResponseBody(_ buffer: ByteBuffer) {
+        if let spilled = spilledBytes {
+            spilledBytes = spilled + buffer.readableBytes
+            // A client that went away takes nothing more: keep reading so the exchange ends.
+            if spill?.spillBody(buffer) == false { connection?.pauseReads() }
+            return
+        }
         var buffer = buffer
         body.writeBuffer(&buffer)
+        if let spillAfter, body.readableBytes > spillAfter, let head {
+            spilledBytes = body.readableBytes
+            let taken = body
+            body = ByteBuffer()
+            if spill?.spillStarted(head: head, body: taken) == false { connection?.pauseReads() }
+        }
     }
 
     func upstreamResponseEnd() {
         if let connection { pool.release(connection) }
         connection = nil
         guard let head else { return finish(.failed(.invalidResponse)) }
-        finish(.response(head, body))
+        if let spilledBytes {
+            finish(.spilled(head, bodyLength: spilledBytes))
+        } else {
+            finish(.response(head, body))
+        }
     }
 
     func upstreamFailed(_ failure: UpstreamFailure) {
