@@ -64,16 +64,6 @@ public enum IdempotencyDecision {
             return bodyLength > maxStoredResponse ? .storeWithoutBody : .store
         }
     }
-
-    /// The proxy's own answer when the exchange produced no usable response.
-    public static func problem(for result: UpstreamResult) -> Problem? {
-        switch result {
-        case .response: return nil
-        case .notConnected: return .upstreamUnreachable
-        case .timedOut: return .upstreamTimeout
-        case .broken: return .upstreamBroken
-        }
-    }
 }
 
 /// The outcome label of one client request, as counted in `/metrics` (SPEC §5).

@@ -56,11 +56,4 @@ import Testing
     func settle(_ row: SettleRow) {
         #expect(IdempotencyDecision.settle(row.result, store5xx: row.store5xx, maxStoredResponse: 100) == row.settlement)
     }
-
-    @Test func failedExchangesAnswerWithTheirOwnProblem() {
-        #expect(IdempotencyDecision.problem(for: .notConnected)?.status == 502)
-        #expect(IdempotencyDecision.problem(for: .timedOut)?.status == 504)
-        #expect(IdempotencyDecision.problem(for: .broken)?.status == 502)
-        #expect(IdempotencyDecision.problem(for: .response(status: 200, bodyLength: 0)) == nil)
-    }
 }

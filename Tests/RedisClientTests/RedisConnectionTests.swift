@@ -108,8 +108,10 @@ import Testing
         let clock = ContinuousClock()
         let start = clock.now
         await #expect(throws: RedisError.timeout) { try await client.send(["PING"]) }
+        // It fails with .timeout rather than hanging on the paused server; the bound is loose
+        // because a busy CI machine delays the test's own scheduling.
         let elapsed = clock.now - start
-        #expect(elapsed < .milliseconds(1_000), "took \(elapsed)")
+        #expect(elapsed < .seconds(3), "took \(elapsed)")
         server.resume()
         _ = try await client.waitUntilReady()
         #expect(try await client.send(["PING"]) == .status("PONG"))

@@ -153,50 +153,50 @@ final class ProtectedRequest {
         if isWritable { exchange?.resume() }
     }
 
+    /// Turns the exchange into the decision table's terms, carries out its settlement
+    /// (store, store without body, release, keep), then answers the client.
     private func settle(_ outcome: BufferedExchange.Outcome) {
         let c = loop.configuration
+        let result: IdempotencyDecision.UpstreamResult
+        let answer: (ProxyHandler) -> Void
+        var stored: StoredResponse?
         switch outcome {
         case .notConnected(let error):
             loop.logger.warning("upstream unreachable", metadata: ["error": "\(error)"])
-            release { self.finish(problem: .upstreamUnreachable, .upstreamError) }
-        case .failed where streaming:
-            // Part of a large response is out already: cutting the connection is the only
-            // honest signal. The upstream may have acted: the claim stays until lock_ttl.
-            endStream { $0.abortStreamed() }
-        case .spilled(let responseHead, let length):
-            let status = Int(responseHead.status.code)
-            let settlement = IdempotencyDecision.settle(
-                .response(status: status, bodyLength: length), store5xx: c.store5xx, maxStoredResponse: c.maxStoredResponse)
-            if settlement == .release {
-                release { self.endStream { $0.finishStreamed(outcome: .forwarded, requestEnded: true) } }
-            } else {
-                // Rule 9: the request ran, its response cannot be replayed; a retry gets 502.
-                complete(.completedWithoutBody(status: status)) {
-                    self.endStream { $0.finishStreamed(outcome: .forwarded, requestEnded: true) }
-                }
-            }
+            result = .notConnected
+            answer = { $0.respond(Self.problemResponse(.upstreamUnreachable), outcome: .upstreamError, requestEnded: true) }
         case .failed(let failure):
-            // The upstream may have acted: the claim stays until lock_ttl (rule 8).
-            let result: IdempotencyDecision.UpstreamResult = failure == .timedOut ? .timedOut : .broken
-            let problem = failure == .invalidResponse ? Problem.invalidUpstreamResponse : IdempotencyDecision.problem(for: result)!
-            finish(problem: problem, .upstreamError)
-        case .response(let responseHead, let responseBody):
-            let status = Int(responseHead.status.code)
-            let stored = ForwardedMessage.storedResponse(head: responseHead, body: Array(responseBody.readableBytesView))
-            let response = ProxyResponse(stored: stored, replayHeader: nil, allocator: ByteBufferAllocator())
-            let settlement = IdempotencyDecision.settle(
-                .response(status: status, bodyLength: responseBody.readableBytes),
-                store5xx: c.store5xx, maxStoredResponse: c.maxStoredResponse)
-            switch settlement {
-            case .store:
-                complete(.completed(stored)) { self.finish(response, .forwarded) }
-            case .storeWithoutBody:
-                complete(.completedWithoutBody(status: status)) { self.finish(response, .forwarded) }
-            case .release:
-                release { self.finish(response, .forwarded) }
-            case .keep:
-                finish(response, .forwarded)
+            result = failure == .timedOut ? .timedOut : .broken
+            if streaming {
+                // Part of a large response is out already: cutting the connection is the only
+                // honest signal left.
+                answer = { $0.abortStreamed() }
+            } else {
+                answer = { $0.respond(Self.problemResponse(failure.problem), outcome: .upstreamError, requestEnded: true) }
             }
+        case .spilled(let head, let length):
+            result = .response(status: Int(head.status.code), bodyLength: length)
+            answer = { $0.finishStreamed(outcome: .forwarded, requestEnded: true) }
+        case .response(let head, let body):
+            let response = ForwardedMessage.storedResponse(head: head, body: Array(body.readableBytesView))
+            stored = response
+            result = .response(status: response.status, bodyLength: body.readableBytes)
+            let proxied = ProxyResponse(stored: response, replayHeader: nil, allocator: ByteBufferAllocator())
+            answer = { $0.respond(proxied, outcome: .forwarded, requestEnded: true) }
+        }
+        let then = { self.endStream(answer) }
+        switch IdempotencyDecision.settle(result, store5xx: c.store5xx, maxStoredResponse: c.maxStoredResponse) {
+        case .store where stored != nil:
+            complete(.completed(stored!), then: then)
+        case .store, .storeWithoutBody:
+            // Rule 9: the request ran, its response cannot be replayed; a retry gets 502.
+            guard case .response(let status, _) = result else { return then() }
+            complete(.completedWithoutBody(status: status), then: then)
+        case .release:
+            release(then: then)
+        case .keep:
+            // The upstream may have acted: the claim stays until lock_ttl (rule 8).
+            then()
         }
     }
 
@@ -263,9 +263,7 @@ final class ProtectedRequest {
     private func answerUnprotected(_ outcome: BufferedExchange.Outcome) {
         switch outcome {
         case .notConnected: finish(problem: .upstreamUnreachable, .upstreamError)
-        case .failed(.timedOut): finish(problem: .upstreamTimeout, .upstreamError)
-        case .failed(.invalidResponse): finish(problem: .invalidUpstreamResponse, .upstreamError)
-        case .failed(.broken): finish(problem: .upstreamBroken, .upstreamError)
+        case .failed(let failure): finish(problem: failure.problem, .upstreamError)
         case .response(let responseHead, let responseBody):
             let stored = ForwardedMessage.storedResponse(head: responseHead, body: Array(responseBody.readableBytesView))
             finish(ProxyResponse(stored: stored, replayHeader: nil, allocator: ByteBufferAllocator()), .redisError)
@@ -276,7 +274,11 @@ final class ProtectedRequest {
     }
 
     private func finish(problem: Problem, _ outcome: RequestOutcome) {
-        finish(ProxyResponse(problem: problem, allocator: ByteBufferAllocator()), outcome)
+        finish(Self.problemResponse(problem), outcome)
+    }
+
+    private static func problemResponse(_ problem: Problem) -> ProxyResponse {
+        ProxyResponse(problem: problem, allocator: ByteBufferAllocator())
     }
 
     private func finish(_ response: ProxyResponse, _ outcome: RequestOutcome) {

@@ -116,13 +116,7 @@ final class PassthroughExchange: UpstreamReceiver {
             handler?.abortStreamed()
             return
         }
-        let problem: Problem
-        switch failure {
-        case nil: problem = .upstreamUnreachable
-        case .timedOut?: problem = .upstreamTimeout
-        case .broken?: problem = .upstreamBroken
-        case .invalidResponse?: problem = .invalidUpstreamResponse
-        }
+        let problem = failure?.problem ?? .upstreamUnreachable
         handler?.respond(ProxyResponse(problem: problem, allocator: ByteBufferAllocator()), outcome: .upstreamError, requestEnded: requestEnded)
     }
 }

@@ -1,3 +1,4 @@
+import IdempotencyCore
 import NIOCore
 import NIOHTTP1
 
@@ -19,6 +20,15 @@ enum UpstreamFailure: Error, Equatable {
     case broken
     /// The upstream sent bytes that are not a valid HTTP response.
     case invalidResponse
+
+    /// The proxy's own answer when nothing of the response has gone out yet (SPEC §3 rule 8).
+    var problem: Problem {
+        switch self {
+        case .timedOut: return .upstreamTimeout
+        case .broken: return .upstreamBroken
+        case .invalidResponse: return .invalidUpstreamResponse
+        }
+    }
 }
 
 /// One keep-alive HTTP/1.1 connection to the upstream, carrying one exchange at a time.
