@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Shared helpers for scripts/test, scripts/demo and scripts/bench. Source it; do not run it.
 
 # Installs the Debian packages named that are not installed yet (apt-get update only if needed).
