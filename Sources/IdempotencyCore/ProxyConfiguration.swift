@@ -1,6 +1,6 @@
 /// The effective configuration of one idemproxy process (SPEC §2). Defaults are SPEC's.
 public struct ProxyConfiguration: Sendable, Equatable {
-    public enum OnRedisError: String, Sendable { case closed, open }
+    public enum OnRedisError: String, Sendable, CaseIterable { case closed, open }
     public enum LogLevel: String, Sendable, CaseIterable {
         case trace, debug, info, notice, warning, error, critical
     }
