@@ -21,7 +21,7 @@ public final class RedisConnection {
 
     private var state: State = .waitingToReconnect(.notConnected("not started"))
     private var failedAttempts = 0
-    private var allocator = ByteBufferAllocator()
+    private let allocator = ByteBufferAllocator()
     private let onMessage: ((_ channel: ByteBuffer, _ payload: ByteBuffer) -> Void)?
     /// Called each time a connection is (re)established, before queued commands are released.
     public var onReady: (() -> Void)?
@@ -44,17 +44,9 @@ public final class RedisConnection {
         connect()
     }
 
-    /// True while a connection is established and authenticated.
-    public var isConnected: Bool {
-        if case .ready = state { return true }
-        return false
-    }
-
     /// Sends one command; `completion` runs on the event loop with the reply.
     public func send(_ arguments: [RedisArgument], completion: @escaping RedisCompletion) {
-        var buffer = allocator.buffer(capacity: 64)
-        RESPFormatter.write(arguments, into: &buffer)
-        send(encoded: buffer, completion: completion)
+        send(encoded: encode(arguments), completion: completion)
     }
 
     /// Sends one command and returns its reply as a future; for callers outside the hot path.
@@ -107,6 +99,12 @@ public final class RedisConnection {
         }
     }
 
+    private func encode(_ arguments: [RedisArgument]) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 64)
+        RESPFormatter.write(arguments, into: &buffer)
+        return buffer
+    }
+
     // MARK: - connecting
 
     private func connect() {
@@ -149,28 +147,22 @@ public final class RedisConnection {
             guard let handler else { return }
             self.channelClosed(handler: handler, error: error)
         }
-        var steps: [[RedisArgument]] = []
+        var steps: [(name: String, command: [RedisArgument])] = []
         if let password = configuration.password {
-            if let username = configuration.username {
-                steps.append(["AUTH", .string(username), .string(password)])
-            } else {
-                steps.append(["AUTH", .string(password)])
-            }
+            let user: [RedisArgument] = configuration.username.map { [.string($0)] } ?? []
+            steps.append(("AUTH", ["AUTH"] + user + [.string(password)]))
         }
-        if configuration.database != 0 { steps.append(["SELECT", RedisArgument(configuration.database)]) }
+        if configuration.database != 0 { steps.append(("SELECT", ["SELECT", RedisArgument(configuration.database)])) }
         var remaining = steps.count
         var failed = false
         guard remaining > 0 else { return becomeReady(channel: channel, handler: handler) }
         for step in steps {
-            var buffer = allocator.buffer(capacity: 64)
-            RESPFormatter.write(step, into: &buffer)
-            handler.send(buffer) { result in
+            handler.send(encode(step.command)) { result in
                 guard !failed else { return }
                 switch result {
                 case .success(.error(let message)):
                     failed = true
-                    let verb = step.first.map { "\($0)" } ?? ""
-                    self.connectionFailed(.server("\(verb.contains("AUTH") ? "AUTH" : "SELECT") failed: \(message)"))
+                    self.connectionFailed(.server("\(step.name) failed: \(message)"))
                     channel.close(promise: nil)
                 case .failure(let error):
                     failed = true

@@ -51,10 +51,6 @@ public final class TestRedisClient: Sendable {
         }.get()
     }
 
-    public var isConnected: Bool {
-        get async throws { try await loop.submit { self.connection.value.isConnected }.get() }
-    }
-
     /// Retries a PING until it succeeds or `seconds` pass; returns how long it took.
     public func waitUntilReady(seconds: Double = 5) async throws -> Duration {
         let clock = ContinuousClock()

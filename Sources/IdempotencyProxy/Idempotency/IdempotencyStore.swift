@@ -88,15 +88,11 @@ final class IdempotencyStore {
 
     /// `WAIT replicas timeout`: how many replicas acknowledged our writes so far.
     func waitForReplicas(_ count: Int, timeoutMs: Int64, completion: @escaping (Result<Int, StoreError>) -> Void) {
-        let started = NIODeadline.now()
-        redis.send(["WAIT", RedisArgument(count), .string(String(timeoutMs))]) { result in
-            self.metrics.redisCommand(since: started)
-            switch result {
-            case .success(.integer(let n)): completion(.success(Int(n)))
-            case .success(.error(let message)): completion(.failure(.redis(.server(message))))
-            case .success(let other): completion(.failure(.redis(.unexpectedReply("WAIT: \(other)"))))
-            case .failure(let error): completion(.failure(.redis(error)))
-            }
+        timed({ self.redis.send(["WAIT", RedisArgument(count), .string(String(timeoutMs))], completion: $0) }) { result in
+            completion(result.flatMap { reply in
+                guard case .integer(let n) = reply else { return .failure(.redis(.unexpectedReply("WAIT: \(reply)"))) }
+                return .success(Int(n))
+            })
         }
     }
 
@@ -106,8 +102,16 @@ final class IdempotencyStore {
         arguments: [RedisArgument],
         completion: @escaping (Result<RedisReply, StoreError>) -> Void
     ) {
+        timed({ self.redis.run(script, keys: [.string(key)], arguments: arguments, completion: $0) }, completion: completion)
+    }
+
+    /// Sends one command, records its latency, and turns error replies into failures.
+    private func timed(
+        _ send: (@escaping RedisCompletion) -> Void,
+        completion: @escaping (Result<RedisReply, StoreError>) -> Void
+    ) {
         let started = NIODeadline.now()
-        redis.run(script, keys: [.string(key)], arguments: arguments) { result in
+        send { result in
             self.metrics.redisCommand(since: started)
             switch result {
             case .success(.error(let message)): completion(.failure(.redis(.server(message))))
