@@ -68,11 +68,12 @@ extension Problem {
                 detail: "The request headers exceed \(limit) bytes in total.")
     }
 
-    public static func inFlight(retryAfter: Int) -> Problem {
-        Problem(status: 409, type: "request-in-flight", title: "Request in progress",
-                detail: "A request with this idempotency key is still being processed; retry after it completes.",
-                retryAfter: retryAfter)
-    }
+    /// Retry-After 1 s: the proxy cannot know how long the first request still takes, and a
+    /// second is short next to typical API latencies' tails yet spares a retry storm.
+    public static let inFlight = Problem(
+        status: 409, type: "request-in-flight", title: "Request in progress",
+        detail: "A request with this idempotency key is still being processed; retry after it completes.",
+        retryAfter: 1)
 
     public static let mismatch = Problem(
         status: 422, type: "key-reused", title: "Idempotency key reused",
@@ -98,19 +99,15 @@ extension Problem {
         status: 502, type: "upstream-invalid-response", title: "Invalid upstream response",
         detail: "The upstream API sent a response that is not valid HTTP.")
 
-    public static func redisUnavailable(retryAfter: Int) -> Problem {
-        Problem(status: 503, type: "store-unavailable", title: "Idempotency store unavailable",
-                detail: "The idempotency store (Redis) is not answering, so the request was not forwarded; retry later with the same key.",
-                retryAfter: retryAfter)
-    }
+    /// Retry-After 1 s: the Redis client reconnects within about a second of Redis coming back.
+    public static let redisUnavailable = Problem(
+        status: 503, type: "store-unavailable", title: "Idempotency store unavailable",
+        detail: "The idempotency store (Redis) is not answering, so the request was not forwarded; retry later with the same key.",
+        retryAfter: 1)
 
     public static func replicasMissing(wanted: Int, got: Int) -> Problem {
         Problem(status: 503, type: "store-not-replicated", title: "Idempotency claim not replicated",
                 detail: "The claim reached \(got) of \(wanted) required Redis replicas, so the request was not forwarded; retry later with the same key.",
                 retryAfter: 1)
     }
-
-    public static let shuttingDown = Problem(
-        status: 503, type: "shutting-down", title: "Proxy shutting down",
-        detail: "The proxy is shutting down; retry with the same key.", retryAfter: 1)
 }

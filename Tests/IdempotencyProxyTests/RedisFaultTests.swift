@@ -83,6 +83,7 @@ import Testing
 
     @Test func waitForReplicasForwardsOnceAReplicaHoldsTheClaim() async throws {
         let primary = try RedisServerProcess(arguments: ["--repl-diskless-sync-delay", "0"])
+        // Kept alive until the end of the test by the `withExtendedLifetime` below.
         let replica = try RedisServerProcess(arguments: ["--replicaof", "127.0.0.1", "\(primary.port)"])
         let admin = try await TestRedisClient(port: primary.port)
         defer { Task { await admin.close() } }
@@ -95,7 +96,7 @@ import Testing
         #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 201)
         #expect(try await h.send("POST", "/charges", key: "k", body: "x").replayed)
         #expect(h.upstream.executions("/charges") == 1)
-        _ = replica
+        withExtendedLifetime(replica) {}
     }
 
     @Test func waitForReplicasWithoutReplicasReleasesAndGets503() async throws {

@@ -78,17 +78,16 @@ final class ProtectedRequest {
     }
 
     private func act(on action: IdempotencyDecision.ClaimAction) {
-        let allocator = ByteBufferAllocator()
         switch action {
         case .forward:
             if loop.configuration.redisWaitReplicas > 0 { replicate() } else { forward() }
         case .replay(let stored):
-            finish(ProxyResponse(stored: stored, replayHeader: loop.configuration.replayHeader, allocator: allocator), .replayed)
+            finish(ProxyResponse(stored: stored, replayHeader: loop.configuration.replayHeader), .replayed)
         case .inFlight:
             if let waitDeadline, NIODeadline.now() < waitDeadline {
                 waitForTheFirst(until: waitDeadline)
             } else {
-                finish(problem: .inFlight(retryAfter: 1), .conflict)
+                finish(problem: .inFlight, .conflict)
             }
         case .mismatch:
             finish(problem: .mismatch, .mismatch)
@@ -181,17 +180,21 @@ final class ProtectedRequest {
             let response = ForwardedMessage.storedResponse(head: head, body: Array(body.readableBytesView))
             stored = response
             result = .response(status: response.status, bodyLength: body.readableBytes)
-            let proxied = ProxyResponse(stored: response, replayHeader: nil, allocator: ByteBufferAllocator())
+            let proxied = ProxyResponse(stored: response, replayHeader: nil, body: body)
             answer = { $0.respond(proxied, outcome: .forwarded, requestEnded: true) }
         }
         let then = { self.endStream(answer) }
-        switch IdempotencyDecision.settle(result, store5xx: c.store5xx, maxStoredResponse: c.maxStoredResponse) {
-        case .store where stored != nil:
-            complete(.completed(stored!), then: then)
-        case .store, .storeWithoutBody:
+        func storeWithoutBody() {
             // Rule 9: the request ran, its response cannot be replayed; a retry gets 502.
             guard case .response(let status, _) = result else { return then() }
             complete(.completedWithoutBody(status: status), then: then)
+        }
+        switch IdempotencyDecision.settle(result, store5xx: c.store5xx, maxStoredResponse: c.maxStoredResponse) {
+        case .store:
+            // A streamed-on (spilled) response was never collected, so it is stored without body.
+            if let stored { complete(.completed(stored), then: then) } else { storeWithoutBody() }
+        case .storeWithoutBody:
+            storeWithoutBody()
         case .release:
             release(then: then)
         case .keep:
@@ -253,7 +256,7 @@ final class ProtectedRequest {
         switch loop.configuration.onRedisError {
         case .closed:
             loop.logger.warning("Redis unavailable, answering 503", metadata: ["error": "\(error)"])
-            finish(problem: .redisUnavailable(retryAfter: 1), .redisError)
+            finish(problem: .redisUnavailable, .redisError)
         case .open:
             loop.logger.warning("Redis unavailable, forwarding unprotected", metadata: ["error": "\(error)"])
             forward(protected: false)
@@ -266,7 +269,7 @@ final class ProtectedRequest {
         case .failed(let failure): finish(problem: failure.problem, .upstreamError)
         case .response(let responseHead, let responseBody):
             let stored = ForwardedMessage.storedResponse(head: responseHead, body: Array(responseBody.readableBytesView))
-            finish(ProxyResponse(stored: stored, replayHeader: nil, allocator: ByteBufferAllocator()), .redisError)
+            finish(ProxyResponse(stored: stored, replayHeader: nil, body: responseBody), .redisError)
         case .spilled:
             // Unprotected exchanges do not spill.
             finish(problem: .invalidUpstreamResponse, .upstreamError)

@@ -21,8 +21,7 @@ final class LoopContext {
     /// Protected requests whose work is not finished (they outlive their client connection).
     var protectedInFlight = 0
 
-    /// Lower-cased once: matched against every request.
-    let keyHeader: String
+    /// Matched against every request's method.
     let protectedMethods: Set<String>
 
     init(
@@ -33,7 +32,8 @@ final class LoopContext {
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
-        redis = RedisConnection(configuration: Self.redisConfiguration(configuration), eventLoop: eventLoop)
+        let redisConfiguration = Self.redisConfiguration(configuration)
+        redis = RedisConnection(configuration: redisConfiguration, eventLoop: eventLoop)
         store = IdempotencyStore(redis: redis, metrics: metrics)
         redis.onAvailabilityChange = { available, error in
             if available {
@@ -42,12 +42,11 @@ final class LoopContext {
                 logger.warning("Redis unavailable; reconnecting", metadata: ["error": "\(error.map { "\($0)" } ?? "")"])
             }
         }
-        subscriber = RedisSubscriber(configuration: Self.redisConfiguration(configuration), eventLoop: eventLoop)
+        subscriber = RedisSubscriber(configuration: redisConfiguration, eventLoop: eventLoop)
         self.waitPollInterval = waitPollInterval
         pool = UpstreamPool(
             eventLoop: eventLoop, upstream: configuration.upstream,
             connectTimeout: .milliseconds(min(configuration.upstreamTimeoutMs, 5_000)))
-        keyHeader = configuration.keyHeader.lowercased()
         protectedMethods = Set(configuration.methods)
     }
 

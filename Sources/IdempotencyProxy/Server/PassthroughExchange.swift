@@ -1,5 +1,5 @@
-import NIOCore
 import IdempotencyCore
+import NIOCore
 import NIOHTTP1
 
 /// Streams one unprotected request to the upstream and its response back, with back-pressure

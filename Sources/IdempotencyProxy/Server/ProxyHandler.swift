@@ -35,9 +35,8 @@ final class ProxyHandler: ChannelDuplexHandler {
     private var requestStart = NIODeadline.now()
     private var requestCounted = false
 
-    // Back-pressure: reads from the client pause while the upstream cannot take more.
-    private var readsPaused = false
-    private var readPending = false
+    /// Reads from the client pause while the upstream cannot take more.
+    private var readGate = ReadGate()
 
     init(loop: LoopContext) {
         self.loop = loop
@@ -71,7 +70,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         let key: String?
         do {
             key = try IdempotencyKey.parse(
-                headerValues: head.headers[loop.keyHeader], headerName: c.keyHeader, maxLength: c.maxKeyLength)
+                headerValues: head.headers[c.keyHeader], headerName: c.keyHeader, maxLength: c.maxKeyLength)
         } catch {
             return reject(.invalidKey(error.detail), outcome: .badRequest, closing: false)
         }
@@ -206,20 +205,11 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     // MARK: - back-pressure
 
-    func pauseReads() { readsPaused = true }
+    func pauseReads() { readGate.pause() }
 
-    func resumeReads() {
-        guard readsPaused else { return }
-        readsPaused = false
-        if readPending, let context {
-            readPending = false
-            context.read()
-        }
-    }
+    func resumeReads() { readGate.resume(context) }
 
-    func read(context: ChannelHandlerContext) {
-        if readsPaused { readPending = true } else { context.read() }
-    }
+    func read(context: ChannelHandlerContext) { readGate.read(context) }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         switch state {

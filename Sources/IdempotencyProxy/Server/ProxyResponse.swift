@@ -25,13 +25,14 @@ struct ProxyResponse {
         self.init(status: HTTPResponseStatus(statusCode: problem.status), headers: headers, body: body)
     }
 
-    init(stored: StoredResponse, replayHeader: String?, allocator: ByteBufferAllocator) {
+    /// A stored response (a replay), or a fresh one whose `body` the caller still holds, so
+    /// that the first answer does not copy the bytes it just received.
+    init(stored: StoredResponse, replayHeader: String?, body received: ByteBuffer? = nil) {
         var headers = HTTPHeaders()
         headers.reserveCapacity(stored.headers.count + 1)
         for (name, value) in stored.headers { headers.add(name: name, value: value) }
         if let replayHeader { headers.add(name: replayHeader, value: "true") }
-        var body = allocator.buffer(capacity: stored.body.count)
-        body.writeBytes(stored.body)
+        let body = received ?? ByteBuffer(bytes: stored.body)
         self.init(status: HTTPResponseStatus(statusCode: stored.status), headers: headers, body: body)
     }
 }

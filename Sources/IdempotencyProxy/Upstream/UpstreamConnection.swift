@@ -43,16 +43,14 @@ final class UpstreamConnection: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var receiver: UpstreamReceiver?
     private var deadline: Scheduled<Void>?
-    private var responseComplete = false
     private var requestComplete = false
     private var reusable = true
     private(set) var isClosed = false
     /// When the connection went back to the pool; stale ones are not reused.
     var idleSince = NIODeadline.now()
 
-    // Back-pressure: the client side pauses our reads while it cannot write.
-    private var readsPaused = false
-    private var readPending = false
+    /// The client side pauses our reads while it cannot write.
+    private var readGate = ReadGate()
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -70,7 +68,6 @@ final class UpstreamConnection: ChannelDuplexHandler {
             return
         }
         self.receiver = receiver
-        responseComplete = false
         requestComplete = false
         deadline = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
             self.finish(failure: .timedOut)
@@ -92,24 +89,14 @@ final class UpstreamConnection: ChannelDuplexHandler {
         close()
     }
 
-    func pauseReads() { readsPaused = true }
+    func pauseReads() { readGate.pause() }
 
-    func resumeReads() {
-        readsPaused = false
-        if readPending, let context {
-            readPending = false
-            context.read()
-        }
-    }
+    func resumeReads() { readGate.resume(context) }
 
     // MARK: - channel events
 
     func read(context: ChannelHandlerContext) {
-        if readsPaused {
-            readPending = true
-        } else {
-            context.read()
-        }
+        readGate.read(context)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -125,7 +112,6 @@ final class UpstreamConnection: ChannelDuplexHandler {
         case .body(let buffer):
             receiver.upstreamResponseBody(buffer)
         case .end:
-            responseComplete = true
             deadline?.cancel()
             deadline = nil
             self.receiver = nil
