@@ -100,25 +100,43 @@ public struct IdempotencyRecord: Equatable, Sendable {
             try reader.expectEnd()
             return IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: .inFlight)
         case 2:
-            let status = try reader.u16()
+            let status = try reader.status()
             let count = try reader.u16()
             var headers: [(name: String, value: String)] = []
             headers.reserveCapacity(count)
             for _ in 0..<count {
-                let name = String(decoding: try reader.take(reader.u16()), as: UTF8.self)
-                let value = String(decoding: try reader.take(reader.u32()), as: UTF8.self)
-                headers.append((name, value))
+                let name = try reader.take(reader.u16())
+                let value = try reader.take(reader.u32())
+                // Replayed as is: a name or value that could break the response framing
+                // (another writer, a corrupted record) makes the record unusable.
+                guard !name.isEmpty, name.allSatisfy(Self.isTokenByte) else {
+                    throw Malformed(description: "header name is not a token")
+                }
+                guard value.allSatisfy({ $0 >= 32 && $0 != 127 || $0 == 9 }) else {
+                    throw Malformed(description: "control character in a header value")
+                }
+                headers.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
             }
             let body = try reader.take(reader.u32())
             try reader.expectEnd()
             let response = StoredResponse(status: status, headers: headers, body: body)
             return IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: .completed(response))
         case 3:
-            let status = try reader.u16()
+            let status = try reader.status()
             try reader.expectEnd()
             return IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: .completedWithoutBody(status: status))
         default:
             throw Malformed(description: "unknown record state \(state)")
+        }
+    }
+
+    /// RFC 9110 §5.6.2 `tchar`.
+    private static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        default:
+            return "!#$%&'*+-.^_`|~".utf8.contains(byte)
         }
     }
 
@@ -137,6 +155,12 @@ public struct IdempotencyRecord: Equatable, Sendable {
         mutating func u16() throws(Malformed) -> Int {
             let b = try take(2)
             return Int(b[0]) << 8 | Int(b[1])
+        }
+        /// A status code as the wire has it: three digits.
+        mutating func status() throws(Malformed) -> Int {
+            let status = try u16()
+            guard (100...999).contains(status) else { throw Malformed(description: "status \(status) is not an HTTP status") }
+            return status
         }
         mutating func u32() throws(Malformed) -> Int {
             let b = try take(4)

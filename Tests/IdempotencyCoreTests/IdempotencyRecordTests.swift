@@ -38,6 +38,13 @@ import Testing
         ([1, 1] + [UInt8](repeating: 0, count: 20), "truncated"),
         ([1, 1] + zeros48 + [0], "bytes after its end"),
         ([1, 2] + zeros48 + [0, 200, 0, 1, 0, 5, 65], "truncated"),
+        ([1, 3] + zeros48 + [0, 99], "status 99 is not an HTTP status"),
+        ([1, 2] + zeros48 + [3, 232, 0, 0, 0, 0, 0, 0], "status 1000 is not an HTTP status"),
+        // A header that would split the replayed response: `X: a\r\nSet-Cookie: evil`.
+        ([1, 2] + zeros48 + [0, 200, 0, 1, 0, 1] + Array("X".utf8) + [0, 0, 0, 19]
+            + Array("a\r\nSet-Cookie: evil".utf8) + [0, 0, 0, 0], "control character in a header value"),
+        ([1, 2] + zeros48 + [0, 200, 0, 1, 0, 3] + Array("X Y".utf8) + [0, 0, 0, 1, 65, 0, 0, 0, 0], "header name is not a token"),
+        ([1, 2] + zeros48 + [0, 200, 0, 1, 0, 0, 0, 0, 0, 1, 65, 0, 0, 0, 0], "header name is not a token"),
     ]
 
     @Test(arguments: malformed)
