@@ -17,18 +17,32 @@ enum HopByHopHeaders {
         "proxy-authorization",  // RFC 9110 §11.7.2: for the proxy only
     ]
 
-    /// `headers` without hop-by-hop headers. Most messages have none but framing, so the
-    /// common case checks names without allocating and copies only when something goes.
+    /// `headers` without hop-by-hop headers. It runs twice per proxied request, so the common
+    /// case (nothing to remove but framing) looks at each name once, by length first, and
+    /// copies only when something goes.
     static func removing(from headers: HTTPHeaders) -> HTTPHeaders {
-        let named = headers[canonicalForm: "connection"].map { $0.lowercased() }
-        func isHop(_ name: String) -> Bool {
-            names.contains { equalsIgnoringASCIICase(name, $0) } || named.contains { equalsIgnoringASCIICase(name, $0) }
+        var named: [String] = []
+        var found = false
+        for (name, value) in headers where isListed(name) {
+            found = true
+            if equalsIgnoringASCIICase(name, "connection") {
+                named += value.split(separator: ",").map { $0.trimmingCharacters(in: " \t").lowercased() }
+            }
         }
-        guard headers.contains(where: { isHop($0.name) }) else { return headers }
+        guard found else { return headers }
         var out = HTTPHeaders()
         out.reserveCapacity(headers.count)
-        for (name, value) in headers where !isHop(name) { out.add(name: name, value: value) }
+        for (name, value) in headers
+        where !isListed(name) && !named.contains(where: { equalsIgnoringASCIICase(name, $0) }) {
+            out.add(name: name, value: value)
+        }
         return out
+    }
+
+    private static let listedLengths = Set(names.map(\.utf8.count))
+
+    private static func isListed(_ name: String) -> Bool {
+        listedLengths.contains(name.utf8.count) && names.contains { equalsIgnoringASCIICase(name, $0) }
     }
 
     /// True when the message body is chunked (it then needs re-framing on the other side).
@@ -38,12 +52,16 @@ enum HopByHopHeaders {
 
     /// `b` must be lower-case ASCII.
     static func equalsIgnoringASCIICase(_ a: String, _ b: String) -> Bool {
-        var a = a.utf8.makeIterator()
-        for expected in b.utf8 {
-            guard let byte = a.next() else { return false }
-            let lowered = byte >= 65 && byte <= 90 ? byte | 0x20 : byte
-            if lowered != expected { return false }
-        }
-        return a.next() == nil
+        guard a.utf8.count == b.utf8.count else { return false }
+        return zip(a.utf8, b.utf8).allSatisfy { ($0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0) == $1 }
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingCharacters(in set: String) -> Substring {
+        var s = self
+        while let first = s.first, set.contains(first) { s = s.dropFirst() }
+        while let last = s.last, set.contains(last) { s = s.dropLast() }
+        return s
     }
 }
