@@ -44,8 +44,16 @@ let package = Package(
             ]
         ),
         .target(
+            name: "HTTPWire",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        .target(
             name: "IdempotencyProxy",
             dependencies: [
+                "HTTPWire",
                 "IdempotencyCore",
                 "RedisClient",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -110,7 +118,7 @@ let package = Package(
         .executableTarget(
             name: "fuzz-parsers",
             dependencies: [
-                "RedisClient", "IdempotencyCore",
+                "RedisClient", "IdempotencyCore", "HTTPWire",
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
@@ -136,5 +144,13 @@ let package = Package(
             ]
         ),
         .testTarget(name: "LoadKitTests", dependencies: ["LoadKit"]),
+        .testTarget(
+            name: "HTTPWireTests",
+            dependencies: [
+                "HTTPWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
     ]
 )

@@ -1,9 +1,11 @@
+import HTTPWire
 import IdempotencyCore
 import NIOCore
 import RedisClient
 
 /// One input, every parser that reads untrusted bytes: the key header, the config file, the
-/// record codec and the RESP reader. None may crash; each must accept or refuse cleanly.
+/// record codec, the RESP reader and the upstream response parser. None may crash; each must
+/// accept or refuse cleanly.
 ///
 /// Fuzz (libFuzzer provides `main`):
 ///     swift build -c release --product fuzz-parsers --scratch-path .build-fuzz \
@@ -29,6 +31,23 @@ func fuzzOne(_ bytes: UnsafeRawBufferPointer) {
     if let record = try? IdempotencyRecord.decode(Array(bytes)) {
         guard record.encoded() == Array(bytes) else { fatalError("record did not round-trip") }
     }
+
+    // The response parser, whole and split in two: the same bytes must give the same body.
+    var bodies: [Int] = []
+    for split in [bytes.count, bytes.count / 2] {
+        var parser = ResponseParser()
+        parser.expectResponse(toHEAD: false)
+        var parts: [ResponseParser.Part] = []
+        do {
+            try parser.feed(ByteBuffer(bytes: bytes[..<split]), into: &parts)
+            if !parser.isIdle { try parser.feed(ByteBuffer(bytes: bytes[split...]), into: &parts) }
+            try parser.connectionClosed(into: &parts)
+            var length = 0
+            for case .body(let body) in parts { length += body.readableBytes }
+            bodies.append(length)
+        } catch {}
+    }
+    if bodies.count == 2 && bodies[0] != bodies[1] { fatalError("response body depends on how the bytes were split") }
 
     let reader = RESPReader()
     do {

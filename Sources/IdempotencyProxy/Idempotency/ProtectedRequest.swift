@@ -136,7 +136,8 @@ final class ProtectedRequest {
     private func forward(protected: Bool = true) {
         let c = loop.configuration
         let started = NIODeadline.now()
-        let upstreamHead = ForwardedMessage.requestHead(from: head, clientAddress: clientAddress, upstream: c.upstream)
+        let upstreamHead = ForwardedMessage.requestHead(
+            from: head, clientAddress: clientAddress, upstream: c.upstream, bodyLength: body.readableBytes)
         exchange = BufferedExchange.run(
             pool: loop.pool, head: upstreamHead, body: body, timeout: .milliseconds(c.upstreamTimeoutMs),
             allocator: ByteBufferAllocator(), spillAfter: protected ? c.maxStoredResponse : nil, spill: self

@@ -7,16 +7,29 @@ enum ForwardedMessage {
     /// `X-Forwarded-Proto` appended, the client's `Host` kept (a sidecar is transparent; the
     /// upstream's own name is used only when the client sent none), the target under the
     /// upstream's base path, always HTTP/1.1 keep-alive.
+    ///
+    /// Framing: `bodyLength` (a body the proxy holds whole) is sent as `Content-Length`;
+    /// otherwise the client's own framing is kept (a chunked body stays chunked).
     static func requestHead(
         from client: HTTPRequestHead,
         clientAddress: String?,
-        upstream: UpstreamURL
+        upstream: UpstreamURL,
+        bodyLength: Int? = nil
     ) -> HTTPRequestHead {
         var headers = HopByHopHeaders.removing(from: client.headers)
         // `Expect: 100-continue` is answered by the proxy itself (it reads the body anyway).
         headers.remove(name: "expect")
-        if HopByHopHeaders.isChunked(client.headers) && !headers.contains(name: "content-length") {
+        if let bodyLength {
+            headers.remove(name: "content-length")
+            if bodyLength > 0 || Self.methodsWithContent.contains(client.method) {
+                headers.add(name: "Content-Length", value: String(bodyLength))
+            }
+        } else if HopByHopHeaders.isChunked(client.headers) && !headers.contains(name: "content-length") {
             headers.add(name: "Transfer-Encoding", value: "chunked")
+        } else if !headers.contains(name: "content-length") && Self.methodsWithContent.contains(client.method) {
+            // RFC 9110 §8.6: sent when the method defines a meaning for content; some servers
+            // refuse these methods without it (411).
+            headers.add(name: "Content-Length", value: "0")
         }
         if let clientAddress {
             let previous = headers["x-forwarded-for"]
@@ -30,6 +43,8 @@ enum ForwardedMessage {
         return HTTPRequestHead(
             version: .http1_1, method: client.method, uri: upstream.basePath + client.uri, headers: headers)
     }
+
+    private static let methodsWithContent: [HTTPMethod] = [.POST, .PUT, .PATCH]
 
     /// The response as the client sees it: hop-by-hop headers gone; framing is redone by the
     /// encoder for the client's connection.

@@ -46,7 +46,7 @@ final class LoopContext {
         self.waitPollInterval = waitPollInterval
         pool = UpstreamPool(
             eventLoop: eventLoop, upstream: configuration.upstream,
-            connectTimeout: .milliseconds(min(configuration.upstreamTimeoutMs, 5_000)))
+            connectTimeout: .milliseconds(min(configuration.upstreamTimeoutMs, 5_000)), logger: logger)
         protectedMethods = Set(configuration.methods)
     }
 

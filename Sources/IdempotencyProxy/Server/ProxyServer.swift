@@ -93,10 +93,9 @@ public final class ProxyServer: Sendable {
                     }
                     let pipeline = channel.pipeline.syncOperations
                     try pipeline.addHandler(IdleStateHandler(readTimeout: clientReadTimeout))
-                    try pipeline.configureHTTPServerPipeline(
-                        withPipeliningAssistance: true, withErrorHandling: false,
-                        withOutboundHeaderValidation: true, withEncoderConfiguration: .init(),
-                        withDecoderLimitConfiguration: limits)
+                    // Only the decoder of NIO's HTTP/1 stack: ProxyHandler frames responses and
+                    // serves pipelined requests itself.
+                    try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(limitConfiguration: limits)))
                     try pipeline.addHandler(ProxyHandler(loop: loop))
                 }
             }

@@ -1,4 +1,6 @@
+import HTTPWire
 import IdempotencyCore
+import Logging
 import NIOCore
 import NIOHTTP1
 
@@ -31,19 +33,23 @@ enum UpstreamFailure: Error, Equatable {
     }
 }
 
-/// One keep-alive HTTP/1.1 connection to the upstream, carrying one exchange at a time.
+/// One keep-alive HTTP/1.1 connection to the upstream, carrying one exchange at a time. It
+/// frames bytes itself (`RequestWriter`, `ResponseParser`): the only handler on the channel.
 ///
 /// It is reused only after a complete, well-framed response to a complete request; anything
 /// else (timeout, a response cut short, `Connection: close`) retires it.
 final class UpstreamConnection: ChannelDuplexHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
+    private let logger: Logger
     private var context: ChannelHandlerContext?
     private var receiver: UpstreamReceiver?
     private var deadline: Scheduled<Void>?
     private var requestComplete = false
+    private var writer = RequestWriter()
+    private var parser = ResponseParser()
     private var reusable = true
     private(set) var isClosed = false
     /// When the connection went back to the pool; stale ones are not reused.
@@ -51,6 +57,10 @@ final class UpstreamConnection: ChannelDuplexHandler {
 
     /// The client side pauses our reads while it cannot write.
     private var readGate = ReadGate()
+
+    init(logger: Logger) {
+        self.logger = logger
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -76,8 +86,22 @@ final class UpstreamConnection: ChannelDuplexHandler {
 
     func write(_ part: HTTPClientRequestPart, flush: Bool) {
         guard let context, !isClosed else { return }
-        if case .end = part { requestComplete = true }
-        context.write(wrapOutboundOut(part), promise: nil)
+        switch part {
+        case .head(let head):
+            parser.expectResponse(toHEAD: head.method == .HEAD)
+            var buffer = context.channel.allocator.buffer(capacity: 512)
+            writer.head(head, into: &buffer)
+            context.write(wrapOutboundOut(buffer), promise: nil)
+        case .body(.byteBuffer(let body)):
+            writer.body(body, allocator: context.channel.allocator) { context.write(wrapOutboundOut($0), promise: nil) }
+        case .body(.fileRegion):
+            preconditionFailure("the proxy never sends file regions")
+        case .end:
+            requestComplete = true
+            var buffer = context.channel.allocator.buffer(capacity: 5)
+            writer.end(into: &buffer)
+            if buffer.readableBytes > 0 { context.write(wrapOutboundOut(buffer), promise: nil) }
+        }
         if flush { context.flush() }
     }
 
@@ -89,9 +113,9 @@ final class UpstreamConnection: ChannelDuplexHandler {
         close()
     }
 
-    func pauseReads() { readGate.pause() }
+    func pauseReads() { readGate.pause(.peerFull) }
 
-    func resumeReads() { readGate.resume(context) }
+    func resumeReads() { readGate.resume(.peerFull, context) }
 
     // MARK: - channel events
 
@@ -100,24 +124,37 @@ final class UpstreamConnection: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let receiver else {
+        guard receiver != nil else {
             // Bytes with no exchange: the upstream is out of step; never reuse this connection.
             close()
             return
         }
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            if !head.isKeepAlive { reusable = false }
-            receiver.upstreamResponseHead(head)
-        case .body(let buffer):
-            receiver.upstreamResponseBody(buffer)
-        case .end:
-            deadline?.cancel()
-            deadline = nil
-            self.receiver = nil
-            // A response that ends before the request did leaves the request stream half-sent.
-            if !requestComplete { reusable = false }
-            receiver.upstreamResponseEnd()
+        var parts: [ResponseParser.Part] = []
+        do {
+            try parser.feed(unwrapInboundIn(data), into: &parts)
+        } catch {
+            deliver(parts)
+            return finish(failure: .invalidResponse, reason: error.description)
+        }
+        deliver(parts)
+    }
+
+    private func deliver(_ parts: [ResponseParser.Part]) {
+        for part in parts {
+            guard let receiver else { return }
+            switch part {
+            case .head(let head):
+                receiver.upstreamResponseHead(head)
+            case .body(let buffer):
+                receiver.upstreamResponseBody(buffer)
+            case .end(let keepAlive):
+                deadline?.cancel()
+                deadline = nil
+                self.receiver = nil
+                // A response that ends before the request did leaves the request stream half-sent.
+                if !requestComplete || !keepAlive { reusable = false }
+                receiver.upstreamResponseEnd()
+            }
         }
     }
 
@@ -128,21 +165,32 @@ final class UpstreamConnection: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         isClosed = true
-        finish(failure: .broken)
+        var parts: [ResponseParser.Part] = []
+        do {
+            // A body delimited by the close ends here.
+            try parser.connectionClosed(into: &parts)
+            deliver(parts)
+            finish(failure: .broken)
+        } catch {
+            finish(failure: .broken, reason: error.description)
+        }
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        finish(failure: error is HTTPParserError ? .invalidResponse : .broken)
+        finish(failure: .broken)
     }
 
-    private func finish(failure: UpstreamFailure) {
+    private func finish(failure: UpstreamFailure, reason: String? = nil) {
         deadline?.cancel()
         deadline = nil
         let receiver = self.receiver
         self.receiver = nil
         reusable = false
         close()
+        if let reason, receiver != nil {
+            logger.warning("upstream response unusable", metadata: ["reason": "\(reason)"])
+        }
         receiver?.upstreamFailed(failure)
     }
 

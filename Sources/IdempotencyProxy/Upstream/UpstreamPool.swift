@@ -1,6 +1,6 @@
 import IdempotencyCore
+import Logging
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 
 /// Keep-alive connections to the upstream, one pool per event loop so that an exchange never
@@ -15,10 +15,12 @@ final class UpstreamPool {
     private let eventLoop: any EventLoop
     private let upstream: UpstreamURL
     private let connectTimeout: TimeAmount
+    private let logger: Logger
     private var idle: [UpstreamConnection] = []
     private var closed = false
 
-    init(eventLoop: any EventLoop, upstream: UpstreamURL, connectTimeout: TimeAmount) {
+    init(eventLoop: any EventLoop, upstream: UpstreamURL, connectTimeout: TimeAmount, logger: Logger) {
+        self.logger = logger
         self.eventLoop = eventLoop
         self.upstream = upstream
         self.connectTimeout = connectTimeout
@@ -57,11 +59,9 @@ final class UpstreamPool {
         ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
+            .channelInitializer { [logger] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    // Forwarded headers were validated by the inbound decoder already.
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
-                    try channel.pipeline.syncOperations.addHandler(UpstreamConnection())
+                    try channel.pipeline.syncOperations.addHandler(UpstreamConnection(logger: logger))
                 }
             }
             .connect(host: upstream.host, port: upstream.port)

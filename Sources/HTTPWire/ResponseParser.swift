@@ -1,0 +1,381 @@
+import NIOCore
+import NIOHTTP1
+
+/// Incremental HTTP/1.1 response parser (RFC 9112) for the proxy's own upstream connections.
+///
+/// It replaces NIO's general decoder on the upstream side because it can hand body bytes on as
+/// slices of what was read and needs no channel handler of its own: the per-request cost of a
+/// proxy is mostly framing. It is strict where framing is at stake (status line, header syntax,
+/// `Content-Length`, chunk sizes) and discards what a proxy must not forward (interim 1xx
+/// responses, trailers). Any error means the connection cannot be trusted again.
+public struct ResponseParser {
+    public enum Part: Equatable {
+        case head(HTTPResponseHead)
+        case body(ByteBuffer)
+        /// `keepAlive`: the connection may carry another exchange.
+        case end(keepAlive: Bool)
+    }
+
+    public struct ParseError: Error, Equatable, CustomStringConvertible {
+        public let description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    /// Larger heads are refused (NIO's decoder uses the same limit).
+    public static let maxHeadBytes = 80 * 1024
+
+    private enum State {
+        /// No response is expected: any byte is out of step.
+        case idle
+        case head
+        case fixed(remaining: Int)
+        case chunkSize(size: Int, digits: Int)
+        /// After the size: extensions or whitespace, skipped up to the line end.
+        case chunkExtension(size: Int)
+        case chunkSizeLF(size: Int)
+        case chunkData(remaining: Int)
+        case chunkDataCR
+        case chunkDataLF
+        case trailerLineStart
+        case trailerLine
+        case trailerEndLF
+        case untilClose
+    }
+
+    private var state = State.idle
+    private var headBytes: ByteBuffer?
+    private var headRequest = false
+    private var keepAlive = true
+
+    public init() {}
+
+    /// True between responses.
+    public var isIdle: Bool {
+        if case .idle = state { return true }
+        return false
+    }
+
+    /// A request went out: its response comes next. A response to HEAD has no body.
+    public mutating func expectResponse(toHEAD: Bool) {
+        state = .head
+        headRequest = toHEAD
+        headBytes = nil
+    }
+
+    /// Parses `buffer` into `parts`. Parts are collected rather than handed to a callback so
+    /// that whoever receives them may start the next exchange on this parser.
+    public mutating func feed(_ buffer: ByteBuffer, into parts: inout [Part]) throws(ParseError) {
+        try feed(buffer) { parts.append($0) }
+    }
+
+    private mutating func feed(_ buffer: ByteBuffer, _ emit: (Part) -> Void) throws(ParseError) {
+        var buffer = buffer
+        while buffer.readableBytes > 0 {
+            switch state {
+            case .idle:
+                throw ParseError("bytes arrived with no response expected")
+            case .head:
+                guard let (head, framing) = try takeHead(&buffer) else { return }
+                try start(head, framing, leftover: buffer.readableBytes, emit)
+            case .fixed(let remaining):
+                let slice = buffer.readSlice(length: min(remaining, buffer.readableBytes))!
+                emit(.body(slice))
+                if remaining == slice.readableBytes {
+                    finish(leftover: buffer.readableBytes, emit)
+                } else {
+                    state = .fixed(remaining: remaining - slice.readableBytes)
+                }
+            case .chunkData(let remaining):
+                let slice = buffer.readSlice(length: min(remaining, buffer.readableBytes))!
+                emit(.body(slice))
+                state = remaining == slice.readableBytes ? .chunkDataCR : .chunkData(remaining: remaining - slice.readableBytes)
+            case .untilClose:
+                emit(.body(buffer))
+                return
+            default:
+                let byte = buffer.readInteger(as: UInt8.self)!
+                try framingByte(byte, leftover: buffer.readableBytes, emit)
+            }
+            // Bytes after the response are ignored: `finish` marked the connection unusable.
+            if isIdle { return }
+        }
+    }
+
+    /// The upstream closed the connection. Returns normally if that ended a body delimited by
+    /// the close (emitting `.end`) or came between responses; throws if a response was cut short.
+    public mutating func connectionClosed(into parts: inout [Part]) throws(ParseError) {
+        switch state {
+        case .idle: return
+        case .untilClose:
+            keepAlive = false
+            finish(leftover: 0) { parts.append($0) }
+        default:
+            throw ParseError("connection closed before the response was complete")
+        }
+    }
+
+    // MARK: - head
+
+    /// The complete head, or nil while more bytes are needed (they are kept).
+    private mutating func takeHead(_ buffer: inout ByteBuffer) throws(ParseError) -> (HTTPResponseHead, Framing)? {
+        if var pending = headBytes {
+            // A head split across reads: collect it, then parse it whole.
+            headBytes = nil
+            pending.writeBuffer(&buffer)
+            buffer = pending
+        }
+        let end = buffer.withUnsafeReadableBytes { Self.headLength($0) }
+        guard let end else {
+            guard buffer.readableBytes <= Self.maxHeadBytes else { throw ParseError("response head over \(Self.maxHeadBytes) bytes") }
+            headBytes = buffer
+            buffer.moveReaderIndex(to: buffer.writerIndex)
+            return nil
+        }
+        guard end <= Self.maxHeadBytes else { throw ParseError("response head over \(Self.maxHeadBytes) bytes") }
+        let result = buffer.withUnsafeReadableBytes { bytes in
+            Result { () throws(ParseError) in try Self.parseHead(UnsafeRawBufferPointer(rebasing: bytes[..<end])) }
+        }
+        buffer.moveReaderIndex(forwardBy: end)
+        return try result.get()
+    }
+
+    /// Length of the head including its empty last line, if all of it is here.
+    static func headLength(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        var index = 0
+        while let lf = bytes[index...].firstIndex(of: UInt8(ascii: "\n")) {
+            let next = lf + 1
+            if next < bytes.count, bytes[next] == UInt8(ascii: "\n") { return next + 1 }
+            if next + 1 < bytes.count, bytes[next] == UInt8(ascii: "\r"), bytes[next + 1] == UInt8(ascii: "\n") {
+                return next + 2
+            }
+            index = next
+        }
+        return nil
+    }
+
+    /// What the framing headers say, gathered while the head is parsed so that no header has
+    /// to be looked up (and lower-cased) again.
+    struct Framing: Equatable {
+        var contentLength: Int?
+        var transferEncoding = false
+        /// The last transfer coding is `chunked`.
+        var chunked = false
+        var close = false
+        var keepAlive = false
+    }
+
+    static func parseHead(_ bytes: UnsafeRawBufferPointer) throws(ParseError) -> (HTTPResponseHead, Framing) {
+        var lines = HeadLines(bytes)
+        guard let statusLine = lines.next() else { throw ParseError("empty response head") }
+        let (version, status) = try parseStatusLine(statusLine)
+        var headers = HTTPHeaders()
+        var framing = Framing()
+        while let line = lines.next(), !line.isEmpty {
+            if line.first == UInt8(ascii: " ") || line.first == UInt8(ascii: "\t") {
+                throw ParseError("obsolete line folding in a header")
+            }
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon > line.startIndex else {
+                throw ParseError("header line without a name")
+            }
+            let name = line[..<colon]
+            guard name.allSatisfy(isTokenByte) else { throw ParseError("invalid character in a header name") }
+            let value = trimmed(line[(colon + 1)...])
+            guard value.allSatisfy({ $0 >= 32 && $0 != 127 || $0 == 9 }) else {
+                throw ParseError("control character in a header value")
+            }
+            try framing.note(name: name, value: value)
+            headers.add(
+                name: String(decoding: UnsafeRawBufferPointer(rebasing: name), as: UTF8.self),
+                value: String(decoding: UnsafeRawBufferPointer(rebasing: value), as: UTF8.self))
+        }
+        return (HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: status), headers: headers), framing)
+    }
+
+    /// `HTTP/1.x SP 3DIGIT [SP reason]`.
+    private static func parseStatusLine(_ line: Bytes) throws(ParseError) -> (HTTPVersion, Int) {
+        let start = line.startIndex
+        guard line.count >= 12, line.starts(with: "HTTP/1.".utf8),
+            line[start + 7] == UInt8(ascii: "0") || line[start + 7] == UInt8(ascii: "1"),
+            line[start + 8] == UInt8(ascii: " "), line[(start + 9)..<(start + 12)].allSatisfy({ $0 >= 48 && $0 <= 57 }),
+            line.count == 12 || line[start + 12] == UInt8(ascii: " ")
+        else { throw ParseError("malformed status line") }
+        guard line.allSatisfy({ $0 >= 32 && $0 != 127 || $0 == 9 }) else {
+            throw ParseError("control character in the status line")
+        }
+        let status = line[(start + 9)..<(start + 12)].reduce(0) { $0 * 10 + Int($1 - 48) }
+        guard status >= 100 else { throw ParseError("status code below 100") }
+        return (HTTPVersion(major: 1, minor: Int(line[start + 7] - 48)), status)
+    }
+
+    // MARK: - framing (RFC 9112 §6.3)
+
+    private mutating func start(_ head: HTTPResponseHead, _ framing: Framing, leftover: Int, _ emit: (Part) -> Void) throws(ParseError) {
+        let status = Int(head.status.code)
+        if status < 200 {
+            // Interim responses are not the answer; we never ask for an upgrade.
+            if status == 101 { throw ParseError("101 Switching Protocols without an upgrade request") }
+            return
+        }
+        // HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 only if told `keep-alive`.
+        keepAlive = !framing.close && (head.version.minor >= 1 || framing.keepAlive)
+        var head = head
+        if framing.transferEncoding && framing.contentLength != nil {
+            // Content-Length next to Transfer-Encoding is a smuggling pattern: the encoding
+            // decides (RFC 9112 §6.3), the length must not travel on, and the connection is
+            // never reused.
+            head.headers.remove(name: "content-length")
+            keepAlive = false
+        }
+        emit(.head(head))
+        if headRequest || status == 204 || status == 304 { return finish(leftover: leftover, emit) }
+        if framing.transferEncoding {
+            if framing.chunked {
+                state = .chunkSize(size: 0, digits: 0)
+            } else {
+                keepAlive = false
+                state = .untilClose
+            }
+        } else if let length = framing.contentLength {
+            if length == 0 { return finish(leftover: leftover, emit) }
+            state = .fixed(remaining: length)
+        } else {
+            keepAlive = false
+            state = .untilClose
+        }
+    }
+
+    /// Ends the response. Bytes after it mean the upstream is out of step (or pipelining
+    /// answers we never asked for): the connection must not carry another exchange, which is
+    /// decided before `.end` lets the receiver hand it back.
+    private mutating func finish(leftover: Int, _ emit: (Part) -> Void) {
+        if leftover > 0 { keepAlive = false }
+        state = .idle
+        emit(.end(keepAlive: keepAlive))
+    }
+
+    private mutating func framingByte(_ byte: UInt8, leftover: Int, _ emit: (Part) -> Void) throws(ParseError) {
+        switch state {
+        case .chunkSize(let size, let digits):
+            if let digit = Self.hexValue(byte) {
+                guard digits < 15 else { throw ParseError("chunk size too large") }
+                state = .chunkSize(size: size << 4 | digit, digits: digits + 1)
+            } else if digits > 0 && (byte == UInt8(ascii: ";") || byte == 32 || byte == 9) {
+                state = .chunkExtension(size: size)
+            } else if digits > 0 && byte == UInt8(ascii: "\r") {
+                state = .chunkSizeLF(size: size)
+            } else {
+                throw ParseError("invalid chunk size")
+            }
+        case .chunkExtension(let size):
+            if byte == UInt8(ascii: "\r") {
+                state = .chunkSizeLF(size: size)
+            } else if byte < 32 && byte != 9 || byte == 127 {
+                throw ParseError("control character in a chunk extension")
+            }
+        case .chunkSizeLF(let size):
+            guard byte == UInt8(ascii: "\n") else { throw ParseError("chunk size line without CRLF") }
+            state = size == 0 ? .trailerLineStart : .chunkData(remaining: size)
+        case .chunkDataCR:
+            guard byte == UInt8(ascii: "\r") else { throw ParseError("chunk data longer than its size") }
+            state = .chunkDataLF
+        case .chunkDataLF:
+            guard byte == UInt8(ascii: "\n") else { throw ParseError("chunk data without CRLF") }
+            state = .chunkSize(size: 0, digits: 0)
+        case .trailerLineStart:
+            state = byte == UInt8(ascii: "\r") ? .trailerEndLF : .trailerLine
+            if byte == UInt8(ascii: "\n") { throw ParseError("bare LF in the trailer section") }
+        case .trailerLine:
+            if byte == UInt8(ascii: "\n") { state = .trailerLineStart }
+        case .trailerEndLF:
+            guard byte == UInt8(ascii: "\n") else { throw ParseError("trailer section without CRLF") }
+            finish(leftover: leftover, emit)
+        case .idle, .head, .fixed, .chunkData, .untilClose:
+            preconditionFailure("not a framing state")
+        }
+    }
+
+    private static func hexValue(_ byte: UInt8) -> Int? {
+        switch byte {
+        case 48...57: return Int(byte - 48)
+        case 65...70: return Int(byte - 55)
+        case 97...102: return Int(byte - 87)
+        default: return nil
+        }
+    }
+
+    private static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        default:
+            return "!#$%&'*+-.^_`|~".utf8.contains(byte)
+        }
+    }
+}
+
+/// The lines of a head, each without its CRLF (or bare LF).
+private struct HeadLines: IteratorProtocol {
+    private let bytes: UnsafeRawBufferPointer
+    private var index = 0
+
+    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+    mutating func next() -> Slice<UnsafeRawBufferPointer>? {
+        guard index < bytes.count, let lf = bytes[index...].firstIndex(of: UInt8(ascii: "\n")) else { return nil }
+        var line = bytes[index..<lf]
+        if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
+        index = lf + 1
+        return line
+    }
+}
+
+typealias Bytes = Slice<UnsafeRawBufferPointer>
+
+private func trimmed(_ bytes: Bytes) -> Bytes {
+    var bytes = bytes
+    while let first = bytes.first, first == 32 || first == 9 { bytes = bytes.dropFirst() }
+    while let last = bytes.last, last == 32 || last == 9 { bytes = bytes.dropLast() }
+    return bytes
+}
+
+/// `bytes` equals `lowercase` (lower-case ASCII) ignoring ASCII case.
+private func equalsIgnoringCase(_ bytes: Bytes, _ lowercase: StaticString) -> Bool {
+    guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
+    let expected = UnsafeBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
+    return zip(bytes, expected).allSatisfy { ($0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0) == $1 }
+}
+
+/// The comma-separated elements of a list header, trimmed, empty ones skipped.
+private func listElements(_ value: Bytes) -> [Bytes] {
+    value.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false).map(trimmed).filter { !$0.isEmpty }
+}
+
+extension ResponseParser.Framing {
+    fileprivate mutating func note(name: Bytes, value: Bytes) throws(ResponseParser.ParseError) {
+        switch name.count {
+        case 14 where equalsIgnoringCase(name, "content-length"):
+            // `5, 5` and repeated equal headers are one length (RFC 9110 §8.6); any other list is not.
+            for element in value.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) {
+                let digits = trimmed(element)
+                guard !digits.isEmpty, digits.count <= 18, digits.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
+                    throw ResponseParser.ParseError("invalid Content-Length")
+                }
+                let length = digits.reduce(0) { $0 * 10 + Int($1 - 48) }
+                guard contentLength == nil || contentLength == length else {
+                    throw ResponseParser.ParseError("conflicting Content-Length values")
+                }
+                contentLength = length
+            }
+        case 17 where equalsIgnoringCase(name, "transfer-encoding"):
+            transferEncoding = true
+            if let last = listElements(value).last { chunked = equalsIgnoringCase(last, "chunked") }
+        case 10 where equalsIgnoringCase(name, "connection"):
+            for token in listElements(value) {
+                if equalsIgnoringCase(token, "close") { close = true }
+                if equalsIgnoringCase(token, "keep-alive") { keepAlive = true }
+            }
+        default:
+            break
+        }
+    }
+}

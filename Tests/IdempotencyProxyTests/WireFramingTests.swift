@@ -1,0 +1,220 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// The proxy frames HTTP/1.1 bytes itself on both sides (`HTTPWire`): pipelined requests,
+/// HEAD, HTTP/1.0 clients, and upstream responses framed in every way RFC 9112 allows.
+@Suite struct WireFramingTests {
+    @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
+        let h = try await ProxyHarness.start()
+        defer { Task { await h.stop() } }
+        let statuses = try await blocking {
+            let c = try RawHTTPClient(port: h.port)
+            // Three requests in one write: passthrough, protected, passthrough.
+            try c.send(
+                "GET /echo?n=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+                    + "POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: pipe\r\nContent-Length: 3\r\n\r\nabc"
+                    + "GET /status/418 HTTP/1.1\r\nHost: t\r\n\r\n")
+            let first = try c.readResponse()
+            let second = try c.readResponse(method: "POST")
+            let third = try c.readResponse()
+            #expect(first.text.hasPrefix("GET /echo?n=1\n"))
+            return [first.status, second.status, third.status]
+        }
+        #expect(statuses == [200, 201, 418])
+        #expect(try await h.send("POST", "/charges", key: "pipe", body: "abc").replayed)
+        #expect(h.upstream.executions("/charges") == 1)
+    }
+
+    @Test func headResponsesCarryNoBodyAndTheConnectionCarriesOn() async throws {
+        let h = try await ProxyHarness.start()
+        defer { Task { await h.stop() } }
+        let (head, next) = try await blocking {
+            let c = try RawHTTPClient(port: h.port)
+            let head = try c.request("HEAD", "/big/1000")
+            // A body sent after the HEAD answer would be read as this response.
+            return (head, try c.request("GET", "/echo"))
+        }
+        #expect(head.status == 200)
+        #expect(head.body.isEmpty)
+        #expect(next.status == 200)
+        #expect(next.text.hasPrefix("GET /echo\n"))
+    }
+
+    @Test func http10ClientsGetKeepAliveOrABodyEndedByTheClose() async throws {
+        let h = try await ProxyHarness.start()
+        defer { Task { await h.stop() } }
+        let (first, second) = try await blocking {
+            let c = try RawHTTPClient(port: h.port)
+            try c.send("GET /echo HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            let first = try c.readResponse()
+            try c.send("GET /status/204 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            return (first, try c.readResponse())
+        }
+        #expect(first.rawHead.hasPrefix("HTTP/1.0 200"))
+        #expect(first.header("connection") == "keep-alive")
+        #expect(second.status == 204)
+        // An unsized (chunked upstream) body cannot be chunked for HTTP/1.0: it ends with the connection.
+        let (response, closed) = try await blocking {
+            let c = try RawHTTPClient(port: h.port)
+            try c.send("GET /chunked/3000 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            let response = try c.readResponse()
+            return (response, c.isClosedByPeer())
+        }
+        #expect(response.header("connection") == "close")
+        #expect(response.header("transfer-encoding") == nil)
+        #expect(response.body.count == 3000)
+        #expect(closed)
+    }
+
+    @Test func idleConnectionsCloseWhenShutdownBegins() async throws {
+        let h = try await ProxyHarness.start()
+        let client = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
+        #expect(try await blocking { try client.request("GET", "/echo").status } == 200)
+        let stopping = Task { await h.server.shutdown(grace: .seconds(30)) }
+        // Closed by the quiesce itself, long before the 30 s grace would close it.
+        #expect(try await blocking { client.isClosedByPeer() })
+        await stopping.value
+        await h.upstream.stop()
+    }
+
+    @Test func aRequestInFlightAtShutdownIsAnsweredWithConnectionClose() async throws {
+        let h = try await ProxyHarness.start()
+        let client = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
+        try await blocking { try client.sendRequest("GET", "/sleep/1500") }
+        try await h.upstream.waitUntilExecuting("/sleep/1500")
+        let stopping = Task { await h.server.shutdown(grace: .seconds(30)) }
+        // The listener closes as the quiesce event goes out to the connections.
+        let port = h.port
+        _ = try await retrying(times: 200, pause: .milliseconds(5), while: { $0 }) {
+            LoopbackSocket.connect(port: port).map { close($0); return true } ?? false
+        }
+        let response = try await blocking { try client.readResponse() }
+        #expect(response.status == 200)
+        #expect(response.header("connection") == "close")
+        #expect(try await blocking { client.isClosedByPeer() })
+        await stopping.value
+        await h.upstream.stop()
+    }
+}
+
+/// Upstream responses as RFC 9112 §6.3 frames them, from an upstream whose bytes the test writes.
+@Suite struct UpstreamFramingTests {
+    private func proxy(_ answer: @escaping @Sendable (String) -> ScriptedUpstream.Answer) async throws
+        -> (ProxyHarness, ScriptedUpstream)
+    {
+        let upstream = try ScriptedUpstream(respond: answer)
+        let h = try await ProxyHarness.start(upstreamURL: "http://127.0.0.1:\(upstream.port)")
+        return (h, upstream)
+    }
+
+    @Test func keepAliveResponsesReuseOneConnection() async throws {
+        let (h, upstream) = try await proxy { _ in .init("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") }
+        defer { Task { await h.stop(); upstream.stop() } }
+        let texts = try await blocking {
+            let c = try RawHTTPClient(port: h.port)
+            return try (0..<3).map { _ in try c.request("GET", "/a").text }
+        }
+        #expect(texts == ["ok", "ok", "ok"])
+        #expect(upstream.connections == 1)
+    }
+
+    @Test func aBodyDelimitedByTheCloseIsForwardedWhole() async throws {
+        let (h, upstream) = try await proxy { _ in .init("HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\nuntil the close", close: true) }
+        defer { Task { await h.stop(); upstream.stop() } }
+        let responses = try await blocking {
+            let c = try RawHTTPClient(port: h.port)
+            return try (0..<2).map { _ in try c.request("GET", "/a") }
+        }
+        for r in responses {
+            #expect(r.text == "until the close")
+            #expect(r.header("transfer-encoding") == "chunked")
+        }
+        #expect(upstream.connections == 2)
+    }
+
+    @Test func contentLengthBesideTransferEncodingFollowsTheChunksAndRetiresTheConnection() async throws {
+        let (h, upstream) = try await proxy { _ in
+            .init("HTTP/1.1 200 OK\r\nContent-Length: 50\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+        }
+        defer { Task { await h.stop(); upstream.stop() } }
+        let texts = try await blocking {
+            let c = try RawHTTPClient(port: h.port)
+            return try (0..<2).map { _ in try c.request("GET", "/a").text }
+        }
+        #expect(texts == ["ok", "ok"])
+        #expect(upstream.connections == 2)
+    }
+
+    @Test func aHeadAnswerWithChunkedFramingHasNoBody() async throws {
+        let (h, upstream) = try await proxy { request in
+            request.hasPrefix("HEAD")
+                ? .init("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                : .init("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nget")
+        }
+        defer { Task { await h.stop(); upstream.stop() } }
+        let (head, get) = try await blocking {
+            let c = try RawHTTPClient(port: h.port)
+            return (try c.request("HEAD", "/a"), try c.request("GET", "/a"))
+        }
+        #expect(head.status == 200)
+        #expect(get.text == "get")
+        #expect(upstream.connections == 1)
+    }
+
+    @Test(arguments: [
+        "HTTP/1.1 2x0 OK\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\nx",
+        "HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\n\r\n",
+    ])
+    func anInvalidResponseGets502(_ wire: String) async throws {
+        let (h, upstream) = try await proxy { _ in .init(wire) }
+        defer { Task { await h.stop(); upstream.stop() } }
+        let r = try await h.send("GET", "/a")
+        #expect(r.status == 502)
+        #expect(r.isProblem)
+    }
+
+    @Test func aBodyThatBreaksAfterTheHeadWentOutCutsTheClientConnection() async throws {
+        let (h, upstream) = try await proxy { _ in
+            .init("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nnot-hex\r\n")
+        }
+        defer { Task { await h.stop(); upstream.stop() } }
+        // Part of the answer is out: only the cut tells the client it is incomplete.
+        await #expect(throws: TestSupportError.self) { _ = try await h.send("GET", "/a") }
+    }
+
+    @Test func forwardedRequestsAreFramedForTheUpstream() async throws {
+        let (h, upstream) = try await proxy { _ in .init("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n") }
+        defer { Task { await h.stop(); upstream.stop() } }
+        // No body at all: POST still states its length (RFC 9110 §8.6).
+        _ = try await blocking {
+            let c = try RawHTTPClient(port: h.port)
+            try c.send("POST /empty HTTP/1.1\r\nHost: t\r\n\r\n")
+            return try c.readResponse()
+        }
+        // A chunked protected request is buffered whole, so it goes on with its length.
+        _ = try await blocking {
+            let c = try RawHTTPClient(port: h.port)
+            try c.sendRequest("POST", "/charges", headers: [("Idempotency-Key", "f"), ("Transfer-Encoding", "chunked")])
+            try c.send("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+            return try c.readResponse()
+        }
+        // A chunked unprotected request streams on chunked.
+        _ = try await blocking {
+            let c = try RawHTTPClient(port: h.port)
+            try c.sendRequest("PUT", "/stream", headers: [("Transfer-Encoding", "chunked")])
+            try c.send("3\r\nabc\r\n0\r\n\r\n")
+            return try c.readResponse()
+        }
+        let requests = upstream.requests
+        try #require(requests.count == 3)
+        #expect(requests[0].contains("\r\nContent-Length: 0\r\n"))
+        #expect(requests[1].contains("\r\nContent-Length: 11\r\n"))
+        #expect(!requests[1].lowercased().contains("transfer-encoding"))
+        #expect(requests[1].hasSuffix("\r\n\r\nhello world"))
+        #expect(requests[2].contains("\r\nTransfer-Encoding: chunked\r\n"))
+        #expect(requests[2].hasSuffix("\r\n\r\n3\r\nabc\r\n0\r\n\r\n"))
+    }
+}
