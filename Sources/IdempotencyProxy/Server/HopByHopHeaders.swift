@@ -17,32 +17,33 @@ enum HopByHopHeaders {
         "proxy-authorization",  // RFC 9110 §11.7.2: for the proxy only
     ]
 
-    /// `headers` without hop-by-hop headers. It runs twice per proxied request, so the common
-    /// case (nothing to remove but framing) looks at each name once, by length first, and
-    /// copies only when something goes.
+    /// `headers` without hop-by-hop headers. It runs twice per proxied request, so names are
+    /// compared as bytes, by length first, and the headers are edited in place.
     static func removing(from headers: HTTPHeaders) -> HTTPHeaders {
-        var named: [String] = []
-        var found = false
+        var found: [String] = []
         for (name, value) in headers where isListed(name) {
-            found = true
-            if equalsIgnoringASCIICase(name, "connection") {
-                named += value.split(separator: ",").map { $0.trimmingCharacters(in: " \t").lowercased() }
+            found.append(name)
+            guard equalsIgnoringASCIICase(name, "connection") else { continue }
+            for token in value.split(separator: ",") {
+                let token = token.trimmingCharacters(in: " \t")
+                // The usual tokens name no header of their own (or one that is listed anyway).
+                if equalsIgnoringASCIICase(token, "close") || equalsIgnoringASCIICase(token, "keep-alive") { continue }
+                found.append(String(token))
             }
         }
-        guard found else { return headers }
-        var out = HTTPHeaders()
-        out.reserveCapacity(headers.count)
-        for (name, value) in headers
-        where !isListed(name) && !named.contains(where: { equalsIgnoringASCIICase(name, $0) }) {
-            out.add(name: name, value: value)
-        }
+        guard !found.isEmpty else { return headers }
+        var out = headers
+        for name in found { out.remove(name: name) }
         return out
     }
 
-    private static let listedLengths = Set(names.map(\.utf8.count))
+    /// Bit n set: some listed name is n bytes long (all are shorter than 64).
+    private static let listedLengths: UInt64 = names.reduce(0) { $0 | 1 << UInt64($1.utf8.count) }
 
     private static func isListed(_ name: String) -> Bool {
-        listedLengths.contains(name.utf8.count) && names.contains { equalsIgnoringASCIICase(name, $0) }
+        let length = name.utf8.count
+        return length < 64 && listedLengths & (1 << UInt64(length)) != 0
+            && names.contains { equalsIgnoringASCIICase(name, $0) }
     }
 
     /// True when the message body is chunked (it then needs re-framing on the other side).
@@ -51,9 +52,18 @@ enum HopByHopHeaders {
     }
 
     /// `b` must be lower-case ASCII.
-    static func equalsIgnoringASCIICase(_ a: String, _ b: String) -> Bool {
+    static func equalsIgnoringASCIICase<S: StringProtocol>(_ a: S, _ b: String) -> Bool {
         guard a.utf8.count == b.utf8.count else { return false }
-        return zip(a.utf8, b.utf8).allSatisfy { ($0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0) == $1 }
+        var b = b
+        return b.withUTF8 { expected in
+            var index = 0
+            for byte in a.utf8 {
+                let lowered = byte >= 65 && byte <= 90 ? byte | 0x20 : byte
+                guard lowered == expected[index] else { return false }
+                index += 1
+            }
+            return true
+        }
     }
 }
 
