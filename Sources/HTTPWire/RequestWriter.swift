@@ -25,8 +25,6 @@ public struct RequestWriter {
         if chunked { ChunkFraming.chunk(body, allocator: allocator, write) } else { write(body) }
     }
 
-    /// The bytes that end the body: the last chunk of a chunked request, else nothing.
-    public func end(into buffer: inout ByteBuffer) {
-        if chunked { buffer.writeStaticString("0\r\n\r\n") }
-    }
+    /// The bytes that end the body: the last chunk of a chunked request, else none.
+    public var end: ByteBuffer? { chunked ? ChunkFraming.lastChunk : nil }
 }

@@ -59,8 +59,6 @@ public struct ResponseWriter {
         }
     }
 
-    /// The bytes that end the body: the last chunk of a chunked response, else nothing.
-    public func end(into buffer: inout ByteBuffer) {
-        if framing == .chunked { buffer.writeStaticString("0\r\n\r\n") }
-    }
+    /// The bytes that end the body: the last chunk of a chunked response, else none.
+    public var end: ByteBuffer? { framing == .chunked ? ChunkFraming.lastChunk : nil }
 }

@@ -16,6 +16,8 @@ extension ByteBuffer {
 /// Chunked transfer coding on the way out (RFC 9112 §7.1).
 enum ChunkFraming {
     private static let crlf = ByteBuffer(string: "\r\n")
+    /// The zero-size chunk and the empty trailer section.
+    static let lastChunk = ByteBuffer(string: "0\r\n\r\n")
 
     /// `body` between its size line and CRLF; the body itself is not copied.
     static func chunk(_ body: ByteBuffer, allocator: ByteBufferAllocator, _ write: (ByteBuffer) -> Void) {

@@ -237,16 +237,14 @@ final class ProxyHandler: ChannelDuplexHandler {
     }
 
     private func endResponse(context: ChannelHandlerContext, outcome: RequestOutcome, requestEnded: Bool) {
-        var end = context.channel.allocator.buffer(capacity: 5)
-        writer.end(into: &end)
         if keepAlive {
-            if end.readableBytes > 0 { context.write(wrapOutboundOut(end), promise: nil) }
+            if let end = writer.end { context.write(wrapOutboundOut(end), promise: nil) }
             context.flush()
         } else {
             // Closing only our side while the client may still be sending keeps the kernel from
             // answering its bytes with a reset that could destroy the response in flight.
             let mode: CloseMode = requestEnded ? .all : .output
-            context.writeAndFlush(wrapOutboundOut(end)).assumeIsolated().whenComplete { _ in
+            context.writeAndFlush(wrapOutboundOut(writer.end ?? ByteBuffer())).assumeIsolated().whenComplete { _ in
                 context.close(mode: mode, promise: nil)
             }
             pipelined.removeAll()

@@ -98,9 +98,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
             preconditionFailure("the proxy never sends file regions")
         case .end:
             requestComplete = true
-            var buffer = context.channel.allocator.buffer(capacity: 5)
-            writer.end(into: &buffer)
-            if buffer.readableBytes > 0 { context.write(wrapOutboundOut(buffer), promise: nil) }
+            if let end = writer.end { context.write(wrapOutboundOut(end), promise: nil) }
         }
         if flush { context.flush() }
     }
