@@ -8,10 +8,10 @@ public enum RequestDigest {
     public static func scope(headerNames: [String], values: (String) -> [String]) -> [UInt8] {
         var hasher = SHA256()
         for name in headerNames {
-            update(&hasher, Array(name.lowercased().utf8))
+            update(&hasher, name.lowercased())
             let all = values(name)
-            update(&hasher, Array(String(all.count).utf8))
-            for value in all { update(&hasher, Array(value.utf8)) }
+            update(&hasher, String(all.count))
+            for value in all { update(&hasher, value) }
         }
         return Array(hasher.finalize())
     }
@@ -20,8 +20,8 @@ public enum RequestDigest {
     /// The body is hashed as received after de-chunking, so transfer framing does not matter.
     public static func fingerprint(method: String, target: String, body: UnsafeRawBufferPointer) -> [UInt8] {
         var hasher = SHA256()
-        update(&hasher, Array(method.utf8))
-        update(&hasher, Array(target.utf8))
+        update(&hasher, method)
+        update(&hasher, target)
         hasher.update(bufferPointer: body)
         return Array(hasher.finalize())
     }
@@ -31,24 +31,31 @@ public enum RequestDigest {
     public static func recordKey(prefix: String, scope: [UInt8], key: String) -> String {
         var hasher = SHA256()
         hasher.update(data: scope)
-        hasher.update(data: Array(key.utf8))
-        return prefix + hex(Array(hasher.finalize()))
+        var key = key
+        key.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        return prefix + hasher.finalize().withUnsafeBytes(hex)
     }
 
-    public static func hex(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(bytes.count * 2)
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0x0F)])
+    public static func hex(_ bytes: UnsafeRawBufferPointer) -> String {
+        String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+            let digits = UnsafeRawBufferPointer(start: hexDigits.utf8Start, count: 16)
+            for (index, byte) in bytes.enumerated() {
+                out[2 * index] = digits[Int(byte >> 4)]
+                out[2 * index + 1] = digits[Int(byte & 0x0F)]
+            }
+            return bytes.count * 2
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
-    private static func update(_ hasher: inout SHA256, _ field: [UInt8]) {
-        var length = UInt32(field.count).bigEndian
-        withUnsafeBytes(of: &length) { hasher.update(bufferPointer: $0) }
-        hasher.update(data: field)
+    private static let hexDigits: StaticString = "0123456789abcdef"
+
+    /// A length-prefixed field, hashed from the string's own bytes.
+    private static func update(_ hasher: inout SHA256, _ field: String) {
+        var field = field
+        field.withUTF8 { bytes in
+            var length = UInt32(bytes.count).bigEndian
+            withUnsafeBytes(of: &length) { hasher.update(bufferPointer: $0) }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(bytes))
+        }
     }
 }

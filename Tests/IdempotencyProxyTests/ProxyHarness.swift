@@ -26,7 +26,8 @@ final class ProxyHarness: @unchecked Sendable {
         upstreamURL: String? = nil,
         redisURL: String = SharedRedis.url,
         prefix: String? = nil,
-        waitPollInterval: TimeAmount = .milliseconds(100)
+        waitPollInterval: TimeAmount = .milliseconds(100),
+        clientReadTimeout: TimeAmount = ProxyServer.clientReadTimeout
     ) async throws -> ProxyHarness {
         let upstreamServer: DemoUpstream
         if let upstream { upstreamServer = upstream } else { upstreamServer = try await DemoUpstream.start() }
@@ -50,7 +51,8 @@ final class ProxyHarness: @unchecked Sendable {
         }
         logger.logLevel = Logger.Level(rawValue: ProcessInfo.processInfo.environment["IDEMPROXY_TEST_LOG"] ?? "") ?? .info
         let server = try await ProxyServer.start(
-            configuration: configuration, logger: logger, threads: 2, waitPollInterval: waitPollInterval)
+            configuration: configuration, logger: logger, threads: 2, waitPollInterval: waitPollInterval,
+            clientReadTimeout: clientReadTimeout)
         let harness = ProxyHarness(
             upstream: upstreamServer, server: server, prefix: prefix, redisURL: redisURL, ownsUpstream: upstream == nil)
         try await harness.waitForRedis()

@@ -67,6 +67,26 @@ import Testing
         #expect(closed)
     }
 
+    @Test func silentClientsAreCutOffButNotWhileTheyWaitOnTheUpstream() async throws {
+        let h = try await ProxyHarness.start(clientReadTimeout: .milliseconds(300))
+        defer { Task { await h.stop() } }
+        let (waited, silentClosed, halfSentClosed) = try await blocking {
+            // Waiting on a slow upstream for longer than the read timeout is fine.
+            let waiting = try RawHTTPClient(port: h.port)
+            let waited = try waiting.request("GET", "/sleep/900")
+            // Connected and silent; bodies sent only in part, streamed and protected.
+            let silent = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
+            let streamed = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
+            try streamed.send("PUT /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+            let protected = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
+            try protected.send("POST /charges HTTP/1.1\r\nIdempotency-Key: slow\r\nContent-Length: 10\r\n\r\nabc")
+            return (waited.status, silent.isClosedByPeer(), [streamed.isClosedByPeer(), protected.isClosedByPeer()])
+        }
+        #expect(waited == 200)
+        #expect(silentClosed)
+        #expect(halfSentClosed == [true, true])
+    }
+
     @Test func idleConnectionsCloseWhenShutdownBegins() async throws {
         let h = try await ProxyHarness.start()
         let client = try RawHTTPClient(port: h.port, timeoutSeconds: 5)

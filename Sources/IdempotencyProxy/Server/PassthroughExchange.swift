@@ -13,7 +13,8 @@ final class PassthroughExchange: UpstreamReceiver {
     private var connection: UpstreamConnection?
     /// Request parts that arrived before the upstream connection was ready.
     private var queued: [HTTPClientRequestPart] = []
-    private var requestEnded = false
+    /// The client has sent the whole request; until then the proxy is waiting on it.
+    private(set) var requestEnded = false
     private var responseStarted = false
     private var finished = false
 

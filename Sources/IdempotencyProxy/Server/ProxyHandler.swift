@@ -46,16 +46,44 @@ final class ProxyHandler: ChannelDuplexHandler {
     /// Reads from the client pause while the upstream cannot take more.
     private var readGate = ReadGate()
 
-    init(loop: LoopContext) {
+    /// Slow or silent clients are cut off after this long without a read, but only while the
+    /// proxy waits on them, never while they wait on the upstream.
+    private let readTimeout: TimeAmount
+    private var lastRead = NIODeadline.now()
+    /// Checks for a silent client; re-armed from `lastRead` rather than on every read.
+    private var idleCheck: Scheduled<Void>?
+
+    init(loop: LoopContext, readTimeout: TimeAmount) {
         self.loop = loop
+        self.readTimeout = readTimeout
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         clientAddress = context.channel.remoteAddress?.ipAddress
+        armIdleCheck(at: .now() + readTimeout, context: context)
+    }
+
+    private func armIdleCheck(at deadline: NIODeadline, context: ChannelHandlerContext) {
+        idleCheck = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+            let silentUntil = self.lastRead + self.readTimeout
+            guard NIODeadline.now() >= silentUntil else {
+                return self.armIdleCheck(at: silentUntil, context: context)
+            }
+            switch self.state {
+            case .idle, .buffering, .draining: context.close(promise: nil)
+            case .streaming(let exchange) where !exchange.requestEnded: context.close(promise: nil)
+            case .streaming, .processing: self.armIdleCheck(at: .now() + self.readTimeout, context: context)
+            }
+        }
     }
 
     // MARK: - inbound
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        lastRead = .now()
+        context.fireChannelReadComplete()
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
@@ -289,6 +317,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         // A protected request in .processing carries on without us (SPEC §3 rule 10).
         if case .buffering = state { finishRequest(outcome: .badRequest) }
         pipelined.removeAll()
+        idleCheck?.cancel()
         self.context = nil
         context.fireChannelInactive()
     }
@@ -300,12 +329,6 @@ final class ProxyHandler: ChannelDuplexHandler {
             quiescing = true
             keepAlive = false
             if isIdle && pipelined.isEmpty { context.close(promise: nil) }
-        } else if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
-            // Slow or silent clients: cut off while we wait on them, never while they wait on us.
-            switch state {
-            case .idle, .buffering, .draining: context.close(promise: nil)
-            case .streaming, .processing: break
-            }
         } else {
             context.fireUserInboundEventTriggered(event)
         }

@@ -31,17 +31,19 @@ public final class ProxyServer: Sendable {
     /// Binds both listeners and connects to Redis (without waiting for it: a Redis that is down
     /// at start is handled like one that goes down later).
     /// `waitPollInterval`: see `LoopContext.waitPollInterval`; tests stretch it to prove that
-    /// Pub/Sub alone wakes waiting retries.
+    /// Pub/Sub alone wakes waiting retries. `clientReadTimeout`: tests shorten it.
     public static func start(
         configuration: ProxyConfiguration,
         logger: Logger,
         threads: Int = System.coreCount,
-        waitPollInterval: TimeAmount = .milliseconds(100)
+        waitPollInterval: TimeAmount = .milliseconds(100),
+        clientReadTimeout: TimeAmount = ProxyServer.clientReadTimeout
     ) async throws -> ProxyServer {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         do {
             return try await start(
-                configuration: configuration, logger: logger, group: group, waitPollInterval: waitPollInterval)
+                configuration: configuration, logger: logger, group: group, waitPollInterval: waitPollInterval,
+                clientReadTimeout: clientReadTimeout)
         } catch {
             try? await group.shutdownGracefully()
             throw error
@@ -52,7 +54,8 @@ public final class ProxyServer: Sendable {
         configuration: ProxyConfiguration,
         logger: Logger,
         group: MultiThreadedEventLoopGroup,
-        waitPollInterval: TimeAmount
+        waitPollInterval: TimeAmount,
+        clientReadTimeout: TimeAmount
     ) async throws -> ProxyServer {
         let metrics = ProxyMetrics()
         var contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>] = [:]
@@ -92,11 +95,10 @@ public final class ProxyServer: Sendable {
                         preconditionFailure("no loop context for a channel of our own group")
                     }
                     let pipeline = channel.pipeline.syncOperations
-                    try pipeline.addHandler(IdleStateHandler(readTimeout: clientReadTimeout))
                     // Only the decoder of NIO's HTTP/1 stack: ProxyHandler frames responses and
                     // serves pipelined requests itself.
                     try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(limitConfiguration: limits)))
-                    try pipeline.addHandler(ProxyHandler(loop: loop))
+                    try pipeline.addHandler(ProxyHandler(loop: loop, readTimeout: clientReadTimeout))
                 }
             }
             .bind(host: listen.host, port: listen.port)

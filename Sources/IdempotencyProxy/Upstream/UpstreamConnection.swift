@@ -46,7 +46,12 @@ final class UpstreamConnection: ChannelDuplexHandler {
     private let logger: Logger
     private var context: ChannelHandlerContext?
     private var receiver: UpstreamReceiver?
-    private var deadline: Scheduled<Void>?
+    /// When the current exchange times out.
+    private var deadline: NIODeadline?
+    /// The pending timeout check and when it fires. It is left to fire rather than cancelled
+    /// when an exchange ends early (that would be a heap operation per request): it then finds
+    /// nothing due and re-arms for the next exchange, if there is one.
+    private var timer: (task: Scheduled<Void>, at: NIODeadline)?
     private var requestComplete = false
     private var writer = RequestWriter()
     private var parser = ResponseParser()
@@ -79,9 +84,27 @@ final class UpstreamConnection: ChannelDuplexHandler {
         }
         self.receiver = receiver
         requestComplete = false
-        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
-            self.finish(failure: .timedOut)
+        let deadline = NIODeadline.now() + timeout
+        self.deadline = deadline
+        armTimer(context)
+    }
+
+    private func armTimer(_ context: ChannelHandlerContext) {
+        guard let deadline else { return }
+        if let timer {
+            if timer.at <= deadline { return }
+            timer.task.cancel()
         }
+        let task = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+            self.timer = nil
+            guard let deadline = self.deadline, self.receiver != nil else { return }
+            if NIODeadline.now() >= deadline {
+                self.finish(failure: .timedOut)
+            } else if let context = self.context {
+                self.armTimer(context)
+            }
+        }
+        timer = (task, deadline)
     }
 
     func write(_ part: HTTPClientRequestPart, flush: Bool) {
@@ -107,7 +130,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
     /// reused since the rest of the response would be unread.
     func abandon() {
         receiver = nil
-        deadline?.cancel()
+        deadline = nil
         close()
     }
 
@@ -146,7 +169,6 @@ final class UpstreamConnection: ChannelDuplexHandler {
             case .body(let buffer):
                 receiver.upstreamResponseBody(buffer)
             case .end(let keepAlive):
-                deadline?.cancel()
                 deadline = nil
                 self.receiver = nil
                 // A response that ends before the request did leaves the request stream half-sent.
@@ -180,7 +202,6 @@ final class UpstreamConnection: ChannelDuplexHandler {
     }
 
     private func finish(failure: UpstreamFailure, reason: String? = nil) {
-        deadline?.cancel()
         deadline = nil
         let receiver = self.receiver
         self.receiver = nil
@@ -193,6 +214,8 @@ final class UpstreamConnection: ChannelDuplexHandler {
     }
 
     private func close() {
+        timer?.task.cancel()
+        timer = nil
         guard !isClosed else { return }
         isClosed = true
         context?.close(promise: nil)
