@@ -100,11 +100,35 @@ enum ConfigValues {
             host = String(text[..<colon])
             portText = text[text.index(after: colon)...]
         }
-        guard !host.isEmpty, !host.contains(" ") else { throw ConfigValueError("missing host in \"\(text)\"") }
+        guard !host.isEmpty else { throw ConfigValueError("missing host in \"\(text)\"") }
+        try validateHost(host, in: text)
         guard let port = Int(portText), (0...65_535).contains(port) else {
             throw ConfigValueError("port in \"\(text)\" must be a number from 0 to 65535")
         }
         return HostPort(host: host, port: port)
+    }
+
+    /// A host name, an IPv4 address, or (unbracketed here) an IPv6 address: anything else would
+    /// not survive being printed back as a URL, let alone resolve.
+    static func validateHost(_ host: String, in text: String) throws(ConfigValueError) {
+        let allowed: (UInt8) -> Bool
+        if host.contains(":") {
+            allowed = { $0 == UInt8(ascii: ":") || $0 == UInt8(ascii: ".") || isHexDigit($0) }
+        } else {
+            allowed = { isAlphanumeric($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") }
+        }
+        guard host.utf8.allSatisfy(allowed) else {
+            throw ConfigValueError(
+                "invalid host \"\(host)\" in \"\(text)\": expected a name, an IPv4 address or an [IPv6] address")
+        }
+    }
+
+    private static func isAlphanumeric(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte | 0x20) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+    }
+
+    private static func isHexDigit(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte | 0x20)
     }
 
     static func trim(_ text: String) -> String {

@@ -80,6 +80,7 @@ public struct UpstreamURL: Sendable, Equatable, CustomStringConvertible {
             address = HostPort(host: host, port: 80)
         }
         guard !address.host.isEmpty else { throw ConfigValueError("missing host in \"\(text)\"") }
+        try ConfigValues.validateHost(address.host, in: text)
         guard address.port > 0 else { throw ConfigValueError("upstream port must not be 0") }
         return UpstreamURL(host: address.host, port: address.port, basePath: basePath)
     }

@@ -7,11 +7,10 @@ import RedisClient
 /// record codec, the RESP reader and the upstream response parser. None may crash; each must
 /// accept or refuse cleanly.
 ///
-/// Fuzz (libFuzzer provides `main`):
-///     swift build -c release --product fuzz-parsers --scratch-path .build-fuzz \
-///       -Xswiftc -sanitize=fuzzer -Xswiftc -sanitize=address -Xswiftc -DFUZZING
-///     .build-fuzz/release/fuzz-parsers -max_total_time=60
-/// Without those flags it is a replay driver: `fuzz-parsers FILE...` runs saved inputs.
+/// Fuzz with `scripts/fuzz` (libFuzzer provides `main`; the script builds with
+/// `-sanitize=address,fuzzer`, since two separate `-sanitize=` flags leave Swift code without
+/// coverage counters). Without those flags it is a replay driver: `fuzz-parsers FILE...` runs
+/// saved inputs.
 func fuzzOne(_ bytes: UnsafeRawBufferPointer) {
     let text = String(decoding: bytes, as: UTF8.self)
     _ = try? IdempotencyKey.parse(headerValues: [text], headerName: "Idempotency-Key", maxLength: 255)

@@ -96,6 +96,10 @@ import Testing
         ("listen = 127.0.0.1:99999", "test.conf:1: listen: port in \"127.0.0.1:99999\" must be a number from 0 to 65535"),
         ("upstream = https://api", "test.conf:1: upstream: https upstreams are not supported: idemproxy is a sidecar and speaks plain HTTP to its upstream (use http://)"),
         ("upstream = ftp://x", "test.conf:1: upstream: expected http://host:port, got \"ftp://x\""),
+        // Found by the fuzzer: a host that cannot be printed back as a URL.
+        ("upstream = http://254.0y can also be set", "test.conf:1: upstream: invalid host \"254.0y can also be set\" in \"http://254.0y can also be set\": expected a name, an IPv4 address or an [IPv6] address"),
+        ("listen = a<b:80", "test.conf:1: listen: invalid host \"a<b\" in \"a<b:80\": expected a name, an IPv4 address or an [IPv6] address"),
+        ("redis_url = redis://[fe80::z]:6379", "test.conf:1: redis_url: invalid host \"fe80::z\" in \"[fe80::z]:6379\": expected a name, an IPv4 address or an [IPv6] address"),
         ("redis_url = mysql://x", "test.conf:1: redis_url: expected redis://host:port[/db] or unix:///path.sock, got \"mysql://x\""),
         ("redis_url = redis://h:1/x", "test.conf:1: redis_url: database in \"redis://h:1/x\" must be a number"),
         ("methods = ,", "test.conf:1: methods: methods must name at least one method"),
