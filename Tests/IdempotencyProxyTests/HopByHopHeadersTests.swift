@@ -22,3 +22,18 @@ import Testing
         #expect(HopByHopHeaders.isChunked(HTTPHeaders([("Transfer-Encoding", "Chunked")])))
     }
 }
+
+@Suite struct OriginFormTests {
+    @Test(arguments: [
+        ("/a?b", nil),
+        ("*", nil),
+        ("http://h/a?b", "/a?b"),
+        ("HTTPS://h:8443/x", "/x"),
+        ("http://h", "/"),
+        ("http://h?q=1", "/?q=1"),
+        ("ftp://h/x", nil),
+    ] as [(String, String?)])
+    func absoluteFormBecomesOriginForm(target: String, origin: String?) {
+        #expect(ForwardedMessage.originForm(of: target) == origin)
+    }
+}

@@ -125,16 +125,40 @@ import Testing
         #expect(r.isProblem)
     }
 
-    @Test func malformedRequestLineGets400() async throws {
+    @Test(arguments: [
+        ("THIS IS NOT HTTP\r\n\r\n", "the method is not one the proxy knows"),
+        ("GET /echo HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n", "does not end with CRLF"),
+        ("GET /echo HTTP/3.0\r\nHost: x\r\n\r\n", "not HTTP/1.0 or HTTP/1.1"),
+        ("GET /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n", "Content-Length is not one decimal number"),
+        ("PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+         "next to Transfer-Encoding"),
+        ("GET /echo HTTP/1.1\r\nBad Header: 1\r\n\r\n", "header name or value"),
+    ])
+    func malformedRequestsGet400WithAReason(wire: String, reason: String) async throws {
         let h = try await ProxyHarness.start()
         defer { Task { await h.stop() } }
         let r = try await blocking {
             let c = try RawHTTPClient(port: h.port)
-            try c.send("THIS IS NOT HTTP\r\n\r\n")
+            try c.send(wire)
             return try c.readResponse()
         }
         #expect(r.status == 400)
         #expect(r.isProblem)
+        #expect(r.detail.contains(reason), "\(r.detail)")
+    }
+
+    /// RFC 9112 §3.2.2: absolute-form is accepted and goes upstream in origin-form; a retry in
+    /// the other form is the same request.
+    @Test func absoluteFormTargetsGoUpstreamInOriginForm() async throws {
+        let h = try await ProxyHarness.start()
+        defer { Task { await h.stop() } }
+        let r = try await h.send("GET", "http://api.example/echo?q=1")
+        #expect(r.text.hasPrefix("GET /echo?q=1\n"))
+        let first = try await h.send("POST", "HTTP://api.example/charges", key: "abs", body: "x")
+        let retry = try await h.send("POST", "/charges", key: "abs", body: "x")
+        #expect(first.status == 201)
+        #expect(retry.replayed)
+        #expect(h.upstream.executions("/charges") == 1)
     }
 
     @Test func badChunkSizeGets400AndStoresNothing() async throws {

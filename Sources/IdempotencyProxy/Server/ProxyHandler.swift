@@ -128,6 +128,8 @@ final class ProxyHandler: ChannelDuplexHandler {
     }
 
     private func requestHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        var head = head
+        if let origin = ForwardedMessage.originForm(of: head.uri) { head.uri = origin }
         requestStart = .now()
         requestCounted = true
         loop.metrics.requestStarted()
@@ -348,7 +350,7 @@ final class ProxyHandler: ChannelDuplexHandler {
             let problem: Problem =
                 parserError == .headerOverflow
                 ? .headersTooLarge(limit: ProxyServer.maxRequestHeaderBytes)
-                : .malformedRequest("The request is not valid HTTP/1.1 (\(parserError)).")
+                : .malformedRequest(MalformedRequest.detail(parserError))
             if !requestCounted {
                 requestStart = .now()
                 requestCounted = true
