@@ -26,6 +26,31 @@ import Testing
         #expect(h.upstream.executions("/charges") == 1)
     }
 
+    @Test func expectContinueIsAnsweredOnlyWhenTheBodyIsWanted() async throws {
+        let h = try await ProxyHarness.start(["max_request_body": "1KiB"])
+        defer { Task { await h.stop() } }
+        let (interim, final, refused, http10) = try await blocking {
+            let c = try RawHTTPClient(port: h.port)
+            try c.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: e\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+            let interim = try c.readResponse(interim: true)
+            try c.send("ok")
+            let final = try c.readResponse()
+            // Too large: refused at once, no 100.
+            let big = try RawHTTPClient(port: h.port)
+            try big.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: f\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n")
+            let refused = try big.readResponse(interim: true)
+            // HTTP/1.0 clients get no 1xx (RFC 9110 §15.2); their body is read anyway.
+            let old = try RawHTTPClient(port: h.port)
+            try old.send("PUT /echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi")
+            let http10 = try old.readResponse(interim: true)
+            return (interim.status, final.status, refused.status, http10.status)
+        }
+        #expect(interim == 100)
+        #expect(final == 201)
+        #expect(refused == 413)
+        #expect(http10 == 200)
+    }
+
     @Test func headResponsesCarryNoBodyAndTheConnectionCarriesOn() async throws {
         let h = try await ProxyHarness.start()
         defer { Task { await h.stop() } }

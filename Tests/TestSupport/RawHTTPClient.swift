@@ -68,8 +68,8 @@ public final class RawHTTPClient: @unchecked Sendable {
         return try readResponse(method: method)
     }
 
-    /// Reads one response; 1xx responses are skipped.
-    public func readResponse(method: String = "GET") throws -> Response {
+    /// Reads one response; 1xx responses are skipped unless `interim` asks for them.
+    public func readResponse(method: String = "GET", interim: Bool = false) throws -> Response {
         while true {
             let headEnd = try readUntil([13, 10, 13, 10])
             let rawHead = String(decoding: buffer[0..<headEnd], as: UTF8.self)
@@ -81,7 +81,10 @@ public final class RawHTTPClient: @unchecked Sendable {
                 guard let colon = line.firstIndex(of: ":") else { return nil }
                 return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
             }
-            if status < 200 { continue }
+            if status < 200 {
+                if interim { return Response(status: status, headers: headers, body: [], rawHead: rawHead) }
+                continue
+            }
             var response = Response(status: status, headers: headers, body: [], rawHead: rawHead)
             if method == "HEAD" || status == 204 || status == 304 { return response }
             if let length = response.header("content-length").flatMap(Int.init) {

@@ -160,9 +160,11 @@ final class ProxyHandler: ChannelDuplexHandler {
         acceptBody(head)
     }
 
-    /// Answers `Expect: 100-continue` once we know we want the body (never before a 4xx).
+    /// Answers `Expect: 100-continue` once we know we want the body (never before a 4xx, never
+    /// to an HTTP/1.0 client, which cannot take a 1xx: RFC 9110 §15.2).
     private func acceptBody(_ head: HTTPRequestHead) {
-        guard let context, head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" })
+        guard let context, head.version.minor >= 1,
+            head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" })
         else { return }
         context.writeAndFlush(wrapOutboundOut(ResponseWriter.continueHead), promise: nil)
     }
