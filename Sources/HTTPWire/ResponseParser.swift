@@ -178,8 +178,8 @@ public struct ResponseParser {
                 throw ParseError("header line without a name")
             }
             let name = line[..<colon]
-            guard name.allSatisfy(isTokenByte) else { throw ParseError("invalid character in a header name") }
-            let value = trimmed(line[(colon + 1)...])
+            guard name.allSatisfy(HeadSyntax.isTokenByte) else { throw ParseError("invalid character in a header name") }
+            let value = HeadSyntax.trimmed(line[(colon + 1)...])
             guard value.allSatisfy({ $0 >= 32 && $0 != 127 || $0 == 9 }) else {
                 throw ParseError("control character in a header value")
             }
@@ -192,7 +192,7 @@ public struct ResponseParser {
     }
 
     /// `HTTP/1.x SP 3DIGIT [SP reason]`.
-    private static func parseStatusLine(_ line: Bytes) throws(ParseError) -> (HTTPVersion, Int) {
+    private static func parseStatusLine(_ line: HeadSyntax.Bytes) throws(ParseError) -> (HTTPVersion, Int) {
         let start = line.startIndex
         guard line.count >= 12, line.starts(with: "HTTP/1.".utf8),
             line[start + 7] == UInt8(ascii: "0") || line[start + 7] == UInt8(ascii: "1"),
@@ -302,61 +302,15 @@ public struct ResponseParser {
         default: return nil
         }
     }
-
-    private static func isTokenByte(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            return true
-        default:
-            return "!#$%&'*+-.^_`|~".utf8.contains(byte)
-        }
-    }
-}
-
-/// The lines of a head, each without its CRLF (or bare LF).
-private struct HeadLines: IteratorProtocol {
-    private let bytes: UnsafeRawBufferPointer
-    private var index = 0
-
-    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
-
-    mutating func next() -> Slice<UnsafeRawBufferPointer>? {
-        guard index < bytes.count, let lf = bytes[index...].firstIndex(of: UInt8(ascii: "\n")) else { return nil }
-        var line = bytes[index..<lf]
-        if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
-        index = lf + 1
-        return line
-    }
-}
-
-typealias Bytes = Slice<UnsafeRawBufferPointer>
-
-private func trimmed(_ bytes: Bytes) -> Bytes {
-    var bytes = bytes
-    while let first = bytes.first, first == 32 || first == 9 { bytes = bytes.dropFirst() }
-    while let last = bytes.last, last == 32 || last == 9 { bytes = bytes.dropLast() }
-    return bytes
-}
-
-/// `bytes` equals `lowercase` (lower-case ASCII) ignoring ASCII case.
-private func equalsIgnoringCase(_ bytes: Bytes, _ lowercase: StaticString) -> Bool {
-    guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
-    let expected = UnsafeBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
-    return zip(bytes, expected).allSatisfy { ($0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0) == $1 }
-}
-
-/// The comma-separated elements of a list header, trimmed, empty ones skipped.
-private func listElements(_ value: Bytes) -> [Bytes] {
-    value.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false).map(trimmed).filter { !$0.isEmpty }
 }
 
 extension ResponseParser.Framing {
-    fileprivate mutating func note(name: Bytes, value: Bytes) throws(ResponseParser.ParseError) {
+    fileprivate mutating func note(name: HeadSyntax.Bytes, value: HeadSyntax.Bytes) throws(ResponseParser.ParseError) {
         switch name.count {
-        case 14 where equalsIgnoringCase(name, "content-length"):
+        case 14 where HeadSyntax.equalsIgnoringCase(name, "content-length"):
             // `5, 5` and repeated equal headers are one length (RFC 9110 §8.6); any other list is not.
             for element in value.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) {
-                let digits = trimmed(element)
+                let digits = HeadSyntax.trimmed(element)
                 guard !digits.isEmpty, digits.count <= 18, digits.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
                     throw ResponseParser.ParseError("invalid Content-Length")
                 }
@@ -366,13 +320,13 @@ extension ResponseParser.Framing {
                 }
                 contentLength = length
             }
-        case 17 where equalsIgnoringCase(name, "transfer-encoding"):
+        case 17 where HeadSyntax.equalsIgnoringCase(name, "transfer-encoding"):
             transferEncoding = true
-            if let last = listElements(value).last { chunked = equalsIgnoringCase(last, "chunked") }
-        case 10 where equalsIgnoringCase(name, "connection"):
-            for token in listElements(value) {
-                if equalsIgnoringCase(token, "close") { close = true }
-                if equalsIgnoringCase(token, "keep-alive") { keepAlive = true }
+            if let last = HeadSyntax.listElements(value).last { chunked = HeadSyntax.equalsIgnoringCase(last, "chunked") }
+        case 10 where HeadSyntax.equalsIgnoringCase(name, "connection"):
+            for token in HeadSyntax.listElements(value) {
+                if HeadSyntax.equalsIgnoringCase(token, "close") { close = true }
+                if HeadSyntax.equalsIgnoringCase(token, "keep-alive") { keepAlive = true }
             }
         default:
             break
