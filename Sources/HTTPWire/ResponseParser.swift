@@ -2,6 +2,8 @@ import NIOCore
 import NIOHTTP1
 
 /// Incremental HTTP/1.1 response parser (RFC 9112) for the proxy's own upstream connections.
+/// The heads it hands on carry end-to-end headers only: hop-by-hop ones (and those
+/// `Connection` names) are read for framing and dropped.
 ///
 /// It replaces NIO's general decoder on the upstream side because it can hand body bytes on as
 /// slices of what was read and needs no channel handler of its own: the per-request cost of a
@@ -162,6 +164,8 @@ public struct ResponseParser {
         var chunked = false
         var close = false
         var keepAlive = false
+        /// Headers `Connection` names as hop-by-hop beyond its usual tokens (rare).
+        var namedByConnection: [String] = []
     }
 
     static func parseHead(_ bytes: UnsafeRawBufferPointer) throws(ParseError) -> (HTTPResponseHead, Framing) {
@@ -184,10 +188,13 @@ public struct ResponseParser {
                 throw ParseError("control character in a header value")
             }
             try framing.note(name: name, value: value)
+            // The head is handed on end to end: hop-by-hop headers stop here.
+            if HopByHopHeaders.isListed(name) { continue }
             headers.add(
                 name: String(decoding: UnsafeRawBufferPointer(rebasing: name), as: UTF8.self),
                 value: String(decoding: UnsafeRawBufferPointer(rebasing: value), as: UTF8.self))
         }
+        for name in framing.namedByConnection { headers.remove(name: name) }
         return (HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: status), headers: headers), framing)
     }
 
@@ -325,8 +332,13 @@ extension ResponseParser.Framing {
             if let last = HeadSyntax.listElements(value).last { chunked = HeadSyntax.equalsIgnoringCase(last, "chunked") }
         case 10 where HeadSyntax.equalsIgnoringCase(name, "connection"):
             for token in HeadSyntax.listElements(value) {
-                if HeadSyntax.equalsIgnoringCase(token, "close") { close = true }
-                if HeadSyntax.equalsIgnoringCase(token, "keep-alive") { keepAlive = true }
+                if HeadSyntax.equalsIgnoringCase(token, "close") {
+                    close = true
+                } else if HeadSyntax.equalsIgnoringCase(token, "keep-alive") {
+                    keepAlive = true
+                } else {
+                    namedByConnection.append(String(decoding: UnsafeRawBufferPointer(rebasing: token), as: UTF8.self))
+                }
             }
         default:
             break

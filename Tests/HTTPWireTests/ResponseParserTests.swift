@@ -96,8 +96,18 @@ private func parse(_ wire: String, toHEAD: Bool = false, byteByByte: Bool = fals
     }
 
     @Test func dropsContentLengthBesideTransferEncoding() throws {
-        let parsed = try parse("HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-        #expect(parsed.headers == ["Transfer-Encoding: chunked"])
+        let parsed = try parse("HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\nX: 1\r\n\r\n0\r\n\r\n")
+        #expect(parsed.headers == ["X: 1"])
+    }
+
+    /// Heads are handed on end to end: hop-by-hop headers, and those `Connection` names, are
+    /// read for framing and dropped.
+    @Test func dropsHopByHopHeaders() throws {
+        let parsed = try parse(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n"
+                + "Transfer-Encoding: chunked\r\nUpgrade: h2c\r\nX-Kept: 2\r\n\r\n0\r\n\r\n")
+        #expect(parsed.headers == ["X-Kept: 2"])
+        #expect(parsed.keepAlive == true)
     }
 
     @Test func keepsHeadersInOrderWithValuesTrimmed() throws {

@@ -304,7 +304,7 @@ final class ProtectedRequest {
 extension ProtectedRequest: ResponseSpill {
     func spillStarted(head responseHead: HTTPResponseHead, body: ByteBuffer) -> Bool {
         streaming = true
-        client?.writeStreamedHead(ForwardedMessage.responseHead(from: responseHead, clientVersion: head.version))
+        client?.writeStreamedHead(responseHead)
         return spillBody(body)
     }
 

@@ -1,3 +1,4 @@
+import HTTPWire
 import IdempotencyCore
 import NIOHTTP1
 
@@ -60,22 +61,15 @@ enum ForwardedMessage {
         return rest.hasPrefix("?") ? "/" + rest : String(rest)
     }
 
-    /// The response as the client sees it: hop-by-hop headers gone; framing is redone by the
-    /// encoder for the client's connection.
-    static func responseHead(from upstream: HTTPResponseHead, clientVersion: HTTPVersion) -> HTTPResponseHead {
-        HTTPResponseHead(
-            version: clientVersion, status: upstream.status, headers: HopByHopHeaders.removing(from: upstream.headers))
-    }
-
-    /// A buffered upstream response in its stored form: end-to-end headers, with
-    /// `Content-Length` stating the body size so the first answer and every replay are the same.
+    /// A buffered upstream response in its stored form: its end-to-end headers (`ResponseParser`
+    /// hands on no others), with `Content-Length` stating the body size so that the first
+    /// answer and every replay are the same.
     static func storedResponse(head: HTTPResponseHead, body: [UInt8]) -> StoredResponse {
         var headers: [(name: String, value: String)] = []
         headers.reserveCapacity(head.headers.count + 1)
         let status = Int(head.status.code)
         let bodyless = status == 204 || status == 304 || status < 200
-        for (name, value) in HopByHopHeaders.removing(from: head.headers)
-        where !HopByHopHeaders.equalsIgnoringASCIICase(name, "content-length") {
+        for (name, value) in head.headers where !HopByHopHeaders.equalsIgnoringASCIICase(name, "content-length") {
             headers.append((name, value))
         }
         if !bodyless { headers.append(("Content-Length", String(body.count))) }

@@ -7,7 +7,6 @@ import NIOHTTP1
 final class PassthroughExchange: UpstreamReceiver {
     private weak var handler: ProxyHandler?
     private let loop: LoopContext
-    private let clientVersion: HTTPVersion
     private let started = NIODeadline.now()
 
     private var connection: UpstreamConnection?
@@ -21,7 +20,6 @@ final class PassthroughExchange: UpstreamReceiver {
     init(handler: ProxyHandler, loop: LoopContext, clientHead: HTTPRequestHead, clientAddress: String?) {
         self.handler = handler
         self.loop = loop
-        self.clientVersion = clientHead.version
         let head = ForwardedMessage.requestHead(
             from: clientHead, clientAddress: clientAddress, upstream: loop.configuration.upstream)
         queued.append(.head(head))
@@ -80,7 +78,8 @@ final class PassthroughExchange: UpstreamReceiver {
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {
         responseStarted = true
-        handler?.writeStreamedHead(ForwardedMessage.responseHead(from: head, clientVersion: clientVersion))
+        // End to end already (`ResponseParser`); the client's framing is decided as it is written.
+        handler?.writeStreamedHead(head)
     }
 
     func upstreamResponseBody(_ buffer: ByteBuffer) {

@@ -1,7 +1,6 @@
+import HTTPWire
 import NIOHTTP1
 import Testing
-
-@testable import IdempotencyProxy
 
 @Suite struct HopByHopHeadersTests {
     @Test(arguments: [
@@ -20,20 +19,5 @@ import Testing
         #expect(!HopByHopHeaders.equalsIgnoringASCIICase("Content-Lengths", "content-length"))
         #expect(!HopByHopHeaders.equalsIgnoringASCIICase("Content-Lengt", "content-length"))
         #expect(HopByHopHeaders.isChunked(HTTPHeaders([("Transfer-Encoding", "Chunked")])))
-    }
-}
-
-@Suite struct OriginFormTests {
-    @Test(arguments: [
-        ("/a?b", nil),
-        ("*", nil),
-        ("http://h/a?b", "/a?b"),
-        ("HTTPS://h:8443/x", "/x"),
-        ("http://h", "/"),
-        ("http://h?q=1", "/?q=1"),
-        ("ftp://h/x", nil),
-    ] as [(String, String?)])
-    func absoluteFormBecomesOriginForm(target: String, origin: String?) {
-        #expect(ForwardedMessage.originForm(of: target) == origin)
     }
 }

@@ -4,8 +4,8 @@ import NIOHTTP1
 /// de facto ones proxies strip as well (`Keep-Alive`, `Proxy-Connection`, as Go's
 /// `httputil.ReverseProxy` does). They are never forwarded, in either direction, and neither
 /// are the headers that `Connection` itself names.
-enum HopByHopHeaders {
-    static let names: [String] = [
+public enum HopByHopHeaders {
+    public static let names: [String] = [
         "connection",
         "proxy-connection",  // non-standard, still sent by some clients
         "keep-alive",
@@ -19,7 +19,7 @@ enum HopByHopHeaders {
 
     /// `headers` without hop-by-hop headers. It runs twice per proxied request, so names are
     /// compared as bytes, by length first, and the headers are edited in place.
-    static func removing(from headers: HTTPHeaders) -> HTTPHeaders {
+    public static func removing(from headers: HTTPHeaders) -> HTTPHeaders {
         var found: [String] = []
         for (name, value) in headers where isListed(name) {
             found.append(name)
@@ -40,19 +40,28 @@ enum HopByHopHeaders {
     /// Bit n set: some listed name is n bytes long (all are shorter than 64).
     private static let listedLengths: UInt64 = names.reduce(0) { $0 | 1 << UInt64($1.utf8.count) }
 
-    private static func isListed(_ name: String) -> Bool {
+    static func isListed(_ name: String) -> Bool {
         let length = name.utf8.count
         return length < 64 && listedLengths & (1 << UInt64(length)) != 0
             && names.contains { equalsIgnoringASCIICase(name, $0) }
     }
 
+    /// `isListed` for a name still in the received bytes (the response parser's case).
+    static func isListed(_ name: HeadSyntax.Bytes) -> Bool {
+        let length = name.count
+        return length < 64 && listedLengths & (1 << UInt64(length)) != 0
+            && names.contains { listed in
+                listed.utf8.count == length && zip(name, listed.utf8).allSatisfy { ($0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0) == $1 }
+            }
+    }
+
     /// True when the message body is chunked (it then needs re-framing on the other side).
-    static func isChunked(_ headers: HTTPHeaders) -> Bool {
+    public static func isChunked(_ headers: HTTPHeaders) -> Bool {
         headers[canonicalForm: "transfer-encoding"].contains { equalsIgnoringASCIICase(String($0), "chunked") }
     }
 
     /// `b` must be lower-case ASCII.
-    static func equalsIgnoringASCIICase<S: StringProtocol>(_ a: S, _ b: String) -> Bool {
+    public static func equalsIgnoringASCIICase<S: StringProtocol>(_ a: S, _ b: String) -> Bool {
         guard a.utf8.count == b.utf8.count else { return false }
         var b = b
         return b.withUTF8 { expected in
