@@ -17,8 +17,9 @@ public enum HopByHopHeaders {
         "proxy-authorization",  // RFC 9110 §11.7.2: for the proxy only
     ]
 
-    /// `headers` without hop-by-hop headers. It runs twice per proxied request, so names are
-    /// compared as bytes, by length first, and the headers are edited in place.
+    /// `headers` without hop-by-hop headers. It runs on every forwarded request (responses are
+    /// stripped by `ResponseParser` as they are parsed), so names are compared as bytes, by
+    /// length first, and the headers are edited in place.
     public static func removing(from headers: HTTPHeaders) -> HTTPHeaders {
         var found: [String] = []
         for (name, value) in headers where isListed(name) {
@@ -41,9 +42,8 @@ public enum HopByHopHeaders {
     private static let listedLengths: UInt64 = names.reduce(0) { $0 | 1 << UInt64($1.utf8.count) }
 
     static func isListed(_ name: String) -> Bool {
-        let length = name.utf8.count
-        return length < 64 && listedLengths & (1 << UInt64(length)) != 0
-            && names.contains { equalsIgnoringASCIICase(name, $0) }
+        var name = name
+        return name.withUTF8 { isListed(UnsafeRawBufferPointer($0)[...]) }
     }
 
     /// `isListed` for a name still in the received bytes (the response parser's case).
