@@ -57,6 +57,8 @@ public final class RedisServerProcess: @unchecked Sendable {
         process = nil
     }
 
+    public var processIdentifier: pid_t? { process?.processIdentifier }
+
     public func pause() { if let p = process { kill(p.processIdentifier, SIGSTOP) } }
     public func resume() { if let p = process { kill(p.processIdentifier, SIGCONT) } }
 }
@@ -109,11 +111,19 @@ public struct TestSupportError: Error, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
+/// The pid of `SharedRedis`'s own server, for the exit handler (which cannot capture).
+nonisolated(unsafe) private var fallbackPID: pid_t = 0
+
 /// The Redis that `scripts/test` started (`REDIS_URL`), or one of our own when run without it.
 public enum SharedRedis {
     private static let fallback: RedisServerProcess? = {
         guard ProcessInfo.processInfo.environment["REDIS_URL"] == nil else { return nil }
-        return try? RedisServerProcess()
+        guard let server = try? RedisServerProcess() else { return nil }
+        // A static is never deinitialised: without this, every `swift test` run outside
+        // scripts/test would leave its Redis running.
+        fallbackPID = server.processIdentifier ?? 0
+        atexit { if fallbackPID > 0 { kill(fallbackPID, SIGKILL) } }
+        return server
     }()
 
     public static var url: String {
