@@ -10,7 +10,7 @@ public struct RequestWriter {
     public init() {}
 
     public mutating func head(_ head: HTTPRequestHead, into buffer: inout ByteBuffer) {
-        chunked = head.headers["transfer-encoding"].last?.lowercased().hasSuffix("chunked") ?? false
+        chunked = HopByHopHeaders.isChunked(head.headers)
         buffer.writeString(head.method.rawValue)
         buffer.writeInteger(UInt8(ascii: " "))
         buffer.writeString(head.uri)

@@ -164,7 +164,7 @@ final class ProtectedRequest {
         case .notConnected(let error):
             loop.logger.warning("upstream unreachable", metadata: ["error": "\(error)"])
             result = .notConnected
-            answer = { $0.respond(Self.problemResponse(.upstreamUnreachable), outcome: .upstreamError, requestEnded: true) }
+            answer = { $0.respond(ProxyResponse(problem: .upstreamUnreachable), outcome: .upstreamError, requestEnded: true) }
         case .failed(let failure):
             result = failure == .timedOut ? .timedOut : .broken
             if streaming {
@@ -172,7 +172,7 @@ final class ProtectedRequest {
                 // honest signal left.
                 answer = { $0.abortStreamed() }
             } else {
-                answer = { $0.respond(Self.problemResponse(failure.problem), outcome: .upstreamError, requestEnded: true) }
+                answer = { $0.respond(ProxyResponse(problem: failure.problem), outcome: .upstreamError, requestEnded: true) }
             }
         case .spilled(let head, let length):
             result = .response(status: Int(head.status.code), bodyLength: length)
@@ -278,11 +278,7 @@ final class ProtectedRequest {
     }
 
     private func finish(problem: Problem, _ outcome: RequestOutcome) {
-        finish(Self.problemResponse(problem), outcome)
-    }
-
-    private static func problemResponse(_ problem: Problem) -> ProxyResponse {
-        ProxyResponse(problem: problem, allocator: ByteBufferAllocator())
+        finish(ProxyResponse(problem: problem), outcome)
     }
 
     private func finish(_ response: ProxyResponse, _ outcome: RequestOutcome) {

@@ -32,20 +32,21 @@ enum ForwardedMessage {
             // refuse these methods without it (411).
             headers.add(name: "Content-Length", value: "0")
         }
-        if let clientAddress {
-            let previous = headers["x-forwarded-for"]
-            headers.remove(name: "x-forwarded-for")
-            headers.add(name: "X-Forwarded-For", value: (previous + [clientAddress]).joined(separator: ", "))
-        }
-        let protoPrevious = headers["x-forwarded-proto"]
-        headers.remove(name: "x-forwarded-proto")
-        headers.add(name: "X-Forwarded-Proto", value: (protoPrevious + ["http"]).joined(separator: ", "))
+        if let clientAddress { append(clientAddress, toList: "X-Forwarded-For", in: &headers) }
+        append("http", toList: "X-Forwarded-Proto", in: &headers)
         if !headers.contains(name: "host") { headers.add(name: "Host", value: upstream.hostHeader) }
         return HTTPRequestHead(
             version: .http1_1, method: client.method, uri: upstream.basePath + client.uri, headers: headers)
     }
 
     private static let methodsWithContent: [HTTPMethod] = [.POST, .PUT, .PATCH]
+
+    /// Appends `value` to the list header `name`, folding earlier fields of it into one.
+    private static func append(_ value: String, toList name: String, in headers: inout HTTPHeaders) {
+        let previous = headers[name]
+        headers.remove(name: name)
+        headers.add(name: name, value: (previous + [value]).joined(separator: ", "))
+    }
 
     /// The origin-form (`/path?query`) of an absolute-form target (`http://host/path?query`),
     /// which a server must accept (RFC 9112 §3.2.2); nil for any other target. The upstream

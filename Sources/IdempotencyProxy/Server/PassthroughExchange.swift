@@ -117,6 +117,6 @@ final class PassthroughExchange: UpstreamReceiver {
             return
         }
         let problem = failure?.problem ?? .upstreamUnreachable
-        handler?.respond(ProxyResponse(problem: problem, allocator: ByteBufferAllocator()), outcome: .upstreamError, requestEnded: requestEnded)
+        handler?.respond(ProxyResponse(problem: problem), outcome: .upstreamError, requestEnded: requestEnded)
     }
 }

@@ -210,7 +210,7 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     private func reject(_ problem: Problem, outcome: RequestOutcome, closing: Bool) {
         if closing { keepAlive = false }
-        respond(ProxyResponse(problem: problem, allocator: ByteBufferAllocator()), outcome: outcome, requestEnded: false)
+        respond(ProxyResponse(problem: problem), outcome: outcome, requestEnded: false)
     }
 
     // MARK: - writing answers
@@ -358,7 +358,7 @@ final class ProxyHandler: ChannelDuplexHandler {
                 requestCounted = true
                 loop.metrics.requestStarted()
             }
-            respond(ProxyResponse(problem: problem, allocator: context.channel.allocator), outcome: .badRequest, requestEnded: true)
+            respond(ProxyResponse(problem: problem), outcome: .badRequest, requestEnded: true)
         case .streaming(let exchange):
             exchange.clientClosed()
             finishRequest(outcome: .passthrough)

@@ -14,15 +14,13 @@ struct ProxyResponse {
         self.body = body
     }
 
-    init(problem: Problem, allocator: ByteBufferAllocator) {
+    init(problem: Problem) {
         let json = problem.json
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: Problem.contentType)
         headers.add(name: "Content-Length", value: String(json.count))
         if let retryAfter = problem.retryAfter { headers.add(name: "Retry-After", value: String(retryAfter)) }
-        var body = allocator.buffer(capacity: json.count)
-        body.writeBytes(json)
-        self.init(status: HTTPResponseStatus(statusCode: problem.status), headers: headers, body: body)
+        self.init(status: HTTPResponseStatus(statusCode: problem.status), headers: headers, body: ByteBuffer(bytes: json))
     }
 
     /// A stored response (a replay), or a fresh one whose `body` the caller still holds, so
