@@ -50,9 +50,7 @@ public enum HopByHopHeaders {
     static func isListed(_ name: HeadSyntax.Bytes) -> Bool {
         let length = name.count
         return length < 64 && listedLengths & (1 << UInt64(length)) != 0
-            && names.contains { listed in
-                listed.utf8.count == length && zip(name, listed.utf8).allSatisfy { ($0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0) == $1 }
-            }
+            && names.contains { HeadSyntax.equalsIgnoringCase(name, $0.utf8) }
     }
 
     /// True when the message body is chunked (it then needs re-framing on the other side).
@@ -62,17 +60,7 @@ public enum HopByHopHeaders {
 
     /// `b` must be lower-case ASCII.
     public static func equalsIgnoringASCIICase<S: StringProtocol>(_ a: S, _ b: String) -> Bool {
-        guard a.utf8.count == b.utf8.count else { return false }
-        var b = b
-        return b.withUTF8 { expected in
-            var index = 0
-            for byte in a.utf8 {
-                let lowered = byte >= 65 && byte <= 90 ? byte | 0x20 : byte
-                guard lowered == expected[index] else { return false }
-                index += 1
-            }
-            return true
-        }
+        HeadSyntax.equalsIgnoringCase(a.utf8, b.utf8)
     }
 }
 

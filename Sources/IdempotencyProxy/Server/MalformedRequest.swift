@@ -33,8 +33,6 @@ enum MalformedRequest {
             return "Content-Length is not allowed here (for example next to Transfer-Encoding)."
         case .invalidChunkSize:
             return "a chunk size of the chunked body is not a hexadecimal number."
-        case .headerOverflow:
-            return "the request headers are too large."
         case .unknown:
             // llhttp's errors without a case of their own: mostly framing.
             return "its framing is invalid (for example Content-Length next to Transfer-Encoding, a Transfer-Encoding other than chunked, or a missing CR)."
