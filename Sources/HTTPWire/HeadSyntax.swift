@@ -24,7 +24,10 @@ enum HeadSyntax {
 
     /// `bytes` equals `lowercase` (lower-case ASCII) ignoring ASCII case.
     static func equalsIgnoringCase(_ bytes: some Collection<UInt8>, _ lowercase: some Collection<UInt8>) -> Bool {
-        bytes.count == lowercase.count && zip(bytes, lowercase).allSatisfy { ($0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0) == $1 }
+        guard bytes.count == lowercase.count else { return false }
+        var other = lowercase.makeIterator()
+        for byte in bytes where (byte >= 65 && byte <= 90 ? byte | 0x20 : byte) != other.next() { return false }
+        return true
     }
 
     static func equalsIgnoringCase(_ bytes: Bytes, _ lowercase: StaticString) -> Bool {

@@ -55,11 +55,16 @@ public enum HopByHopHeaders {
 
     /// True when the message body is chunked (it then needs re-framing on the other side).
     public static func isChunked(_ headers: HTTPHeaders) -> Bool {
-        headers[canonicalForm: "transfer-encoding"].contains { equalsIgnoringASCIICase(String($0), "chunked") }
+        headers[canonicalForm: "transfer-encoding"].contains { equalsIgnoringASCIICase($0, "chunked") }
     }
 
-    /// `b` must be lower-case ASCII.
-    public static func equalsIgnoringASCIICase<S: StringProtocol>(_ a: S, _ b: String) -> Bool {
+    /// `b` must be lower-case ASCII. Not generic: callers in other modules would run an
+    /// unspecialised generic (metadata lookups per byte; it was 6% of a first-time request).
+    public static func equalsIgnoringASCIICase(_ a: String, _ b: String) -> Bool {
+        HeadSyntax.equalsIgnoringCase(a.utf8, b.utf8)
+    }
+
+    public static func equalsIgnoringASCIICase(_ a: Substring, _ b: String) -> Bool {
         HeadSyntax.equalsIgnoringCase(a.utf8, b.utf8)
     }
 }
