@@ -22,7 +22,7 @@ public struct StoredResponse: Equatable, Sendable {
 ///
 ///     byte 0       version (1)
 ///     byte 1       state: 1 in flight, 2 completed, 3 completed without body (too large)
-///     bytes 2–17   owner token (16 random bytes of the proxy request that claimed it)
+///     bytes 2–17   owner token (unique to the claim, see `OwnerTokens`)
 ///     bytes 18–49  request fingerprint (SHA-256)
 ///     completed:   status u16, header count u16, per header: name u16-len + bytes,
 ///                  value u32-len + bytes; body u32-len + bytes

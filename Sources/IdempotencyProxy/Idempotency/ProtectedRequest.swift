@@ -53,8 +53,7 @@ final class ProtectedRequest {
         } else {
             fingerprint = [UInt8](repeating: 0, count: IdempotencyRecord.fingerprintLength)
         }
-        var random = SystemRandomNumberGenerator()
-        owner = (0..<2).flatMap { _ in withUnsafeBytes(of: random.next() as UInt64) { Array($0) } }
+        owner = loop.ownerTokens.next()
         waitDeadline = c.inflightWaitMs > 0 ? .now() + .milliseconds(c.inflightWaitMs) : nil
     }
 

@@ -20,6 +20,8 @@ final class LoopContext {
     let pool: UpstreamPool
     /// Protected requests whose work is not finished (they outlive their client connection).
     var protectedInFlight = 0
+    /// The owner of each claim made on this loop.
+    var ownerTokens = OwnerTokens()
 
     /// Matched against every request's method.
     let protectedMethods: Set<String>
