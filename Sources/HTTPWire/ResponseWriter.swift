@@ -39,8 +39,13 @@ public struct ResponseWriter {
     /// Writes the head as framed. Headers must already be valid (checked where they came from).
     public func head(status: HTTPResponseStatus, headers: HTTPHeaders, version: HTTPVersion, into buffer: inout ByteBuffer) {
         buffer.writeStaticString(version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
-        buffer.writeString(String(status.code))
-        buffer.writeInteger(UInt8(ascii: " "))
+        let code = Int(status.code)
+        if (100...999).contains(code) {  // always, from the parser and the record codec
+            buffer.writeMultipleIntegers(
+                UInt8(48 + code / 100), UInt8(48 + code / 10 % 10), UInt8(48 + code % 10), UInt8(ascii: " "))
+        } else {
+            buffer.writeString("\(code) ")
+        }
         buffer.writeString(status.reasonPhrase)
         buffer.writeStaticString("\r\n")
         buffer.writeHeaderLines(headers)

@@ -2,13 +2,32 @@ import NIOCore
 import NIOHTTP1
 
 extension ByteBuffer {
-    /// `Name: value` CRLF for each header, in order.
+    /// `Name: value` CRLF for each header, in order. One reservation and plain copies: four
+    /// `writeString` calls per header (each with its own capacity and exclusivity checks) were
+    /// 2% of a request.
     mutating func writeHeaderLines(_ headers: HTTPHeaders) {
-        for (name, value) in headers {
-            writeString(name)
-            writeStaticString(": ")
-            writeString(value)
-            writeStaticString("\r\n")
+        var length = 0
+        for (name, value) in headers { length += name.utf8.count + value.utf8.count + 4 }
+        writeWithUnsafeMutableBytes(minimumWritableBytes: length) { out in
+            var at = 0
+            for (name, value) in headers {
+                at = Self.copy(name, to: out, at: at)
+                out[at] = UInt8(ascii: ":")
+                out[at + 1] = UInt8(ascii: " ")
+                at = Self.copy(value, to: out, at: at + 2)
+                out[at] = UInt8(ascii: "\r")
+                out[at + 1] = UInt8(ascii: "\n")
+                at += 2
+            }
+            return at
+        }
+    }
+
+    private static func copy(_ string: String, to out: UnsafeMutableRawBufferPointer, at offset: Int) -> Int {
+        var string = string
+        return string.withUTF8 { bytes in
+            UnsafeMutableRawBufferPointer(rebasing: out[offset...]).copyMemory(from: UnsafeRawBufferPointer(bytes))
+            return offset + bytes.count
         }
     }
 }
