@@ -38,6 +38,8 @@ final class ProxyHandler: ChannelDuplexHandler {
     /// Graceful shutdown: each connection closes after its current response.
     private var quiescing = false
     private var writer = ResponseWriter()
+    /// The response bytes not yet handed to the channel (see `emit`).
+    private var gathered: ByteBuffer?
     /// Parts of requests that arrived while an earlier one was still being answered.
     private var pipelined = CircularBuffer<HTTPServerRequestPart>()
     private var requestStart = NIODeadline.now()
@@ -221,17 +223,20 @@ final class ProxyHandler: ChannelDuplexHandler {
             finishRequest(outcome: outcome)
             return
         }
-        writeHead(status: response.status, headers: response.headers, context: context)
-        writer.body(response.body, allocator: context.channel.allocator) { context.write(wrapOutboundOut($0), promise: nil) }
+        writeHead(
+            status: response.status, headers: response.headers,
+            capacity: 512 + min(response.body.readableBytes, Self.gatherLimit), context: context)
+        writer.body(response.body, allocator: context.channel.allocator) { emit($0, context: context) }
         endResponse(context: context, outcome: outcome, requestEnded: requestEnded)
     }
 
     func writeStreamedHead(_ head: HTTPResponseHead) {
         guard let context else { return }
-        writeHead(status: head.status, headers: head.headers, context: context)
+        writeHead(status: head.status, headers: head.headers, capacity: 1024, context: context)
     }
 
-    private func writeHead(status: HTTPResponseStatus, headers: HTTPHeaders, context: ChannelHandlerContext) {
+    /// The head is held back (`gathered`) so that the small pieces after it leave with it.
+    private func writeHead(status: HTTPResponseStatus, headers: HTTPHeaders, capacity: Int, context: ChannelHandlerContext) {
         var headers = headers
         // An HTTP/1.0 client learns where a body without a length ends only by the close.
         if writer.frame(status: status, headers: headers, version: requestVersion, toHEAD: requestIsHEAD) == .untilClose {
@@ -242,15 +247,38 @@ final class ProxyHandler: ChannelDuplexHandler {
         } else if requestVersion.minor == 0 {
             headers.replaceOrAdd(name: "Connection", value: "keep-alive")
         }
-        var buffer = context.channel.allocator.buffer(capacity: 256)
+        var buffer = context.channel.allocator.buffer(capacity: capacity)
         writer.head(status: status, headers: headers, version: requestVersion, into: &buffer)
+        writeGathered(context: context)
+        gathered = buffer
+    }
+
+    /// Pieces up to this size are copied behind the head instead of written on their own.
+    private static let gatherLimit = 4096
+
+    /// A small response (head, body, chunk framing) goes through the pipeline as one buffer: one
+    /// write and one iovec instead of up to five. A larger piece ends the gathering.
+    private func emit(_ piece: ByteBuffer, context: ChannelHandlerContext) {
+        if gathered != nil && piece.readableBytes <= Self.gatherLimit {
+            gathered!.writeImmutableBuffer(piece)
+            return
+        }
+        writeGathered(context: context)
+        context.write(wrapOutboundOut(piece), promise: nil)
+    }
+
+    /// Must run before every flush.
+    private func writeGathered(context: ChannelHandlerContext) {
+        guard let buffer = gathered else { return }
+        gathered = nil
         context.write(wrapOutboundOut(buffer), promise: nil)
     }
 
     /// Returns false when the client cannot take more for now.
     func writeStreamedBody(_ buffer: ByteBuffer) -> Bool {
         guard let context else { return true }
-        writer.body(buffer, allocator: context.channel.allocator) { context.write(wrapOutboundOut($0), promise: nil) }
+        writer.body(buffer, allocator: context.channel.allocator) { emit($0, context: context) }
+        writeGathered(context: context)
         context.flush()
         return context.channel.isWritable
     }
@@ -262,6 +290,7 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     /// The upstream failed after part of the response went out.
     func abortStreamed() {
+        gathered = nil
         finishRequest(outcome: .upstreamError)
         state = .idle
         pipelined.removeAll()
@@ -270,13 +299,17 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     private func endResponse(context: ChannelHandlerContext, outcome: RequestOutcome, requestEnded: Bool) {
         if keepAlive {
-            if let end = writer.end { context.write(wrapOutboundOut(end), promise: nil) }
+            if let end = writer.end { emit(end, context: context) }
+            writeGathered(context: context)
             context.flush()
         } else {
             // Closing only our side while the client may still be sending keeps the kernel from
             // answering its bytes with a reset that could destroy the response in flight.
             let mode: CloseMode = requestEnded ? .all : .output
-            context.writeAndFlush(wrapOutboundOut(writer.end ?? ByteBuffer())).assumeIsolated().whenComplete { _ in
+            if let end = writer.end { emit(end, context: context) }
+            let last = gathered ?? ByteBuffer()
+            gathered = nil
+            context.writeAndFlush(wrapOutboundOut(last)).assumeIsolated().whenComplete { _ in
                 context.close(mode: mode, promise: nil)
             }
             pipelined.removeAll()
