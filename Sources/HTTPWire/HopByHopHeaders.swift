@@ -17,31 +17,20 @@ public enum HopByHopHeaders {
         "proxy-authorization",  // RFC 9110 §11.7.2: for the proxy only
     ]
 
-    /// `headers` without hop-by-hop headers. It runs on every forwarded request (responses are
-    /// stripped by `ResponseParser` as they are parsed), so names are compared as bytes, by
-    /// length first, and the headers are edited in place.
-    public static func removing(from headers: HTTPHeaders) -> HTTPHeaders {
-        var found: [String] = []
-        for (name, value) in headers where isListed(name) {
-            found.append(name)
-            guard equalsIgnoringASCIICase(name, "connection") else { continue }
-            for token in value.split(separator: ",") {
-                let token = token.trimmingCharacters(in: " \t")
-                // The usual tokens name no header of their own (or one that is listed anyway).
-                if equalsIgnoringASCIICase(token, "close") || equalsIgnoringASCIICase(token, "keep-alive") { continue }
-                found.append(String(token))
-            }
+    /// The headers a `Connection` value names as hop-by-hop, beyond its usual tokens (`close`,
+    /// `keep-alive`), which name no header of their own (or one that is listed anyway).
+    public static func namedHeaders(inConnection value: String) -> [Substring] {
+        value.split(separator: ",").compactMap { token in
+            let token = token.trimmingCharacters(in: " \t")
+            let usual = equalsIgnoringASCIICase(token, "close") || equalsIgnoringASCIICase(token, "keep-alive")
+            return token.isEmpty || usual ? nil : token
         }
-        guard !found.isEmpty else { return headers }
-        var out = headers
-        for name in found { out.remove(name: name) }
-        return out
     }
 
     /// Bit n set: some listed name is n bytes long (all are shorter than 64).
     private static let listedLengths: UInt64 = names.reduce(0) { $0 | 1 << UInt64($1.utf8.count) }
 
-    static func isListed(_ name: String) -> Bool {
+    public static func isListed(_ name: String) -> Bool {
         var name = name
         return name.withUTF8 { isListed(UnsafeRawBufferPointer($0)[...]) }
     }
@@ -55,7 +44,12 @@ public enum HopByHopHeaders {
 
     /// True when the message body is chunked (it then needs re-framing on the other side).
     public static func isChunked(_ headers: HTTPHeaders) -> Bool {
-        headers[canonicalForm: "transfer-encoding"].contains { equalsIgnoringASCIICase($0, "chunked") }
+        headers.contains { equalsIgnoringASCIICase($0.name, "transfer-encoding") && namesChunked($0.value) }
+    }
+
+    /// A `Transfer-Encoding` value lists `chunked`.
+    public static func namesChunked(_ value: String) -> Bool {
+        value.split(separator: ",").contains { equalsIgnoringASCIICase($0.trimmingCharacters(in: " \t"), "chunked") }
     }
 
     /// `b` must be lower-case ASCII. Not generic: callers in other modules would run an

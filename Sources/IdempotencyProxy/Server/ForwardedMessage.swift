@@ -17,35 +17,87 @@ enum ForwardedMessage {
         upstream: UpstreamURL,
         bodyLength: Int? = nil
     ) -> HTTPRequestHead {
-        var headers = HopByHopHeaders.removing(from: client.headers)
-        // `Expect: 100-continue` is answered by the proxy itself (it reads the body anyway).
-        headers.remove(name: "expect")
+        // One pass over the client's headers (this runs for every request): what is kept goes
+        // out in the client's order, the framing and forwarding headers after it.
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(client.headers.count + 4)
+        var forwardedFor: [String] = []
+        var forwardedProto: [String] = []
+        var namedByConnection: [Substring] = []
+        var hasLength = false
+        var chunked = false
+        var hasHost = false
+        for (name, value) in client.headers {
+            if HopByHopHeaders.isListed(name) {
+                if HopByHopHeaders.equalsIgnoringASCIICase(name, "connection") {
+                    namedByConnection += HopByHopHeaders.namedHeaders(inConnection: value)
+                } else if HopByHopHeaders.equalsIgnoringASCIICase(name, "transfer-encoding") {
+                    chunked = chunked || HopByHopHeaders.namesChunked(value)
+                }
+                continue
+            }
+            switch name.utf8.count {
+            case 4 where HopByHopHeaders.equalsIgnoringASCIICase(name, "host"):
+                hasHost = true
+            // `Expect: 100-continue` is answered by the proxy itself (it reads the body anyway).
+            case 6 where HopByHopHeaders.equalsIgnoringASCIICase(name, "expect"):
+                continue
+            case 14 where HopByHopHeaders.equalsIgnoringASCIICase(name, "content-length"):
+                if bodyLength != nil { continue }
+                hasLength = true
+            case 15 where HopByHopHeaders.equalsIgnoringASCIICase(name, "x-forwarded-for"):
+                forwardedFor.append(value)
+                continue
+            case 17 where HopByHopHeaders.equalsIgnoringASCIICase(name, "x-forwarded-proto"):
+                forwardedProto.append(value)
+                continue
+            default:
+                break
+            }
+            headers.add(name: name, value: value)
+        }
+        for name in namedByConnection {
+            // Rare. The framing is the proxy's to decide: a client cannot have the length of
+            // the body it sends dropped (the upstream would read the body as a next request).
+            let name = String(name)
+            switch name.lowercased() {
+            case "content-length": continue
+            case "host": hasHost = false
+            case "x-forwarded-for": forwardedFor = []
+            case "x-forwarded-proto": forwardedProto = []
+            default: break
+            }
+            headers.remove(name: name)
+        }
+        // Framing: a body the proxy holds whole goes with its length; otherwise the client's
+        // own framing is kept (a chunked body stays chunked).
         if let bodyLength {
-            headers.remove(name: "content-length")
             if bodyLength > 0 || Self.methodsWithContent.contains(client.method) {
                 headers.add(name: "Content-Length", value: String(bodyLength))
             }
-        } else if HopByHopHeaders.isChunked(client.headers) && !headers.contains(name: "content-length") {
+        } else if chunked && !hasLength {
             headers.add(name: "Transfer-Encoding", value: "chunked")
-        } else if !headers.contains(name: "content-length") && Self.methodsWithContent.contains(client.method) {
+        } else if !hasLength && Self.methodsWithContent.contains(client.method) {
             // RFC 9110 §8.6: sent when the method defines a meaning for content; some servers
             // refuse these methods without it (411).
             headers.add(name: "Content-Length", value: "0")
         }
-        if let clientAddress { append(clientAddress, toList: "X-Forwarded-For", in: &headers) }
-        append("http", toList: "X-Forwarded-Proto", in: &headers)
-        if !headers.contains(name: "host") { headers.add(name: "Host", value: upstream.hostHeader) }
+        if let clientAddress {
+            headers.add(name: "X-Forwarded-For", value: appending(clientAddress, to: forwardedFor))
+        } else if !forwardedFor.isEmpty {
+            headers.add(name: "X-Forwarded-For", value: forwardedFor.joined(separator: ", "))
+        }
+        headers.add(name: "X-Forwarded-Proto", value: appending("http", to: forwardedProto))
+        if !hasHost { headers.add(name: "Host", value: upstream.hostHeader) }
         return HTTPRequestHead(
             version: .http1_1, method: client.method, uri: upstream.basePath + client.uri, headers: headers)
     }
 
     private static let methodsWithContent: [HTTPMethod] = [.POST, .PUT, .PATCH]
 
-    /// Appends `value` to the list header `name`, folding earlier fields of it into one.
-    private static func append(_ value: String, toList name: String, in headers: inout HTTPHeaders) {
-        let previous = headers[name]
-        headers.remove(name: name)
-        headers.add(name: name, value: (previous + [value]).joined(separator: ", "))
+    /// A list header's value: the client's fields folded into one, then ours.
+    private static func appending(_ value: String, to earlier: [String]) -> String {
+        earlier.isEmpty ? value : (earlier + [value]).joined(separator: ", ")
     }
 
     /// The origin-form (`/path?query`) of an absolute-form target (`http://host/path?query`),
