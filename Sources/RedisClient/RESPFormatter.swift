@@ -1,7 +1,9 @@
 import CHiredis
 import NIOCore
 
-/// Encodes one command with hiredis's `redisFormatCommandArgv` (binary-safe: lengths, not NULs).
+/// Encodes one command with hiredis's `redisFormatSdsCommandArgv` (binary-safe: lengths, not
+/// NULs). Its sds sibling formats with hiredis's own `sdscatfmt`; `redisFormatCommandArgv`
+/// calls libc `sprintf` once per argument, which was 5% of a first-time protected request.
 public enum RESPFormatter {
     /// Appends the RESP encoding of `arguments` to `buffer`.
     public static func write(_ arguments: [RedisArgument], into buffer: inout ByteBuffer) {
@@ -10,30 +12,24 @@ public enum RESPFormatter {
         for argument in arguments { total += argument.count }
         var storage = [UInt8]()
         storage.reserveCapacity(max(total, 1))
-        var lengths = [Int]()
-        lengths.reserveCapacity(arguments.count)
-        for argument in arguments {
-            argument.append(to: &storage)
-            lengths.append(argument.count)
-        }
+        for argument in arguments { argument.append(to: &storage) }
         storage.withUnsafeBufferPointer { bytes in
             let base = UnsafeRawPointer(bytes.baseAddress!).assumingMemoryBound(to: CChar.self)
-            var offsets = [UnsafePointer<CChar>?]()
-            offsets.reserveCapacity(arguments.count)
-            var offset = 0
-            for length in lengths {
-                offsets.append(base + offset)
-                offset += length
-            }
-            var command: UnsafeMutablePointer<CChar>?
-            let length = offsets.withUnsafeMutableBufferPointer { argv in
-                lengths.withUnsafeBufferPointer { argvlen in
-                    redisFormatCommandArgv(&command, Int32(arguments.count), argv.baseAddress, argvlen.baseAddress)
+            withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: arguments.count) { argv in
+                withUnsafeTemporaryAllocation(of: Int.self, capacity: arguments.count) { argvlen in
+                    var offset = 0
+                    for (index, argument) in arguments.enumerated() {
+                        argv[index] = base + offset
+                        argvlen[index] = argument.count
+                        offset += argument.count
+                    }
+                    var command: sds?
+                    let length = redisFormatSdsCommandArgv(&command, Int32(arguments.count), argv.baseAddress, argvlen.baseAddress)
+                    guard length >= 0, let command else { fatalError("hiredis could not allocate a command") }
+                    buffer.writeBytes(UnsafeRawBufferPointer(start: command, count: Int(length)))
+                    redisFreeSdsCommand(command)
                 }
             }
-            guard length >= 0, let command else { fatalError("hiredis could not allocate a command") }
-            buffer.writeBytes(UnsafeRawBufferPointer(start: command, count: Int(length)))
-            redisFreeCommand(command)
         }
     }
 }

@@ -100,7 +100,8 @@ public final class RedisConnection {
     }
 
     private func encode(_ arguments: [RedisArgument]) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: 64)
+        // Room for each argument and its `$<length>` line: no reallocation while it is written.
+        var buffer = allocator.buffer(capacity: arguments.reduce(16) { $0 + $1.count + 16 })
         RESPFormatter.write(arguments, into: &buffer)
         return buffer
     }
