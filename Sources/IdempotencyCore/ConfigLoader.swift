@@ -93,6 +93,9 @@ public struct ConfigLoader {
         if c.redisCluster, c.redisURLs.contains(where: { if case .unix = $0.location { return true } else { return false } }) {
             problems.append(Problem(location: origin("redis_url"), message: "Redis Cluster seeds must be redis://host:port"))
         }
+        if c.redisCluster, c.redisURLs.contains(where: { $0.database != 0 }) {
+            problems.append(Problem(location: origin("redis_url"), message: "Redis Cluster has only database 0; drop the /db from the seeds"))
+        }
         if c.scopeHeaders.contains(where: { $0.lowercased() == c.keyHeader.lowercased() }) {
             problems.append(Problem(location: origin("scope_headers"), message: "scope_headers must not contain the key header \(c.keyHeader)"))
         }

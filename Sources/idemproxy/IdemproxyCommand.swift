@@ -45,10 +45,6 @@ struct IdemproxyCommand: AsyncParsableCommand {
             print(ConfigLoader.render(configuration))
             return
         }
-        if configuration.redisCluster {
-            fail(["redis_cluster = true: Redis Cluster support is not implemented yet; point redis_url at a single Redis (or a proxy in front of the cluster)"])
-        }
-
         let level = Logger.Level(rawValue: configuration.logLevel.rawValue) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)

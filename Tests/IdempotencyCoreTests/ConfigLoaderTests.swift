@@ -109,6 +109,8 @@ import Testing
         ("log_level = loud", "test.conf:1: log_level: expected one of trace, debug, info, notice, warning, error, critical, got \"loud\""),
         ("Lock-TTL = 5s", "test.conf:1: unknown key \"Lock-TTL\" (did you mean lock_ttl?)"),
         ("redis_url = redis://a:1,b:2", "test.conf:1: several Redis URLs need redis_cluster = true"),
+        ("redis_cluster = true\nredis_url = redis://a:1/2,b:2", "test.conf:2: Redis Cluster has only database 0; drop the /db from the seeds"),
+        ("redis_cluster = true\nredis_url = unix:///tmp/r.sock", "test.conf:2: Redis Cluster seeds must be redis://host:port"),
         ("lock_ttl = 30s", "test.conf:1: lock_ttl (30s) must exceed upstream_timeout (30s), or a slow upstream could run a request twice"),
     ])
     func reportsInvalidLine(line: String, message: String) {

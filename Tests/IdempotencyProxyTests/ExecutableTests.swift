@@ -47,10 +47,26 @@ import Testing
             """)
     }
 
-    @Test func clusterModeIsRefusedUntilItExists() async throws {
-        let (status, _, err) = try await run(["--set", "redis_cluster=true", "--set", "admin_listen=off"])
-        #expect(status == 2)
-        #expect(err.contains("Redis Cluster support is not implemented yet"))
+    @Test func theBinaryProtectsRequestsWithARedisCluster() async throws {
+        let cluster = try await RedisClusterProcess()
+        let upstream = try await DemoUpstream.start()
+        defer { Task { await upstream.stop() } }
+        let port = try FreePort.next()
+        let child = try ChildProcess(Self.binary, [
+            "--set", "listen=127.0.0.1:\(port)", "--set", "upstream=http://127.0.0.1:\(upstream.port)",
+            "--set", "redis_cluster=true", "--set", "redis_url=\(cluster.seedsURL)", "--set", "admin_listen=off",
+        ])
+        defer { child.signal(SIGKILL); _ = child.wait() }
+        try FreePort.waitUntilListening(port: port)
+        let responses = try await blocking {
+            try (0..<2).map { _ in
+                try RawHTTPClient(port: port).request("POST", "/charges", headers: [("Idempotency-Key", "cluster-1")], body: Array("x".utf8))
+            }
+        }
+        #expect(responses.map(\.status) == [201, 201])
+        #expect(responses[1].header("Idempotent-Replayed") == "true")
+        #expect(responses[1].body == responses[0].body)
+        #expect(upstream.executions("/charges") == 1)
     }
 
     @Test func sigtermLetsASlowRequestFinishAndExits0() async throws {

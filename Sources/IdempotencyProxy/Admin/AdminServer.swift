@@ -61,7 +61,7 @@ final class AdminHandler: ChannelInboundHandler {
         case "/healthz":
             send(.ok, "ok\n", head: head, context: context)
         case "/readyz":
-            loop.redis.send(["PING"]) { result in
+            loop.redis.send(["PING"], key: nil) { result in
                 if case .success(.status("PONG")) = result {
                     self.send(.ok, "ready\n", head: head, context: context)
                 } else {

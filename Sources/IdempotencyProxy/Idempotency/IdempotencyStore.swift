@@ -23,10 +23,10 @@ final class IdempotencyStore {
         case ownedByAnother
     }
 
-    let redis: RedisConnection
+    let redis: any RedisCommands
     private let metrics: ProxyMetrics
 
-    init(redis: RedisConnection, metrics: ProxyMetrics) {
+    init(redis: any RedisCommands, metrics: ProxyMetrics) {
         self.redis = redis
         self.metrics = metrics
     }
@@ -86,9 +86,13 @@ final class IdempotencyStore {
         }
     }
 
-    /// `WAIT replicas timeout`: how many replicas acknowledged our writes so far.
-    func waitForReplicas(_ count: Int, timeoutMs: Int64, completion: @escaping (Result<Int, StoreError>) -> Void) {
-        timed({ self.redis.send(["WAIT", RedisArgument(count), .string(String(timeoutMs))], completion: $0) }) { result in
+    /// `WAIT replicas timeout`: how many replicas acknowledged our writes so far. Sent to the
+    /// server that holds `key` (in a cluster, the one our claim went to).
+    func waitForReplicas(
+        _ count: Int, key: String, timeoutMs: Int64, completion: @escaping (Result<Int, StoreError>) -> Void
+    ) {
+        let wait: [RedisArgument] = ["WAIT", RedisArgument(count), .string(String(timeoutMs))]
+        timed({ self.redis.send(wait, key: .string(key), completion: $0) }) { result in
             completion(result.flatMap { reply in
                 guard case .integer(let n) = reply else { return .failure(.redis(.unexpectedReply("WAIT: \(reply)"))) }
                 return .success(Int(n))

@@ -119,7 +119,7 @@ final class ProtectedRequest {
         // WAIT must give up before our own command timeout does, or its answer would be lost
         // with the connection.
         let waitMs = max(1, c.redisTimeoutMs * 3 / 4)
-        loop.store.waitForReplicas(c.redisWaitReplicas, timeoutMs: waitMs) { result in
+        loop.store.waitForReplicas(c.redisWaitReplicas, key: recordKey, timeoutMs: waitMs) { result in
             switch result {
             case .success(let count) where count >= c.redisWaitReplicas:
                 self.forward()

@@ -10,7 +10,7 @@ final class LoopContext {
     let configuration: ProxyConfiguration
     let metrics: ProxyMetrics
     let logger: Logger
-    let redis: RedisConnection
+    let redis: any RedisCommands
     let store: IdempotencyStore
     /// Wakes retries waiting for an in-flight request (`inflight_wait`).
     let subscriber: RedisSubscriber
@@ -35,7 +35,13 @@ final class LoopContext {
         self.metrics = metrics
         self.logger = logger
         let redisConfiguration = Self.redisConfiguration(configuration)
-        redis = RedisConnection(configuration: redisConfiguration, eventLoop: eventLoop)
+        if configuration.redisCluster {
+            redis = RedisClusterClient(
+                seeds: configuration.redisURLs.compactMap(\.clusterNode), configuration: redisConfiguration,
+                eventLoop: eventLoop)
+        } else {
+            redis = RedisConnection(configuration: redisConfiguration, eventLoop: eventLoop)
+        }
         store = IdempotencyStore(redis: redis, metrics: metrics)
         redis.onAvailabilityChange = { available, error in
             if available {
@@ -44,6 +50,7 @@ final class LoopContext {
                 logger.warning("Redis unavailable; reconnecting", metadata: ["error": "\(error.map { "\($0)" } ?? "")"])
             }
         }
+        // In a cluster, PUBLISH reaches every node: the first seed's subscription hears all.
         subscriber = RedisSubscriber(configuration: redisConfiguration, eventLoop: eventLoop)
         self.waitPollInterval = waitPollInterval
         pool = UpstreamPool(
@@ -68,5 +75,13 @@ final class LoopContext {
         return RedisConfiguration(
             address: address, username: url.username, password: url.password, database: url.database,
             commandTimeout: .milliseconds(c.redisTimeoutMs))
+    }
+}
+
+extension RedisURL {
+    /// A cluster seed (the loader refuses unix sockets with `redis_cluster = true`).
+    fileprivate var clusterNode: ClusterNode? {
+        guard case .tcp(let address) = location else { return nil }
+        return ClusterNode(host: address.host, port: address.port)
     }
 }

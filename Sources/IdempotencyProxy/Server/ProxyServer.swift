@@ -118,11 +118,12 @@ public final class ProxyServer: Sendable {
             configuration: configuration, metrics: metrics, localAddress: serverChannel.localAddress!,
             adminAddress: adminChannel?.localAddress, logger: logger, group: group, contexts: frozenContexts,
             quiesce: quiesce, adminChannel: adminChannel)
+        let redis = configuration.redisURLs.map(\.description).joined(separator: ",")
         logger.info(
             "idemproxy listening",
             metadata: [
                 "listen": "\(display(server.localAddress))", "upstream": "\(configuration.upstream)",
-                "admin": "\(server.adminAddress.map(display) ?? "off")", "redis": "\(configuration.redisURL)",
+                "admin": "\(server.adminAddress.map(display) ?? "off")", "redis": "\(redis)",
             ])
         return server
     }

@@ -1,0 +1,84 @@
+/// One node of a Redis Cluster, as `CLUSTER SLOTS` and redirections name it.
+public struct ClusterNode: Hashable, Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// Which primary serves each hash slot, from `CLUSTER SLOTS`, kept current by `MOVED`.
+struct ClusterSlotMap {
+    private(set) var nodes: [ClusterNode] = []
+    /// Index into `nodes` per slot; `unassigned` for a slot no node serves.
+    private var owners = [UInt16](repeating: unassigned, count: HashSlot.count)
+    private static let unassigned = UInt16.max
+
+    init() {}
+
+    /// Reads a `CLUSTER SLOTS` reply: `[start, end, [host, port, id…], replicas…]` per range.
+    /// An empty host means the node that was asked (`askedHost`).
+    init(clusterSlots reply: RedisReply, askedHost: String) throws(RedisError) {
+        guard case .array(let ranges) = reply else { throw RedisError.unexpectedReply("CLUSTER SLOTS: \(reply)") }
+        for range in ranges {
+            guard case .array(let fields) = range, fields.count >= 3,
+                case .integer(let start) = fields[0], case .integer(let end) = fields[1],
+                0 <= start, start <= end, end < HashSlot.count,
+                case .array(let primary) = fields[2], primary.count >= 2,
+                let host = primary[0].string, case .integer(let port) = primary[1], (1...65535).contains(port)
+            else { throw RedisError.unexpectedReply("CLUSTER SLOTS range: \(range)") }
+            let node = ClusterNode(host: host.isEmpty ? askedHost : host, port: Int(port))
+            for slot in Int(start)...Int(end) { assign(slot: slot, to: node) }
+        }
+    }
+
+    var isEmpty: Bool { nodes.isEmpty }
+
+    func node(forSlot slot: Int) -> ClusterNode? {
+        let index = owners[slot]
+        return index == Self.unassigned ? nil : nodes[Int(index)]
+    }
+
+    mutating func assign(slot: Int, to node: ClusterNode) {
+        let index: Int
+        if let known = nodes.firstIndex(of: node) {
+            index = known
+        } else {
+            index = nodes.count
+            nodes.append(node)
+        }
+        owners[slot] = UInt16(index)
+    }
+}
+
+/// `MOVED slot host:port` (the slot has a new owner: remember it) or `ASK slot host:port`
+/// (the slot is migrating: ask that node this once, after `ASKING`).
+struct ClusterRedirect: Equatable {
+    enum Kind { case moved, ask }
+    let kind: Kind
+    let slot: Int
+    let node: ClusterNode
+
+    /// Nil for any other error reply. An empty host means the node that answered.
+    init?(error message: String, answeredBy: ClusterNode) {
+        let parts = message.split(separator: " ")
+        guard parts.count == 3, let slot = Int(parts[1]), (0..<HashSlot.count).contains(slot) else { return nil }
+        switch parts[0] {
+        case "MOVED": kind = .moved
+        case "ASK": kind = .ask
+        default: return nil
+        }
+        let address = parts[2]
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+            (1...65535).contains(port)
+        else { return nil }
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        self.slot = slot
+        node = ClusterNode(host: host.isEmpty ? answeredBy.host : host, port: port)
+    }
+}

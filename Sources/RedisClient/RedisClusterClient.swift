@@ -1,0 +1,184 @@
+import NIOCore
+
+/// Redis Cluster, confined to one event loop: one pipelined `RedisConnection` per primary,
+/// each command sent to the primary that serves its key's hash slot.
+///
+/// The slot map comes from `CLUSTER SLOTS`, asked of the seed nodes (and of every node known
+/// since) when the client starts, and again after a `MOVED` redirection or a lost connection
+/// (a failover moves slots). A `MOVED` reply is followed at once to the node it names and
+/// remembered; an `ASK` reply (a slot being migrated) is followed once, after `ASKING`. Until
+/// the first map arrives, commands go to the first seed and follow its redirections.
+public final class RedisClusterClient: RedisCommands {
+    public let eventLoop: any EventLoop
+    /// Credentials and timeout shared by every node; the address is each node's.
+    private let configuration: RedisConfiguration
+    private let seeds: [ClusterNode]
+    private var map = ClusterSlotMap()
+    private var connections: [ClusterNode: RedisConnection] = [:]
+    private var refreshing = false
+    private var lastRefresh: NIODeadline?
+    private var closed = false
+    public var onAvailabilityChange: ((_ available: Bool, _ error: RedisError?) -> Void)?
+
+    /// Redirections one command may follow; more means the cluster is reconfiguring.
+    static let maxRedirects = 5
+    /// A refresh asked for sooner than this after the last one waits for it.
+    static let refreshInterval = TimeAmount.milliseconds(100)
+
+    /// Call on `eventLoop`. `configuration.address` is ignored; `database` must be 0 (a cluster
+    /// has no other).
+    public init(seeds: [ClusterNode], configuration: RedisConfiguration, eventLoop: any EventLoop) {
+        precondition(!seeds.isEmpty, "a cluster needs at least one seed node")
+        eventLoop.preconditionInEventLoop()
+        self.seeds = seeds
+        self.configuration = configuration
+        self.eventLoop = eventLoop
+        refresh()
+    }
+
+    public func send(_ arguments: [RedisArgument], key: RedisArgument?, completion: @escaping RedisCompletion) {
+        let node = key.map { owner(ofSlot: $0.hashSlot) } ?? anyNode
+        dispatch(.command(arguments), to: node, asking: false, redirects: 0, completion: completion)
+    }
+
+    public func run(
+        _ script: RedisScript,
+        keys: [RedisArgument],
+        arguments: [RedisArgument],
+        completion: @escaping RedisCompletion
+    ) {
+        let node = keys.first.map { owner(ofSlot: $0.hashSlot) } ?? anyNode
+        dispatch(.script(script, keys: keys, arguments: arguments), to: node, asking: false, redirects: 0, completion: completion)
+    }
+
+    public func close() {
+        closed = true
+        for connection in connections.values { connection.close() }
+        connections.removeAll()
+    }
+
+    /// The primaries known now (for tests and logs).
+    public var knownNodes: [ClusterNode] { map.nodes }
+
+    // MARK: - routing
+
+    private enum Command {
+        case command([RedisArgument])
+        case script(RedisScript, keys: [RedisArgument], arguments: [RedisArgument])
+    }
+
+    private func owner(ofSlot slot: Int) -> ClusterNode {
+        map.node(forSlot: slot) ?? anyNode
+    }
+
+    private var anyNode: ClusterNode { map.nodes.first ?? seeds[0] }
+
+    private func dispatch(
+        _ command: Command,
+        to node: ClusterNode,
+        asking: Bool,
+        redirects: Int,
+        completion: @escaping RedisCompletion
+    ) {
+        guard !closed else { return completion(.failure(.notConnected("the cluster client was closed"))) }
+        let connection = connection(to: node)
+        let handle: RedisCompletion = { result in
+            switch result {
+            case .success(.error(let message)):
+                guard let redirect = ClusterRedirect(error: message, answeredBy: node) else { return completion(result) }
+                guard redirects < Self.maxRedirects else {
+                    return completion(.failure(.server("too many cluster redirections, last: \(message)")))
+                }
+                if redirect.kind == .moved {
+                    self.map.assign(slot: redirect.slot, to: redirect.node)
+                    self.refresh()
+                }
+                self.dispatch(
+                    command, to: redirect.node, asking: redirect.kind == .ask, redirects: redirects + 1,
+                    completion: completion)
+            case .failure:
+                // The node may be gone for good (a failover promotes a replica elsewhere).
+                self.refresh()
+                completion(result)
+            case .success:
+                completion(result)
+            }
+        }
+        switch command {
+        case .command(let arguments):
+            if asking { connection.send(["ASKING"]) { _ in } }
+            connection.send(arguments, completion: handle)
+        case .script(let script, let keys, let arguments):
+            if asking {
+                // `ASKING` holds for the next command only, so no EVALSHA-then-EVAL here: the
+                // script goes whole, which a migrating slot's new node may not have cached.
+                connection.send(["ASKING"]) { _ in }
+                connection.send(["EVAL", .string(script.source), RedisArgument(keys.count)] + keys + arguments, completion: handle)
+            } else {
+                connection.run(script, keys: keys, arguments: arguments, completion: handle)
+            }
+        }
+    }
+
+    private func connection(to node: ClusterNode) -> RedisConnection {
+        if let connection = connections[node] { return connection }
+        var nodeConfiguration = configuration
+        nodeConfiguration.address = .tcp(host: node.host, port: node.port)
+        nodeConfiguration.database = 0
+        let connection = RedisConnection(configuration: nodeConfiguration, eventLoop: eventLoop)
+        connection.onAvailabilityChange = { [weak self] available, error in self?.onAvailabilityChange?(available, error) }
+        connections[node] = connection
+        return connection
+    }
+
+    // MARK: - the slot map
+
+    /// Asks for the slot map again, unless a refresh is under way or has just been done (it
+    /// then runs once that interval is over).
+    private func refresh() {
+        guard !refreshing, !closed else { return }
+        refreshing = true
+        let now = NIODeadline.now()
+        if let lastRefresh, now - lastRefresh < Self.refreshInterval {
+            eventLoop.assumeIsolated().scheduleTask(deadline: lastRefresh + Self.refreshInterval) { self.askForSlots() }
+        } else {
+            askForSlots()
+        }
+    }
+
+    private func askForSlots() {
+        lastRefresh = .now()
+        var candidates = map.nodes
+        for seed in seeds where !candidates.contains(seed) { candidates.append(seed) }
+        ask(candidates[...])
+    }
+
+    /// Asks each candidate in turn until one answers with a map.
+    private func ask(_ candidates: ArraySlice<ClusterNode>) {
+        guard !closed else { return }
+        guard let node = candidates.first else {
+            // Nobody answered: try again later; commands meanwhile use what is known.
+            refreshing = false
+            eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { self.refresh() }
+            return
+        }
+        connection(to: node).send(["CLUSTER", "SLOTS"]) { result in
+            guard case .success(let reply) = result, let map = try? ClusterSlotMap(clusterSlots: reply, askedHost: node.host),
+                !map.isEmpty
+            else { return self.ask(candidates.dropFirst()) }
+            self.map = map
+            self.refreshing = false
+            self.dropConnectionsToFormerNodes()
+        }
+    }
+
+    /// Nodes no longer serving slots (removed, or demoted to replicas) are not kept connected;
+    /// seeds stay, they are where the next refresh starts.
+    private func dropConnectionsToFormerNodes() {
+        let current = Set(map.nodes).union(seeds)
+        for (node, connection) in connections where !current.contains(node) {
+            connection.close()
+            connections[node] = nil
+        }
+    }
+}

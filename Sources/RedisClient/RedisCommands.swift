@@ -1,0 +1,26 @@
+import NIOCore
+
+/// What the proxy asks of Redis, answered by one server (`RedisConnection`) or by a cluster
+/// (`RedisClusterClient`). Every method must be called on `eventLoop`; completions run there.
+public protocol RedisCommands: AnyObject {
+    var eventLoop: any EventLoop { get }
+
+    /// Sends one command. `key` is the key it works on, which picks the node in a cluster
+    /// (nil: any node will do).
+    func send(_ arguments: [RedisArgument], key: RedisArgument?, completion: @escaping RedisCompletion)
+
+    /// Runs a script by its SHA-1, falling back to `EVAL` when the server does not know it.
+    /// In a cluster all `keys` must share one hash slot; the first picks the node.
+    func run(_ script: RedisScript, keys: [RedisArgument], arguments: [RedisArgument], completion: @escaping RedisCompletion)
+
+    /// Told when a server connection goes from usable to unusable or back.
+    var onAvailabilityChange: ((_ available: Bool, _ error: RedisError?) -> Void)? { get set }
+
+    func close()
+}
+
+extension RedisConnection: RedisCommands {
+    public func send(_ arguments: [RedisArgument], key: RedisArgument?, completion: @escaping RedisCompletion) {
+        send(arguments, completion: completion)
+    }
+}

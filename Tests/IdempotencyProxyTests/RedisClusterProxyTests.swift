@@ -1,0 +1,68 @@
+import Foundation
+import IdempotencyCore
+import RedisClient
+import Testing
+import TestSupport
+
+/// The proxy with `redis_cluster = true` in front of a real three-primary Redis Cluster.
+@Suite(.serialized) struct RedisClusterProxyTests {
+    @Test func claimsReplaysAndMismatchesAcrossTheCluster() async throws {
+        let cluster = try await RedisClusterProcess()
+        let h = try await ProxyHarness.start(["redis_cluster": "true"], redisURL: cluster.seedsURL)
+        defer { Task { await h.stop() } }
+        #expect(try h.admin("/readyz").status == 200)
+        let keys = (0..<24).map { "order-\($0)" }
+        var firsts: [String: String] = [:]
+        for key in keys {
+            let first = try await h.send("POST", "/charges", key: key, body: key)
+            #expect(first.status == 201 && !first.replayed)
+            firsts[key] = first.text
+        }
+        for key in keys {
+            let retry = try await h.send("POST", "/charges", key: key, body: key)
+            #expect(retry.replayed && retry.text == firsts[key])
+        }
+        #expect(h.upstream.executions("/charges") == keys.count)
+        #expect(try await h.send("POST", "/charges", key: keys[0], body: "another body").status == 422)
+        // The records are spread over the primaries, each on the node that serves its slot.
+        var perNode: [Int: Int] = [:]
+        for node in cluster.nodes {
+            let client = try await TestRedisClient(port: node.port)
+            guard case .array(let found) = try await client.send(["KEYS", .string(h.prefix + "*")]) else { continue }
+            await client.close()
+            perNode[node.port] = found.count
+            for case .bulk(let name) in found {
+                #expect(cluster.port(servingSlot: HashSlot.of(name.readableBytesView)) == node.port)
+            }
+        }
+        #expect(perNode.values.reduce(0, +) == keys.count)
+        #expect(perNode.values.filter { $0 > 0 }.count >= 2)
+    }
+
+    /// Waiters are woken by the `complete` script's PUBLISH, which reaches every node of a
+    /// cluster: the proxy listens on the first seed, the records here live on the others. With
+    /// the safety-net poll stretched beyond the wait, only the message can wake a waiter before
+    /// its 3 s deadline (the first completes after ~400 ms).
+    @Test func waitingRetriesAreWokenAcrossTheCluster() async throws {
+        let cluster = try await RedisClusterProcess()
+        let h = try await ProxyHarness.start(
+            ["redis_cluster": "true", "inflight_wait": "3s"], redisURL: cluster.seedsURL, waitPollInterval: .seconds(60))
+        defer { Task { await h.stop() } }
+        let scope = RequestDigest.scope(headerNames: ["Authorization"]) { _ in [] }
+        let keys = (0..<100).map { "wait-\($0)" }.filter { key in
+            let record = RequestDigest.recordKey(prefix: h.prefix, scope: scope, key: key)
+            return cluster.port(servingSlot: HashSlot.of(Array(record.utf8))) != cluster.nodes[0].port
+        }.prefix(2)
+        for (index, key) in keys.enumerated() {
+            let slow = Task { try await h.send("POST", "/charges?delay=400", key: key, body: "x") }
+            try await h.upstream.waitUntilExecuting("/charges", count: index + 1)
+            let clock = ContinuousClock()
+            let sent = clock.now
+            let retry = try await h.send("POST", "/charges?delay=400", key: key, body: "x")
+            #expect(clock.now - sent < .seconds(2), "the waiter was not woken by the completion")
+            #expect(retry.status == 201 && retry.replayed)
+            #expect(try await retry.text == slow.value.text)
+        }
+        #expect(h.upstream.executions("/charges") == 2)
+    }
+}

@@ -1,0 +1,196 @@
+import NIOCore
+import NIOPosix
+import Testing
+
+@testable import RedisClient
+@testable import TestSupport
+
+@Suite struct HashSlotTests {
+    @Test func crc16IsXMODEM() {
+        #expect(HashSlot.crc16(Array("123456789".utf8)) == 0x31C3)  // the standard check value
+    }
+
+    @Test(arguments: [
+        ("foo", 12182), ("bar", 5061), ("hello", 866), ("", 0),
+        ("{user1000}.following", 3443), ("{user1000}.followers", 3443),
+        ("foo{}{bar}", 8363),  // an empty tag: the whole key
+        ("foo{{bar}}zap", 4015),  // the tag is "{bar"
+        ("foo{bar}{zap}", 5061),  // the first tag only: "bar"
+    ] as [(String, Int)])
+    func slotOfAKeyOrItsHashTag(key: String, slot: Int) {
+        #expect(HashSlot.of(Array(key.utf8)) == slot)
+    }
+}
+
+@Suite struct ClusterSlotMapTests {
+    static func range(_ start: Int, _ end: Int, _ host: String, _ port: Int) -> RedisReply {
+        .array([
+            .integer(Int64(start)), .integer(Int64(end)),
+            .array([.bulk(ByteBuffer(string: host)), .integer(Int64(port)), .bulk(ByteBuffer(string: "id"))]),
+            .array([.bulk(ByteBuffer(string: "10.0.0.9")), .integer(7000), .bulk(ByteBuffer(string: "replica"))]),
+        ])
+    }
+
+    @Test func readsPrimariesPerRange() throws {
+        let reply = RedisReply.array([Self.range(0, 99, "10.0.0.1", 7000), Self.range(100, 16383, "", 7001)])
+        let map = try ClusterSlotMap(clusterSlots: reply, askedHost: "10.0.0.5")
+        #expect(map.node(forSlot: 0) == ClusterNode(host: "10.0.0.1", port: 7000))
+        #expect(map.node(forSlot: 99) == ClusterNode(host: "10.0.0.1", port: 7000))
+        // An empty host is the node that answered.
+        #expect(map.node(forSlot: 100) == ClusterNode(host: "10.0.0.5", port: 7001))
+        #expect(map.nodes.count == 2)
+    }
+
+    @Test func leavesUncoveredSlotsUnassigned() throws {
+        let map = try ClusterSlotMap(clusterSlots: .array([Self.range(5, 5, "h", 1)]), askedHost: "x")
+        #expect(map.node(forSlot: 4) == nil)
+        #expect(map.node(forSlot: 5) == ClusterNode(host: "h", port: 1))
+    }
+
+    @Test(arguments: [
+        RedisReply.status("OK"),
+        .array([.array([.integer(0), .integer(16384), .array([.bulk(ByteBuffer(string: "h")), .integer(1)])])]),
+        .array([.array([.integer(9), .integer(3), .array([.bulk(ByteBuffer(string: "h")), .integer(1)])])]),
+        .array([.array([.integer(0), .integer(3), .array([.bulk(ByteBuffer(string: "h")), .integer(0)])])]),
+        .array([.array([.integer(0), .integer(3)])]),
+    ])
+    func refusesMalformedReplies(_ reply: RedisReply) {
+        #expect(throws: RedisError.self) { try ClusterSlotMap(clusterSlots: reply, askedHost: "x") }
+    }
+
+    @Test func redirectionsNameSlotAndNode() {
+        let here = ClusterNode(host: "10.0.0.5", port: 7000)
+        func read(_ message: String) -> String? {
+            ClusterRedirect(error: message, answeredBy: here).map { "\($0.kind) \($0.slot) \($0.node)" }
+        }
+        #expect(read("MOVED 3999 127.0.0.1:6381") == "moved 3999 127.0.0.1:6381")
+        #expect(read("ASK 12 [::1]:7002") == "ask 12 [::1]:7002")
+        #expect(read("MOVED 7 :7003") == "moved 7 10.0.0.5:7003")
+        for other in ["ERR unknown command", "MOVED 16384 h:1", "MOVED x h:1", "ASK 1 h", "MOVED 1 h:0", "NOSCRIPT No matching script"] {
+            #expect(ClusterRedirect(error: other, answeredBy: here) == nil, "\(other)")
+        }
+    }
+}
+
+/// A `RedisClusterClient` on its own event loop, driven from async tests.
+private final class TestClusterClient: Sendable {
+    let loop: any EventLoop
+    private let group: MultiThreadedEventLoopGroup
+    private let client: NIOLoopBound<RedisClusterClient>
+
+    init(seeds: [Int]) async throws {
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        self.loop = loop
+        client = try await loop.submit {
+            let nodes = seeds.map { ClusterNode(host: "127.0.0.1", port: $0) }
+            let configuration = RedisConfiguration(address: .tcp(host: "unused", port: 0), commandTimeout: .seconds(2))
+            return NIOLoopBound(RedisClusterClient(seeds: nodes, configuration: configuration, eventLoop: loop), eventLoop: loop)
+        }.get()
+    }
+
+    func run(_ script: RedisScript, key: String, argument: String) async throws -> RedisReply {
+        try await loop.flatSubmit {
+            let promise = self.loop.makePromise(of: RedisReply.self)
+            self.client.value.run(script, keys: [.string(key)], arguments: [.string(argument)]) {
+                promise.completeWith($0.mapError { $0 })
+            }
+            return promise.futureResult
+        }.get()
+    }
+
+    func send(_ arguments: [RedisArgument], key: String?) async throws -> RedisReply {
+        try await loop.flatSubmit {
+            let promise = self.loop.makePromise(of: RedisReply.self)
+            self.client.value.send(arguments, key: key.map { .string($0) }) { promise.completeWith($0.mapError { $0 }) }
+            return promise.futureResult
+        }.get()
+    }
+
+    var knownNodes: Int { get async throws { try await loop.submit { self.client.value.knownNodes.count }.get() } }
+
+    func waitForTheSlotMap() async throws {
+        for _ in 0..<200 where try await knownNodes < 3 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(try await knownNodes == 3)
+    }
+
+    func close() async {
+        try? await loop.submit { self.client.value.close() }.get()
+        try? await group.shutdownGracefully()
+    }
+}
+
+@Suite(.serialized) struct RedisClusterClientTests {
+    static let setScript = RedisScript("return redis.call('SET', KEYS[1], ARGV[1])")
+
+    /// The value of `key` as stored on the node that must serve it.
+    static func storedValue(_ key: String, in cluster: RedisClusterProcess) async throws -> RedisReply {
+        let node = try await TestRedisClient(port: cluster.port(servingSlot: HashSlot.of(Array(key.utf8))))
+        defer { Task { await node.close() } }
+        return try await node.send(["GET", .string(key)])
+    }
+
+    @Test func scriptsRunOnTheNodeThatServesTheirKey() async throws {
+        let cluster = try await RedisClusterProcess()
+        let client = try await TestClusterClient(seeds: [cluster.nodes[1].port])
+        defer { Task { await client.close() } }
+        let keys = (0..<60).map { "idem:\($0)" }
+        for key in keys {
+            // The first commands may go out before the slot map is in: MOVED is followed.
+            #expect(try await client.run(Self.setScript, key: key, argument: "v-\(key)") == .status("OK"))
+        }
+        for key in keys { #expect(try await Self.storedValue(key, in: cluster) == .bulk(ByteBuffer(string: "v-\(key)"))) }
+        #expect(try await client.knownNodes == 3)
+        // Our slot function agrees with the server's.
+        let probe = try await TestRedisClient(port: cluster.nodes[0].port)
+        defer { Task { await probe.close() } }
+        for key in keys.prefix(20) {
+            #expect(try await probe.send(["CLUSTER", "KEYSLOT", .string(key)]) == .integer(Int64(HashSlot.of(Array(key.utf8)))))
+        }
+        // Commands with a key go to its node too (WAIT counts replicas of that node: none).
+        #expect(try await client.send(["WAIT", "0", "10"], key: keys[0]) == .integer(0))
+        #expect(try await client.send(["PING"], key: nil) == .status("PONG"))
+    }
+
+    @Test func aSlotThatMovedIsFollowedAndRemembered() async throws {
+        let cluster = try await RedisClusterProcess()
+        let client = try await TestClusterClient(seeds: [cluster.nodes[0].port])
+        defer { Task { await client.close() } }
+        let key = "moving-key"
+        let slot = HashSlot.of(Array(key.utf8))
+        try await client.waitForTheSlotMap()
+        let from = cluster.port(servingSlot: slot)
+        let to = cluster.nodes.first { $0.port != from }!.port
+        try await cluster.assign(slot: slot, toNodeOn: to)
+        // The client still thinks the old node serves the slot: it is told MOVED and follows.
+        #expect(try await client.run(Self.setScript, key: key, argument: "moved") == .status("OK"))
+        let newOwner = try await TestRedisClient(port: to)
+        defer { Task { await newOwner.close() } }
+        #expect(try await newOwner.send(["GET", .string(key)]) == .bulk(ByteBuffer(string: "moved")))
+        #expect(try await client.run(Self.setScript, key: key, argument: "again") == .status("OK"))
+        #expect(try await newOwner.send(["GET", .string(key)]) == .bulk(ByteBuffer(string: "again")))
+    }
+
+    @Test func aSlotBeingMigratedIsAskedOfItsNewNode() async throws {
+        let cluster = try await RedisClusterProcess()
+        let client = try await TestClusterClient(seeds: [cluster.nodes[0].port])
+        defer { Task { await client.close() } }
+        let key = "migrating-key"
+        let slot = HashSlot.of(Array(key.utf8))
+        try await client.waitForTheSlotMap()
+        let from = try await TestRedisClient(port: cluster.port(servingSlot: slot))
+        let to = try await TestRedisClient(port: cluster.nodes.first { $0.port != cluster.port(servingSlot: slot) }!.port)
+        defer { Task { await from.close(); await to.close() } }
+        let fromID = try #require(try await from.send(["CLUSTER", "MYID"]).string)
+        let toID = try #require(try await to.send(["CLUSTER", "MYID"]).string)
+        #expect(try await to.send(["CLUSTER", "SETSLOT", RedisArgument(slot), "IMPORTING", .string(fromID)]) == .status("OK"))
+        #expect(try await from.send(["CLUSTER", "SETSLOT", RedisArgument(slot), "MIGRATING", .string(toID)]) == .status("OK"))
+        // The old node does not have the key and answers ASK: the script runs on the new one.
+        #expect(try await client.run(Self.setScript, key: key, argument: "asked") == .status("OK"))
+        let read = try await to.pipeline([["ASKING"], ["GET", .string(key)]])
+        #expect(try read[1].get() == .bulk(ByteBuffer(string: "asked")))
+        // The old node never had it: it sends readers on as well.
+        guard case .error(let redirect) = try await from.send(["GET", .string(key)]) else { Issue.record("no ASK"); return }
+        #expect(redirect.hasPrefix("ASK \(slot) "))
+    }
+}
