@@ -51,6 +51,22 @@ public final class RedisClusterClient: RedisCommands {
         dispatch(.script(script, keys: keys, arguments: arguments), to: node, asking: false, redirects: 0, completion: completion)
     }
 
+    /// Every primary that serves slots must answer (one down leaves its slots unserved).
+    public func ping(completion: @escaping (Result<Void, RedisError>) -> Void) {
+        let nodes = map.isEmpty ? [seeds[0]] : map.nodes
+        var remaining = nodes.count
+        var failure: RedisError?
+        for node in nodes {
+            connection(to: node).send(["PING"]) { result in
+                if case .failure(let error) = RedisConnection.pong(result), failure == nil {
+                    failure = .notConnected("\(node): \(error)")
+                }
+                remaining -= 1
+                if remaining == 0 { completion(failure.map { .failure($0) } ?? .success(())) }
+            }
+        }
+    }
+
     public func close() {
         closed = true
         for connection in connections.values { connection.close() }

@@ -13,6 +13,9 @@ public protocol RedisCommands: AnyObject {
     /// In a cluster all `keys` must share one hash slot; the first picks the node.
     func run(_ script: RedisScript, keys: [RedisArgument], arguments: [RedisArgument], completion: @escaping RedisCompletion)
 
+    /// Succeeds when every server the client needs answers `PING` (readiness).
+    func ping(completion: @escaping (Result<Void, RedisError>) -> Void)
+
     /// Told when a server connection goes from usable to unusable or back.
     var onAvailabilityChange: ((_ available: Bool, _ error: RedisError?) -> Void)? { get set }
 
@@ -22,5 +25,18 @@ public protocol RedisCommands: AnyObject {
 extension RedisConnection: RedisCommands {
     public func send(_ arguments: [RedisArgument], key: RedisArgument?, completion: @escaping RedisCompletion) {
         send(arguments, completion: completion)
+    }
+
+    public func ping(completion: @escaping (Result<Void, RedisError>) -> Void) {
+        send(["PING"]) { result in completion(Self.pong(result)) }
+    }
+
+    /// `+PONG`, or why not.
+    static func pong(_ result: Result<RedisReply, RedisError>) -> Result<Void, RedisError> {
+        switch result {
+        case .success(.status("PONG")): return .success(())
+        case .success(let reply): return .failure(.unexpectedReply("PING: \(reply)"))
+        case .failure(let error): return .failure(error)
+        }
     }
 }

@@ -48,11 +48,7 @@ import TestSupport
         let h = try await ProxyHarness.start(
             ["redis_cluster": "true", "inflight_wait": "3s"], redisURL: cluster.seedsURL, waitPollInterval: .seconds(60))
         defer { Task { await h.stop() } }
-        let scope = RequestDigest.scope(headerNames: ["Authorization"]) { _ in [] }
-        let keys = (0..<100).map { "wait-\($0)" }.filter { key in
-            let record = RequestDigest.recordKey(prefix: h.prefix, scope: scope, key: key)
-            return cluster.port(servingSlot: HashSlot.of(Array(record.utf8))) != cluster.nodes[0].port
-        }.prefix(2)
+        let keys = Self.keys(prefix: h.prefix, in: cluster).filter { $0.port != cluster.nodes[0].port }.map(\.key).prefix(2)
         for (index, key) in keys.enumerated() {
             let slow = Task { try await h.send("POST", "/charges?delay=400", key: key, body: "x") }
             try await h.upstream.waitUntilExecuting("/charges", count: index + 1)
@@ -64,5 +60,45 @@ import TestSupport
             #expect(try await retry.text == slow.value.text)
         }
         #expect(h.upstream.executions("/charges") == 2)
+    }
+
+    /// A primary that goes away takes only its own slots with it (503, `/readyz` 503), and its
+    /// keys are protected again soon after it is back (SPEC §3 rule 11: within 5 s).
+    @Test func aPrimaryDownFailsOnlyItsSlotsUntilItIsBack() async throws {
+        let cluster = try await RedisClusterProcess()
+        let h = try await ProxyHarness.start(["redis_cluster": "true"], redisURL: cluster.seedsURL)
+        defer { Task { await h.stop() } }
+        let down = cluster.nodes[2]
+        let keys = Self.keys(prefix: h.prefix, in: cluster)
+        let onDown = try #require(keys.first { $0.port == down.port }?.key)
+        let elsewhere = try #require(keys.first { $0.port != down.port }?.key)
+        down.stop()
+        let refused = try await h.send("POST", "/charges", key: onDown, body: "x")
+        #expect(refused.status == 503 && refused.header("Retry-After") != nil)
+        #expect(try await h.send("POST", "/charges", key: elsewhere, body: "x").status == 201)
+        #expect(try h.admin("/readyz").status == 503)
+        try down.start()
+        let clock = ContinuousClock()
+        let restarted = clock.now
+        var status = 0
+        while clock.now - restarted < .seconds(5) {
+            status = try await h.send("POST", "/charges", key: onDown, body: "x").status
+            if status == 201 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(status == 201)
+        #expect(try await h.send("POST", "/charges", key: onDown, body: "x").replayed)
+        #expect(try h.admin("/readyz").status == 200)
+        #expect(h.upstream.executions("/charges") == 2)
+    }
+
+    /// Idempotency keys with the port of the primary their record lives on.
+    static func keys(prefix: String, in cluster: RedisClusterProcess) -> [(key: String, port: Int)] {
+        let scope = RequestDigest.scope(headerNames: ["Authorization"]) { _ in [] }
+        return (0..<64).map { index in
+            let key = "key-\(index)"
+            let record = RequestDigest.recordKey(prefix: prefix, scope: scope, key: key)
+            return (key, cluster.port(servingSlot: HashSlot.of(Array(record.utf8))))
+        }
     }
 }

@@ -61,16 +61,10 @@ final class AdminHandler: ChannelInboundHandler {
         case "/healthz":
             send(.ok, "ok\n", head: head, context: context)
         case "/readyz":
-            loop.redis.send(["PING"], key: nil) { result in
-                if case .success(.status("PONG")) = result {
-                    self.send(.ok, "ready\n", head: head, context: context)
-                } else {
-                    let reason: String
-                    switch result {
-                    case .failure(let error): reason = error.description
-                    case .success(let reply): reason = "unexpected reply \(reply)"
-                    }
-                    self.send(.serviceUnavailable, "not ready: \(reason)\n", head: head, context: context)
+            loop.redis.ping { result in
+                switch result {
+                case .success: self.send(.ok, "ready\n", head: head, context: context)
+                case .failure(let error): self.send(.serviceUnavailable, "not ready: \(error)\n", head: head, context: context)
                 }
             }
         case "/metrics":
