@@ -3,8 +3,8 @@ import NIOHTTP1
 
 extension ByteBuffer {
     /// `Name: value` CRLF for each header, in order. One reservation and plain copies: four
-    /// `writeString` calls per header (each with its own capacity and exclusivity checks) were
-    /// 2% of a request.
+    /// `writeString` calls per header (each with its own capacity and exclusivity checks) cost
+    /// 1.8 µs of a first-time protected request.
     mutating func writeHeaderLines(_ headers: HTTPHeaders) {
         var length = 0
         for (name, value) in headers { length += name.utf8.count + value.utf8.count + 4 }

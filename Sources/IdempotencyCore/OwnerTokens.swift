@@ -1,7 +1,7 @@
 /// Owner tokens for the claims made on one event loop (record bytes 2–17). A token only has to
 /// differ from every other claim's: a random 8-byte prefix drawn once per generator and an
-/// 8-byte counter do that without a `getrandom` system call per request (two of them per
-/// request were 4% of a first-time request's CPU).
+/// 8-byte counter do that without two `getrandom` system calls per request (about 1% of a
+/// first-time request's CPU).
 public struct OwnerTokens {
     private let prefix: UInt64
     private var counter: UInt64 = 0

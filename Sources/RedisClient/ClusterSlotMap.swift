@@ -31,8 +31,8 @@ struct ClusterSlotMap {
                 case .array(let primary) = fields[2], primary.count >= 2,
                 let host = primary[0].string, case .integer(let port) = primary[1], (1...65535).contains(port)
             else { throw RedisError.unexpectedReply("CLUSTER SLOTS range: \(range)") }
-            let node = ClusterNode(host: host.isEmpty ? askedHost : host, port: Int(port))
-            for slot in Int(start)...Int(end) { assign(slot: slot, to: node) }
+            let index = self.index(of: ClusterNode(host: host.isEmpty ? askedHost : host, port: Int(port)))
+            for slot in Int(start)...Int(end) { owners[slot] = index }
         }
     }
 
@@ -44,41 +44,12 @@ struct ClusterSlotMap {
     }
 
     mutating func assign(slot: Int, to node: ClusterNode) {
-        let index: Int
-        if let known = nodes.firstIndex(of: node) {
-            index = known
-        } else {
-            index = nodes.count
-            nodes.append(node)
-        }
-        owners[slot] = UInt16(index)
+        owners[slot] = index(of: node)
     }
-}
 
-/// `MOVED slot host:port` (the slot has a new owner: remember it) or `ASK slot host:port`
-/// (the slot is migrating: ask that node this once, after `ASKING`).
-struct ClusterRedirect: Equatable {
-    enum Kind { case moved, ask }
-    let kind: Kind
-    let slot: Int
-    let node: ClusterNode
-
-    /// Nil for any other error reply. An empty host means the node that answered.
-    init?(error message: String, answeredBy: ClusterNode) {
-        let parts = message.split(separator: " ")
-        guard parts.count == 3, let slot = Int(parts[1]), (0..<HashSlot.count).contains(slot) else { return nil }
-        switch parts[0] {
-        case "MOVED": kind = .moved
-        case "ASK": kind = .ask
-        default: return nil
-        }
-        let address = parts[2]
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
-            (1...65535).contains(port)
-        else { return nil }
-        var host = String(address[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        self.slot = slot
-        node = ClusterNode(host: host.isEmpty ? answeredBy.host : host, port: port)
+    private mutating func index(of node: ClusterNode) -> UInt16 {
+        if let known = nodes.firstIndex(of: node) { return UInt16(known) }
+        nodes.append(node)
+        return UInt16(nodes.count - 1)
     }
 }

@@ -82,12 +82,10 @@ enum ForwardedMessage {
             // refuse these methods without it (411).
             headers.add(name: "Content-Length", value: "0")
         }
-        if let clientAddress {
-            headers.add(name: "X-Forwarded-For", value: appending(clientAddress, to: forwardedFor))
-        } else if !forwardedFor.isEmpty {
-            headers.add(name: "X-Forwarded-For", value: forwardedFor.joined(separator: ", "))
-        }
-        headers.add(name: "X-Forwarded-Proto", value: appending("http", to: forwardedProto))
+        if let clientAddress { forwardedFor.append(clientAddress) }
+        if !forwardedFor.isEmpty { headers.add(name: "X-Forwarded-For", value: listValue(forwardedFor)) }
+        forwardedProto.append("http")
+        headers.add(name: "X-Forwarded-Proto", value: listValue(forwardedProto))
         if !hasHost { headers.add(name: "Host", value: upstream.hostHeader) }
         return HTTPRequestHead(
             version: .http1_1, method: client.method, uri: upstream.basePath + client.uri, headers: headers)
@@ -95,9 +93,9 @@ enum ForwardedMessage {
 
     private static let methodsWithContent: [HTTPMethod] = [.POST, .PUT, .PATCH]
 
-    /// A list header's value: the client's fields folded into one, then ours.
-    private static func appending(_ value: String, to earlier: [String]) -> String {
-        earlier.isEmpty ? value : (earlier + [value]).joined(separator: ", ")
+    /// Fields of a list header folded into one value (usually there is just ours).
+    private static func listValue(_ fields: [String]) -> String {
+        fields.count == 1 ? fields[0] : fields.joined(separator: ", ")
     }
 
     /// The origin-form (`/path?query`) of an absolute-form target (`http://host/path?query`),
