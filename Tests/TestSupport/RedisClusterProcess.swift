@@ -1,71 +1,94 @@
 import Foundation
 import RedisClient
 
-/// A real Redis Cluster of `count` primaries (no replicas) on loopback, slots split evenly.
-/// The servers are stopped when this is released.
+/// A real Redis Cluster on loopback: `count` primaries with the slots split evenly, and, when
+/// asked, one replica per primary. The servers are stopped when this is released.
 public final class RedisClusterProcess: @unchecked Sendable {
+    /// The primaries, in slot order (the first serves slots 0…).
     public let nodes: [RedisServerProcess]
+    /// `replicas[i]` replicates `nodes[i]`.
+    public let replicas: [RedisServerProcess]
 
-    public init(primaries count: Int = 3) async throws {
+    public init(primaries count: Int = 3, withReplicas: Bool = false, nodeTimeoutMs: Int = 5000) async throws {
+        let total = withReplicas ? 2 * count : count
         // The cluster bus port is named, not left at port + 10000, which may be taken.
-        let busPorts = try (0..<count).map { _ in try FreePort.next() }
-        nodes = try busPorts.map { busPort in
+        let busPorts = try (0..<total).map { _ in try FreePort.next() }
+        let servers = try busPorts.map { busPort in
             try RedisServerProcess(arguments: [
-                "--cluster-enabled", "yes", "--cluster-port", "\(busPort)", "--cluster-node-timeout", "5000",
+                "--cluster-enabled", "yes", "--cluster-port", "\(busPort)", "--cluster-node-timeout", "\(nodeTimeoutMs)",
             ])
         }
+        nodes = Array(servers[..<count])
+        replicas = Array(servers[count...])
         for (index, node) in nodes.enumerated() {
-            let client = try await TestRedisClient(port: node.port)
-            defer { Task { await client.close() } }
             let first = index * HashSlot.count / count
             let last = (index + 1) * HashSlot.count / count - 1
-            try expectOK(await client.send(["CLUSTER", "ADDSLOTSRANGE", RedisArgument(first), RedisArgument(last)]))
-            if index > 0 {
-                let meet: [RedisArgument] = ["CLUSTER", "MEET", "127.0.0.1", RedisArgument(nodes[0].port), RedisArgument(busPorts[0])]
-                try expectOK(await client.send(meet))
+            try await Self.expectOK(node, ["CLUSTER", "ADDSLOTSRANGE", RedisArgument(first), RedisArgument(last)])
+        }
+        for server in servers.dropFirst() {
+            try await Self.expectOK(server, ["CLUSTER", "MEET", "127.0.0.1", RedisArgument(servers[0].port), RedisArgument(busPorts[0])])
+        }
+        try await waitUntil("every node knows every other") { info, _ in info.contains("cluster_known_nodes:\(total)") }
+        for (replica, primary) in zip(replicas, nodes) {
+            let id = try await Self.id(of: primary)
+            // Gossip may not have told the replica about its primary yet.
+            try await Self.retry("\(replica.port) replicates \(primary.port)") {
+                (try? await Self.expectOK(replica, ["CLUSTER", "REPLICATE", .string(id)])) != nil
             }
         }
-        try await waitUntilSettled()
+        try await waitUntil("the cluster is up") { info, replication in
+            info.contains("cluster_state:ok") && (!replication.contains("role:slave") || replication.contains("master_link_status:up"))
+        }
     }
 
-    /// `redis_url` for the proxy: two of the nodes as seeds.
+    /// `redis_url` for the proxy: two of the primaries as seeds.
     public var seedsURL: String { "redis://127.0.0.1:\(nodes[0].port),127.0.0.1:\(nodes[1].port)" }
 
-    /// The port of the node that serves `slot` now.
+    /// The port of the primary that served `slot` when the cluster was made.
     public func port(servingSlot slot: Int) -> Int { nodes[slot * nodes.count / HashSlot.count].port }
 
     /// Gives `slot` (holding no keys) to the node on `port`, on every node at once: the way a
     /// resharding ends. Clients that cached the old owner are answered `MOVED`.
     public func assign(slot: Int, toNodeOn port: Int) async throws {
-        let owner = try await TestRedisClient(port: port)
-        defer { Task { await owner.close() } }
-        guard let id = try await owner.send(["CLUSTER", "MYID"]).string else { throw TestSupportError("no node id") }
-        for node in nodes {
-            let client = try await TestRedisClient(port: node.port)
-            defer { Task { await client.close() } }
-            try expectOK(await client.send(["CLUSTER", "SETSLOT", RedisArgument(slot), "NODE", .string(id)]))
+        let id = try await Self.id(of: nodes.first { $0.port == port }!)
+        for node in nodes { try await Self.expectOK(node, ["CLUSTER", "SETSLOT", RedisArgument(slot), "NODE", .string(id)]) }
+    }
+
+    /// Until `settled(CLUSTER INFO, INFO replication)` holds on every running node.
+    public func waitUntil(_ what: String, _ settled: @escaping (String, String) -> Bool) async throws {
+        try await Self.retry(what) {
+            for server in self.nodes + self.replicas where server.processIdentifier != nil {
+                guard let client = try? await TestRedisClient(port: server.port) else { return false }
+                let info = (try? await client.send(["CLUSTER", "INFO"]).string) ?? ""
+                let replication = (try? await client.send(["INFO", "replication"]).string) ?? ""
+                await client.close()
+                if !settled(info, replication) { return false }
+            }
+            return true
         }
     }
 
-    /// Until every node reports `cluster_state:ok` and the same slot owners.
-    private func waitUntilSettled(seconds: Double = 15) async throws {
+    private static func retry(_ what: String, seconds: Double = 20, _ done: () async -> Bool) async throws {
         let clock = ContinuousClock()
         let start = clock.now
         while clock.now - start < .seconds(seconds) {
-            var settled = true
-            for node in nodes {
-                let client = try await TestRedisClient(port: node.port)
-                let info = try await client.send(["CLUSTER", "INFO"]).string ?? ""
-                await client.close()
-                if !info.contains("cluster_state:ok") || !info.contains("cluster_known_nodes:\(nodes.count)") { settled = false }
-            }
-            if settled { return }
+            if await done() { return }
             try await Task.sleep(for: .milliseconds(100))
         }
-        throw TestSupportError("the cluster did not settle within \(seconds) s")
+        throw TestSupportError("cluster: \(what) did not happen within \(seconds) s")
     }
 
-    private func expectOK(_ reply: RedisReply) throws {
-        guard reply == .status("OK") else { throw TestSupportError("cluster setup: \(reply)") }
+    private static func id(of server: RedisServerProcess) async throws -> String {
+        let client = try await TestRedisClient(port: server.port)
+        defer { Task { await client.close() } }
+        guard let id = try await client.send(["CLUSTER", "MYID"]).string else { throw TestSupportError("no node id") }
+        return id
+    }
+
+    private static func expectOK(_ server: RedisServerProcess, _ command: [RedisArgument]) async throws {
+        let client = try await TestRedisClient(port: server.port)
+        defer { Task { await client.close() } }
+        let reply = try await client.send(command)
+        guard reply == .status("OK") else { throw TestSupportError("cluster setup: \(command.first!) → \(reply)") }
     }
 }
