@@ -122,7 +122,7 @@ final class NIOLockedResults: @unchecked Sendable {
     @Test func aRetryOnAnotherProxyIsWokenByTheFirstCompletion() async throws {
         let upstream = try await DemoUpstream.start()
         let prefix = "test:\(UUID().uuidString.prefix(8)):"
-        let a = try await ProxyHarness.start(upstream: upstream, prefix: prefix)
+        let a = try await ProxyHarness.start(["inflight_wait": "3s"], upstream: upstream, prefix: prefix)
         let b = try await ProxyHarness.start(
             ["inflight_wait": "3s"], upstream: upstream, prefix: prefix, waitPollInterval: .seconds(60))
         defer { Task { await a.stop(); await b.stop(); await upstream.stop() } }
@@ -137,6 +137,27 @@ final class NIOLockedResults: @unchecked Sendable {
         #expect(waiter.replayed)
         #expect(waiter.body == original.body)
         #expect(upstream.executions("/charges") == 1)
+    }
+
+    /// With `inflight_wait = 0s` nobody on this proxy waits: completions are not published
+    /// (Redis counts the PUBLISH calls scripts make in `INFO commandstats`).
+    @Test func completionsArePublishedOnlyByProxiesThatLetRetriesWait() async throws {
+        let redis = try RedisServerProcess()
+        let probe = try await TestRedisClient(port: redis.port)
+        defer { Task { await probe.close() } }
+        func publishes() async throws -> Int {
+            let stats = try await probe.send(["INFO", "commandstats"]).string ?? ""
+            let line = stats.split(separator: "\r\n").first { $0.hasPrefix("cmdstat_publish:") } ?? ""
+            // cmdstat_publish:calls=N,usec=…
+            return Int(line.split(separator: "=").dropFirst().first?.split(separator: ",").first ?? "0") ?? 0
+        }
+        for (wait, published) in [("0s", 0), ("1s", 1)] {
+            let h = try await ProxyHarness.start(["inflight_wait": wait], redisURL: redis.url)
+            let before = try await publishes()
+            #expect(try await h.send("POST", "/charges", key: "k-\(wait)", body: "x").status == 201)
+            #expect(try await publishes() - before == published, "inflight_wait = \(wait)")
+            await h.stop()
+        }
     }
 
     @Test func aWaiterTakesOverAReleasedKeyWhenWoken() async throws {

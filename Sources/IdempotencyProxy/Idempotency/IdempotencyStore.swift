@@ -64,9 +64,12 @@ final class IdempotencyStore {
         owner: [UInt8],
         record: IdempotencyRecord,
         responseTTLMs: Int64,
+        wakeWaiters: Bool,
         completion: @escaping (Result<CompleteResult, StoreError>) -> Void
     ) {
-        let arguments: [RedisArgument] = [.bytes(owner), .bytes(record.encoded()), .string(String(responseTTLMs))]
+        let arguments: [RedisArgument] = [
+            .bytes(owner), .bytes(record.encoded()), .string(String(responseTTLMs)), wakeWaiters ? "1" : "0",
+        ]
         run(.complete, key: key, arguments: arguments) { result in
             completion(result.flatMap { reply in
                 switch reply {
