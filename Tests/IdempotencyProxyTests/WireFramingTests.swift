@@ -164,6 +164,29 @@ import Testing
         #expect(upstream.connections == 1)
     }
 
+    /// A protected request goes out only on a connection used within the last second (an
+    /// upstream closing an idle one under it would cost a kept claim); passthrough requests
+    /// reuse connections idle for up to 4 s.
+    @Test func protectedRequestsAvoidConnectionsIdleForOverASecond() async throws {
+        let (h, upstream) = try await proxy { _ in .init("HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok") }
+        defer { Task { await h.stop(); upstream.stop() } }
+        let counts = try await blocking {
+            // One client connection: one event loop, one pool.
+            let c = try RawHTTPClient(port: h.port)
+            let body = Array("x".utf8)
+            _ = try c.request("POST", "/a", headers: [("Idempotency-Key", "p1")], body: body)
+            _ = try c.request("POST", "/a", headers: [("Idempotency-Key", "p2")], body: body)
+            let hot = upstream.connections
+            Thread.sleep(forTimeInterval: 1.3)
+            _ = try c.request("GET", "/a")
+            let passthrough = upstream.connections
+            Thread.sleep(forTimeInterval: 1.3)
+            _ = try c.request("POST", "/a", headers: [("Idempotency-Key", "p3")], body: body)
+            return [hot, passthrough, upstream.connections]
+        }
+        #expect(counts == [1, 1, 2])
+    }
+
     @Test func aBodyDelimitedByTheCloseIsForwardedWhole() async throws {
         let (h, upstream) = try await proxy { _ in .init("HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\nuntil the close", close: true) }
         defer { Task { await h.stop(); upstream.stop() } }

@@ -56,7 +56,8 @@ final class BufferedExchange: UpstreamReceiver {
     ) -> BufferedExchange {
         let exchange = BufferedExchange(
             pool: pool, allocator: allocator, spillAfter: spillAfter, spill: spill, completion: completion)
-        pool.acquire { result in
+        // Buffered exchanges carry requests of protected methods: never sent twice.
+        pool.acquire(freshWithin: UpstreamPool.maxIdleTimeForProtected) { result in
             switch result {
             case .failure(let error):
                 exchange.finish(.notConnected(error))

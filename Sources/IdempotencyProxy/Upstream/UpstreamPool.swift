@@ -9,6 +9,12 @@ final class UpstreamPool {
     /// A connection unused for this long may have been closed by the upstream's own keep-alive
     /// timer (commonly 5 s); reusing it would risk a request lost in that race, so it is retired.
     static let maxIdleTime = TimeAmount.seconds(4)
+    /// The same limit for requests of protected methods. If the upstream closes a connection just
+    /// as it is reused, such a request gets 502 and its claim is kept (rule 8: nobody can tell
+    /// whether the upstream acted), so retries get 409 until `lock_ttl`. A connection that
+    /// carried a request within the last second is far from any common keep-alive timeout;
+    /// otherwise a fresh one costs a loopback connect.
+    static let maxIdleTimeForProtected = TimeAmount.seconds(1)
     /// Idle connections kept per loop; enough for the concurrency one loop serves.
     static let maxIdle = 256
 
@@ -26,15 +32,23 @@ final class UpstreamPool {
         self.connectTimeout = connectTimeout
     }
 
-    /// A ready connection, pooled or new. Failure means nothing was sent.
-    func acquire(_ completion: @escaping (Result<UpstreamConnection, Error>) -> Void) {
+    /// A ready connection: a pooled one idle for less than `freshWithin`, or a new one.
+    /// Failure means nothing was sent.
+    func acquire(
+        freshWithin: TimeAmount = maxIdleTime, _ completion: @escaping (Result<UpstreamConnection, Error>) -> Void
+    ) {
         let now = NIODeadline.now()
-        while let connection = idle.popLast() {
-            if connection.canBeReused && now - connection.idleSince < Self.maxIdleTime {
-                completion(.success(connection))
-                return
+        // The most recently used connection is last.
+        while let connection = idle.last {
+            let idleFor = now - connection.idleSince
+            guard connection.canBeReused && idleFor < Self.maxIdleTime else {
+                idle.removeLast()
+                connection.abandon()
+                continue
             }
-            connection.abandon()
+            guard idleFor < freshWithin else { break }  // the others are older still
+            idle.removeLast()
+            return completion(.success(connection))
         }
         connect(completion)
     }
