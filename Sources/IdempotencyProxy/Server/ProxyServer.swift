@@ -23,8 +23,10 @@ public final class ProxyServer: Sendable {
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     private let contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>]
-    /// Dropped before the event loops stop: the helper completes a promise when it deinits.
-    private let quiesce: NIOLockedValueBox<NIOLoopBound<ServerQuiescingHelper>?>
+    /// Emptied on its loop before the event loops stop: the helper fails a promise of the group
+    /// when it deinits, which must not happen while the group shuts down (a closure that still
+    /// held it, released by the loop after it ran, once did that to a stopped loop).
+    private let quiesce: NIOLoopBoundBox<ServerQuiescingHelper?>
     private let adminChannel: (any Channel)?
     private let stopped = NIOLockedValueBox(false)
 
@@ -70,7 +72,9 @@ public final class ProxyServer: Sendable {
         }
         let frozenContexts = contexts
         let acceptLoop = group.next()
-        let quiesce = try await acceptLoop.submit { NIOLoopBound(ServerQuiescingHelper(group: group), eventLoop: acceptLoop) }.get()
+        let quiesce = try await acceptLoop.submit {
+            NIOLoopBoundBox(Optional(ServerQuiescingHelper(group: group)), eventLoop: acceptLoop)
+        }.get()
 
         let limits = {
             var limits = NIOHTTPDecoderLimitConfiguration()
@@ -84,8 +88,8 @@ public final class ProxyServer: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        quiesce.value.makeServerChannelHandler(channel: channel))
+                    guard let helper = quiesce.value else { throw ChannelError.ioOnClosedChannel }
+                    try channel.pipeline.syncOperations.addHandler(helper.makeServerChannelHandler(channel: channel))
                 }
             }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -137,7 +141,7 @@ public final class ProxyServer: Sendable {
     private init(
         configuration: ProxyConfiguration, metrics: ProxyMetrics, localAddress: SocketAddress,
         adminAddress: SocketAddress?, logger: Logger, group: MultiThreadedEventLoopGroup,
-        contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>], quiesce: NIOLoopBound<ServerQuiescingHelper>,
+        contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>], quiesce: NIOLoopBoundBox<ServerQuiescingHelper?>,
         adminChannel: (any Channel)?
     ) {
         self.configuration = configuration
@@ -147,7 +151,7 @@ public final class ProxyServer: Sendable {
         self.logger = logger
         self.group = group
         self.contexts = contexts
-        self.quiesce = NIOLockedValueBox(quiesce)
+        self.quiesce = quiesce
         self.adminChannel = adminChannel
     }
 
@@ -162,11 +166,11 @@ public final class ProxyServer: Sendable {
         let deadline = NIODeadline.now() + grace
         logger.info("shutting down: no new connections, draining requests in flight")
         let connectionsClosed = NIOLockedValueBox(false)
-        if let quiesce = quiesce.withLockedValue({ $0 }) {
-            let drained = quiesce.eventLoop.makePromise(of: Void.self)
-            quiesce.eventLoop.execute { quiesce.value.initiateShutdown(promise: drained) }
-            drained.futureResult.whenComplete { _ in connectionsClosed.withLockedValue { $0 = true } }
+        let drained = quiesce.eventLoop.makePromise(of: Void.self)
+        quiesce.eventLoop.execute { [quiesce] in
+            if let helper = quiesce.value { helper.initiateShutdown(promise: drained) } else { drained.succeed() }
         }
+        drained.futureResult.whenComplete { _ in connectionsClosed.withLockedValue { $0 = true } }
         while NIODeadline.now() < deadline {
             let busy = await protectedInFlight()
             if connectionsClosed.withLockedValue({ $0 }) && busy == 0 { break }
@@ -178,10 +182,7 @@ public final class ProxyServer: Sendable {
         for (_, context) in contexts {
             try? await context.eventLoop.submit { context.value.close() }.get()
         }
-        if let quiesce = quiesce.withLockedValue({ box in defer { box = nil }; return box }) {
-            // Release the helper on its own loop while the loop still runs.
-            try? await quiesce.eventLoop.submit { _ = quiesce }.get()
-        }
+        try? await quiesce.eventLoop.submit { [quiesce] in quiesce.value = nil }.get()
         try? await group.shutdownGracefully()
         logger.info("stopped")
     }
