@@ -53,6 +53,7 @@ public final class RedisClusterClient: RedisCommands {
 
     /// Every primary that serves slots must answer (one down leaves its slots unserved).
     public func ping(completion: @escaping (Result<Void, RedisError>) -> Void) {
+        guard !closed else { return completion(.failure(.notConnected("the cluster client was closed"))) }
         let nodes = map.isEmpty ? [seeds[0]] : map.nodes
         var remaining = nodes.count
         var failure: RedisError?
