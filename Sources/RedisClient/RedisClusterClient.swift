@@ -18,7 +18,7 @@ public final class RedisClusterClient: RedisCommands {
     private var refreshing = false
     private var lastRefresh: NIODeadline?
     private var closed = false
-    public var onAvailabilityChange: ((_ available: Bool, _ error: RedisError?) -> Void)?
+    public var onAvailabilityChange: ((_ server: String, _ available: Bool, _ error: RedisError?) -> Void)?
 
     /// Redirections one command may follow; more means the cluster is reconfiguring.
     static let maxRedirects = 5
@@ -143,7 +143,9 @@ public final class RedisClusterClient: RedisCommands {
         nodeConfiguration.address = .tcp(host: node.host, port: node.port)
         nodeConfiguration.database = 0
         let connection = RedisConnection(configuration: nodeConfiguration, eventLoop: eventLoop)
-        connection.onAvailabilityChange = { [weak self] available, error in self?.onAvailabilityChange?(available, error) }
+        connection.onAvailabilityChange = { [weak self] server, available, error in
+            self?.onAvailabilityChange?(server, available, error)
+        }
         connections[node] = connection
         return connection
     }

@@ -16,8 +16,8 @@ public protocol RedisCommands: AnyObject {
     /// Succeeds when every server the client needs answers `PING` (readiness).
     func ping(completion: @escaping (Result<Void, RedisError>) -> Void)
 
-    /// Told when a server connection goes from usable to unusable or back.
-    var onAvailabilityChange: ((_ available: Bool, _ error: RedisError?) -> Void)? { get set }
+    /// Told when a server connection goes from usable to unusable or back, with the server.
+    var onAvailabilityChange: ((_ server: String, _ available: Bool, _ error: RedisError?) -> Void)? { get set }
 
     func close()
 }

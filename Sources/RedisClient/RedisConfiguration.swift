@@ -2,9 +2,16 @@ import NIOCore
 
 /// Where and how to reach one Redis server.
 public struct RedisConfiguration: Sendable, Equatable {
-    public enum Address: Sendable, Equatable {
+    public enum Address: Sendable, Equatable, CustomStringConvertible {
         case tcp(host: String, port: Int)
         case unix(path: String)
+
+        public var description: String {
+            switch self {
+            case .tcp(let host, let port): return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+            case .unix(let path): return "unix://\(path)"
+            }
+        }
     }
 
     public var address: Address

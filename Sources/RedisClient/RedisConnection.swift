@@ -27,7 +27,7 @@ public final class RedisConnection {
     public var onReady: (() -> Void)?
     /// Called when the connection goes from usable to unusable or back (not on every failed
     /// reconnect attempt), so that an operator sees one line per outage.
-    public var onAvailabilityChange: ((_ available: Bool, _ error: RedisError?) -> Void)?
+    public var onAvailabilityChange: ((_ server: String, _ available: Bool, _ error: RedisError?) -> Void)?
     private var wasAvailable: Bool?
 
     /// Creates the connection and starts connecting. Call on `eventLoop`. With `onMessage`, the
@@ -207,7 +207,7 @@ public final class RedisConnection {
     private func availability(_ available: Bool, _ error: RedisError?) {
         guard wasAvailable != available else { return }
         wasAvailable = available
-        onAvailabilityChange?(available, error)
+        onAvailabilityChange?(configuration.address.description, available, error)
     }
 
     private func scheduleReconnect() {

@@ -43,11 +43,12 @@ final class LoopContext {
             redis = RedisConnection(configuration: redisConfiguration, eventLoop: eventLoop)
         }
         store = IdempotencyStore(redis: redis, metrics: metrics)
-        redis.onAvailabilityChange = { available, error in
+        redis.onAvailabilityChange = { server, available, error in
             if available {
-                logger.info("Redis connection up", metadata: ["redis": "\(configuration.redisURL)"])
+                logger.info("Redis connection up", metadata: ["redis": "\(server)"])
             } else {
-                logger.warning("Redis unavailable; reconnecting", metadata: ["error": "\(error.map { "\($0)" } ?? "")"])
+                logger.warning(
+                    "Redis unavailable; reconnecting", metadata: ["redis": "\(server)", "error": "\(error.map { "\($0)" } ?? "")"])
             }
         }
         // In a cluster, PUBLISH reaches every node: the first seed's subscription hears all.
