@@ -8,7 +8,7 @@ public struct ClusterNode: Hashable, Sendable, CustomStringConvertible {
         self.port = port
     }
 
-    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    public var description: String { RedisConfiguration.Address.tcp(host: host, port: port).description }
 }
 
 /// Which primary serves each hash slot, from `CLUSTER SLOTS`, kept current by `MOVED`.

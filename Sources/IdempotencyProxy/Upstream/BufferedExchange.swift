@@ -56,7 +56,8 @@ final class BufferedExchange: UpstreamReceiver {
     ) -> BufferedExchange {
         let exchange = BufferedExchange(
             pool: pool, allocator: allocator, spillAfter: spillAfter, spill: spill, completion: completion)
-        // Buffered exchanges carry requests of protected methods: never sent twice.
+        // Buffered exchanges carry requests of protected methods, which a connection closed
+        // under them would cost a kept claim (see `maxIdleTimeForProtected`).
         pool.acquire(freshWithin: UpstreamPool.maxIdleTimeForProtected) { result in
             switch result {
             case .failure(let error):
