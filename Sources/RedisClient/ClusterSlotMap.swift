@@ -23,6 +23,7 @@ struct ClusterSlotMap {
     /// Reads a `CLUSTER SLOTS` reply: `[start, end, [host, port, id…], replicas…]` per range.
     /// An empty host means the node that was asked (`askedHost`).
     init(clusterSlots reply: RedisReply, askedHost: String) throws(RedisError) {
+        if case .error(let message) = reply { throw RedisError.server(message) }
         guard case .array(let ranges) = reply else { throw RedisError.unexpectedReply("CLUSTER SLOTS: \(reply)") }
         for range in ranges {
             guard case .array(let fields) = range, fields.count >= 3,

@@ -19,6 +19,10 @@ public final class RedisClusterClient: RedisCommands {
     private var lastRefresh: NIODeadline?
     private var closed = false
     public var onAvailabilityChange: ((_ server: String, _ available: Bool, _ error: RedisError?) -> Void)?
+    /// Told once when no node gives a slot map (until one does again): every node down, or
+    /// `redis_cluster = true` pointed at a Redis without cluster support.
+    public var onSlotMapUnavailable: ((_ reason: String) -> Void)?
+    private var slotMapUnavailableTold = false
 
     /// Redirections one command may follow; more means the cluster is reconfiguring.
     static let maxRedirects = 5
@@ -169,24 +173,33 @@ public final class RedisClusterClient: RedisCommands {
         lastRefresh = .now()
         var candidates = map.nodes
         for seed in seeds where !candidates.contains(seed) { candidates.append(seed) }
-        ask(candidates[...])
+        ask(candidates[...], lastProblem: "no node to ask")
     }
 
     /// Asks each candidate in turn until one answers with a map.
-    private func ask(_ candidates: ArraySlice<ClusterNode>) {
+    private func ask(_ candidates: ArraySlice<ClusterNode>, lastProblem: String) {
         guard !closed else { return }
         guard let node = candidates.first else {
             // Nobody answered: try again later; commands meanwhile use what is known.
             refreshing = false
+            if !slotMapUnavailableTold {
+                slotMapUnavailableTold = true
+                onSlotMapUnavailable?(lastProblem)
+            }
             eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { self.refresh() }
             return
         }
         connection(to: node).send(["CLUSTER", "SLOTS"]) { result in
-            guard case .success(let reply) = result, let map = try? ClusterSlotMap(clusterSlots: reply, askedHost: node.host),
-                !map.isEmpty
-            else { return self.ask(candidates.dropFirst()) }
+            let map: ClusterSlotMap
+            do {
+                map = try ClusterSlotMap(clusterSlots: result.get(), askedHost: node.host)
+                guard !map.isEmpty else { throw RedisError.unexpectedReply("no slots are served") }
+            } catch {
+                return self.ask(candidates.dropFirst(), lastProblem: "CLUSTER SLOTS on \(node): \(error)")
+            }
             self.map = map
             self.refreshing = false
+            self.slotMapUnavailableTold = false
             self.dropConnectionsToFormerNodes()
         }
     }

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Testing
@@ -78,14 +79,16 @@ private final class TestClusterClient: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let client: NIOLoopBound<RedisClusterClient>
 
-    init(seeds: [Int]) async throws {
+    init(seeds: [Int], onSlotMapUnavailable: (@Sendable (String) -> Void)? = nil) async throws {
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
         self.loop = loop
         client = try await loop.submit {
             let nodes = seeds.map { ClusterNode(host: "127.0.0.1", port: $0) }
             let configuration = RedisConfiguration(address: .tcp(host: "unused", port: 0), commandTimeout: .seconds(2))
-            return NIOLoopBound(RedisClusterClient(seeds: nodes, configuration: configuration, eventLoop: loop), eventLoop: loop)
+            let client = RedisClusterClient(seeds: nodes, configuration: configuration, eventLoop: loop)
+            client.onSlotMapUnavailable = onSlotMapUnavailable
+            return NIOLoopBound(client, eventLoop: loop)
         }.get()
     }
 
@@ -192,5 +195,21 @@ private final class TestClusterClient: Sendable {
         // The old node never had it: it sends readers on as well.
         guard case .error(let redirect) = try await from.send(["GET", .string(key)]) else { Issue.record("no ASK"); return }
         #expect(redirect.hasPrefix("ASK \(slot) "))
+    }
+
+    /// `redis_cluster = true` pointed at a Redis without cluster support: the client says why
+    /// it has no slot map (once), and commands still reach the seed.
+    @Test func aSeedWithoutClusterSupportIsReported() async throws {
+        let standalone = try RedisServerProcess()
+        let reasons = NIOLockedValueBox<[String]>([])
+        let client = try await TestClusterClient(seeds: [standalone.port]) { reason in
+            reasons.withLockedValue { $0.append(reason) }
+        }
+        defer { Task { await client.close() } }
+        #expect(try await client.run(Self.setScript, key: "k", argument: "v") == .status("OK"))
+        for _ in 0..<100 where reasons.withLockedValue({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(20)) }
+        let told = reasons.withLockedValue { $0 }
+        #expect(told.count == 1)
+        #expect(told.first?.contains("cluster support disabled") == true, "\(told)")
     }
 }

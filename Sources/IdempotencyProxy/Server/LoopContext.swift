@@ -36,9 +36,13 @@ final class LoopContext {
         self.logger = logger
         let redisConfiguration = Self.redisConfiguration(configuration)
         if configuration.redisCluster {
-            redis = RedisClusterClient(
+            let cluster = RedisClusterClient(
                 seeds: configuration.redisURLs.compactMap(\.clusterNode), configuration: redisConfiguration,
                 eventLoop: eventLoop)
+            cluster.onSlotMapUnavailable = { reason in
+                logger.error("no Redis Cluster slot map; commands go to the first seed", metadata: ["reason": "\(reason)"])
+            }
+            redis = cluster
         } else {
             redis = RedisConnection(configuration: redisConfiguration, eventLoop: eventLoop)
         }
