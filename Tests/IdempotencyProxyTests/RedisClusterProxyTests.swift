@@ -40,6 +40,20 @@ import TestSupport
         #expect(perNode.values.filter { $0 > 0 }.count >= 2)
     }
 
+    /// A cluster with a password: the first seed's credentials open every node's connection
+    /// (each primary, and the subscriber).
+    @Test func theSeedsCredentialsOpenEveryNode() async throws {
+        let cluster = try await RedisClusterProcess(password: "s3cret")
+        let h = try await ProxyHarness.start(["redis_cluster": "true", "inflight_wait": "1s"], redisURL: cluster.seedsURL)
+        defer { Task { await h.stop() } }
+        #expect(try h.admin("/readyz").status == 200)
+        for (key, _) in Self.keys(prefix: h.prefix, in: cluster).prefix(12) {
+            #expect(try await h.send("POST", "/charges", key: key, body: "x").status == 201)
+            #expect(try await h.send("POST", "/charges", key: key, body: "x").replayed)
+        }
+        #expect(h.upstream.executions("/charges") == 12)
+    }
+
     /// Waiters are woken by the `complete` script's PUBLISH, which reaches every node of a
     /// cluster: the proxy listens on the first seed, the records here live on the others. With
     /// the safety-net poll stretched beyond the wait, only the message can wake a waiter before

@@ -8,32 +8,38 @@ public final class RedisClusterProcess: @unchecked Sendable {
     public let nodes: [RedisServerProcess]
     /// `replicas[i]` replicates `nodes[i]`.
     public let replicas: [RedisServerProcess]
+    /// `requirepass` of every node (and `masterauth` of the replicas), if any.
+    public let password: String?
 
-    public init(primaries count: Int = 3, withReplicas: Bool = false, nodeTimeoutMs: Int = 5000) async throws {
+    public init(
+        primaries count: Int = 3, withReplicas: Bool = false, nodeTimeoutMs: Int = 5000, password: String? = nil
+    ) async throws {
+        self.password = password
+        let auth = password.map { ["--requirepass", $0, "--masterauth", $0] } ?? []
         let total = withReplicas ? 2 * count : count
         // The cluster bus port is named, not left at port + 10000, which may be taken.
         let busPorts = try (0..<total).map { _ in try FreePort.next() }
         let servers = try busPorts.map { busPort in
             try RedisServerProcess(arguments: [
                 "--cluster-enabled", "yes", "--cluster-port", "\(busPort)", "--cluster-node-timeout", "\(nodeTimeoutMs)",
-            ])
+            ] + auth)
         }
         nodes = Array(servers[..<count])
         replicas = Array(servers[count...])
         for (index, node) in nodes.enumerated() {
             let first = index * HashSlot.count / count
             let last = (index + 1) * HashSlot.count / count - 1
-            try await Self.expectOK(node, ["CLUSTER", "ADDSLOTSRANGE", RedisArgument(first), RedisArgument(last)])
+            try await expectOK(node, ["CLUSTER", "ADDSLOTSRANGE", RedisArgument(first), RedisArgument(last)])
         }
         for server in servers.dropFirst() {
-            try await Self.expectOK(server, ["CLUSTER", "MEET", "127.0.0.1", RedisArgument(servers[0].port), RedisArgument(busPorts[0])])
+            try await expectOK(server, ["CLUSTER", "MEET", "127.0.0.1", RedisArgument(servers[0].port), RedisArgument(busPorts[0])])
         }
         try await waitUntil("every node knows every other") { info, _ in info.contains("cluster_known_nodes:\(total)") }
         for (replica, primary) in zip(replicas, nodes) {
-            let id = try await Self.id(of: primary)
+            let primaryID = try await id(of: primary)
             // Gossip may not have told the replica about its primary yet.
             try await Self.retry("\(replica.port) replicates \(primary.port)") {
-                (try? await Self.expectOK(replica, ["CLUSTER", "REPLICATE", .string(id)])) != nil
+                (try? await self.expectOK(replica, ["CLUSTER", "REPLICATE", .string(primaryID)])) != nil
             }
         }
         try await waitUntil("the cluster is up") { info, replication in
@@ -42,7 +48,9 @@ public final class RedisClusterProcess: @unchecked Sendable {
     }
 
     /// `redis_url` for the proxy: two of the primaries as seeds.
-    public var seedsURL: String { "redis://127.0.0.1:\(nodes[0].port),127.0.0.1:\(nodes[1].port)" }
+    public var seedsURL: String {
+        "redis://\(password.map { ":\($0)@" } ?? "")127.0.0.1:\(nodes[0].port),127.0.0.1:\(nodes[1].port)"
+    }
 
     /// The port of the primary that served `slot` when the cluster was made.
     public func port(servingSlot slot: Int) -> Int { nodes[slot * nodes.count / HashSlot.count].port }
@@ -50,15 +58,15 @@ public final class RedisClusterProcess: @unchecked Sendable {
     /// Gives `slot` (holding no keys) to the node on `port`, on every node at once: the way a
     /// resharding ends. Clients that cached the old owner are answered `MOVED`.
     public func assign(slot: Int, toNodeOn port: Int) async throws {
-        let id = try await Self.id(of: nodes.first { $0.port == port }!)
-        for node in nodes { try await Self.expectOK(node, ["CLUSTER", "SETSLOT", RedisArgument(slot), "NODE", .string(id)]) }
+        let owner = try await id(of: nodes.first { $0.port == port }!)
+        for node in nodes { try await expectOK(node, ["CLUSTER", "SETSLOT", RedisArgument(slot), "NODE", .string(owner)]) }
     }
 
     /// Until `settled(CLUSTER INFO, INFO replication)` holds on every running node.
     public func waitUntil(_ what: String, _ settled: @escaping (String, String) -> Bool) async throws {
         try await Self.retry(what) {
             for server in self.nodes + self.replicas where server.processIdentifier != nil {
-                guard let client = try? await TestRedisClient(port: server.port) else { return false }
+                guard let client = try? await self.client(server) else { return false }
                 let info = (try? await client.send(["CLUSTER", "INFO"]).string) ?? ""
                 let replication = (try? await client.send(["INFO", "replication"]).string) ?? ""
                 await client.close()
@@ -78,15 +86,20 @@ public final class RedisClusterProcess: @unchecked Sendable {
         throw TestSupportError("cluster: \(what) did not happen within \(seconds) s")
     }
 
-    private static func id(of server: RedisServerProcess) async throws -> String {
-        let client = try await TestRedisClient(port: server.port)
+    /// A client for one node, authenticated when the cluster has a password.
+    public func client(_ server: RedisServerProcess) async throws -> TestRedisClient {
+        try await TestRedisClient(RedisConfiguration(address: .tcp(host: "127.0.0.1", port: server.port), password: password))
+    }
+
+    private func id(of server: RedisServerProcess) async throws -> String {
+        let client = try await client(server)
         defer { Task { await client.close() } }
         guard let id = try await client.send(["CLUSTER", "MYID"]).string else { throw TestSupportError("no node id") }
         return id
     }
 
-    private static func expectOK(_ server: RedisServerProcess, _ command: [RedisArgument]) async throws {
-        let client = try await TestRedisClient(port: server.port)
+    private func expectOK(_ server: RedisServerProcess, _ command: [RedisArgument]) async throws {
+        let client = try await client(server)
         defer { Task { await client.close() } }
         let reply = try await client.send(command)
         guard reply == .status("OK") else { throw TestSupportError("cluster setup: \(command.first!) → \(reply)") }
