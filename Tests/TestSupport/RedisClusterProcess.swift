@@ -17,12 +17,28 @@ public final class RedisClusterProcess: @unchecked Sendable {
         self.password = password
         let auth = password.map { ["--requirepass", $0, "--masterauth", $0] } ?? []
         let total = withReplicas ? 2 * count : count
-        // The cluster bus port is named, not left at port + 10000, which may be taken.
-        let busPorts = try (0..<total).map { _ in try FreePort.next() }
-        let servers = try busPorts.map { busPort in
-            try RedisServerProcess(arguments: [
-                "--cluster-enabled", "yes", "--cluster-port", "\(busPort)", "--cluster-node-timeout", "\(nodeTimeoutMs)",
-            ] + auth)
+        var busPorts: [Int] = []
+        var servers: [RedisServerProcess] = []
+        for _ in 0..<total {
+            // The cluster bus port is named, not left at port + 10000, which may be taken; it is
+            // held until the server starts, so that no other port pick lands on it, and a start
+            // that loses a port to someone else anyway is tried again.
+            var attempt = 0
+            while true {
+                attempt += 1
+                let bus = try ClosedPort()
+                let arguments = [
+                    "--cluster-enabled", "yes", "--cluster-port", "\(bus.port)", "--cluster-node-timeout", "\(nodeTimeoutMs)",
+                ] + auth
+                do {
+                    let server = try RedisServerProcess(arguments: arguments) { bus.open() }
+                    busPorts.append(bus.port)
+                    servers.append(server)
+                    break
+                } catch where attempt < 3 {
+                    continue
+                }
+            }
         }
         nodes = Array(servers[..<count])
         replicas = Array(servers[count...])

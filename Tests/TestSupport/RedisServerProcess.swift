@@ -4,20 +4,30 @@ import NIOCore
 /// A private `redis-server` for tests that stop, pause or reconfigure their Redis, so they
 /// never disturb the shared one that `scripts/test` starts.
 public final class RedisServerProcess: @unchecked Sendable {
-    public let port: Int
+    public private(set) var port: Int
     public let unixSocket: String?
     public let directory: URL
     private let extraArguments: [String]
     private var process: Process?
 
-    /// Starts a server on a free port (and a unix socket when asked).
-    public init(unixSocket: Bool = false, arguments: [String] = []) throws {
+    /// Starts a server on a free port (and a unix socket when asked). `beforeStart` runs once
+    /// the port is picked (a caller holding another port for the server frees it there).
+    public init(unixSocket: Bool = false, arguments: [String] = [], beforeStart: () -> Void = {}) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("idemproxy-redis-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         port = try FreePort.next()
         self.unixSocket = unixSocket ? directory.appendingPathComponent("redis.sock").path : nil
         extraArguments = arguments
-        try start()
+        beforeStart()
+        // The port was free when picked; another test may bind it first (then try another).
+        for attempt in 1... {
+            do {
+                try start()
+                return
+            } catch where attempt < 3 {
+                port = try FreePort.next()
+            }
+        }
     }
 
     deinit {
@@ -43,7 +53,14 @@ public final class RedisServerProcess: @unchecked Sendable {
         p.standardError = FileHandle.nullDevice
         try p.run()
         process = p
-        try FreePort.waitUntilListening(port: port)
+        // A server that cannot bind (a port taken meanwhile) exits at once: say so at once.
+        let end = Date().addingTimeInterval(10)
+        while Date() < end {
+            if FreePort.canConnect(port: port) { return }
+            guard p.isRunning else { throw TestSupportError("redis-server on port \(port) exited at start") }
+            usleep(20_000)
+        }
+        throw TestSupportError("nothing listens on port \(port)")
     }
 
     public func stop() {
