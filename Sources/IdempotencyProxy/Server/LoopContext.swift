@@ -40,7 +40,9 @@ final class LoopContext {
                 seeds: configuration.redisURLs.compactMap(\.clusterNode), configuration: redisConfiguration,
                 eventLoop: eventLoop)
             cluster.onSlotMapUnavailable = { reason in
-                logger.error("no Redis Cluster slot map; commands go to the first seed", metadata: ["reason": "\(reason)"])
+                logger.error(
+                    "no Redis Cluster node gives a slot map; commands follow the last one, or go to the first seed",
+                    metadata: ["reason": "\(reason)"])
             }
             redis = cluster
         } else {
