@@ -62,10 +62,8 @@ public final class RedisClusterClient: RedisCommands {
         var remaining = nodes.count
         var failure: RedisError?
         for node in nodes {
-            connection(to: node).send(["PING"]) { result in
-                if case .failure(let error) = RedisConnection.pong(result), failure == nil {
-                    failure = .notConnected("\(node): \(error)")
-                }
+            connection(to: node).ping { result in
+                if case .failure(let error) = result, failure == nil { failure = .notConnected("\(node): \(error)") }
                 remaining -= 1
                 if remaining == 0 { completion(failure.map { .failure($0) } ?? .success(())) }
             }
@@ -130,14 +128,7 @@ public final class RedisClusterClient: RedisCommands {
             if asking { connection.send(["ASKING"]) { _ in } }
             connection.send(arguments, completion: handle)
         case .script(let script, let keys, let arguments):
-            if asking {
-                // `ASKING` holds for the next command only, so no EVALSHA-then-EVAL here: the
-                // script goes whole, which a migrating slot's new node may not have cached.
-                connection.send(["ASKING"]) { _ in }
-                connection.send(["EVAL", .string(script.source), RedisArgument(keys.count)] + keys + arguments, completion: handle)
-            } else {
-                connection.run(script, keys: keys, arguments: arguments, completion: handle)
-            }
+            connection.run(script, keys: keys, arguments: arguments, asking: asking, completion: handle)
         }
     }
 

@@ -28,15 +28,12 @@ extension RedisConnection: RedisCommands {
     }
 
     public func ping(completion: @escaping (Result<Void, RedisError>) -> Void) {
-        send(["PING"]) { result in completion(Self.pong(result)) }
-    }
-
-    /// `+PONG`, or why not.
-    static func pong(_ result: Result<RedisReply, RedisError>) -> Result<Void, RedisError> {
-        switch result {
-        case .success(.status("PONG")): return .success(())
-        case .success(let reply): return .failure(.unexpectedReply("PING: \(reply)"))
-        case .failure(let error): return .failure(error)
+        send(["PING"]) { result in
+            switch result {
+            case .success(.status("PONG")): completion(.success(()))
+            case .success(let reply): completion(.failure(.unexpectedReply("PING: \(reply)")))
+            case .failure(let error): completion(.failure(error))
+            }
         }
     }
 }

@@ -64,9 +64,23 @@ public final class RedisConnection {
         arguments: [RedisArgument],
         completion: @escaping RedisCompletion
     ) {
+        run(script, keys: keys, arguments: arguments, asking: false, completion: completion)
+    }
+
+    /// `asking`: each try goes right after `ASKING`, which holds for one command (Redis
+    /// Cluster, a slot being migrated to this node).
+    func run(
+        _ script: RedisScript,
+        keys: [RedisArgument],
+        arguments: [RedisArgument],
+        asking: Bool,
+        completion: @escaping RedisCompletion
+    ) {
         let tail = [RedisArgument(keys.count)] + keys + arguments
+        if asking { send(["ASKING"]) { _ in } }
         send(["EVALSHA", .string(script.sha1)] + tail) { result in
             if case .success(.error(let message)) = result, message.hasPrefix("NOSCRIPT") {
+                if asking { self.send(["ASKING"]) { _ in } }
                 self.send(["EVAL", .string(script.source)] + tail, completion: completion)
             } else {
                 completion(result)
