@@ -19,11 +19,12 @@ public enum HopByHopHeaders {
 
     /// The headers a `Connection` value names as hop-by-hop, beyond its usual tokens (`close`,
     /// `keep-alive`), which name no header of their own (or one that is listed anyway).
+    /// `Content-Length` is never one: it frames the body being sent, and a message without it
+    /// would have its body read as the next message.
     public static func namedHeaders(inConnection value: String) -> [Substring] {
-        value.split(separator: ",").compactMap { token in
-            let token = token.trimmingCharacters(in: " \t")
-            let usual = equalsIgnoringASCIICase(token, "close") || equalsIgnoringASCIICase(token, "keep-alive")
-            return token.isEmpty || usual ? nil : token
+        listElements(value).filter { token in
+            !equalsIgnoringASCIICase(token, "close") && !equalsIgnoringASCIICase(token, "keep-alive")
+                && !equalsIgnoringASCIICase(token, "content-length")
         }
     }
 
@@ -49,7 +50,18 @@ public enum HopByHopHeaders {
 
     /// A `Transfer-Encoding` value lists `chunked`.
     public static func namesChunked(_ value: String) -> Bool {
-        value.split(separator: ",").contains { equalsIgnoringASCIICase($0.trimmingCharacters(in: " \t"), "chunked") }
+        listElements(value).contains { equalsIgnoringASCIICase($0, "chunked") }
+    }
+
+    /// The elements of a list header value, trimmed, empty ones skipped: `HeadSyntax.listElements`
+    /// for a value already in a `String`.
+    static func listElements(_ value: String) -> [Substring] {
+        value.split(separator: ",").map { element in
+            var element = element
+            while let first = element.first, first == " " || first == "\t" { element = element.dropFirst() }
+            while let last = element.last, last == " " || last == "\t" { element = element.dropLast() }
+            return element
+        }.filter { !$0.isEmpty }
     }
 
     /// `b` must be lower-case ASCII. Not generic: callers in other modules would run an
@@ -63,11 +75,3 @@ public enum HopByHopHeaders {
     }
 }
 
-extension Substring {
-    fileprivate func trimmingCharacters(in set: String) -> Substring {
-        var s = self
-        while let first = s.first, set.contains(first) { s = s.dropFirst() }
-        while let last = s.last, set.contains(last) { s = s.dropLast() }
-        return s
-    }
-}

@@ -14,7 +14,7 @@ import Testing
 
     @Test(arguments: [
         ("close", []), ("keep-alive, Upgrade", ["Upgrade"]), (" close ,X-Private,, x-b ", ["X-Private", "x-b"]),
-        ("Keep-Alive", []),
+        ("Keep-Alive", []), ("Content-Length, X-A", ["X-A"]),
     ] as [(String, [String])])
     func readsTheHeadersConnectionNames(value: String, named: [String]) {
         #expect(HopByHopHeaders.namedHeaders(inConnection: value).map(String.init) == named)

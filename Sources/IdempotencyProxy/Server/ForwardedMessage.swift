@@ -57,11 +57,10 @@ enum ForwardedMessage {
             headers.add(name: name, value: value)
         }
         for name in namedByConnection {
-            // Rare. The framing is the proxy's to decide: a client cannot have the length of
-            // the body it sends dropped (the upstream would read the body as a next request).
+            // Rare. `HopByHopHeaders` never names Content-Length; what it may name of our own
+            // headers is dropped with the client's values.
             let name = String(name)
             switch name.lowercased() {
-            case "content-length": continue
             case "host": hasHost = false
             case "x-forwarded-for": forwardedFor = []
             case "x-forwarded-proto": forwardedProto = []
