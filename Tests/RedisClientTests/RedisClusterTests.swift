@@ -162,8 +162,7 @@ private final class TestClusterClient: Sendable {
         let key = "moving-key"
         let slot = HashSlot.of(Array(key.utf8))
         try await client.waitForTheSlotMap()
-        let from = cluster.port(servingSlot: slot)
-        let to = cluster.nodes.first { $0.port != from }!.port
+        let to = cluster.primary(otherThanOwnerOf: slot).port
         try await cluster.assign(slot: slot, toNodeOn: to)
         // The client still thinks the old node serves the slot: it is told MOVED and follows.
         #expect(try await client.run(Self.setScript, key: key, argument: "moved") == .status("OK"))
@@ -181,11 +180,13 @@ private final class TestClusterClient: Sendable {
         let key = "migrating-key"
         let slot = HashSlot.of(Array(key.utf8))
         try await client.waitForTheSlotMap()
-        let from = try await TestRedisClient(port: cluster.port(servingSlot: slot))
-        let to = try await TestRedisClient(port: cluster.nodes.first { $0.port != cluster.port(servingSlot: slot) }!.port)
+        let owner = cluster.nodes.first { $0.port == cluster.port(servingSlot: slot) }!
+        let importer = cluster.primary(otherThanOwnerOf: slot)
+        let fromID = try await cluster.id(of: owner)
+        let toID = try await cluster.id(of: importer)
+        let from = try await TestRedisClient(port: owner.port)
+        let to = try await TestRedisClient(port: importer.port)
         defer { Task { await from.close(); await to.close() } }
-        let fromID = try #require(try await from.send(["CLUSTER", "MYID"]).string)
-        let toID = try #require(try await to.send(["CLUSTER", "MYID"]).string)
         #expect(try await to.send(["CLUSTER", "SETSLOT", RedisArgument(slot), "IMPORTING", .string(fromID)]) == .status("OK"))
         #expect(try await from.send(["CLUSTER", "SETSLOT", RedisArgument(slot), "MIGRATING", .string(toID)]) == .status("OK"))
         // The old node does not have the key and answers ASK: the script runs on the new one.

@@ -71,6 +71,11 @@ public final class RedisClusterProcess: @unchecked Sendable {
     /// The port of the primary that served `slot` when the cluster was made.
     public func port(servingSlot slot: Int) -> Int { nodes[slot * nodes.count / HashSlot.count].port }
 
+    /// A primary that did not serve `slot` when the cluster was made.
+    public func primary(otherThanOwnerOf slot: Int) -> RedisServerProcess {
+        nodes.first { $0.port != port(servingSlot: slot) }!
+    }
+
     /// Gives `slot` (holding no keys) to the node on `port`, on every node at once: the way a
     /// resharding ends. Clients that cached the old owner are answered `MOVED`.
     public func assign(slot: Int, toNodeOn port: Int) async throws {
@@ -107,7 +112,8 @@ public final class RedisClusterProcess: @unchecked Sendable {
         try await TestRedisClient(RedisConfiguration(address: .tcp(host: "127.0.0.1", port: server.port), password: password))
     }
 
-    private func id(of server: RedisServerProcess) async throws -> String {
+    /// The node's cluster id (`CLUSTER MYID`).
+    public func id(of server: RedisServerProcess) async throws -> String {
         let client = try await client(server)
         defer { Task { await client.close() } }
         guard let id = try await client.send(["CLUSTER", "MYID"]).string else { throw TestSupportError("no node id") }
