@@ -54,13 +54,7 @@ public final class RedisServerProcess: @unchecked Sendable {
         try p.run()
         process = p
         // A server that cannot bind (a port taken meanwhile) exits at once: say so at once.
-        let end = Date().addingTimeInterval(10)
-        while Date() < end {
-            if FreePort.canConnect(port: port) { return }
-            guard p.isRunning else { throw TestSupportError("redis-server on port \(port) exited at start") }
-            usleep(20_000)
-        }
-        throw TestSupportError("nothing listens on port \(port)")
+        try FreePort.waitUntilListening(port: port) { p.isRunning }
     }
 
     public func stop() {
@@ -88,10 +82,14 @@ public enum FreePort {
         return port
     }
 
-    public static func waitUntilListening(port: Int, timeout: TimeInterval = 10) throws {
+    /// `isRunning`: the server's process, so that one that died at start fails at once.
+    public static func waitUntilListening(
+        port: Int, timeout: TimeInterval = 10, isRunning: () -> Bool = { true }
+    ) throws {
         let end = Date().addingTimeInterval(timeout)
         while Date() < end {
             if canConnect(port: port) { return }
+            guard isRunning() else { throw TestSupportError("the server for port \(port) exited at start") }
             usleep(20_000)
         }
         throw TestSupportError("nothing listens on port \(port)")

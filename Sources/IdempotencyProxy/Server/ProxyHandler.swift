@@ -298,15 +298,14 @@ final class ProxyHandler: ChannelDuplexHandler {
     }
 
     private func endResponse(context: ChannelHandlerContext, outcome: RequestOutcome, requestEnded: Bool) {
+        if let end = writer.end { emit(end, context: context) }
         if keepAlive {
-            if let end = writer.end { emit(end, context: context) }
             writeGathered(context: context)
             context.flush()
         } else {
             // Closing only our side while the client may still be sending keeps the kernel from
             // answering its bytes with a reset that could destroy the response in flight.
             let mode: CloseMode = requestEnded ? .all : .output
-            if let end = writer.end { emit(end, context: context) }
             let last = gathered ?? ByteBuffer()
             gathered = nil
             context.writeAndFlush(wrapOutboundOut(last)).assumeIsolated().whenComplete { _ in
