@@ -96,6 +96,13 @@ public struct ConfigLoader {
         if c.redisCluster, c.redisURLs.contains(where: { $0.database != 0 }) {
             problems.append(Problem(location: origin("redis_url"), message: "Redis Cluster has only database 0; drop the /db from the seeds"))
         }
+        if c.redisCluster, let first = c.redisURLs.first, c.redisURLs.dropFirst().contains(where: {
+            ($0.username != nil || $0.password != nil) && ($0.username != first.username || $0.password != first.password)
+        }) {
+            // Every node is opened with one set of credentials; silently ignoring a seed's
+            // own would surface only as AUTH failures at run time.
+            problems.append(Problem(location: origin("redis_url"), message: "Redis Cluster seeds share one user and password (the first seed's open every node); give later seeds the same or none"))
+        }
         if c.scopeHeaders.contains(where: { $0.lowercased() == c.keyHeader.lowercased() }) {
             problems.append(Problem(location: origin("scope_headers"), message: "scope_headers must not contain the key header \(c.keyHeader)"))
         }

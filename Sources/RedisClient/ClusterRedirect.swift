@@ -1,13 +1,13 @@
 /// `MOVED slot host:port` (the slot has a new owner: remember it) or `ASK slot host:port`
 /// (the slot is migrating: ask that node this once, after `ASKING`).
-struct ClusterRedirect: Equatable {
+package struct ClusterRedirect: Equatable {
     enum Kind { case moved, ask }
     let kind: Kind
     let slot: Int
     let node: ClusterNode
 
     /// Nil for any other error reply. An empty host means the node that answered.
-    init?(error message: String, answeredBy: ClusterNode) {
+    package init?(error message: String, answeredBy: ClusterNode) {
         let parts = message.split(separator: " ")
         guard parts.count == 3, let slot = Int(parts[1]), (0..<HashSlot.count).contains(slot) else { return nil }
         switch parts[0] {

@@ -4,7 +4,8 @@ import NIOCore
 import RedisClient
 
 /// One input, every parser that reads untrusted bytes: the key header, the config file, the
-/// record codec, the RESP reader and the upstream response parser. None may crash; each must
+/// record codec, the RESP reader (and what reads its replies: the cluster slot map and
+/// redirections) and the upstream response parser. None may crash; each must
 /// accept or refuse cleanly.
 ///
 /// Fuzz with `scripts/fuzz` (libFuzzer provides `main`; the script builds with
@@ -51,8 +52,11 @@ func fuzzOne(_ bytes: UnsafeRawBufferPointer) {
     let reader = RESPReader()
     do {
         try reader.feed(ByteBuffer(bytes: bytes))
-        while try reader.next() != nil {}
+        while let reply = try reader.next() {
+            _ = try? ClusterSlotMap(clusterSlots: reply, askedHost: "seed")
+        }
     } catch {}
+    _ = ClusterRedirect(error: text, answeredBy: ClusterNode(host: "seed", port: 7000))
 }
 
 #if FUZZING

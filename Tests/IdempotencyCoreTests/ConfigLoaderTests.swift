@@ -77,6 +77,9 @@ import Testing
         ValidCase(line: "log_level = debug", check: { $0.logLevel == .debug }),
         ValidCase(line: "   key_header   =   X-Request-Key   ", check: { $0.keyHeader == "X-Request-Key" }),
         ValidCase(line: "redis_cluster = true\nredis_url = redis://h1:7000,h2:7001", check: { $0.redisURLs.count == 2 && $0.redisCluster }),
+        ValidCase(
+            line: "redis_cluster = true\nredis_url = redis://u:p@h1:7000,redis://u:p@h2:7001,h3:7002",
+            check: { $0.redisURLs.map(\.password) == ["p", "p", nil] }),
     ])
     func acceptsValidLine(_ example: ValidCase) throws {
         let c = try load(example.line).get()
@@ -111,6 +114,8 @@ import Testing
         ("redis_url = redis://a:1,b:2", "test.conf:1: several Redis URLs need redis_cluster = true"),
         ("redis_cluster = true\nredis_url = redis://a:1/2,b:2", "test.conf:2: Redis Cluster has only database 0; drop the /db from the seeds"),
         ("redis_cluster = true\nredis_url = unix:///tmp/r.sock", "test.conf:2: Redis Cluster seeds must be redis://host:port"),
+        ("redis_cluster = true\nredis_url = redis://u:p@a:1,redis://u:q@b:2", "test.conf:2: Redis Cluster seeds share one user and password (the first seed's open every node); give later seeds the same or none"),
+        ("redis_cluster = true\nredis_url = redis://a:1,redis://:p@b:2", "test.conf:2: Redis Cluster seeds share one user and password (the first seed's open every node); give later seeds the same or none"),
         ("lock_ttl = 30s", "test.conf:1: lock_ttl (30s) must exceed upstream_timeout (30s), or a slow upstream could run a request twice"),
     ])
     func reportsInvalidLine(line: String, message: String) {

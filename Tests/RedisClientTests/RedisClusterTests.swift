@@ -59,6 +59,16 @@ import Testing
         #expect(throws: RedisError.self) { try ClusterSlotMap(clusterSlots: reply, askedHost: "x") }
     }
 
+    /// A node index must fit below the "unassigned" mark; a reply that names more nodes than
+    /// there are slots (ranges may repeat) is refused rather than trapping on the conversion.
+    @Test func refusesMoreNodesThanSlots() throws {
+        let ranges = (0...HashSlot.count).map { Self.range(0, 0, "10.0.\($0 / 250).\($0 % 250)", 7000) }
+        #expect(throws: RedisError.self) { try ClusterSlotMap(clusterSlots: .array(ranges), askedHost: "x") }
+        var map = try ClusterSlotMap(clusterSlots: .array(Array(ranges.dropLast())), askedHost: "x")
+        map.assign(slot: 1, to: ClusterNode(host: "one-too-many", port: 1))
+        #expect(map.node(forSlot: 1) == nil)
+    }
+
     @Test func redirectionsNameSlotAndNode() {
         let here = ClusterNode(host: "10.0.0.5", port: 7000)
         func read(_ message: String) -> String? {
