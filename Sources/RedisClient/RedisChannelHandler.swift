@@ -28,8 +28,9 @@ final class RedisChannelHandler: ChannelInboundHandler {
     private var failure: RedisError?
     /// Told once, when the channel is gone.
     var onClose: ((RedisError) -> Void)?
-    /// Set on a subscriber connection: Pub/Sub messages go here instead of to a command.
-    var onMessage: ((_ channel: ByteBuffer, _ payload: ByteBuffer) -> Void)?
+    /// Set on a subscriber connection: replies that no command waits for (Pub/Sub messages,
+    /// subscription notices) go here. Without it such a reply breaks the connection.
+    var onPush: ((RedisReply) -> Void)?
 
     init(timeout: TimeAmount) {
         self.timeout = timeout
@@ -41,14 +42,18 @@ final class RedisChannelHandler: ChannelInboundHandler {
 
     var isUsable: Bool { failure == nil && context != nil }
 
-    /// Sends an already encoded command.
-    func send(_ command: ByteBuffer, completion: @escaping RedisCompletion) {
+    /// Sends an already encoded command. Without a completion nothing waits for its reply
+    /// (subscriber connections: the answers arrive through `onPush`).
+    func send(_ command: ByteBuffer, completion: RedisCompletion?) {
         guard let context, failure == nil else {
-            completion(.failure(failure ?? .connectionClosed))
+            completion?(.failure(failure ?? .connectionClosed))
             return
         }
-        let deadline = NIODeadline.now() + timeout
-        pending.append(Pending(deadline: deadline, completion: completion))
+        if let completion {
+            let deadline = NIODeadline.now() + timeout
+            pending.append(Pending(deadline: deadline, completion: completion))
+            if timer == nil { armTimer(at: deadline) }
+        }
         context.write(wrapOutboundOut(command), promise: nil)
         if !flushScheduled {
             // Every command written during this event-loop pass leaves in one syscall.
@@ -58,25 +63,19 @@ final class RedisChannelHandler: ChannelInboundHandler {
                 self.context?.flush()
             }
         }
-        if timer == nil { armTimer(at: deadline) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         do {
             try reader.feed(unwrapInboundIn(data))
             while let reply = try reader.next() {
-                if let onMessage, case .array(let items) = reply, items.count == 3,
-                    case .bulk(let kind) = items[0], kind.readableBytesView.elementsEqual("message".utf8),
-                    case .bulk(let channel) = items[1], case .bulk(let payload) = items[2]
-                {
-                    // Pushed by the server, not an answer to a command.
-                    onMessage(channel, payload)
-                    continue
-                }
-                guard let command = pending.popFirst() else {
+                if let command = pending.popFirst() {
+                    command.completion(.success(reply))
+                } else if let onPush {
+                    onPush(reply)
+                } else {
                     throw RedisError.protocolError("a reply arrived with no command waiting for it")
                 }
-                command.completion(.success(reply))
             }
         } catch let error as RedisError {
             fail(error, context: context)

@@ -23,6 +23,8 @@ public final class RedisClusterClient: RedisCommands {
     /// `redis_cluster = true` pointed at a Redis without cluster support.
     public var onSlotMapUnavailable: ((_ reason: String) -> Void)?
     private var slotMapUnavailableTold = false
+    /// Told after each slot map read and each `MOVED` (the map may have changed).
+    public var onSlotMapChange: (() -> Void)?
 
     /// Redirections one command may follow; more means the cluster is reconfiguring.
     static let maxRedirects = 5
@@ -76,8 +78,16 @@ public final class RedisClusterClient: RedisCommands {
         connections.removeAll()
     }
 
-    /// The primaries known now (for tests and logs).
+    /// The primaries known now.
     public var knownNodes: [ClusterNode] { map.nodes }
+
+    /// The primary that serves `key`'s slot, as far as is known.
+    public func node(forKey key: String) -> ClusterNode {
+        owner(ofSlot: HashSlot.of(key.utf8))
+    }
+
+    /// Asks for the slot map again (at most every `refreshInterval`).
+    public func refreshSlotMap() { refresh() }
 
     // MARK: - routing
 
@@ -111,6 +121,7 @@ public final class RedisClusterClient: RedisCommands {
                 if redirect.kind == .moved {
                     self.map.assign(slot: redirect.slot, to: redirect.node)
                     self.refresh()
+                    self.onSlotMapChange?()
                 }
                 self.dispatch(
                     command, to: redirect.node, asking: redirect.kind == .ask, redirects: redirects + 1,
@@ -134,10 +145,7 @@ public final class RedisClusterClient: RedisCommands {
 
     private func connection(to node: ClusterNode) -> RedisConnection {
         if let connection = connections[node] { return connection }
-        var nodeConfiguration = configuration
-        nodeConfiguration.address = .tcp(host: node.host, port: node.port)
-        nodeConfiguration.database = 0
-        let connection = RedisConnection(configuration: nodeConfiguration, eventLoop: eventLoop)
+        let connection = RedisConnection(configuration: configuration.addressed(to: node), eventLoop: eventLoop)
         connection.onAvailabilityChange = { [weak self] server, available, error in
             self?.onAvailabilityChange?(server, available, error)
         }
@@ -192,6 +200,7 @@ public final class RedisClusterClient: RedisCommands {
             self.refreshing = false
             self.slotMapUnavailableTold = false
             self.dropConnectionsToFormerNodes()
+            self.onSlotMapChange?()
         }
     }
 
@@ -203,5 +212,15 @@ public final class RedisClusterClient: RedisCommands {
             connection.close()
             connections[node] = nil
         }
+    }
+}
+
+extension RedisConfiguration {
+    /// The settings for one node of a cluster: its address, the shared credentials, database 0.
+    func addressed(to node: ClusterNode) -> RedisConfiguration {
+        var configuration = self
+        configuration.address = .tcp(host: node.host, port: node.port)
+        configuration.database = 0
+        return configuration
     }
 }

@@ -22,7 +22,7 @@ public final class RedisConnection {
     private var state: State = .waitingToReconnect(.notConnected("not started"))
     private var failedAttempts = 0
     private let allocator = ByteBufferAllocator()
-    private let onMessage: ((_ channel: ByteBuffer, _ payload: ByteBuffer) -> Void)?
+    private let onPush: ((RedisReply) -> Void)?
     /// Called each time a connection is (re)established, before queued commands are released.
     public var onReady: (() -> Void)?
     /// Called when the connection goes from usable to unusable or back (not on every failed
@@ -30,18 +30,26 @@ public final class RedisConnection {
     public var onAvailabilityChange: ((_ server: String, _ available: Bool, _ error: RedisError?) -> Void)?
     private var wasAvailable: Bool?
 
-    /// Creates the connection and starts connecting. Call on `eventLoop`. With `onMessage`, the
-    /// connection is a Pub/Sub subscriber: messages the server pushes are handed there.
+    /// Creates the connection and starts connecting. Call on `eventLoop`. With `onPush`, the
+    /// connection is a Pub/Sub subscriber: it sends with `sendUnanswered`, and every reply of
+    /// the server (messages, subscription notices, errors) is handed there.
     public init(
         configuration: RedisConfiguration,
         eventLoop: any EventLoop,
-        onMessage: ((_ channel: ByteBuffer, _ payload: ByteBuffer) -> Void)? = nil
+        onPush: ((RedisReply) -> Void)? = nil
     ) {
         eventLoop.preconditionInEventLoop()
         self.configuration = configuration
         self.eventLoop = eventLoop
-        self.onMessage = onMessage
+        self.onPush = onPush
         connect()
+    }
+
+    /// Sends a command of a subscriber connection; its reply goes to `onPush`. Dropped while
+    /// not connected: subscriptions are made again in `onReady`.
+    public func sendUnanswered(_ arguments: [RedisArgument]) {
+        guard case .ready(let handler, _) = state else { return }
+        handler.send(encode(arguments), completion: nil)
     }
 
     /// Sends one command; `completion` runs on the event loop with the reply.
@@ -157,7 +165,7 @@ public final class RedisConnection {
 
     /// AUTH and SELECT, pipelined, before any queued command is released.
     private func handshake(channel: any Channel, handler: RedisChannelHandler) {
-        handler.onMessage = onMessage
+        handler.onPush = onPush
         handler.onClose = { [weak handler] error in
             guard let handler else { return }
             self.channelClosed(handler: handler, error: error)

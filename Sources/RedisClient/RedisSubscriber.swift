@@ -1,54 +1,36 @@
 import NIOCore
 
-/// Redis Pub/Sub on its own connection (a subscribed connection can run no other commands),
-/// confined to one event loop like `RedisConnection`.
-///
-/// Many local listeners can share a channel: it is subscribed once, when the first listener
-/// arrives, and unsubscribed when the last leaves. Subscriptions are renewed after a reconnect.
-/// Delivery is best effort (Pub/Sub has no replay of missed messages), so callers keep a
-/// bounded poll as a safety net.
-public final class RedisSubscriber {
+/// Pub/Sub on one server, on a connection of its own (a subscribed connection can run no other
+/// commands). Subscriptions are renewed after a reconnect.
+public final class RedisSubscriber: RedisPubSub {
+    public let publishCommand = "PUBLISH"
     private var connection: RedisConnection!
-    private var listeners: [String: [Int: () -> Void]] = [:]
-    private var nextID = 0
+    private var listeners = PubSubListeners()
 
     /// Call on `eventLoop`.
     public init(configuration: RedisConfiguration, eventLoop: any EventLoop) {
-        connection = RedisConnection(configuration: configuration, eventLoop: eventLoop) { [weak self] channel, _ in
-            self?.deliver(String(buffer: channel))
+        connection = RedisConnection(configuration: configuration, eventLoop: eventLoop) { [weak self] reply in
+            guard let self, case .message(let channel) = RedisPush(reply) else { return }
+            for listener in self.listeners.listeners(of: channel) { listener() }
         }
         connection.onReady = { [weak self] in self?.resubscribe() }
     }
 
-    /// Calls `listener` on every message published on `channel` until `unsubscribe`.
-    /// Returns the id to unsubscribe with.
     public func subscribe(_ channel: String, listener: @escaping () -> Void) -> Int {
-        nextID += 1
-        if listeners[channel] == nil {
-            listeners[channel] = [:]
-            connection.send(["SUBSCRIBE", .string(channel)]) { _ in }
-        }
-        listeners[channel]![nextID] = listener
-        return nextID
+        let (id, first) = listeners.add(channel, listener)
+        if first { connection.sendUnanswered(["SUBSCRIBE", .string(channel)]) }
+        return id
     }
 
     public func unsubscribe(_ channel: String, id: Int) {
-        guard listeners[channel]?.removeValue(forKey: id) != nil, listeners[channel]!.isEmpty else { return }
-        listeners[channel] = nil
-        connection.send(["UNSUBSCRIBE", .string(channel)]) { _ in }
+        if listeners.remove(channel, id: id) { connection.sendUnanswered(["UNSUBSCRIBE", .string(channel)]) }
     }
 
-    /// Channels with a listener now.
-    public var channelCount: Int { listeners.count }
+    public var channelCount: Int { listeners.channels.count }
 
     public func close() { connection.close() }
 
-    private func deliver(_ channel: String) {
-        guard let callbacks = listeners[channel] else { return }
-        for callback in callbacks.values { callback() }
-    }
-
     private func resubscribe() {
-        for channel in listeners.keys { connection.send(["SUBSCRIBE", .string(channel)]) { _ in } }
+        for channel in listeners.channels { connection.sendUnanswered(["SUBSCRIBE", .string(channel)]) }
     }
 }

@@ -145,17 +145,11 @@ final class NIOLockedResults: @unchecked Sendable {
         let redis = try RedisServerProcess()
         let probe = try await TestRedisClient(port: redis.port)
         defer { Task { await probe.close() } }
-        func publishes() async throws -> Int {
-            let stats = try await probe.send(["INFO", "commandstats"]).string ?? ""
-            let line = stats.split(separator: "\r\n").first { $0.hasPrefix("cmdstat_publish:") } ?? ""
-            // cmdstat_publish:calls=N,usec=…
-            return Int(line.split(separator: "=").dropFirst().first?.split(separator: ",").first ?? "0") ?? 0
-        }
         for (wait, published) in [("0s", 0), ("1s", 1)] {
             let h = try await ProxyHarness.start(["inflight_wait": wait], redisURL: redis.url)
-            let before = try await publishes()
+            let before = try await probe.calls(of: "PUBLISH")
             #expect(try await h.send("POST", "/charges", key: "k-\(wait)", body: "x").status == 201)
-            #expect(try await publishes() - before == published, "inflight_wait = \(wait)")
+            #expect(try await probe.calls(of: "PUBLISH") - before == published, "inflight_wait = \(wait)")
             await h.stop()
         }
     }

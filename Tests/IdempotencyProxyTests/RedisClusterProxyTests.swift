@@ -54,27 +54,53 @@ import TestSupport
         #expect(h.upstream.executions("/charges") == 12)
     }
 
-    /// Waiters are woken by the `complete` script's PUBLISH, which reaches every node of a
-    /// cluster: the proxy listens on the first seed, the records here live on the others. With
-    /// the safety-net poll stretched beyond the wait, only the message can wake a waiter before
-    /// its 3 s deadline (the first completes after ~400 ms).
-    @Test func waitingRetriesAreWokenAcrossTheCluster() async throws {
+    /// Waiters are woken by the `complete` script's `SPUBLISH` on the record's shard channel,
+    /// heard through a subscription on the primary that serves the record; no message goes to
+    /// the other nodes (`INFO commandstats`: one SPUBLISH per node, no PUBLISH). With the
+    /// safety-net poll stretched beyond the wait, only the message can wake a waiter before its
+    /// 3 s deadline (the first completes after ~400 ms).
+    @Test func waitingRetriesAreWokenOnTheirShard() async throws {
         let cluster = try await RedisClusterProcess()
         let h = try await ProxyHarness.start(
             ["redis_cluster": "true", "inflight_wait": "3s"], redisURL: cluster.seedsURL, waitPollInterval: .seconds(60))
         defer { Task { await h.stop() } }
-        let keys = Self.keys(prefix: h.prefix, in: cluster).filter { $0.port != cluster.nodes[0].port }.map(\.key).prefix(2)
+        let keys = cluster.nodes.map { node in Self.keys(prefix: h.prefix, in: cluster).first { $0.port == node.port }!.key }
+        try await Self.expectWaitersWoken(keys: keys, h)
+        for node in cluster.nodes {
+            let probe = try await cluster.client(node)
+            #expect(try await probe.calls(of: "SPUBLISH") == 1)
+            #expect(try await probe.calls(of: "PUBLISH") == 0)
+            await probe.close()
+        }
+    }
+
+    /// The subscriptions do not hang on the first seed: with it down, waiters on records the
+    /// other primaries serve are still woken by messages.
+    @Test func waitersAreWokenWithTheFirstSeedDown() async throws {
+        let cluster = try await RedisClusterProcess(nodeTimeoutMs: 15_000)
+        let h = try await ProxyHarness.start(
+            ["redis_cluster": "true", "inflight_wait": "3s"], redisURL: cluster.seedsURL, waitPollInterval: .seconds(60))
+        defer { Task { await h.stop() } }
+        #expect(try h.admin("/readyz").status == 200)
+        cluster.nodes[0].stop()
+        let keys = Self.keys(prefix: h.prefix, in: cluster).filter { $0.port != cluster.nodes[0].port }.map(\.key)
+        try await Self.expectWaitersWoken(keys: Array(keys.prefix(2)), h)
+    }
+
+    /// For each key: a first request that takes 400 ms, and a retry sent while it runs that
+    /// must get its replay well before the retry's 3 s wait ends.
+    static func expectWaitersWoken(keys: [String], _ h: ProxyHarness) async throws {
         for (index, key) in keys.enumerated() {
             let slow = Task { try await h.send("POST", "/charges?delay=400", key: key, body: "x") }
             try await h.upstream.waitUntilExecuting("/charges", count: index + 1)
             let clock = ContinuousClock()
             let sent = clock.now
             let retry = try await h.send("POST", "/charges?delay=400", key: key, body: "x")
-            #expect(clock.now - sent < .seconds(2), "the waiter was not woken by the completion")
+            #expect(clock.now - sent < .seconds(2), "the waiter for \(key) was not woken by the completion")
             #expect(retry.status == 201 && retry.replayed)
             #expect(try await retry.text == slow.value.text)
         }
-        #expect(h.upstream.executions("/charges") == 2)
+        #expect(h.upstream.executions("/charges") == keys.count)
     }
 
     /// A primary that goes away takes only its own slots with it (503, `/readyz` 503), and its

@@ -88,18 +88,29 @@ private final class TestClusterClient: Sendable {
     let loop: any EventLoop
     private let group: MultiThreadedEventLoopGroup
     private let client: NIOLoopBound<RedisClusterClient>
+    private let subscriber: NIOLoopBound<RedisClusterSubscriber>
 
     init(seeds: [Int], onSlotMapUnavailable: (@Sendable (String) -> Void)? = nil) async throws {
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
         self.loop = loop
-        client = try await loop.submit {
+        (client, subscriber) = try await loop.submit {
             let nodes = seeds.map { ClusterNode(host: "127.0.0.1", port: $0) }
             let configuration = RedisConfiguration(address: .tcp(host: "unused", port: 0), commandTimeout: .seconds(2))
             let client = RedisClusterClient(seeds: nodes, configuration: configuration, eventLoop: loop)
             client.onSlotMapUnavailable = onSlotMapUnavailable
-            return NIOLoopBound(client, eventLoop: loop)
+            let subscriber = RedisClusterSubscriber(cluster: client, configuration: configuration)
+            return (NIOLoopBound(client, eventLoop: loop), NIOLoopBound(subscriber, eventLoop: loop))
         }.get()
+    }
+
+    /// Subscribes to a shard channel; the box counts the messages heard on it.
+    func subscribe(_ channel: String) async throws -> NIOLockedValueBox<Int> {
+        let heard = NIOLockedValueBox(0)
+        try await loop.submit {
+            _ = self.subscriber.value.subscribe(channel) { heard.withLockedValue { $0 += 1 } }
+        }.get()
+        return heard
     }
 
     func run(_ script: RedisScript, key: String, argument: String) async throws -> RedisReply {
@@ -128,7 +139,7 @@ private final class TestClusterClient: Sendable {
     }
 
     func close() async {
-        try? await loop.submit { self.client.value.close() }.get()
+        try? await loop.submit { self.subscriber.value.close(); self.client.value.close() }.get()
         try? await group.shutdownGracefully()
     }
 }
@@ -206,6 +217,47 @@ private final class TestClusterClient: Sendable {
         // The old node never had it: it sends readers on as well.
         guard case .error(let redirect) = try await from.send(["GET", .string(key)]) else { Issue.record("no ASK"); return }
         #expect(redirect.hasPrefix("ASK \(slot) "))
+    }
+
+    /// Shard channels are subscribed on the primary that serves their slot, and follow the
+    /// slot when it moves (the old node says `sunsubscribe`; the map read then names the new
+    /// one). `SPUBLISH` answers how many subscribers of its shard it reached.
+    @Test func shardChannelsAreHeardWhereTheirSlotIs() async throws {
+        let cluster = try await RedisClusterProcess()
+        let client = try await TestClusterClient(seeds: [cluster.nodes[0].port])
+        defer { Task { await client.close() } }
+        try await client.waitForTheSlotMap()
+        let channels = (0..<9).map { "wake:\($0)" }
+        var heard: [String: NIOLockedValueBox<Int>] = [:]
+        for channel in channels { heard[channel] = try await client.subscribe(channel) }
+        #expect(Set(channels.map { cluster.port(servingSlot: HashSlot.of(Array($0.utf8))) }).count == 3)
+
+        /// Publishes on `port` until a subscriber is reached (subscribing takes a moment).
+        func reached(_ channel: String, on port: Int) async throws -> Bool {
+            let publisher = try await TestRedisClient(port: port)
+            defer { Task { await publisher.close() } }
+            for _ in 0..<100 {
+                if try await publisher.send(["SPUBLISH", .string(channel), "m"]) == .integer(1) { return true }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            return false
+        }
+        func heardOnce(_ channel: String) async throws -> Bool {
+            for _ in 0..<100 where heard[channel]!.withLockedValue({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            return heard[channel]!.withLockedValue { $0 } == 1
+        }
+        for channel in channels {
+            #expect(try await reached(channel, on: cluster.port(servingSlot: HashSlot.of(Array(channel.utf8)))), "\(channel)")
+            #expect(try await heardOnce(channel), "\(channel)")
+        }
+
+        let moving = channels[0]
+        let slot = HashSlot.of(Array(moving.utf8))
+        let to = cluster.primary(otherThanOwnerOf: slot).port
+        heard[moving]!.withLockedValue { $0 = 0 }
+        try await cluster.assign(slot: slot, toNodeOn: to)
+        #expect(try await reached(moving, on: to), "the channel did not follow its slot")
+        #expect(try await heardOnce(moving))
     }
 
     /// `redis_cluster = true` pointed at a Redis without cluster support: the client says why

@@ -51,6 +51,14 @@ public final class TestRedisClient: Sendable {
         }.get()
     }
 
+    /// How often the server ran `command` (`INFO commandstats`; calls made by scripts count).
+    public func calls(of command: String) async throws -> Int {
+        let stats = try await send(["INFO", "commandstats"]).string ?? ""
+        // cmdstat_publish:calls=N,usec=…
+        let line = stats.split(separator: "\r\n").first { $0.hasPrefix("cmdstat_\(command.lowercased()):") } ?? ""
+        return Int(line.split(separator: "=").dropFirst().first?.split(separator: ",").first ?? "0") ?? 0
+    }
+
     /// Retries a PING until it succeeds or `seconds` pass; returns how long it took.
     public func waitUntilReady(seconds: Double = 5) async throws -> Duration {
         let clock = ContinuousClock()

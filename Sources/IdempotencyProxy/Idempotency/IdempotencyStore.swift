@@ -25,10 +25,13 @@ final class IdempotencyStore {
 
     let redis: any RedisCommands
     private let metrics: ProxyMetrics
+    /// How completions and releases wake waiting retries (what the loop's subscriber hears).
+    private let publishCommand: String
 
-    init(redis: any RedisCommands, metrics: ProxyMetrics) {
+    init(redis: any RedisCommands, metrics: ProxyMetrics, publishCommand: String) {
         self.redis = redis
         self.metrics = metrics
+        self.publishCommand = publishCommand
     }
 
     func claim(
@@ -68,7 +71,7 @@ final class IdempotencyStore {
         completion: @escaping (Result<CompleteResult, StoreError>) -> Void
     ) {
         let arguments: [RedisArgument] = [
-            .bytes(owner), .bytes(record.encoded()), .string(String(responseTTLMs)), wakeWaiters ? "1" : "0",
+            .bytes(owner), .bytes(record.encoded()), .string(String(responseTTLMs)), .string(wakeWaiters ? publishCommand : ""),
         ]
         run(.complete, key: key, arguments: arguments) { result in
             completion(result.flatMap { reply in
@@ -84,7 +87,7 @@ final class IdempotencyStore {
 
     /// Result: true when the claim was ours and is gone.
     func release(key: String, owner: [UInt8], completion: @escaping (Result<Bool, StoreError>) -> Void) {
-        run(.release, key: key, arguments: [.bytes(owner)]) { result in
+        run(.release, key: key, arguments: [.bytes(owner), .string(publishCommand)]) { result in
             completion(result.map { $0 == .integer(1) })
         }
     }

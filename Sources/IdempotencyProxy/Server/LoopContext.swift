@@ -13,7 +13,7 @@ final class LoopContext {
     let redis: any RedisCommands
     let store: IdempotencyStore
     /// Wakes retries waiting for an in-flight request (`inflight_wait`).
-    let subscriber: RedisSubscriber
+    let subscriber: any RedisPubSub
     /// How often a waiting retry looks at the record even without a Pub/Sub message: the
     /// safety net for a message lost to a reconnect.
     let waitPollInterval: TimeAmount
@@ -45,10 +45,12 @@ final class LoopContext {
                     metadata: ["reason": "\(reason)"])
             }
             redis = cluster
+            subscriber = RedisClusterSubscriber(cluster: cluster, configuration: redisConfiguration)
         } else {
             redis = RedisConnection(configuration: redisConfiguration, eventLoop: eventLoop)
+            subscriber = RedisSubscriber(configuration: redisConfiguration, eventLoop: eventLoop)
         }
-        store = IdempotencyStore(redis: redis, metrics: metrics)
+        store = IdempotencyStore(redis: redis, metrics: metrics, publishCommand: subscriber.publishCommand)
         redis.onAvailabilityChange = { server, available, error in
             if available {
                 logger.info("Redis connection up", metadata: ["redis": "\(server)"])
@@ -57,8 +59,6 @@ final class LoopContext {
                     "Redis unavailable; reconnecting", metadata: ["redis": "\(server)", "error": "\(error.map { "\($0)" } ?? "")"])
             }
         }
-        // In a cluster, PUBLISH reaches every node: the first seed's subscription hears all.
-        subscriber = RedisSubscriber(configuration: redisConfiguration, eventLoop: eventLoop)
         self.waitPollInterval = waitPollInterval
         pool = UpstreamPool(
             eventLoop: eventLoop, upstream: configuration.upstream,
