@@ -37,8 +37,6 @@ public final class RedisClusterSubscriber: RedisPubSub {
         if let node { connections[node]?.sendUnanswered(["SUNSUBSCRIBE", .string(channel)]) }
     }
 
-    public var channelCount: Int { listeners.channels.count }
-
     public func close() {
         closed = true
         for connection in connections.values { connection.close() }

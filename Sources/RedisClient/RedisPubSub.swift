@@ -10,7 +10,5 @@ public protocol RedisPubSub: AnyObject {
     /// unsubscribe with. Many local listeners share one subscription.
     func subscribe(_ channel: String, listener: @escaping () -> Void) -> Int
     func unsubscribe(_ channel: String, id: Int)
-    /// Channels with a listener now.
-    var channelCount: Int { get }
     func close()
 }

@@ -26,8 +26,6 @@ public final class RedisSubscriber: RedisPubSub {
         if listeners.remove(channel, id: id) { connection.sendUnanswered(["UNSUBSCRIBE", .string(channel)]) }
     }
 
-    public var channelCount: Int { listeners.channels.count }
-
     public func close() { connection.close() }
 
     private func resubscribe() {
