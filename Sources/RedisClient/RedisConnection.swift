@@ -31,8 +31,8 @@ public final class RedisConnection {
     private var wasAvailable: Bool?
 
     /// Creates the connection and starts connecting. Call on `eventLoop`. With `onPush`, the
-    /// connection is a Pub/Sub subscriber: it sends with `sendUnanswered`, and every reply of
-    /// the server (messages, subscription notices, errors) is handed there.
+    /// connection is a Pub/Sub subscriber: it sends with `sendUnanswered`, and the replies to
+    /// those commands, the messages and the server's own notices are handed there.
     public init(
         configuration: RedisConfiguration,
         eventLoop: any EventLoop,

@@ -59,8 +59,8 @@ import Testing
         #expect(throws: RedisError.self) { try ClusterSlotMap(clusterSlots: reply, askedHost: "x") }
     }
 
-    /// A node index must fit below the "unassigned" mark; a reply that names more nodes than
-    /// there are slots (ranges may repeat) is refused rather than trapping on the conversion.
+    /// Node indexes are 16 bits, the largest meaning "unassigned": a reply that names more
+    /// nodes than there are slots (ranges may repeat) is refused (65,536 of them used to trap).
     @Test func refusesMoreNodesThanSlots() throws {
         let ranges = (0...HashSlot.count).map { Self.range(0, 0, "10.0.\($0 / 250).\($0 % 250)", 7000) }
         #expect(throws: RedisError.self) { try ClusterSlotMap(clusterSlots: .array(ranges), askedHost: "x") }
