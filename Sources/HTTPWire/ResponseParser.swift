@@ -12,7 +12,7 @@ import NIOHTTP1
 /// responses, trailers). Any error means the connection cannot be trusted again.
 public struct ResponseParser {
     public enum Part: Equatable {
-        case head(HTTPResponseHead)
+        case head(ResponseHead)
         case body(ByteBuffer)
         /// `keepAlive`: the connection may carry another exchange.
         case end(keepAlive: Bool)
@@ -119,7 +119,7 @@ public struct ResponseParser {
     // MARK: - head
 
     /// The complete head, or nil while more bytes are needed (they are kept).
-    private mutating func takeHead(_ buffer: inout ByteBuffer) throws(ParseError) -> (HTTPResponseHead, Framing)? {
+    private mutating func takeHead(_ buffer: inout ByteBuffer) throws(ParseError) -> (ResponseHead, Framing)? {
         if var pending = headBytes {
             // A head split across reads: collect it, then parse it whole.
             headBytes = nil
@@ -168,11 +168,11 @@ public struct ResponseParser {
         var namedByConnection: [String] = []
     }
 
-    static func parseHead(_ bytes: UnsafeRawBufferPointer) throws(ParseError) -> (HTTPResponseHead, Framing) {
+    static func parseHead(_ bytes: UnsafeRawBufferPointer) throws(ParseError) -> (ResponseHead, Framing) {
         var lines = HeadLines(bytes)
         guard let statusLine = lines.next() else { throw ParseError("empty response head") }
         let (version, status) = try parseStatusLine(statusLine)
-        var headers = HTTPHeaders()
+        var kept = ByteBufferAllocator().buffer(capacity: bytes.count)
         var framing = Framing()
         while let line = lines.next(), !line.isEmpty {
             if line.first == UInt8(ascii: " ") || line.first == UInt8(ascii: "\t") {
@@ -190,12 +190,13 @@ public struct ResponseParser {
             try framing.note(name: name, value: value)
             // The head is handed on end to end: hop-by-hop headers stop here.
             if HopByHopHeaders.isListed(name) { continue }
-            headers.add(
-                name: String(decoding: UnsafeRawBufferPointer(rebasing: name), as: UTF8.self),
-                value: String(decoding: UnsafeRawBufferPointer(rebasing: value), as: UTF8.self))
+            kept.writeHeaderLine(line)
         }
-        for name in framing.namedByConnection { headers.remove(name: name) }
-        return (HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: status), headers: headers), framing)
+        var head = ResponseHead(
+            version: version, status: HTTPResponseStatus(statusCode: status), headerLines: kept,
+            contentLength: framing.contentLength)
+        for name in framing.namedByConnection { head.remove(name: name) }
+        return (head, framing)
     }
 
     /// `HTTP/1.x SP 3DIGIT [SP reason]`.
@@ -216,7 +217,7 @@ public struct ResponseParser {
 
     // MARK: - framing (RFC 9112 §6.3)
 
-    private mutating func start(_ head: HTTPResponseHead, _ framing: Framing, leftover: Int, _ emit: (Part) -> Void) throws(ParseError) {
+    private mutating func start(_ head: ResponseHead, _ framing: Framing, leftover: Int, _ emit: (Part) -> Void) throws(ParseError) {
         let status = Int(head.status.code)
         if status < 200 {
             // Interim responses are not the answer; we never ask for an upgrade.
@@ -230,7 +231,7 @@ public struct ResponseParser {
             // Content-Length next to Transfer-Encoding is a smuggling pattern: the encoding
             // decides (RFC 9112 §6.3), the length must not travel on, and the connection is
             // never reused.
-            head.headers.remove(name: "content-length")
+            head.remove(name: "content-length")
             keepAlive = false
         }
         emit(.head(head))

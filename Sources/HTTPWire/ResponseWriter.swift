@@ -24,11 +24,11 @@ public struct ResponseWriter {
     /// Decides how the body of a response to a request of `version` is framed (`toHEAD`: a
     /// HEAD request). Called before `head`, so the caller can still add `Connection: close`.
     @discardableResult
-    public mutating func frame(status: HTTPResponseStatus, headers: HTTPHeaders, version: HTTPVersion, toHEAD: Bool) -> Framing {
+    public mutating func frame(status: HTTPResponseStatus, hasContentLength: Bool, version: HTTPVersion, toHEAD: Bool) -> Framing {
         let code = status.code
         if toHEAD || code < 200 || code == 204 || code == 304 {
             framing = .noBody
-        } else if headers.contains(name: "content-length") {
+        } else if hasContentLength {
             framing = .contentLength
         } else {
             framing = version.minor >= 1 ? .chunked : .untilClose
@@ -38,6 +38,25 @@ public struct ResponseWriter {
 
     /// Writes the head as framed. Headers must already be valid (checked where they came from).
     public func head(status: HTTPResponseStatus, headers: HTTPHeaders, version: HTTPVersion, into buffer: inout ByteBuffer) {
+        statusLine(status, version: version, into: &buffer)
+        buffer.writeHeaderLines(headers)
+        endHead(into: &buffer)
+    }
+
+    /// Writes an upstream head as framed, its header lines copied as they are, and `Connection:
+    /// connection` when given (the lines never carry one: it is hop-by-hop).
+    public func head(_ head: ResponseHead, connection: StaticString?, version: HTTPVersion, into buffer: inout ByteBuffer) {
+        statusLine(head.status, version: version, into: &buffer)
+        buffer.writeImmutableBuffer(head.headerLines)
+        if let connection {
+            buffer.writeStaticString("Connection: ")
+            buffer.writeStaticString(connection)
+            buffer.writeStaticString("\r\n")
+        }
+        endHead(into: &buffer)
+    }
+
+    private func statusLine(_ status: HTTPResponseStatus, version: HTTPVersion, into buffer: inout ByteBuffer) {
         buffer.writeStaticString(version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
         let code = Int(status.code)
         if (100...999).contains(code) {  // always, from the parser and the record codec
@@ -48,7 +67,9 @@ public struct ResponseWriter {
         }
         buffer.writeString(status.reasonPhrase)
         buffer.writeStaticString("\r\n")
-        buffer.writeHeaderLines(headers)
+    }
+
+    private func endHead(into buffer: inout ByteBuffer) {
         if framing == .chunked { buffer.writeStaticString("Transfer-Encoding: chunked\r\n") }
         buffer.writeStaticString("\r\n")
     }

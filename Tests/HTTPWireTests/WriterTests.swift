@@ -57,16 +57,53 @@ import Testing
              wire: "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n"),
     ]
 
+    /// Both forms of a head (headers of our own making, an upstream's header lines as bytes)
+    /// are framed and written alike.
     @Test(arguments: cases)
     func frames(_ c: Case) {
-        var writer = ResponseWriter()
         let status = HTTPResponseStatus(statusCode: c.status)
         let headers = HTTPHeaders(c.headers)
-        #expect(writer.frame(status: status, headers: headers, version: c.version, toHEAD: c.toHEAD) == c.framing)
+        let lines = ByteBuffer(string: c.headers.map { "\($0): \($1)\r\n" }.joined())
+        let upstream = ResponseHead(
+            version: .http1_1, status: status, headerLines: lines, contentLength: headers.first(name: "content-length").flatMap(Int.init))
+        for fromUpstream in [false, true] {
+            var writer = ResponseWriter()
+            let hasLength = headers.contains(name: "content-length")
+            #expect(writer.frame(status: status, hasContentLength: hasLength, version: c.version, toHEAD: c.toHEAD) == c.framing)
+            var buffer = ByteBuffer()
+            if fromUpstream {
+                writer.head(upstream, connection: nil, version: c.version, into: &buffer)
+            } else {
+                writer.head(status: status, headers: headers, version: c.version, into: &buffer)
+            }
+            writer.body(ByteBuffer(string: "ok"), allocator: ByteBufferAllocator()) { var b = $0; buffer.writeBuffer(&b) }
+            if var end = writer.end { buffer.writeBuffer(&end) }
+            #expect(String(buffer: buffer) == c.wire, "from upstream: \(fromUpstream)")
+        }
+    }
+
+    @Test func anUpstreamHeadGetsTheConnectionHeaderItNeeds() {
+        let head = ResponseHead(
+            version: .http1_1, status: .ok, headerLines: ByteBuffer(string: "X-A: 1\r\n"), contentLength: nil)
+        var writer = ResponseWriter()
+        writer.frame(status: .ok, hasContentLength: false, version: .http1_0, toHEAD: false)
         var buffer = ByteBuffer()
-        writer.head(status: status, headers: headers, version: c.version, into: &buffer)
-        writer.body(ByteBuffer(string: "ok"), allocator: ByteBufferAllocator()) { var b = $0; buffer.writeBuffer(&b) }
-        if var end = writer.end { buffer.writeBuffer(&end) }
-        #expect(String(buffer: buffer) == c.wire)
+        writer.head(head, connection: "close", version: .http1_0, into: &buffer)
+        #expect(String(buffer: buffer) == "HTTP/1.0 200 OK\r\nX-A: 1\r\nConnection: close\r\n\r\n")
+    }
+}
+
+@Suite struct ResponseHeadTests {
+    @Test func removesHeadersByNameInAnyCase() {
+        var head = ResponseHead(
+            version: .http1_1, status: .ok,
+            headerLines: ByteBuffer(string: "X-A: 1\r\nContent-Length: 5\r\nx-a: 2\r\nEmpty: \r\n"), contentLength: 5)
+        #expect(head.headers.map { "\($0.name)=\($0.value)" } == ["X-A=1", "Content-Length=5", "x-a=2", "Empty="])
+        head.remove(name: "x-A")
+        #expect(String(buffer: head.headerLines) == "Content-Length: 5\r\nEmpty: \r\n")
+        #expect(head.contentLength == 5)
+        head.remove(name: "content-length")
+        #expect(String(buffer: head.headerLines) == "Empty: \r\n")
+        #expect(head.contentLength == nil)
     }
 }

@@ -1,3 +1,4 @@
+import HTTPWire
 import IdempotencyCore
 import NIOCore
 import NIOHTTP1
@@ -300,7 +301,7 @@ final class ProtectedRequest {
 }
 
 extension ProtectedRequest: ResponseSpill {
-    func spillStarted(head responseHead: HTTPResponseHead, body: ByteBuffer) -> Bool {
+    func spillStarted(head responseHead: ResponseHead, body: ByteBuffer) -> Bool {
         streaming = true
         client?.writeStreamedHead(responseHead)
         return spillBody(body)

@@ -114,14 +114,10 @@ enum ForwardedMessage {
     /// A buffered upstream response in its stored form: its end-to-end headers (`ResponseParser`
     /// hands on no others), with `Content-Length` stating the body size so that the first
     /// answer and every replay are the same.
-    static func storedResponse(head: HTTPResponseHead, body: [UInt8]) -> StoredResponse {
-        var headers: [(name: String, value: String)] = []
-        headers.reserveCapacity(head.headers.count + 1)
+    static func storedResponse(head: ResponseHead, body: [UInt8]) -> StoredResponse {
         let status = Int(head.status.code)
         let bodyless = status == 204 || status == 304 || status < 200
-        for (name, value) in head.headers where !HopByHopHeaders.equalsIgnoringASCIICase(name, "content-length") {
-            headers.append((name, value))
-        }
+        var headers = head.headers.filter { !HopByHopHeaders.equalsIgnoringASCIICase($0.name, "content-length") }
         if !bodyless { headers.append(("Content-Length", String(body.count))) }
         return StoredResponse(status: status, headers: headers, body: body)
     }

@@ -1,3 +1,4 @@
+import HTTPWire
 import IdempotencyCore
 import NIOCore
 import NIOHTTP1
@@ -76,7 +77,7 @@ final class PassthroughExchange: UpstreamReceiver {
 
     // MARK: - UpstreamReceiver
 
-    func upstreamResponseHead(_ head: HTTPResponseHead) {
+    func upstreamResponseHead(_ head: ResponseHead) {
         responseStarted = true
         // End to end already (`ResponseParser`); the client's framing is decided as it is written.
         handler?.writeStreamedHead(head)

@@ -230,27 +230,39 @@ final class ProxyHandler: ChannelDuplexHandler {
         endResponse(context: context, outcome: outcome, requestEnded: requestEnded)
     }
 
-    func writeStreamedHead(_ head: HTTPResponseHead) {
+    /// An upstream head, its header lines copied as they came.
+    func writeStreamedHead(_ head: ResponseHead) {
         guard let context else { return }
-        writeHead(status: head.status, headers: head.headers, capacity: 1024, context: context)
+        let connection = frame(status: head.status, hasContentLength: head.contentLength != nil)
+        var buffer = context.channel.allocator.buffer(capacity: head.headerLines.readableBytes + 1024)
+        writer.head(head, connection: connection, version: requestVersion, into: &buffer)
+        hold(buffer, context: context)
     }
 
-    /// The head is held back (`gathered`) so that the small pieces after it leave with it.
     private func writeHead(status: HTTPResponseStatus, headers: HTTPHeaders, capacity: Int, context: ChannelHandlerContext) {
         var headers = headers
-        // An HTTP/1.0 client learns where a body without a length ends only by the close.
-        if writer.frame(status: status, headers: headers, version: requestVersion, toHEAD: requestIsHEAD) == .untilClose {
-            keepAlive = false
-        }
-        if !keepAlive {
-            headers.replaceOrAdd(name: "Connection", value: "close")
-        } else if requestVersion.minor == 0 {
-            headers.replaceOrAdd(name: "Connection", value: "keep-alive")
+        if let connection = frame(status: status, hasContentLength: headers.contains(name: "content-length")) {
+            headers.replaceOrAdd(name: "Connection", value: "\(connection)")
         }
         var buffer = context.channel.allocator.buffer(capacity: capacity)
         writer.head(status: status, headers: headers, version: requestVersion, into: &buffer)
+        hold(buffer, context: context)
+    }
+
+    /// Decides the response's framing, and the `Connection` header it must carry (nil: none).
+    private func frame(status: HTTPResponseStatus, hasContentLength: Bool) -> StaticString? {
+        // An HTTP/1.0 client learns where a body without a length ends only by the close.
+        let framing = writer.frame(
+            status: status, hasContentLength: hasContentLength, version: requestVersion, toHEAD: requestIsHEAD)
+        if framing == .untilClose { keepAlive = false }
+        if !keepAlive { return "close" }
+        return requestVersion.minor == 0 ? "keep-alive" : nil
+    }
+
+    /// The head is held back (`gathered`) so that the small pieces after it leave with it.
+    private func hold(_ head: ByteBuffer, context: ChannelHandlerContext) {
         writeGathered(context: context)
-        gathered = buffer
+        gathered = head
     }
 
     /// Pieces up to this size are copied behind the head instead of written on their own.

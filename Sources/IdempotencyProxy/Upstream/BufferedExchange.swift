@@ -1,3 +1,4 @@
+import HTTPWire
 import NIOCore
 import NIOHTTP1
 
@@ -5,7 +6,7 @@ import NIOHTTP1
 protocol ResponseSpill: AnyObject {
     /// The response outgrew the limit; `body` is what arrived so far. Returns false while the
     /// client cannot take more (reading from the upstream pauses until `resume`).
-    func spillStarted(head: HTTPResponseHead, body: ByteBuffer) -> Bool
+    func spillStarted(head: ResponseHead, body: ByteBuffer) -> Bool
     func spillBody(_ buffer: ByteBuffer) -> Bool
 }
 
@@ -15,9 +16,9 @@ protocol ResponseSpill: AnyObject {
 /// arrives rather than held in memory.
 final class BufferedExchange: UpstreamReceiver {
     enum Outcome {
-        case response(HTTPResponseHead, ByteBuffer)
+        case response(ResponseHead, ByteBuffer)
         /// Too large: already passed on to the spill, `bodyLength` bytes in all.
-        case spilled(HTTPResponseHead, bodyLength: Int)
+        case spilled(ResponseHead, bodyLength: Int)
         /// No connection: nothing was sent.
         case notConnected(Error)
         case failed(UpstreamFailure)
@@ -27,7 +28,7 @@ final class BufferedExchange: UpstreamReceiver {
     private let spillAfter: Int?
     private weak var spill: ResponseSpill?
     private var connection: UpstreamConnection?
-    private var head: HTTPResponseHead?
+    private var head: ResponseHead?
     private var body: ByteBuffer
     private var spilledBytes: Int?
     private var completion: ((Outcome) -> Void)?
@@ -78,10 +79,9 @@ final class BufferedExchange: UpstreamReceiver {
         connection?.resumeReads()
     }
 
-    func upstreamResponseHead(_ head: HTTPResponseHead) {
+    func upstreamResponseHead(_ head: ResponseHead) {
         self.head = head
-        if let length = head.headers.first(name: "content-length").flatMap(Int.init),
-            length <= spillAfter ?? 64 * 1_048_576
+        if let length = head.contentLength, length <= spillAfter ?? 64 * 1_048_576
         {
             body.reserveCapacity(length)
         }

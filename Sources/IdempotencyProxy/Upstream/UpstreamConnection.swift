@@ -6,7 +6,7 @@ import NIOHTTP1
 
 /// Receives the parts of one upstream response. Called on the connection's event loop.
 protocol UpstreamReceiver: AnyObject {
-    func upstreamResponseHead(_ head: HTTPResponseHead)
+    func upstreamResponseHead(_ head: ResponseHead)
     func upstreamResponseBody(_ buffer: ByteBuffer)
     func upstreamResponseEnd()
     /// The exchange failed after the request was (possibly) sent; no more parts follow.
