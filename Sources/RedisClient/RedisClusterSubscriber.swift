@@ -87,12 +87,13 @@ public final class RedisClusterSubscriber: RedisPubSub {
             // Not our doing (we forget a channel before unsubscribing it): its slot moved.
             placement[channel] = .some(nil)
             cluster.refreshSlotMap()
-        case .error:
+        case .error(let message) where ClusterRedirect(error: message, answeredBy: node) != nil:
             // A refused SSUBSCRIBE (`MOVED`: the map is out of date); the reply does not say
             // which channel, so every channel on this node is placed again.
             for (channel, placed) in placement where placed == node { placement[channel] = .some(nil) }
             cluster.refreshSlotMap()
-        case .unsubscribed, .other:
+        case .error, .unsubscribed, .other:
+            // Other refusals (no SSUBSCRIBE before Redis 7) would only repeat: the poll wakes waiters.
             break
         }
     }

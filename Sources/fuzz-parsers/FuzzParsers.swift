@@ -4,8 +4,8 @@ import NIOCore
 import RedisClient
 
 /// One input, every parser that reads untrusted bytes: the key header, the config file, the
-/// record codec, the RESP reader (and what reads its replies: the cluster slot map and
-/// redirections) and the upstream response parser. None may crash; each must
+/// record codec, the RESP reader (and what reads its replies: the cluster slot map,
+/// redirections, Pub/Sub pushes) and the upstream response parser. None may crash; each must
 /// accept or refuse cleanly.
 ///
 /// Fuzz with `scripts/fuzz` (libFuzzer provides `main`; the script builds with
@@ -60,6 +60,7 @@ func fuzzOne(_ bytes: UnsafeRawBufferPointer) {
         try reader.feed(ByteBuffer(bytes: bytes))
         while let reply = try reader.next() {
             _ = try? ClusterSlotMap(clusterSlots: reply, askedHost: "seed")
+            _ = RedisPush(reply)
         }
     } catch {}
     _ = ClusterRedirect(error: text, answeredBy: ClusterNode(host: "seed", port: 7000))

@@ -154,6 +154,30 @@ final class NIOLockedResults: @unchecked Sendable {
         }
     }
 
+    /// Waking waiters is best effort: a message Redis refuses (`SPUBLISH` before Redis 7; here
+    /// a command that does not exist) must not stop a completion or a release.
+    @Test func aRefusedWakeUpStillStoresAndReleases() async throws {
+        let redis = try RedisServerProcess()
+        let client = try await TestRedisClient(port: redis.port)
+        defer { Task { await client.close() } }
+        let owner = [UInt8](repeating: 7, count: IdempotencyRecord.ownerLength)
+        let fingerprint = [UInt8](repeating: 1, count: IdempotencyRecord.fingerprintLength)
+        let inFlight = IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: .inFlight).encoded()
+        let done = IdempotencyRecord(
+            owner: owner, fingerprint: fingerprint,
+            state: .completed(StoredResponse(status: 201, headers: [("Content-Length", "2")], body: Array("ok".utf8)))
+        ).encoded()
+        for key in ["stored", "released"] {
+            #expect(try await client.run(.claim, keys: [.string(key)], arguments: [.bytes(inFlight), "60000"]) == .integer(1))
+        }
+        let stored = try await client.run(
+            .complete, keys: ["stored"], arguments: [.bytes(owner), .bytes(done), "60000", "NOSUCHCOMMAND"])
+        #expect(stored == .integer(1))
+        #expect(try await client.send(["GET", "stored"]) == .bulk(ByteBuffer(bytes: done)))
+        #expect(try await client.run(.release, keys: ["released"], arguments: [.bytes(owner), "NOSUCHCOMMAND"]) == .integer(1))
+        #expect(try await client.send(["EXISTS", "released"]) == .integer(0))
+    }
+
     @Test func aWaiterTakesOverAReleasedKeyWhenWoken() async throws {
         let h = try await ProxyHarness.start(["inflight_wait": "3s"], waitPollInterval: .seconds(60))
         defer { Task { await h.stop() } }
