@@ -10,6 +10,8 @@ import NIOCore
 /// belong. Until then the callers' poll covers them.
 public final class RedisClusterSubscriber: RedisPubSub {
     public let publishCommand = "SPUBLISH"
+    public var onRefused: ((_ error: String) -> Void)?
+    private var refusalTold = false
     private let cluster: RedisClusterClient
     private let configuration: RedisConfiguration
     private var listeners = PubSubListeners()
@@ -92,8 +94,11 @@ public final class RedisClusterSubscriber: RedisPubSub {
             // which channel, so every channel on this node is placed again.
             for (channel, placed) in placement where placed == node { placement[channel] = .some(nil) }
             cluster.refreshSlotMap()
+        case .error(let message) where !refusalTold:
+            // Other refusals (no permission, no SSUBSCRIBE before Redis 7) would only repeat.
+            refusalTold = true
+            onRefused?("\(node): \(message)")
         case .error, .unsubscribed, .other:
-            // Other refusals (no SSUBSCRIBE before Redis 7) would only repeat: the poll wakes waiters.
             break
         }
     }

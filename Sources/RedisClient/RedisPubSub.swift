@@ -10,5 +10,8 @@ public protocol RedisPubSub: AnyObject {
     /// unsubscribe with. Many local listeners share one subscription.
     func subscribe(_ channel: String, listener: @escaping () -> Void) -> Int
     func unsubscribe(_ channel: String, id: Int)
+    /// Told once when the server refuses a subscription (an ACL without the command, no
+    /// sharded Pub/Sub before Redis 7): waiters then depend on their poll.
+    var onRefused: ((_ error: String) -> Void)? { get set }
     func close()
 }

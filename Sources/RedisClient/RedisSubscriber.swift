@@ -4,16 +4,29 @@ import NIOCore
 /// commands). Subscriptions are renewed after a reconnect.
 public final class RedisSubscriber: RedisPubSub {
     public let publishCommand = "PUBLISH"
+    public var onRefused: ((_ error: String) -> Void)?
+    private var refusalTold = false
     private var connection: RedisConnection!
     private var listeners = PubSubListeners()
 
     /// Call on `eventLoop`.
     public init(configuration: RedisConfiguration, eventLoop: any EventLoop) {
         connection = RedisConnection(configuration: configuration, eventLoop: eventLoop) { [weak self] reply in
-            guard let self, case .message(let channel) = RedisPush(reply) else { return }
-            for listener in self.listeners.listeners(of: channel) { listener() }
+            self?.received(reply)
         }
         connection.onReady = { [weak self] in self?.resubscribe() }
+    }
+
+    private func received(_ reply: RedisReply) {
+        switch RedisPush(reply) {
+        case .message(let channel):
+            for listener in listeners.listeners(of: channel) { listener() }
+        case .error(let message) where !refusalTold:
+            refusalTold = true
+            onRefused?(message)
+        case .error, .unsubscribed, .other:
+            break
+        }
     }
 
     public func subscribe(_ channel: String, listener: @escaping () -> Void) -> Int {

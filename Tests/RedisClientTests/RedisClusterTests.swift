@@ -90,16 +90,23 @@ private final class TestClusterClient: Sendable {
     private let client: NIOLoopBound<RedisClusterClient>
     private let subscriber: NIOLoopBound<RedisClusterSubscriber>
 
-    init(seeds: [Int], onSlotMapUnavailable: (@Sendable (String) -> Void)? = nil) async throws {
+    init(
+        seeds: [Int], user: (name: String, password: String)? = nil,
+        onSlotMapUnavailable: (@Sendable (String) -> Void)? = nil,
+        onSubscribeRefused: (@Sendable (String) -> Void)? = nil
+    ) async throws {
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
         self.loop = loop
         (client, subscriber) = try await loop.submit {
             let nodes = seeds.map { ClusterNode(host: "127.0.0.1", port: $0) }
-            let configuration = RedisConfiguration(address: .tcp(host: "unused", port: 0), commandTimeout: .seconds(2))
+            let configuration = RedisConfiguration(
+                address: .tcp(host: "unused", port: 0), username: user?.name, password: user?.password,
+                commandTimeout: .seconds(2))
             let client = RedisClusterClient(seeds: nodes, configuration: configuration, eventLoop: loop)
             client.onSlotMapUnavailable = onSlotMapUnavailable
             let subscriber = RedisClusterSubscriber(cluster: client, configuration: configuration)
+            subscriber.onRefused = onSubscribeRefused
             return (NIOLoopBound(client, eventLoop: loop), NIOLoopBound(subscriber, eventLoop: loop))
         }.get()
     }
@@ -258,6 +265,37 @@ private final class TestClusterClient: Sendable {
         try await cluster.assign(slot: slot, toNodeOn: to)
         #expect(try await reached(moving, on: to), "the channel did not follow its slot")
         #expect(try await heardOnce(moving))
+    }
+
+    /// A refused `SSUBSCRIBE` that is no redirection (here an ACL without it; before Redis 7
+    /// the command does not exist) is reported once and not sent again and again.
+    @Test func aRefusedShardSubscriptionIsReportedOnce() async throws {
+        let cluster = try await RedisClusterProcess()
+        for node in cluster.nodes {
+            let admin = try await cluster.client(node)
+            let user: [RedisArgument] = ["ACL", "SETUSER", "waiter", "on", ">pw", "~*", "&*", "+@all", "-ssubscribe"]
+            #expect(try await admin.send(user) == .status("OK"))
+            await admin.close()
+        }
+        let refusals = NIOLockedValueBox<[String]>([])
+        let client = try await TestClusterClient(seeds: [cluster.nodes[0].port], user: ("waiter", "pw")) { _ in } onSubscribeRefused: {
+            error in refusals.withLockedValue { $0.append(error) }
+        }
+        defer { Task { await client.close() } }
+        try await client.waitForTheSlotMap()
+        for index in 0..<6 { _ = try await client.subscribe("wake:\(index)") }
+        for _ in 0..<100 where refusals.withLockedValue({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(20)) }
+        try await Task.sleep(for: .milliseconds(300))  // several refresh intervals: no storm of retries
+        let told = refusals.withLockedValue { $0 }
+        #expect(told.count == 1)
+        #expect(told.first?.contains("NOPERM") == true, "\(told)")
+        var refused = 0
+        for node in cluster.nodes {
+            let probe = try await cluster.client(node)
+            refused += try await probe.calls(of: "SSUBSCRIBE", count: "rejected_calls")
+            await probe.close()
+        }
+        #expect(refused == 6, "each channel is asked for once")
     }
 
     /// `redis_cluster = true` pointed at a Redis without cluster support: the client says why

@@ -51,12 +51,15 @@ public final class TestRedisClient: Sendable {
         }.get()
     }
 
-    /// How often the server ran `command` (`INFO commandstats`; calls made by scripts count).
-    public func calls(of command: String) async throws -> Int {
+    /// How often the server ran `command` (`INFO commandstats`; calls made by scripts count),
+    /// or another of its counts (`rejected_calls`: refused before running, e.g. by an ACL).
+    public func calls(of command: String, count: String = "calls") async throws -> Int {
         let stats = try await send(["INFO", "commandstats"]).string ?? ""
-        // cmdstat_publish:calls=N,usec=…
+        // cmdstat_publish:calls=N,usec=…,rejected_calls=N,failed_calls=N
         let line = stats.split(separator: "\r\n").first { $0.hasPrefix("cmdstat_\(command.lowercased()):") } ?? ""
-        return Int(line.split(separator: "=").dropFirst().first?.split(separator: ",").first ?? "0") ?? 0
+        let fields = line.split(separator: ":").last?.split(separator: ",") ?? []
+        let field = fields.first { $0.hasPrefix("\(count)=") }
+        return field.flatMap { Int($0.dropFirst(count.count + 1)) } ?? 0
     }
 
     /// Retries a PING until it succeeds or `seconds` pass; returns how long it took.

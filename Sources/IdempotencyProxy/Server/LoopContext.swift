@@ -50,6 +50,11 @@ final class LoopContext {
             redis = RedisConnection(configuration: redisConfiguration, eventLoop: eventLoop)
             subscriber = RedisSubscriber(configuration: redisConfiguration, eventLoop: eventLoop)
         }
+        subscriber.onRefused = { error in
+            logger.warning(
+                "Redis refused a Pub/Sub subscription; retries waiting for an in-flight request are woken by their poll",
+                metadata: ["error": "\(error)"])
+        }
         store = IdempotencyStore(redis: redis, metrics: metrics, publishCommand: subscriber.publishCommand)
         redis.onAvailabilityChange = { server, available, error in
             if available {
