@@ -15,9 +15,9 @@ public final class RedisClusterSubscriber: RedisPubSub {
     private let cluster: RedisClusterClient
     private let configuration: RedisConfiguration
     private var listeners = PubSubListeners()
-    /// The node each channel with listeners is subscribed on; nil: to be placed at the next
-    /// slot map (the server dropped it, or refused it).
-    private var placement: [String: ClusterNode?] = [:]
+    /// The node each channel is subscribed on. A channel with listeners but no entry (the
+    /// server dropped or refused it) is placed again at the next slot map.
+    private var placement: [String: ClusterNode] = [:]
     private var connections: [ClusterNode: RedisConnection] = [:]
     private var closed = false
 
@@ -36,7 +36,7 @@ public final class RedisClusterSubscriber: RedisPubSub {
 
     public func unsubscribe(_ channel: String, id: Int) {
         guard listeners.remove(channel, id: id), let node = placement.removeValue(forKey: channel) else { return }
-        if let node { connections[node]?.sendUnanswered(["SUNSUBSCRIBE", .string(channel)]) }
+        connections[node]?.sendUnanswered(["SUNSUBSCRIBE", .string(channel)])
     }
 
     public func close() {
@@ -54,11 +54,11 @@ public final class RedisClusterSubscriber: RedisPubSub {
 
     /// Subscribes channels where their slot is served now, and lets go of former primaries.
     private func followSlots() {
-        for (channel, node) in Array(placement) where node != cluster.node(forKey: channel) {
-            if let node { connections[node]?.sendUnanswered(["SUNSUBSCRIBE", .string(channel)]) }
+        for channel in listeners.channels where placement[channel] != cluster.node(forKey: channel) {
+            if let node = placement[channel] { connections[node]?.sendUnanswered(["SUNSUBSCRIBE", .string(channel)]) }
             place(channel)
         }
-        let kept = Set(cluster.knownNodes).union(placement.values.compactMap { $0 })
+        let kept = Set(cluster.knownNodes).union(placement.values)
         for (node, connection) in connections where !kept.contains(node) {
             connection.close()
             connections[node] = nil
@@ -87,12 +87,12 @@ public final class RedisClusterSubscriber: RedisPubSub {
             for listener in listeners.listeners(of: channel) { listener() }
         case .unsubscribed(let channel) where placement[channel] == node:
             // Not our doing (we forget a channel before unsubscribing it): its slot moved.
-            placement[channel] = .some(nil)
+            placement[channel] = nil
             cluster.refreshSlotMap()
         case .error(let message) where ClusterRedirect(error: message, answeredBy: node) != nil:
             // A refused SSUBSCRIBE (`MOVED`: the map is out of date); the reply does not say
             // which channel, so every channel on this node is placed again.
-            for (channel, placed) in placement where placed == node { placement[channel] = .some(nil) }
+            placement = placement.filter { $0.value != node }
             cluster.refreshSlotMap()
         case .error(let message) where !refusalTold:
             // Other refusals (no permission, no SSUBSCRIBE before Redis 7) would only repeat.
