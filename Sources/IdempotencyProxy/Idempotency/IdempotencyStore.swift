@@ -25,13 +25,17 @@ final class IdempotencyStore {
 
     let redis: any RedisCommands
     private let metrics: ProxyMetrics
-    /// How completions and releases wake waiting retries (what the loop's subscriber hears).
+    /// How releases wake waiting retries (what the loop's subscriber hears).
     private let publishCommand: String
+    /// How completions do: the same, or "" (none) on a proxy that lets no retry wait; a retry
+    /// waiting on another proxy is then woken by its own poll.
+    private let completionPublishCommand: String
 
-    init(redis: any RedisCommands, metrics: ProxyMetrics, publishCommand: String) {
+    init(redis: any RedisCommands, metrics: ProxyMetrics, publishCommand: String, wakeOnCompletion: Bool) {
         self.redis = redis
         self.metrics = metrics
         self.publishCommand = publishCommand
+        completionPublishCommand = wakeOnCompletion ? publishCommand : ""
     }
 
     func claim(
@@ -67,11 +71,10 @@ final class IdempotencyStore {
         owner: [UInt8],
         record: IdempotencyRecord,
         responseTTLMs: Int64,
-        wakeWaiters: Bool,
         completion: @escaping (Result<CompleteResult, StoreError>) -> Void
     ) {
         let arguments: [RedisArgument] = [
-            .bytes(owner), .bytes(record.encoded()), .string(String(responseTTLMs)), .string(wakeWaiters ? publishCommand : ""),
+            .bytes(owner), .bytes(record.encoded()), .string(String(responseTTLMs)), .string(completionPublishCommand),
         ]
         run(.complete, key: key, arguments: arguments) { result in
             completion(result.flatMap { reply in

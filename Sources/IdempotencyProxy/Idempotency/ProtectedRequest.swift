@@ -209,11 +209,8 @@ final class ProtectedRequest {
     /// `lock_ttl` ends.
     private func complete(_ state: IdempotencyRecord.State, attempt: Int = 1, then: @escaping () -> Void) {
         let record = IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: state)
-        // Only proxies that let retries wait announce completions; a retry waiting on another
-        // proxy that does not is woken by its own poll.
         loop.store.complete(
-            key: recordKey, owner: owner, record: record, responseTTLMs: loop.configuration.responseTTLMs,
-            wakeWaiters: loop.configuration.inflightWaitMs > 0
+            key: recordKey, owner: owner, record: record, responseTTLMs: loop.configuration.responseTTLMs
         ) { result in
             if case .failure(.redis) = result, attempt < Self.storeAttempts {
                 self.afterBackoff(attempt) { self.complete(state, attempt: attempt + 1, then: then) }

@@ -55,7 +55,9 @@ final class LoopContext {
                 "Redis refused a Pub/Sub subscription; retries waiting for an in-flight request are woken by their poll",
                 metadata: ["error": "\(error)"])
         }
-        store = IdempotencyStore(redis: redis, metrics: metrics, publishCommand: subscriber.publishCommand)
+        store = IdempotencyStore(
+            redis: redis, metrics: metrics, publishCommand: subscriber.publishCommand,
+            wakeOnCompletion: configuration.inflightWaitMs > 0)
         redis.onAvailabilityChange = { server, available, error in
             if available {
                 logger.info("Redis connection up", metadata: ["redis": "\(server)"])

@@ -81,8 +81,7 @@ final class BufferedExchange: UpstreamReceiver {
 
     func upstreamResponseHead(_ head: ResponseHead) {
         self.head = head
-        if let length = head.contentLength, length <= spillAfter ?? 64 * 1_048_576
-        {
+        if let length = head.contentLength, length <= spillAfter ?? 64 * 1_048_576 {
             body.reserveCapacity(length)
         }
     }
