@@ -38,6 +38,64 @@ enum HeadSyntax {
     static func listElements(_ value: Bytes) -> [Bytes] {
         value.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false).map(trimmed).filter { !$0.isEmpty }
     }
+
+    struct MalformedField: Error {
+        let description: String
+    }
+
+    /// The name and trimmed value of a header line (RFC 9112 §5), checked as both parsers need:
+    /// no line folding, a token for a name right before the colon, no control characters.
+    static func field(_ line: Bytes) throws(MalformedField) -> (name: Bytes, value: Bytes) {
+        if line.first == UInt8(ascii: " ") || line.first == UInt8(ascii: "\t") {
+            throw MalformedField(description: "obsolete line folding in a header")
+        }
+        guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon > line.startIndex else {
+            throw MalformedField(description: "header line without a name")
+        }
+        let name = line[..<colon]
+        guard name.allSatisfy(isTokenByte) else { throw MalformedField(description: "invalid character in a header name") }
+        let value = trimmed(line[(colon + 1)...])
+        guard isFieldValue(value) else { throw MalformedField(description: "control character in a header value") }
+        return (name, value)
+    }
+
+    /// A header value holds no control character but HTAB.
+    static func isFieldValue(_ value: Bytes) -> Bool {
+        value.allSatisfy { $0 >= 32 && $0 != 127 || $0 == 9 }
+    }
+
+    enum ContentLengthError: Error {
+        case invalid
+        case conflicting
+    }
+
+    /// Adds a `Content-Length` value to what earlier ones said: `5, 5` and repeated equal
+    /// headers are one length (RFC 9110 §8.6); any other list is not.
+    static func noteContentLength(_ value: Bytes, into length: inout Int?) throws(ContentLengthError) {
+        for element in value.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) {
+            let digits = trimmed(element)
+            guard !digits.isEmpty, digits.count <= 18, digits.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
+                throw .invalid
+            }
+            let value = digits.reduce(0) { $0 * 10 + Int($1 - 48) }
+            guard length == nil || length == value else { throw .conflicting }
+            length = value
+        }
+    }
+
+    /// What a `Connection` value says: `close`, `keep-alive`, and the other headers it names
+    /// as hop-by-hop (lower-cased).
+    static func noteConnection(_ value: Bytes, close: inout Bool, keepAlive: inout Bool, named: inout [String]) {
+        for token in listElements(value) {
+            if equalsIgnoringCase(token, "close") {
+                close = true
+            } else if equalsIgnoringCase(token, "keep-alive") {
+                keepAlive = true
+            } else {
+                named.append(String(decoding: UnsafeRawBufferPointer(rebasing: token), as: UTF8.self).lowercased())
+            }
+        }
+    }
 }
 
 /// The lines of a head, each without its CRLF (or bare LF).

@@ -31,16 +31,7 @@ public struct ResponseParser {
         case idle
         case head
         case fixed(remaining: Int)
-        case chunkSize(size: Int, digits: Int)
-        /// After the size: extensions or whitespace, skipped up to the line end.
-        case chunkExtension(size: Int)
-        case chunkSizeLF(size: Int)
-        case chunkData(remaining: Int)
-        case chunkDataCR
-        case chunkDataLF
-        case trailerLineStart
-        case trailerLine
-        case trailerEndLF
+        case chunked(ChunkedDecoder)
         case untilClose
     }
 
@@ -87,16 +78,14 @@ public struct ResponseParser {
                 } else {
                     state = .fixed(remaining: remaining - slice.readableBytes)
                 }
-            case .chunkData(let remaining):
-                let slice = buffer.readSlice(length: min(remaining, buffer.readableBytes))!
-                emit(.body(slice))
-                state = remaining == slice.readableBytes ? .chunkDataCR : .chunkData(remaining: remaining - slice.readableBytes)
+            case .chunked(var decoder):
+                let ended: Bool
+                do { ended = try decoder.decode(&buffer) { emit(.body($0)) } } catch { throw ParseError(error.description) }
+                state = .chunked(decoder)
+                if ended { finish(leftover: buffer.readableBytes, emit) }
             case .untilClose:
                 emit(.body(buffer))
                 return
-            default:
-                let byte = buffer.readInteger(as: UInt8.self)!
-                try framingByte(byte, leftover: buffer.readableBytes, emit)
             }
             // Bytes after the response are ignored: `finish` marked the connection unusable.
             if isIdle { return }
@@ -175,18 +164,8 @@ public struct ResponseParser {
         var kept = ByteBufferAllocator().buffer(capacity: bytes.count)
         var framing = Framing()
         while let line = lines.next(), !line.isEmpty {
-            if line.first == UInt8(ascii: " ") || line.first == UInt8(ascii: "\t") {
-                throw ParseError("obsolete line folding in a header")
-            }
-            guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon > line.startIndex else {
-                throw ParseError("header line without a name")
-            }
-            let name = line[..<colon]
-            guard name.allSatisfy(HeadSyntax.isTokenByte) else { throw ParseError("invalid character in a header name") }
-            let value = HeadSyntax.trimmed(line[(colon + 1)...])
-            guard value.allSatisfy({ $0 >= 32 && $0 != 127 || $0 == 9 }) else {
-                throw ParseError("control character in a header value")
-            }
+            let name: HeadSyntax.Bytes, value: HeadSyntax.Bytes
+            do { (name, value) = try HeadSyntax.field(line) } catch { throw ParseError(error.description) }
             try framing.note(name: name, value: value)
             // The head is handed on end to end: hop-by-hop headers stop here.
             if HopByHopHeaders.isListed(name) { continue }
@@ -207,7 +186,7 @@ public struct ResponseParser {
             line[start + 8] == UInt8(ascii: " "), line[(start + 9)..<(start + 12)].allSatisfy({ $0 >= 48 && $0 <= 57 }),
             line.count == 12 || line[start + 12] == UInt8(ascii: " ")
         else { throw ParseError("malformed status line") }
-        guard line.allSatisfy({ $0 >= 32 && $0 != 127 || $0 == 9 }) else {
+        guard HeadSyntax.isFieldValue(line) else {
             throw ParseError("control character in the status line")
         }
         let status = line[(start + 9)..<(start + 12)].reduce(0) { $0 * 10 + Int($1 - 48) }
@@ -238,7 +217,7 @@ public struct ResponseParser {
         if headRequest || status == 204 || status == 304 { return finish(leftover: leftover, emit) }
         if framing.transferEncoding {
             if framing.chunked {
-                state = .chunkSize(size: 0, digits: 0)
+                state = .chunked(ChunkedDecoder())
             } else {
                 keepAlive = false
                 state = .untilClose
@@ -260,87 +239,20 @@ public struct ResponseParser {
         state = .idle
         emit(.end(keepAlive: keepAlive))
     }
-
-    private mutating func framingByte(_ byte: UInt8, leftover: Int, _ emit: (Part) -> Void) throws(ParseError) {
-        switch state {
-        case .chunkSize(let size, let digits):
-            if let digit = Self.hexValue(byte) {
-                guard digits < 15 else { throw ParseError("chunk size too large") }
-                state = .chunkSize(size: size << 4 | digit, digits: digits + 1)
-            } else if digits > 0 && (byte == UInt8(ascii: ";") || byte == 32 || byte == 9) {
-                state = .chunkExtension(size: size)
-            } else if digits > 0 && byte == UInt8(ascii: "\r") {
-                state = .chunkSizeLF(size: size)
-            } else {
-                throw ParseError("invalid chunk size")
-            }
-        case .chunkExtension(let size):
-            if byte == UInt8(ascii: "\r") {
-                state = .chunkSizeLF(size: size)
-            } else if byte < 32 && byte != 9 || byte == 127 {
-                throw ParseError("control character in a chunk extension")
-            }
-        case .chunkSizeLF(let size):
-            guard byte == UInt8(ascii: "\n") else { throw ParseError("chunk size line without CRLF") }
-            state = size == 0 ? .trailerLineStart : .chunkData(remaining: size)
-        case .chunkDataCR:
-            guard byte == UInt8(ascii: "\r") else { throw ParseError("chunk data longer than its size") }
-            state = .chunkDataLF
-        case .chunkDataLF:
-            guard byte == UInt8(ascii: "\n") else { throw ParseError("chunk data without CRLF") }
-            state = .chunkSize(size: 0, digits: 0)
-        case .trailerLineStart:
-            state = byte == UInt8(ascii: "\r") ? .trailerEndLF : .trailerLine
-            if byte == UInt8(ascii: "\n") { throw ParseError("bare LF in the trailer section") }
-        case .trailerLine:
-            if byte == UInt8(ascii: "\n") { state = .trailerLineStart }
-        case .trailerEndLF:
-            guard byte == UInt8(ascii: "\n") else { throw ParseError("trailer section without CRLF") }
-            finish(leftover: leftover, emit)
-        case .idle, .head, .fixed, .chunkData, .untilClose:
-            preconditionFailure("not a framing state")
-        }
-    }
-
-    private static func hexValue(_ byte: UInt8) -> Int? {
-        switch byte {
-        case 48...57: return Int(byte - 48)
-        case 65...70: return Int(byte - 55)
-        case 97...102: return Int(byte - 87)
-        default: return nil
-        }
-    }
 }
 
 extension ResponseParser.Framing {
     fileprivate mutating func note(name: HeadSyntax.Bytes, value: HeadSyntax.Bytes) throws(ResponseParser.ParseError) {
         switch name.count {
         case 14 where HeadSyntax.equalsIgnoringCase(name, "content-length"):
-            // `5, 5` and repeated equal headers are one length (RFC 9110 §8.6); any other list is not.
-            for element in value.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) {
-                let digits = HeadSyntax.trimmed(element)
-                guard !digits.isEmpty, digits.count <= 18, digits.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
-                    throw ResponseParser.ParseError("invalid Content-Length")
-                }
-                let length = digits.reduce(0) { $0 * 10 + Int($1 - 48) }
-                guard contentLength == nil || contentLength == length else {
-                    throw ResponseParser.ParseError("conflicting Content-Length values")
-                }
-                contentLength = length
+            do { try HeadSyntax.noteContentLength(value, into: &contentLength) } catch {
+                throw ResponseParser.ParseError(error == .invalid ? "invalid Content-Length" : "conflicting Content-Length values")
             }
         case 17 where HeadSyntax.equalsIgnoringCase(name, "transfer-encoding"):
             transferEncoding = true
             if let last = HeadSyntax.listElements(value).last { chunked = HeadSyntax.equalsIgnoringCase(last, "chunked") }
         case 10 where HeadSyntax.equalsIgnoringCase(name, "connection"):
-            for token in HeadSyntax.listElements(value) {
-                if HeadSyntax.equalsIgnoringCase(token, "close") {
-                    close = true
-                } else if HeadSyntax.equalsIgnoringCase(token, "keep-alive") {
-                    keepAlive = true
-                } else {
-                    namedByConnection.append(String(decoding: UnsafeRawBufferPointer(rebasing: token), as: UTF8.self))
-                }
-            }
+            HeadSyntax.noteConnection(value, close: &close, keepAlive: &keepAlive, named: &namedByConnection)
         default:
             break
         }

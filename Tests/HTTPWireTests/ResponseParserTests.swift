@@ -131,12 +131,12 @@ private func parse(_ wire: String, toHEAD: Bool = false, byteByByte: Bool = fals
         ("HTTP/1.1 200 OK\r\nBad Name: 1\r\n\r\n", "invalid character in a header name"),
         ("HTTP/1.1 200 OK\r\n: nameless\r\n\r\n", "header line without a name"),
         ("HTTP/1.1 200 OK\r\nX-A: a\rb\r\n\r\n", "control character in a header value"),
-        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nz\r\n", "invalid chunk size"),
-        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1234567890abcdef0\r\n", "chunk size too large"),
-        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n", "chunk data longer than its size"),
-        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\r\n", "chunk size line without CRLF"),
-        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\rb", "chunk data without CRLF"),
-        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\rx", "trailer section without CRLF"),
+        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nz\r\n", "a chunk size is not a hexadecimal number"),
+        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1234567890abcdef0\r\n", "a chunk size is too large"),
+        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n", "chunk data is longer than its size"),
+        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\r\n", "a chunk size line does not end with CRLF"),
+        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\rb", "chunk data does not end with CRLF"),
+        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\rx", "the trailer section does not end with CRLF"),
     ]
 
     @Test(arguments: refused)

@@ -126,13 +126,15 @@ import Testing
     }
 
     @Test(arguments: [
-        ("THIS IS NOT HTTP\r\n\r\n", "the method is not one the proxy knows"),
-        ("GET /echo HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n", "does not end with CRLF"),
+        ("THIS IS NOT HTTP\r\n\r\n", "the protocol version is not HTTP/1.0 or HTTP/1.1"),
+        ("GET /echo HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n", "control character in a header value"),
+        ("GET /echo HTTP/1.1\nHost: x\n\n", "a line does not end with CRLF"),
         ("GET /echo HTTP/3.0\r\nHost: x\r\n\r\n", "not HTTP/1.0 or HTTP/1.1"),
-        ("GET /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n", "Content-Length is not one decimal number"),
+        ("GET /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n", "Content-Length is not a decimal number"),
         ("PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-         "next to Transfer-Encoding"),
-        ("GET /echo HTTP/1.1\r\nBad Header: 1\r\n\r\n", "header name or value"),
+         "both Content-Length and Transfer-Encoding"),
+        ("PUT /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "not just chunked"),
+        ("GET /echo HTTP/1.1\r\nBad Header: 1\r\n\r\n", "invalid character in a header name"),
     ])
     func malformedRequestsGet400WithAReason(wire: String, reason: String) async throws {
         let h = try await ProxyHarness.start()

@@ -26,6 +26,31 @@ import Testing
         #expect(h.upstream.executions("/charges") == 1)
     }
 
+    /// A slow client's request arrives in many reads, split anywhere (inside the request line,
+    /// a header, a chunk size): the proxy's parser must put it together exactly.
+    @Test func aRequestArrivingInPiecesIsReadWhole() async throws {
+        let h = try await ProxyHarness.start()
+        defer { Task { await h.stop() } }
+        let wire = Array(
+            ("\r\nPOST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: \"trickle\"\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+                + "GET /echo?n=2 HTTP/1.1\r\nHost: t\r\n\r\n").utf8)
+        let (first, second) = try await blocking {
+            let c = try RawHTTPClient(port: h.port)
+            for start in stride(from: 0, to: wire.count, by: 7) {
+                try c.send(Array(wire[start..<min(start + 7, wire.count)]))
+                usleep(1_000)
+            }
+            return (try c.readResponse(method: "POST"), try c.readResponse())
+        }
+        #expect(first.status == 201)
+        #expect(second.text.hasPrefix("GET /echo?n=2\n"))
+        let retry = try await h.send("POST", "/charges", key: "trickle", body: "hello world")
+        #expect(retry.replayed)
+        #expect(retry.text == first.text)
+        #expect(h.upstream.executions("/charges") == 1)
+    }
+
     @Test func expectContinueIsAnsweredOnlyWhenTheBodyIsWanted() async throws {
         let h = try await ProxyHarness.start(["max_request_body": "1KiB"])
         defer { Task { await h.stop() } }

@@ -14,7 +14,7 @@ import NIOHTTP1
 /// dropped. The client is held until the answer is out, then let go.
 final class ProtectedRequest {
     private let loop: LoopContext
-    private let head: HTTPRequestHead
+    private let head: RequestHead
     private let body: ByteBuffer
     private let clientAddress: String?
     private var client: ProxyHandler?
@@ -33,7 +33,7 @@ final class ProtectedRequest {
 
     init(
         loop: LoopContext,
-        head: HTTPRequestHead,
+        head: RequestHead,
         key: String,
         body: ByteBuffer,
         clientAddress: String?,
@@ -45,11 +45,11 @@ final class ProtectedRequest {
         self.body = body
         self.clientAddress = clientAddress
         self.client = client
-        let scope = RequestDigest.scope(headerNames: c.scopeHeaders) { head.headers[$0] }
+        let scope = RequestDigest.scope(headerNames: c.scopeHeaders) { head.values(named: $0) }
         recordKey = RequestDigest.recordKey(prefix: c.keyPrefix, scope: scope, key: key)
         if c.fingerprint {
             fingerprint = body.withUnsafeReadableBytes {
-                RequestDigest.fingerprint(method: head.method.rawValue, target: head.uri, body: $0)
+                RequestDigest.fingerprint(method: head.method.rawValue, target: head.target, body: $0)
             }
         } else {
             fingerprint = [UInt8](repeating: 0, count: IdempotencyRecord.fingerprintLength)

@@ -1,7 +1,6 @@
 import HTTPWire
 import IdempotencyCore
 import NIOCore
-import NIOHTTP1
 
 /// Streams one unprotected request to the upstream and its response back, with back-pressure
 /// both ways: neither side is read faster than the other side can be written.
@@ -12,13 +11,13 @@ final class PassthroughExchange: UpstreamReceiver {
 
     private var connection: UpstreamConnection?
     /// Request parts that arrived before the upstream connection was ready.
-    private var queued: [HTTPClientRequestPart] = []
+    private var queued: [UpstreamRequestPart] = []
     /// The client has sent the whole request; until then the proxy is waiting on it.
     private(set) var requestEnded = false
     private var responseStarted = false
     private var finished = false
 
-    init(handler: ProxyHandler, loop: LoopContext, clientHead: HTTPRequestHead, clientAddress: String?) {
+    init(handler: ProxyHandler, loop: LoopContext, clientHead: RequestHead, clientAddress: String?) {
         self.handler = handler
         self.loop = loop
         let head = ForwardedMessage.requestHead(
@@ -35,12 +34,12 @@ final class PassthroughExchange: UpstreamReceiver {
     }
 
     func requestBody(_ buffer: ByteBuffer) {
-        forward(.body(.byteBuffer(buffer)), flush: true)
+        forward(.body(buffer), flush: true)
     }
 
     func requestEnd() {
         requestEnded = true
-        forward(.end(nil), flush: true)
+        forward(.end, flush: true)
     }
 
     /// The client went away: stop the exchange, the connection cannot be reused.
@@ -65,7 +64,7 @@ final class PassthroughExchange: UpstreamReceiver {
         if !connection.isWritable { handler?.pauseReads() }
     }
 
-    private func forward(_ part: HTTPClientRequestPart, flush: Bool) {
+    private func forward(_ part: UpstreamRequestPart, flush: Bool) {
         guard !finished else { return }
         guard let connection else {
             queued.append(part)

@@ -6,12 +6,13 @@ import NIOHTTP1
 /// The client side of the proxy: decides per request whether it is protected and hands it to
 /// `ProtectedRequest` (buffered) or `PassthroughExchange` (streamed), then writes the answer.
 ///
-/// It sits right behind NIO's request decoder and writes response bytes itself
-/// (`ResponseWriter`), which spares three handlers per message on the hot path. It serves one
-/// request at a time: requests a client pipelines behind the current one wait in `pipelined`
-/// (reads pause meanwhile) and are taken up, in order, when the current one is answered.
+/// It is the only handler on a client connection: it parses requests itself (`RequestParser`)
+/// and writes response bytes itself (`ResponseWriter`), which spares NIO's HTTP handlers and
+/// their per-header strings on the hot path. It serves one request at a time: requests a client
+/// pipelines behind the current one wait in `pipelined` (reads pause meanwhile) and are taken
+/// up, in order, when the current one is answered.
 final class ProxyHandler: ChannelDuplexHandler {
-    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -20,7 +21,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         /// Unprotected: streaming to the upstream.
         case streaming(PassthroughExchange)
         /// Protected: collecting the body to fingerprint it.
-        case buffering(head: HTTPRequestHead, key: String, body: ByteBuffer)
+        case buffering(head: RequestHead, key: String, body: ByteBuffer)
         /// Protected: body complete, the answer is being worked out (nil only for an instant
         /// while the body buffer is appended to).
         case processing(ProtectedRequest?)
@@ -41,7 +42,8 @@ final class ProxyHandler: ChannelDuplexHandler {
     /// The response bytes not yet handed to the channel (see `emit`).
     private var gathered: ByteBuffer?
     /// Parts of requests that arrived while an earlier one was still being answered.
-    private var pipelined = CircularBuffer<HTTPServerRequestPart>()
+    private var pipelined = CircularBuffer<RequestParser.Part>()
+    private var parser = RequestParser()
     private var requestStart = NIODeadline.now()
     private var requestCounted = false
 
@@ -88,22 +90,28 @@ final class ProxyHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        if !pipelined.isEmpty || mustWait(part) {
-            pipelined.append(part)
-            readGate.pause(.pipelined)
-            return
+        do {
+            try parser.feed(unwrapInboundIn(data)) { part in
+                guard self.context != nil else { return }
+                if !pipelined.isEmpty || mustWait(part) {
+                    pipelined.append(part)
+                    readGate.pause(.pipelined)
+                } else {
+                    handle(part, context: context)
+                }
+            }
+        } catch {
+            malformed(error, context: context)
         }
-        handle(part, context: context)
     }
 
     /// A new request waits until the current one is answered; the current one's parts do not.
-    private func mustWait(_ part: HTTPServerRequestPart) -> Bool {
+    private func mustWait(_ part: RequestParser.Part) -> Bool {
         guard case .head = part else { return false }
         return !isIdle
     }
 
-    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+    private func handle(_ part: RequestParser.Part, context: ChannelHandlerContext) {
         switch part {
         case .head(let head): requestHead(head, context: context)
         case .body(let buffer): requestBody(buffer, context: context)
@@ -129,15 +137,15 @@ final class ProxyHandler: ChannelDuplexHandler {
         }
     }
 
-    private func requestHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func requestHead(_ head: RequestHead, context: ChannelHandlerContext) {
         var head = head
-        if let origin = ForwardedMessage.originForm(of: head.uri) { head.uri = origin }
+        if let origin = ForwardedMessage.originForm(of: head.target) { head.target = origin }
         requestStart = .now()
         requestCounted = true
         loop.metrics.requestStarted()
         requestVersion = head.version
         requestIsHEAD = head.method == .HEAD
-        keepAlive = head.isKeepAlive && !quiescing
+        keepAlive = head.keepAlive && !quiescing
         let c = loop.configuration
         guard loop.protectedMethods.contains(head.method.rawValue) else {
             return startPassthrough(head)
@@ -145,7 +153,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         let key: String?
         do {
             key = try IdempotencyKey.parse(
-                headerValues: head.headers[c.keyHeader], headerName: c.keyHeader, maxLength: c.maxKeyLength)
+                headerValues: head.values(named: c.keyHeader), headerName: c.keyHeader, maxLength: c.maxKeyLength)
         } catch {
             return reject(.invalidKey(error.detail), outcome: .badRequest, closing: false)
         }
@@ -153,7 +161,8 @@ final class ProxyHandler: ChannelDuplexHandler {
             if c.requireKey { return reject(.missingKey(header: c.keyHeader), outcome: .badRequest, closing: false) }
             return startPassthrough(head)
         }
-        let declaredLength = head.headers.first(name: "content-length").flatMap(Int.init) ?? 0
+        var declaredLength = 0
+        if case .length(let length) = head.framing { declaredLength = length }
         if declaredLength > c.maxRequestBody {
             // Closing spares reading a body we will not use.
             return reject(.bodyTooLarge(limit: c.maxRequestBody), outcome: .tooLarge, closing: true)
@@ -164,10 +173,8 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     /// Answers `Expect: 100-continue` once we know we want the body (never before a 4xx, never
     /// to an HTTP/1.0 client, which cannot take a 1xx: RFC 9110 §15.2).
-    private func acceptBody(_ head: HTTPRequestHead) {
-        guard let context, head.version.minor >= 1,
-            head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" })
-        else { return }
+    private func acceptBody(_ head: RequestHead) {
+        guard let context, head.version.minor >= 1, head.expectsContinue else { return }
         context.writeAndFlush(wrapOutboundOut(ResponseWriter.continueHead), promise: nil)
     }
 
@@ -204,7 +211,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         }
     }
 
-    private func startPassthrough(_ head: HTTPRequestHead) {
+    private func startPassthrough(_ head: RequestHead) {
         state = .streaming(
             PassthroughExchange(handler: self, loop: loop, clientHead: head, clientAddress: clientAddress))
         acceptBody(head)
@@ -383,20 +390,20 @@ final class ProxyHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        guard let parserError = error as? HTTPParserError else {
-            context.close(promise: nil)
-            return
-        }
-        // Malformed HTTP: answer once if no response is under way, then close; the byte
-        // stream cannot be trusted to find the next request.
+        context.close(promise: nil)
+    }
+
+    /// Malformed HTTP: answer once if no response is under way, then close; the byte stream
+    /// cannot be trusted to find the next request.
+    private func malformed(_ error: RequestParser.ParseError, context: ChannelHandlerContext) {
         keepAlive = false
         pipelined.removeAll()
         switch state {
         case .idle, .buffering, .draining:
             let problem: Problem =
-                parserError == .headerOverflow
-                ? .headersTooLarge(limit: ProxyServer.maxRequestHeaderBytes)
-                : .malformedRequest(MalformedRequest.detail(parserError))
+                error.headTooLarge
+                ? .headersTooLarge(limit: RequestParser.maxHeadBytes)
+                : .malformedRequest("The request is not valid HTTP/1.1: \(error.description).")
             if !requestCounted {
                 requestStart = .now()
                 requestCounted = true

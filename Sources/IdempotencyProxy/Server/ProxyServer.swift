@@ -8,8 +8,6 @@ import NIOPosix
 
 /// The running proxy: the client listener, the admin listener and one `LoopContext` per event loop.
 public final class ProxyServer: Sendable {
-    /// SPEC §4: request headers over this many bytes in total get 431.
-    public static let maxRequestHeaderBytes = 64 * 1_024
     /// A client that sends nothing for this long while we wait on it is disconnected; long
     /// enough for a keep-alive connection between bursts, short enough to shed slowloris.
     public static let clientReadTimeout = TimeAmount.seconds(60)
@@ -76,12 +74,6 @@ public final class ProxyServer: Sendable {
             NIOLoopBoundBox(Optional(ServerQuiescingHelper(group: group)), eventLoop: acceptLoop)
         }.get()
 
-        let limits = {
-            var limits = NIOHTTPDecoderLimitConfiguration()
-            limits.maxHeaderListSize = maxRequestHeaderBytes
-            limits.maxHeaderFieldSize = maxRequestHeaderBytes
-            return limits
-        }()
         let listen = configuration.listen
         let serverChannel = try await ServerBootstrap(group: acceptLoop, childGroup: group)
             .serverChannelOption(.backlog, value: 1_024)
@@ -98,11 +90,8 @@ public final class ProxyServer: Sendable {
                     guard let loop = frozenContexts[ObjectIdentifier(channel.eventLoop)]?.value else {
                         preconditionFailure("no loop context for a channel of our own group")
                     }
-                    let pipeline = channel.pipeline.syncOperations
-                    // Only the decoder of NIO's HTTP/1 stack: ProxyHandler frames responses and
-                    // serves pipelined requests itself.
-                    try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(limitConfiguration: limits)))
-                    try pipeline.addHandler(ProxyHandler(loop: loop, readTimeout: clientReadTimeout))
+                    // ProxyHandler parses requests, frames responses and serves pipelined requests itself.
+                    try channel.pipeline.syncOperations.addHandler(ProxyHandler(loop: loop, readTimeout: clientReadTimeout))
                 }
             }
             .bind(host: listen.host, port: listen.port)

@@ -47,7 +47,7 @@ final class BufferedExchange: UpstreamReceiver {
     @discardableResult
     static func run(
         pool: UpstreamPool,
-        head: HTTPRequestHead,
+        head: ForwardedRequest,
         body: ByteBuffer,
         timeout: TimeAmount,
         allocator: ByteBufferAllocator,
@@ -67,8 +67,8 @@ final class BufferedExchange: UpstreamReceiver {
                 exchange.connection = connection
                 connection.begin(receiver: exchange, timeout: timeout)
                 connection.write(.head(head), flush: false)
-                if body.readableBytes > 0 { connection.write(.body(.byteBuffer(body)), flush: false) }
-                connection.write(.end(nil), flush: true)
+                if body.readableBytes > 0 { connection.write(.body(body), flush: false) }
+                connection.write(.end, flush: true)
             }
         }
         return exchange

@@ -2,7 +2,6 @@ import HTTPWire
 import IdempotencyCore
 import Logging
 import NIOCore
-import NIOHTTP1
 
 /// Receives the parts of one upstream response. Called on the connection's event loop.
 protocol UpstreamReceiver: AnyObject {
@@ -13,6 +12,13 @@ protocol UpstreamReceiver: AnyObject {
     func upstreamFailed(_ failure: UpstreamFailure)
     /// The upstream socket can take more request body again (or cannot).
     func upstreamWritabilityChanged(isWritable: Bool)
+}
+
+/// What goes to the upstream for one request, in order: the head, body pieces, the end.
+enum UpstreamRequestPart {
+    case head(ForwardedRequest)
+    case body(ByteBuffer)
+    case end
 }
 
 enum UpstreamFailure: Error, Equatable {
@@ -107,18 +113,15 @@ final class UpstreamConnection: ChannelDuplexHandler {
         timer = (task, deadline)
     }
 
-    func write(_ part: HTTPClientRequestPart, flush: Bool) {
+    func write(_ part: UpstreamRequestPart, flush: Bool) {
         guard let context, !isClosed else { return }
         switch part {
-        case .head(let head):
-            parser.expectResponse(toHEAD: head.method == .HEAD)
-            var buffer = context.channel.allocator.buffer(capacity: 512)
-            writer.head(head, into: &buffer)
-            context.write(wrapOutboundOut(buffer), promise: nil)
-        case .body(.byteBuffer(let body)):
+        case .head(let request):
+            parser.expectResponse(toHEAD: request.isHEAD)
+            writer = RequestWriter(chunked: request.chunked)
+            context.write(wrapOutboundOut(request.head), promise: nil)
+        case .body(let body):
             writer.body(body, allocator: context.channel.allocator) { context.write(wrapOutboundOut($0), promise: nil) }
-        case .body(.fileRegion):
-            preconditionFailure("the proxy never sends file regions")
         case .end:
             requestComplete = true
             if let end = writer.end { context.write(wrapOutboundOut(end), promise: nil) }

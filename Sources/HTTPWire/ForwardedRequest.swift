@@ -1,0 +1,107 @@
+import NIOCore
+import NIOHTTP1
+
+/// A client's request head rewritten for the upstream, in the bytes that go out (SPEC §4):
+/// hop-by-hop headers and those `Connection` names gone, `X-Forwarded-For` and
+/// `X-Forwarded-Proto` appended, the client's `Host` kept (a sidecar is transparent; the
+/// upstream's own name is used only when the client sent none), the target under the upstream's
+/// base path, always HTTP/1.1 keep-alive.
+public struct ForwardedRequest {
+    public let head: ByteBuffer
+    /// The body goes out chunked (it came chunked and is streamed).
+    public let chunked: Bool
+    /// The response will have no body whatever its headers say.
+    public let isHEAD: Bool
+
+    /// Framing: `bodyLength` (a body the proxy holds whole) is sent as `Content-Length`;
+    /// otherwise the client's own framing is kept (a chunked body stays chunked).
+    public init(
+        from client: RequestHead, basePath: String, hostHeader: String, clientAddress: String?, bodyLength: Int? = nil
+    ) {
+        var head = ByteBuffer()
+        head.reserveCapacity(client.headerLines.readableBytes + client.target.utf8.count + basePath.utf8.count + 160)
+        head.writeString(client.method.rawValue)
+        head.writeInteger(UInt8(ascii: " "))
+        head.writeString(basePath)
+        head.writeString(client.target)
+        head.writeStaticString(" HTTP/1.1\r\n")
+        // One pass over the client's lines (this runs for every request): what is kept is
+        // copied in the client's order, the framing and forwarding headers go after it.
+        var forwardedFor: [String] = []
+        var forwardedProto: [String] = []
+        var hasHost = false
+        let named = client.namedByConnection
+        client.forEachField { field in
+            if HopByHopHeaders.isListed(field.name) { return }
+            // Rare. What `Connection` names of our own headers is dropped with the client's values.
+            if !named.isEmpty && named.contains(where: { HeadSyntax.equalsIgnoringCase(field.name, $0.utf8) }) { return }
+            switch field.name.count {
+            case 4 where field.hasName("host"):
+                hasHost = true
+            // `Expect: 100-continue` is answered by the proxy itself (it reads the body anyway).
+            case 6 where field.hasName("expect"):
+                return
+            // The framing is written below, from what the parser made of it.
+            case 14 where field.hasName("content-length"):
+                return
+            case 15 where field.hasName("x-forwarded-for"):
+                if !field.value.isEmpty { forwardedFor.append(String(decoding: field.value, as: UTF8.self)) }
+                return
+            case 17 where field.hasName("x-forwarded-proto"):
+                if !field.value.isEmpty { forwardedProto.append(String(decoding: field.value, as: UTF8.self)) }
+                return
+            default:
+                break
+            }
+            head.writeHeaderLine(field.line)
+        }
+        let hasContent = Self.methodsWithContent.contains(client.method)
+        var chunked = false
+        if let bodyLength {
+            if bodyLength > 0 || hasContent { head.writeContentLength(bodyLength) }
+        } else {
+            switch client.framing {
+            case .chunked:
+                chunked = true
+                head.writeStaticString("Transfer-Encoding: chunked\r\n")
+            case .length(let length):
+                head.writeContentLength(length)
+            case .none:
+                // RFC 9110 §8.6: sent when the method defines a meaning for content; some
+                // servers refuse these methods without it (411).
+                if hasContent { head.writeContentLength(0) }
+            }
+        }
+        if let clientAddress { forwardedFor.append(clientAddress) }
+        if !forwardedFor.isEmpty { head.writeHeader("X-Forwarded-For", Self.listValue(forwardedFor)) }
+        forwardedProto.append("http")
+        head.writeHeader("X-Forwarded-Proto", Self.listValue(forwardedProto))
+        if !hasHost { head.writeHeader("Host", hostHeader) }
+        head.writeStaticString("\r\n")
+        self.head = head
+        self.chunked = chunked
+        self.isHEAD = client.method == .HEAD
+    }
+
+    private static let methodsWithContent: [HTTPMethod] = [.POST, .PUT, .PATCH]
+
+    /// Fields of a list header folded into one value (usually there is just ours).
+    private static func listValue(_ fields: [String]) -> String {
+        fields.count == 1 ? fields[0] : fields.joined(separator: ", ")
+    }
+}
+
+extension ByteBuffer {
+    fileprivate mutating func writeHeader(_ name: StaticString, _ value: String) {
+        writeStaticString(name)
+        writeStaticString(": ")
+        writeString(value)
+        writeStaticString("\r\n")
+    }
+
+    fileprivate mutating func writeContentLength(_ length: Int) {
+        writeStaticString("Content-Length: ")
+        writeString(String(length))
+        writeStaticString("\r\n")
+    }
+}

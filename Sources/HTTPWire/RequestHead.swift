@@ -1,0 +1,78 @@
+import NIOCore
+import NIOHTTP1
+
+/// A client's request head as `RequestParser` read it. The header lines stay the bytes they
+/// arrived as: a passthrough request is forwarded by copying them, and only a protected one has
+/// a few values (its key, its scope) decoded into strings.
+public struct RequestHead: Sendable {
+    public enum Framing: Equatable, Sendable {
+        case none
+        case length(Int)
+        case chunked
+    }
+
+    public var method: HTTPMethod
+    public var target: String
+    public var version: HTTPVersion
+    /// Every header line as it arrived (checked by the parser), each with CRLF, in order.
+    public let headerLines: ByteBuffer
+    public let framing: Framing
+    /// The connection may carry another request after this one.
+    public let keepAlive: Bool
+    /// `Expect: 100-continue`.
+    public let expectsContinue: Bool
+    /// Headers that `Connection` names as hop-by-hop, lower-cased (rare).
+    public let namedByConnection: [String]
+
+    public init(
+        method: HTTPMethod, target: String, version: HTTPVersion, headerLines: ByteBuffer, framing: Framing,
+        keepAlive: Bool, expectsContinue: Bool, namedByConnection: [String]
+    ) {
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headerLines = headerLines
+        self.framing = framing
+        self.keepAlive = keepAlive
+        self.expectsContinue = expectsContinue
+        self.namedByConnection = namedByConnection
+    }
+
+    /// The values of every header named `name` (ASCII case ignored), trimmed, in order.
+    public func values(named name: String) -> [String] {
+        let lowercased = Array(name.lowercased().utf8)
+        var values: [String] = []
+        forEachField { field in
+            if HeadSyntax.equalsIgnoringCase(field.name, lowercased) {
+                values.append(String(decoding: field.value, as: UTF8.self))
+            }
+        }
+        return values
+    }
+
+    /// Calls `body` with each header line, in order.
+    public func forEachField(_ body: (HeaderField) -> Void) {
+        headerLines.withUnsafeReadableBytes { bytes in
+            var lines = HeadLines(bytes)
+            while let line = lines.next(), let colon = line.firstIndex(of: UInt8(ascii: ":")) {
+                body(HeaderField(line: line, name: line[..<colon], value: HeadSyntax.trimmed(line[(colon + 1)...])))
+            }
+        }
+    }
+}
+
+/// One header line of a received head, as bytes in place (valid only inside the call that
+/// hands it out).
+public struct HeaderField {
+    public typealias Bytes = Slice<UnsafeRawBufferPointer>
+    /// The whole line without its CRLF.
+    public let line: Bytes
+    public let name: Bytes
+    /// Without surrounding whitespace.
+    public let value: Bytes
+
+    /// The name equals `lowercase` ignoring ASCII case.
+    public func hasName(_ lowercase: StaticString) -> Bool {
+        HeadSyntax.equalsIgnoringCase(name, lowercase)
+    }
+}
