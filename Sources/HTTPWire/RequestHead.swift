@@ -15,7 +15,7 @@ public struct RequestHead: Sendable {
     public var target: String
     public var version: HTTPVersion
     /// Every header line as it arrived (checked by the parser), each with CRLF, in order.
-    public let headerLines: ByteBuffer
+    public private(set) var headerLines: ByteBuffer
     public let framing: Framing
     /// The connection may carry another request after this one.
     public let keepAlive: Bool
@@ -36,6 +36,14 @@ public struct RequestHead: Sendable {
         self.keepAlive = keepAlive
         self.expectsContinue = expectsContinue
         self.namedByConnection = namedByConnection
+    }
+
+    /// Copies the header lines out of the read buffer they are a slice of: a head kept while
+    /// Redis and the upstream answer would otherwise keep that whole buffer alive.
+    public mutating func detach() {
+        var lines = ByteBufferAllocator().buffer(capacity: headerLines.readableBytes)
+        lines.writeImmutableBuffer(headerLines)
+        headerLines = lines
     }
 
     /// The values of every header named `name` (ASCII case ignored), trimmed, in order.

@@ -36,7 +36,7 @@ public struct RequestParser {
         case head
         case fixed(remaining: Int)
         case chunked(ChunkedDecoder)
-        /// The last request ended the connection: later bytes are not read as requests.
+        /// The last request ended the connection, or was refused: later bytes are not read.
         case closed
     }
 
@@ -47,8 +47,19 @@ public struct RequestParser {
 
     public init() {}
 
-    /// Parses `buffer`, handing each part to `emit` as soon as it is complete.
+    /// Parses `buffer`, handing each part to `emit` as soon as it is complete. After an error
+    /// nothing more is read.
     public mutating func feed(_ buffer: ByteBuffer, _ emit: (Part) -> Void) throws(ParseError) {
+        do {
+            try parse(buffer, emit)
+        } catch {
+            state = .closed
+            pending = nil
+            throw error
+        }
+    }
+
+    private mutating func parse(_ buffer: ByteBuffer, _ emit: (Part) -> Void) throws(ParseError) {
         var buffer = buffer
         while buffer.readableBytes > 0 {
             switch state {
@@ -103,17 +114,19 @@ public struct RequestParser {
             while buffer.readableBytesView.starts(with: Self.crlf) { buffer.moveReaderIndex(forwardBy: 2) }
             if buffer.readableBytes == 0 { return nil }
         }
+        // Only as far as a head may reach: what lies beyond cannot change the answer.
         let scan = buffer.withUnsafeReadableBytes { bytes in
-            Result { () throws(ParseError) in try Self.scanHead(bytes, from: checked) }
+            Result { () throws(ParseError) in
+                try Self.scanHead(UnsafeRawBufferPointer(rebasing: bytes.prefix(Self.maxHeadBytes)), from: checked)
+            }
         }
         switch try scan.get() {
         case .incomplete(let checkedUpTo):
-            guard buffer.readableBytes <= Self.maxHeadBytes else { throw Self.tooLarge }
+            guard buffer.readableBytes < Self.maxHeadBytes else { throw Self.tooLarge }
             pending = (buffer, checkedUpTo)
             buffer.moveReaderIndex(to: buffer.writerIndex)
             return nil
         case .complete(let length):
-            guard length <= Self.maxHeadBytes else { throw Self.tooLarge }
             let parsed = buffer.withUnsafeReadableBytes { bytes in
                 Result { () throws(ParseError) in try Self.parseHead(UnsafeRawBufferPointer(rebasing: bytes[..<length])) }
             }

@@ -5,8 +5,8 @@ import RedisClient
 
 /// One input, every parser that reads untrusted bytes: the key header, the config file, the
 /// record codec, the RESP reader (and what reads its replies: the cluster slot map,
-/// redirections, Pub/Sub pushes) and the upstream response parser. None may crash; each must
-/// accept or refuse cleanly.
+/// redirections, Pub/Sub pushes), the client request parser and the upstream response parser.
+/// None may crash; each must accept or refuse cleanly.
 ///
 /// Fuzz with `scripts/fuzz` (libFuzzer provides `main`; the script builds with
 /// `-sanitize=address,fuzzer`, since two separate `-sanitize=` flags leave Swift code without
@@ -55,6 +55,10 @@ func fuzzOne(_ bytes: UnsafeRawBufferPointer) {
     }
     if bodies.count == 2 && bodies[0] != bodies[1] { fatalError("response body depends on how the bytes were split") }
 
+    // The request parser, whole and split in two: the same requests, or the same refusal.
+    let requests = [bytes.count, bytes.count / 3].map { split in parseRequests([bytes[..<split], bytes[split...]]) }
+    if requests[0] != requests[1] { fatalError("requests depend on how the bytes were split:\n\(requests)") }
+
     let reader = RESPReader()
     do {
         try reader.feed(ByteBuffer(bytes: bytes))
@@ -64,6 +68,45 @@ func fuzzOne(_ bytes: UnsafeRawBufferPointer) {
         }
     } catch {}
     _ = ClusterRedirect(error: text, answeredBy: ClusterNode(host: "seed", port: 7000))
+}
+
+/// The requests in `pieces` (read one after the other) as text, ending with the refusal if any.
+/// Every head must also go upstream as a head that parses again to the same request.
+func parseRequests(_ pieces: [Slice<UnsafeRawBufferPointer>]) -> String {
+    var parser = RequestParser()
+    var text = ""
+    do {
+        for piece in pieces {
+            try parser.feed(ByteBuffer(bytes: piece)) { part in
+                switch part {
+                case .head(let head):
+                    text += "\n\(head.method) \(head.target) \(head.version) \(head.framing) \(head.keepAlive) "
+                    text += String(buffer: head.headerLines)
+                    checkForwarded(head)
+                case .body(let body): text += String(buffer: body)
+                case .end: text += "\nend"
+                }
+            }
+        }
+    } catch {
+        text += "\nrefused: \(error)"
+    }
+    return text
+}
+
+func checkForwarded(_ client: RequestHead) {
+    let forwarded = ForwardedRequest(from: client, basePath: "/base", hostHeader: "up", clientAddress: "10.0.0.1")
+    var parser = RequestParser()
+    var again: RequestHead?
+    do {
+        try parser.feed(forwarded.head) { if case .head(let head) = $0 { again = head } }
+    } catch {
+        fatalError("a forwarded head does not parse: \(error)\n\(String(buffer: forwarded.head))")
+    }
+    guard let again, again.method == client.method, again.target == "/base" + client.target,
+        again.framing == client.framing || (client.framing == .none && again.framing == .length(0)),
+        forwarded.chunked == (client.framing == .chunked)
+    else { fatalError("a forwarded head says something else:\n\(String(buffer: forwarded.head))") }
 }
 
 #if FUZZING

@@ -210,6 +210,34 @@ struct ParsedRequests: Equatable {
         }
     }
 
+    /// After a refusal the byte stream cannot be trusted: nothing more is read from it (and
+    /// the proxy does not answer twice).
+    @Test func readsNothingAfterARefusal() throws {
+        var parser = RequestParser()
+        var parts = 0
+        #expect(throws: RequestParser.ParseError.self) {
+            try parser.feed(ByteBuffer(string: "GET / HTTP/1.1\r\nBad Name: 1\r\n\r\n")) { _ in parts += 1 }
+        }
+        try parser.feed(ByteBuffer(string: "GET / HTTP/1.1\r\n\r\n")) { _ in parts += 1 }
+        #expect(parts == 0)
+    }
+
+    /// A protected request's head is kept while Redis and the upstream answer: detached, it no
+    /// longer holds on to the whole read buffer.
+    @Test func aDetachedHeadHoldsOnlyItsLines() throws {
+        var read = ByteBufferAllocator().buffer(capacity: 16_384)
+        read.writeString("POST / HTTP/1.1\r\nIdempotency-Key: k\r\n\r\n")
+        var parser = RequestParser()
+        var head: RequestHead?
+        try parser.feed(read) { if case .head(let h) = $0 { head = h } }
+        var detached = try #require(head)
+        #expect(detached.headerLines.storageCapacity >= 16_384)
+        detached.detach()
+        #expect(detached.headerLines.storageCapacity < 1_024)
+        #expect(String(buffer: detached.headerLines) == "Idempotency-Key: k\r\n")
+        #expect(detached.values(named: "idempotency-key") == ["k"])
+    }
+
     /// The header lines handed on are a slice of what was read: a header looked up by name is
     /// found whatever its case, with its value trimmed.
     @Test func looksUpHeaderValuesByName() throws {

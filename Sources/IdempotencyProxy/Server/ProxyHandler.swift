@@ -167,6 +167,7 @@ final class ProxyHandler: ChannelDuplexHandler {
             // Closing spares reading a body we will not use.
             return reject(.bodyTooLarge(limit: c.maxRequestBody), outcome: .tooLarge, closing: true)
         }
+        head.detach()
         state = .buffering(head: head, key: key, body: context.channel.allocator.buffer(capacity: declaredLength))
         acceptBody(head)
     }
