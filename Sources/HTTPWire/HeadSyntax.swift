@@ -36,7 +36,20 @@ enum HeadSyntax {
 
     /// The comma-separated elements of a list header, trimmed, empty ones skipped.
     static func listElements(_ value: Bytes) -> [Bytes] {
-        value.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false).map(trimmed).filter { !$0.isEmpty }
+        var elements: [Bytes] = []
+        forEachElement(of: value) { elements.append($0) }
+        return elements
+    }
+
+    /// `listElements` without building the list (headers read on every request).
+    static func forEachElement(of value: Bytes, _ body: (Bytes) -> Void) {
+        var rest = value
+        while !rest.isEmpty {
+            let comma = rest.firstIndex(of: UInt8(ascii: ",")) ?? rest.endIndex
+            let element = trimmed(rest[..<comma])
+            if !element.isEmpty { body(element) }
+            rest = comma == rest.endIndex ? rest[comma...] : rest[(comma + 1)...]
+        }
     }
 
     struct MalformedField: Error {
@@ -72,21 +85,25 @@ enum HeadSyntax {
     /// Adds a `Content-Length` value to what earlier ones said: `5, 5` and repeated equal
     /// headers are one length (RFC 9110 §8.6); any other list is not.
     static func noteContentLength(_ value: Bytes, into length: inout Int?) throws(ContentLengthError) {
-        for element in value.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) {
-            let digits = trimmed(element)
+        var rest = value
+        while true {
+            let comma = rest.firstIndex(of: UInt8(ascii: ",")) ?? rest.endIndex
+            let digits = trimmed(rest[..<comma])
             guard !digits.isEmpty, digits.count <= 18, digits.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
                 throw .invalid
             }
             let value = digits.reduce(0) { $0 * 10 + Int($1 - 48) }
             guard length == nil || length == value else { throw .conflicting }
             length = value
+            if comma == rest.endIndex { return }
+            rest = rest[(comma + 1)...]
         }
     }
 
     /// What a `Connection` value says: `close`, `keep-alive`, and the other headers it names
     /// as hop-by-hop (lower-cased).
     static func noteConnection(_ value: Bytes, close: inout Bool, keepAlive: inout Bool, named: inout [String]) {
-        for token in listElements(value) {
+        forEachElement(of: value) { token in
             if equalsIgnoringCase(token, "close") {
                 close = true
             } else if equalsIgnoringCase(token, "keep-alive") {

@@ -48,10 +48,10 @@ public struct RequestHead: Sendable {
 
     /// The values of every header named `name` (ASCII case ignored), trimmed, in order.
     public func values(named name: String) -> [String] {
-        let lowercased = Array(name.lowercased().utf8)
+        let lowercased = name.lowercased()
         var values: [String] = []
         forEachField { field in
-            if HeadSyntax.equalsIgnoringCase(field.name, lowercased) {
+            if HeadSyntax.equalsIgnoringCase(field.name, lowercased.utf8) {
                 values.append(String(decoding: field.value, as: UTF8.self))
             }
         }

@@ -136,8 +136,9 @@ final class ProtectedRequest {
     private func forward(protected: Bool = true) {
         let c = loop.configuration
         let started = NIODeadline.now()
-        let upstreamHead = ForwardedMessage.requestHead(
-            from: head, clientAddress: clientAddress, upstream: c.upstream, bodyLength: body.readableBytes)
+        let upstreamHead = ForwardedRequest(
+            from: head, basePath: c.upstream.basePath, hostHeader: loop.upstreamHostHeader, clientAddress: clientAddress,
+            bodyLength: body.readableBytes)
         exchange = BufferedExchange.run(
             pool: loop.pool, head: upstreamHead, body: body, timeout: .milliseconds(c.upstreamTimeoutMs),
             allocator: ByteBufferAllocator(), spillAfter: protected ? c.maxStoredResponse : nil, spill: self

@@ -1,17 +1,8 @@
 import HTTPWire
 import IdempotencyCore
 
-/// How a message is rewritten as it crosses the proxy (SPEC §4).
+/// How a message is rewritten as it crosses the proxy (SPEC §4), beyond `ForwardedRequest`.
 enum ForwardedMessage {
-    /// The request as the upstream sees it (`ForwardedRequest`), under the upstream's base path.
-    static func requestHead(
-        from client: RequestHead, clientAddress: String?, upstream: UpstreamURL, bodyLength: Int? = nil
-    ) -> ForwardedRequest {
-        ForwardedRequest(
-            from: client, basePath: upstream.basePath, hostHeader: upstream.hostHeader, clientAddress: clientAddress,
-            bodyLength: bodyLength)
-    }
-
     /// The origin-form (`/path?query`) of an absolute-form target (`http://host/path?query`),
     /// which a server must accept (RFC 9112 §3.2.2); nil for any other target. The upstream
     /// gets the origin-form, and the fingerprint does not depend on which form a client used.

@@ -25,6 +25,8 @@ final class LoopContext {
 
     /// Matched against every request's method.
     let protectedMethods: Set<String>
+    /// The `Host` sent upstream when a client sent none (made once, not per request).
+    let upstreamHostHeader: String
 
     init(
         eventLoop: any EventLoop, configuration: ProxyConfiguration, metrics: ProxyMetrics, logger: Logger,
@@ -32,6 +34,7 @@ final class LoopContext {
     ) {
         self.eventLoop = eventLoop
         self.configuration = configuration
+        upstreamHostHeader = configuration.upstream.hostHeader
         self.metrics = metrics
         self.logger = logger
         let redisConfiguration = Self.redisConfiguration(configuration)

@@ -10,22 +10,29 @@ final class PassthroughExchange: UpstreamReceiver {
     private let started = NIODeadline.now()
 
     private var connection: UpstreamConnection?
-    /// Request parts that arrived before the upstream connection was ready.
+    /// Body parts that arrived before the upstream connection was ready.
     private var queued: [UpstreamRequestPart] = []
     /// The client has sent the whole request; until then the proxy is waiting on it.
     private(set) var requestEnded = false
     private var responseStarted = false
+    /// Request bytes were written to the upstream and not flushed yet.
+    private var unflushed = false
     private var finished = false
 
     init(handler: ProxyHandler, loop: LoopContext, clientHead: RequestHead, clientAddress: String?) {
         self.handler = handler
         self.loop = loop
-        let head = ForwardedMessage.requestHead(
-            from: clientHead, clientAddress: clientAddress, upstream: loop.configuration.upstream)
-        queued.append(.head(head))
+        let head = ForwardedRequest(
+            from: clientHead, basePath: loop.configuration.upstream.basePath, hostHeader: loop.upstreamHostHeader,
+            clientAddress: clientAddress)
+        // Usually a pooled connection is ready: the head goes out at once, with no callback.
+        if let connection = loop.pool.takeIdle() {
+            connected(connection, head: head, flush: false)
+            return
+        }
         loop.pool.acquire { result in
             switch result {
-            case .success(let connection): self.connected(connection)
+            case .success(let connection): self.connected(connection, head: head, flush: true)
             case .failure(let error):
                 loop.logger.warning("upstream unreachable", metadata: ["error": "\(error)"])
                 self.fail(problemFor: nil)
@@ -34,12 +41,20 @@ final class PassthroughExchange: UpstreamReceiver {
     }
 
     func requestBody(_ buffer: ByteBuffer) {
-        forward(.body(buffer), flush: true)
+        forward(.body(buffer))
     }
 
     func requestEnd() {
         requestEnded = true
-        forward(.end, flush: true)
+        forward(.end)
+    }
+
+    /// Sends what the client's last read brought: writes wait for it, so that a head and the
+    /// body that came with it leave in one write.
+    func flushUpstream() {
+        guard unflushed, let connection else { return }
+        unflushed = false
+        connection.flush()
     }
 
     /// The client went away: stop the exchange, the connection cannot be reused.
@@ -55,22 +70,27 @@ final class PassthroughExchange: UpstreamReceiver {
         if isWritable { connection?.resumeReads() } else { connection?.pauseReads() }
     }
 
-    private func connected(_ connection: UpstreamConnection) {
+    /// `flush` false: called while the client's read is handled, which flushes at its end.
+    private func connected(_ connection: UpstreamConnection, head: ForwardedRequest, flush: Bool) {
         guard !finished else { return loop.pool.release(connection) }
         self.connection = connection
         connection.begin(receiver: self, timeout: .milliseconds(loop.configuration.upstreamTimeoutMs))
-        for (index, part) in queued.enumerated() { connection.write(part, flush: index == queued.count - 1) }
+        connection.write(.head(head), flush: false)
+        for part in queued { connection.write(part, flush: false) }
         queued.removeAll()
+        unflushed = true
+        if flush { flushUpstream() }
         if !connection.isWritable { handler?.pauseReads() }
     }
 
-    private func forward(_ part: UpstreamRequestPart, flush: Bool) {
+    private func forward(_ part: UpstreamRequestPart) {
         guard !finished else { return }
         guard let connection else {
             queued.append(part)
             return
         }
-        connection.write(part, flush: flush)
+        connection.write(part, flush: false)
+        unflushed = true
         if !connection.isWritable { handler?.pauseReads() }
     }
 

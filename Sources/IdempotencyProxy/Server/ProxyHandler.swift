@@ -86,6 +86,7 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         lastRead = .now()
+        if case .streaming(let exchange) = state { exchange.flushUpstream() }
         context.fireChannelReadComplete()
     }
 
@@ -133,6 +134,7 @@ final class ProxyHandler: ChannelDuplexHandler {
                 self.pipelined.removeFirst()
                 self.handle(part, context: context)
             }
+            if case .streaming(let exchange) = self.state { exchange.flushUpstream() }
             if self.pipelined.isEmpty { self.readGate.resume(.pipelined, self.context) }
         }
     }

@@ -129,6 +129,10 @@ final class UpstreamConnection: ChannelDuplexHandler {
         if flush { context.flush() }
     }
 
+    func flush() {
+        context?.flush()
+    }
+
     /// The client side gave up on the exchange (it disconnected): the connection is not
     /// reused since the rest of the response would be unread.
     func abandon() {

@@ -37,6 +37,13 @@ final class UpstreamPool {
     func acquire(
         freshWithin: TimeAmount = maxIdleTime, _ completion: @escaping (Result<UpstreamConnection, Error>) -> Void
     ) {
+        if let connection = takeIdle(freshWithin: freshWithin) { return completion(.success(connection)) }
+        connect(completion)
+    }
+
+    /// A pooled connection idle for less than `freshWithin`, if there is one: `acquire`
+    /// without a callback, for the hot path.
+    func takeIdle(freshWithin: TimeAmount = maxIdleTime) -> UpstreamConnection? {
         let now = NIODeadline.now()
         // The most recently used connection is last.
         while let connection = idle.last {
@@ -48,9 +55,9 @@ final class UpstreamPool {
             }
             guard idleFor < freshWithin else { break }  // the others are older still
             idle.removeLast()
-            return completion(.success(connection))
+            return connection
         }
-        connect(completion)
+        return nil
     }
 
     /// Hands a connection back after its exchange; it is kept only if it can carry another.
