@@ -72,11 +72,11 @@ public struct ForwardedRequest {
                 if hasContent { head.writeContentLength(0) }
             }
         }
-        if let clientAddress { forwardedFor.append(clientAddress) }
-        if !forwardedFor.isEmpty { head.writeHeader("X-Forwarded-For", Self.listValue(forwardedFor)) }
-        forwardedProto.append("http")
-        head.writeHeader("X-Forwarded-Proto", Self.listValue(forwardedProto))
-        if !hasHost { head.writeHeader("Host", hostHeader) }
+        if !forwardedFor.isEmpty || clientAddress != nil {
+            head.writeHeader("X-Forwarded-For", forwardedFor, clientAddress)
+        }
+        head.writeHeader("X-Forwarded-Proto", forwardedProto, "http")
+        if !hasHost { head.writeHeader("Host", [], hostHeader) }
         head.writeStaticString("\r\n")
         self.head = head
         self.chunked = chunked
@@ -84,18 +84,19 @@ public struct ForwardedRequest {
     }
 
     private static let methodsWithContent: [HTTPMethod] = [.POST, .PUT, .PATCH]
-
-    /// Fields of a list header folded into one value (usually there is just ours).
-    private static func listValue(_ fields: [String]) -> String {
-        fields.count == 1 ? fields[0] : fields.joined(separator: ", ")
-    }
 }
 
 extension ByteBuffer {
-    fileprivate mutating func writeHeader(_ name: StaticString, _ value: String) {
+    /// One header line: the client's fields of a list header folded into one value, then ours
+    /// (usually the client sent none, and nothing is joined).
+    fileprivate mutating func writeHeader(_ name: StaticString, _ fields: [String], _ last: String?) {
         writeStaticString(name)
         writeStaticString(": ")
-        writeString(value)
+        for (index, field) in fields.enumerated() {
+            writeString(field)
+            if index < fields.count - 1 || last != nil { writeStaticString(", ") }
+        }
+        if let last { writeString(last) }
         writeStaticString("\r\n")
     }
 

@@ -112,4 +112,16 @@ import Testing
         #expect(String(buffer: forwarded.head) == expected)
         #expect(forwarded.chunked == c.expected.contains { $0 == ("Transfer-Encoding", "chunked") })
     }
+
+    /// With no client address (a unix socket), the client's own fields go on as they were.
+    @Test func withoutAClientAddressTheClientsFieldsStay() throws {
+        var client: RequestHead?
+        var parser = RequestParser()
+        try parser.feed(ByteBuffer(string: "GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 1.1.1.1\r\n\r\n")) {
+            if case .head(let head) = $0 { client = head }
+        }
+        let forwarded = ForwardedRequest(from: try #require(client), basePath: "", hostHeader: "up", clientAddress: nil)
+        #expect(String(buffer: forwarded.head)
+            == "GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1, 1.1.1.1\r\nX-Forwarded-Proto: http\r\nHost: up\r\n\r\n")
+    }
 }
