@@ -22,6 +22,7 @@ struct ChunkedDecoder {
         case dataLF
         case trailerLineStart
         case trailerLine
+        case trailerLineLF
         case trailerEndLF
     }
 
@@ -77,7 +78,14 @@ struct ChunkedDecoder {
         case .trailerLine:
             trailerBytes += 1
             guard trailerBytes <= Self.maxTrailerBytes else { throw Malformed("the trailer section is over 64 KiB") }
-            if byte == UInt8(ascii: "\n") { state = .trailerLineStart }
+            if byte == UInt8(ascii: "\r") {
+                state = .trailerLineLF
+            } else if byte == UInt8(ascii: "\n") {
+                throw Malformed("a trailer line does not end with CRLF")
+            }
+        case .trailerLineLF:
+            guard byte == UInt8(ascii: "\n") else { throw Malformed("a trailer line does not end with CRLF") }
+            state = .trailerLineStart
         case .trailerEndLF:
             guard byte == UInt8(ascii: "\n") else { throw Malformed("the trailer section does not end with CRLF") }
             return true

@@ -9,7 +9,8 @@ import NIOHTTP1
 /// stake it is strict: a request another server could frame differently is refused rather than
 /// guessed at (CRLF line ends only, no line folding, no whitespace before a header's colon, one
 /// `Content-Length` value, `Transfer-Encoding` only as `chunked` and never next to a length or
-/// in HTTP/1.0). Any error ends the connection: the next request cannot be found reliably.
+/// in HTTP/1.0, one `Host`). Any error ends the connection: the next request cannot be found
+/// reliably.
 public struct RequestParser {
     public enum Part {
         case head(RequestHead)
@@ -184,12 +185,17 @@ public struct RequestParser {
         head.headersStart = requestLine.endIndex + 2
         var contentLength: Int?
         var chunked = false
+        var hasHost = false
         var close = false
         var keepAliveToken = false
         while let line = lines.next(), !line.isEmpty {
             let name: HeadSyntax.Bytes, value: HeadSyntax.Bytes
             do { (name, value) = try HeadSyntax.field(line) } catch { throw ParseError(error.description) }
             switch name.count {
+            case 4 where HeadSyntax.equalsIgnoringCase(name, "host"):
+                // Two would let the upstream and whatever routes by `Host` see different hosts.
+                guard !hasHost else { throw ParseError("it has more than one Host header") }
+                hasHost = true
             case 6 where HeadSyntax.equalsIgnoringCase(name, "expect"):
                 head.expectsContinue = head.expectsContinue || HeadSyntax.equalsIgnoringCase(value, "100-continue")
             case 10 where HeadSyntax.equalsIgnoringCase(name, "connection"):
@@ -237,6 +243,15 @@ public struct RequestParser {
         let target = afterMethod[..<targetEnd]
         guard target.allSatisfy({ $0 > 32 && $0 < 127 }) else {
             throw ParseError("the request target contains a space, a control character or a non-ASCII byte")
+        }
+        // RFC 9112 §3.2: origin-form (`/path`), absolute-form (`http://host/path`), or `*` for
+        // OPTIONS. A reverse proxy opens no tunnels, so CONNECT's authority-form is not one.
+        let isAsterisk = target.count == 1 && target.first == UInt8(ascii: "*")
+        guard target.first == UInt8(ascii: "/") || isAsterisk && method.elementsEqual("OPTIONS".utf8)
+            || HeadSyntax.equalsIgnoringCase(target.prefix(7), "http://".utf8)
+            || HeadSyntax.equalsIgnoringCase(target.prefix(8), "https://".utf8)
+        else {
+            throw ParseError("the request target is not a path (`/…`), an http(s) URL, or `*` for OPTIONS")
         }
         let version = afterMethod[(targetEnd + 1)...]
         guard version.count == 8, version.starts(with: "HTTP/1.".utf8), let minor = version.last, minor == 48 || minor == 49

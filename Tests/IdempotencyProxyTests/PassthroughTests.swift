@@ -126,7 +126,7 @@ import Testing
     }
 
     @Test(arguments: [
-        ("THIS IS NOT HTTP\r\n\r\n", "the protocol version is not HTTP/1.0 or HTTP/1.1"),
+        ("THIS IS NOT HTTP\r\n\r\n", "the request target is not a path"),
         ("GET /echo HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n", "control character in a header value"),
         ("GET /echo HTTP/1.1\nHost: x\n\n", "a line does not end with CRLF"),
         ("GET /echo HTTP/3.0\r\nHost: x\r\n\r\n", "not HTTP/1.0 or HTTP/1.1"),
@@ -135,6 +135,8 @@ import Testing
          "both Content-Length and Transfer-Encoding"),
         ("PUT /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "not just chunked"),
         ("GET /echo HTTP/1.1\r\nBad Header: 1\r\n\r\n", "invalid character in a header name"),
+        ("CONNECT api:443 HTTP/1.1\r\nHost: api\r\n\r\n", "the request target is not a path"),
+        ("GET /echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "more than one Host"),
     ])
     func malformedRequestsGet400WithAReason(wire: String, reason: String) async throws {
         let h = try await ProxyHarness.start()
