@@ -51,6 +51,23 @@ import Testing
         #expect(h.upstream.executions("/charges") == 1)
     }
 
+    /// An upstream that upper-cases methods would run `post` as POST: it must not slip past
+    /// the protection (our demo upstream refuses it; what matters is that the retry is a replay).
+    @Test func aLowerCaseMethodIsProtectedLikeItsName() async throws {
+        let h = try await ProxyHarness.start()
+        defer { Task { await h.stop() } }
+        let (first, retry) = try await blocking {
+            let c = try RawHTTPClient(port: h.port)
+            let first = try c.request("post", "/charges", headers: [("Idempotency-Key", "lower")], body: Array("a".utf8))
+            let d = try RawHTTPClient(port: h.port)
+            let retry = try d.request("post", "/charges", headers: [("Idempotency-Key", "lower")], body: Array("a".utf8))
+            return (first, retry)
+        }
+        #expect(first.header("idempotent-replayed") == nil)
+        #expect(retry.header("idempotent-replayed") == "true")
+        #expect(retry.status == first.status)
+    }
+
     @Test func expectContinueIsAnsweredOnlyWhenTheBodyIsWanted() async throws {
         let h = try await ProxyHarness.start(["max_request_body": "1KiB"])
         defer { Task { await h.stop() } }

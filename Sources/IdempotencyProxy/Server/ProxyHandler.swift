@@ -149,9 +149,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         requestIsHEAD = head.method == .HEAD
         keepAlive = head.keepAlive && !quiescing
         let c = loop.configuration
-        guard loop.protectedMethods.contains(head.method.rawValue) else {
-            return startPassthrough(head)
-        }
+        guard isProtected(head.method) else { return startPassthrough(head) }
         let key: String?
         do {
             key = try IdempotencyKey.parse(
@@ -172,6 +170,15 @@ final class ProxyHandler: ChannelDuplexHandler {
         head.detach()
         state = .buffering(head: head, key: key, body: context.channel.allocator.buffer(capacity: declaredLength))
         acceptBody(head)
+    }
+
+    /// Methods are case-sensitive (RFC 9110 §9.1), but an upstream that upper-cases them (some
+    /// frameworks do) would run `post` as POST: it is protected like POST, not let through.
+    private func isProtected(_ method: HTTPMethod) -> Bool {
+        let name = method.rawValue
+        if loop.protectedMethods.contains(name) { return true }
+        return name.utf8.contains { $0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z") }
+            && loop.protectedMethods.contains(name.uppercased())
     }
 
     /// Answers `Expect: 100-continue` once we know we want the body (never before a 4xx, never
