@@ -68,6 +68,22 @@ import Testing
         #expect(retry.status == first.status)
     }
 
+    /// A request answered before its body ended (here a bad key) has the rest of its body
+    /// skipped; if that rest turns out malformed, the connection closes without a second answer.
+    @Test func aMalformedBodyAfterTheAnswerGetsNoSecondAnswer() async throws {
+        let h = try await ProxyHarness.start()
+        defer { Task { await h.stop() } }
+        let (first, closed) = try await blocking {
+            let c = try RawHTTPClient(port: h.port)
+            try c.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: \"\"\r\nTransfer-Encoding: chunked\r\n\r\n")
+            let first = try c.readResponse(method: "POST")
+            try c.send("zz\r\n")
+            return (first, c.isClosedByPeer())
+        }
+        #expect(first.status == 400)
+        #expect(closed)
+    }
+
     @Test func expectContinueIsAnsweredOnlyWhenTheBodyIsWanted() async throws {
         let h = try await ProxyHarness.start(["max_request_body": "1KiB"])
         defer { Task { await h.stop() } }

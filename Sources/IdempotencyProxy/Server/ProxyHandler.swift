@@ -409,7 +409,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         keepAlive = false
         pipelined.removeAll()
         switch state {
-        case .idle, .buffering, .draining:
+        case .idle, .buffering:
             let problem: Problem =
                 error.headTooLarge
                 ? .headersTooLarge(limit: RequestParser.maxHeadBytes)
@@ -424,7 +424,9 @@ final class ProxyHandler: ChannelDuplexHandler {
             exchange.clientClosed()
             finishRequest(outcome: .passthrough)
             context.close(promise: nil)
-        case .processing:
+        case .processing, .draining:
+            // The answer is decided (or already out): a second one would be a response the
+            // client never asked for.
             context.close(promise: nil)
         }
     }
