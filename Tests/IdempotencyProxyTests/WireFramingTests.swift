@@ -170,6 +170,26 @@ import Testing
         #expect(halfSentClosed == [true, true])
     }
 
+    /// A client that sends a line of its head every 100 ms is never silent for 300 ms, but its
+    /// head has not arrived whole within them: it is cut off too (slowloris).
+    @Test func aHeadTricklingInIsCutOff() async throws {
+        let h = try await ProxyHarness.start(clientReadTimeout: .milliseconds(300))
+        defer { Task { await h.stop() } }
+        let (closed, linesSent) = try await blocking {
+            let c = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
+            try c.send("GET /echo HTTP/1.1\r\n")
+            var sent = 0
+            while sent < 20, (try? c.send("X-\(sent): trickle\r\n")) != nil {
+                sent += 1
+                usleep(100_000)
+            }
+            return (c.isClosedByPeer(), sent)
+        }
+        // Without the head deadline all 20 lines go out (2 s), and only then is it silent.
+        #expect(closed)
+        #expect(linesSent < 20)
+    }
+
     @Test func idleConnectionsCloseWhenShutdownBegins() async throws {
         let h = try await ProxyHarness.start()
         let client = try RawHTTPClient(port: h.port, timeoutSeconds: 5)

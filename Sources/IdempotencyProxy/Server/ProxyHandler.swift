@@ -56,6 +56,9 @@ final class ProxyHandler: ChannelDuplexHandler {
     private var lastRead = NIODeadline.now()
     /// Checks for a silent client; re-armed from `lastRead` rather than on every read.
     private var idleCheck: Scheduled<Void>?
+    /// While no request is under way, the next head must arrive whole by this time: a client
+    /// trickling a head (or empty lines) a byte at a time is never silent, but is cut off too.
+    private var headDeadline: NIODeadline?
 
     init(loop: LoopContext, readTimeout: TimeAmount) {
         self.loop = loop
@@ -70,7 +73,8 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     private func armIdleCheck(at deadline: NIODeadline, context: ChannelHandlerContext) {
         idleCheck = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
-            let silentUntil = self.lastRead + self.readTimeout
+            var silentUntil = self.lastRead + self.readTimeout
+            if self.isIdle, let headDeadline = self.headDeadline { silentUntil = min(silentUntil, headDeadline) }
             guard NIODeadline.now() >= silentUntil else {
                 return self.armIdleCheck(at: silentUntil, context: context)
             }
@@ -103,6 +107,11 @@ final class ProxyHandler: ChannelDuplexHandler {
             }
         } catch {
             malformed(error, context: context)
+        }
+        if !isIdle {
+            headDeadline = nil
+        } else if headDeadline == nil {
+            headDeadline = .now() + readTimeout
         }
     }
 
@@ -140,6 +149,7 @@ final class ProxyHandler: ChannelDuplexHandler {
     }
 
     private func requestHead(_ head: RequestHead, context: ChannelHandlerContext) {
+        headDeadline = nil
         var head = head
         if let origin = ForwardedMessage.originForm(of: head.target) { head.target = origin }
         requestStart = .now()
