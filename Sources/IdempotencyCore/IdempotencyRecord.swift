@@ -93,8 +93,8 @@ public struct IdempotencyRecord: Equatable, Sendable {
             throw Malformed(description: "record version \(bytes[0]) is not \(version)")
         }
         let state = try reader.byte()
-        let owner = try reader.take(ownerLength)
-        let fingerprint = try reader.take(fingerprintLength)
+        let owner = Array(try reader.take(ownerLength))
+        let fingerprint = Array(try reader.take(fingerprintLength))
         switch state {
         case 1:
             try reader.expectEnd()
@@ -117,7 +117,7 @@ public struct IdempotencyRecord: Equatable, Sendable {
                 }
                 headers.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
             }
-            let body = try reader.take(reader.u32())
+            let body = Array(try reader.take(reader.u32()))
             try reader.expectEnd()
             let response = StoredResponse(status: status, headers: headers, body: body)
             return IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: .completed(response))
@@ -144,17 +144,17 @@ public struct IdempotencyRecord: Equatable, Sendable {
         let bytes: [UInt8]
         var position = 0
 
-        mutating func take(_ count: Int) throws(Malformed) -> [UInt8] {
+        /// The next `count` bytes, in place (the caller copies what it keeps).
+        mutating func take(_ count: Int) throws(Malformed) -> ArraySlice<UInt8> {
             guard count >= 0, bytes.count - position >= count else {
                 throw Malformed(description: "record is truncated at byte \(position)")
             }
             defer { position += count }
-            return Array(bytes[position..<position + count])
+            return bytes[position..<position + count]
         }
-        mutating func byte() throws(Malformed) -> UInt8 { try take(1)[0] }
+        mutating func byte() throws(Malformed) -> UInt8 { try take(1).first! }
         mutating func u16() throws(Malformed) -> Int {
-            let b = try take(2)
-            return Int(b[0]) << 8 | Int(b[1])
+            try take(2).reduce(0) { $0 << 8 | Int($1) }
         }
         /// A status code as the wire has it: three digits.
         mutating func status() throws(Malformed) -> Int {
@@ -163,8 +163,7 @@ public struct IdempotencyRecord: Equatable, Sendable {
             return status
         }
         mutating func u32() throws(Malformed) -> Int {
-            let b = try take(4)
-            return Int(b[0]) << 24 | Int(b[1]) << 16 | Int(b[2]) << 8 | Int(b[3])
+            try take(4).reduce(0) { $0 << 8 | Int($1) }
         }
         func expectEnd() throws(Malformed) {
             guard position == bytes.count else {
