@@ -6,13 +6,22 @@ import NIOCore
 /// Not thread-safe and not Sendable: one reader belongs to one connection on one event loop.
 public final class RESPReader {
     private let reader: UnsafeMutablePointer<redisReader>
+    /// Refuses array replies too long to allocate (see `shim.h`); outlives `reader`.
+    private let guardrail: UnsafeMutablePointer<chiredis_reader_guard>
+
+    /// Arrays announcing more elements are refused as a protocol error.
+    public static let maxArrayElements = Int(CHIREDIS_MAX_ARRAY_ELEMENTS)
 
     public init() {
-        guard let reader = redisReaderCreate() else { fatalError("hiredis could not allocate a reader") }
+        guardrail = .allocate(capacity: 1)
+        guard let reader = chiredis_reader_create(guardrail) else { fatalError("hiredis could not allocate a reader") }
         self.reader = reader
     }
 
-    deinit { redisReaderFree(reader) }
+    deinit {
+        redisReaderFree(reader)
+        guardrail.deallocate()
+    }
 
     /// Appends received bytes; hiredis copies them into its own buffer.
     public func feed(_ buffer: ByteBuffer) throws(RedisError) {
@@ -33,6 +42,10 @@ public final class RESPReader {
     }
 
     private func currentError() -> RedisError {
+        let refused = guardrail.pointee.refusedElements
+        if refused != 0 {
+            return .protocolError("a reply announced an array of \(refused) elements, over the limit of \(Self.maxArrayElements)")
+        }
         let message = withUnsafeBytes(of: reader.pointee.errstr) { raw in
             String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
         }

@@ -57,6 +57,30 @@ import Testing
         }
     }
 
+    /// hiredis 0.14 allocates an array's element table when its header arrives: a reply
+    /// announcing 555,555,551 elements asked for 4.4 GB at once (found by the fuzzer). It is
+    /// refused before any allocation; an array at the limit is still read.
+    @Test(arguments: ["*555555551\r\n", "*\(RESPReader.maxArrayElements + 1)\r\n"])
+    func refusesArraysTooLongToAllocate(header: String) throws {
+        let reader = RESPReader()
+        try reader.feed(ByteBuffer(string: header))
+        #expect {
+            _ = try reader.next()
+        } throws: { error in
+            guard case .protocolError(let message) = error as? RedisError else { return false }
+            return message.contains("over the limit of \(RESPReader.maxArrayElements)")
+        }
+    }
+
+    @Test func readsAnArrayAtTheLimit() throws {
+        let reader = RESPReader()
+        try reader.feed(ByteBuffer(string: "*\(RESPReader.maxArrayElements)\r\n"))
+        #expect(try reader.next() == nil)
+        try reader.feed(ByteBuffer(string: String(repeating: ":1\r\n", count: RESPReader.maxArrayElements)))
+        guard case .array(let elements) = try reader.next() else { Issue.record("no array"); return }
+        #expect(elements.count == RESPReader.maxArrayElements)
+    }
+
     @Test func formatterIsBinarySafe() {
         var buffer = ByteBuffer()
         RESPFormatter.write(["SET", .bytes([0, 13, 10]), .string("")], into: &buffer)
