@@ -41,6 +41,8 @@ final class ProxyHandler: ChannelDuplexHandler {
     private var writer = ResponseWriter()
     /// The response bytes not yet handed to the channel (see `emit`).
     private var gathered: ByteBuffer?
+    /// Response bytes were handed to the channel and not flushed yet.
+    private var unflushed = false
     /// Parts of requests that arrived while an earlier one was still being answered.
     private var pipelined = CircularBuffer<RequestParser.Part>()
     private var parser = RequestParser()
@@ -304,6 +306,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         }
         writeGathered(context: context)
         context.write(wrapOutboundOut(piece), promise: nil)
+        unflushed = true
     }
 
     /// Must run before every flush.
@@ -311,14 +314,23 @@ final class ProxyHandler: ChannelDuplexHandler {
         guard let buffer = gathered else { return }
         gathered = nil
         context.write(wrapOutboundOut(buffer), promise: nil)
+        unflushed = true
+    }
+
+    /// A flush goes through the pipeline even with nothing to send: a response whose body came
+    /// with its end (the usual case) is flushed once, not again when it ends.
+    private func flushResponse(context: ChannelHandlerContext) {
+        writeGathered(context: context)
+        guard unflushed else { return }
+        unflushed = false
+        context.flush()
     }
 
     /// Returns false when the client cannot take more for now.
     func writeStreamedBody(_ buffer: ByteBuffer) -> Bool {
         guard let context else { return true }
         writer.body(buffer, allocator: context.channel.allocator) { emit($0, context: context) }
-        writeGathered(context: context)
-        context.flush()
+        flushResponse(context: context)
         return context.channel.isWritable
     }
 
@@ -339,14 +351,14 @@ final class ProxyHandler: ChannelDuplexHandler {
     private func endResponse(context: ChannelHandlerContext, outcome: RequestOutcome, requestEnded: Bool) {
         if let end = writer.end { emit(end, context: context) }
         if keepAlive {
-            writeGathered(context: context)
-            context.flush()
+            flushResponse(context: context)
         } else {
             // Closing only our side while the client may still be sending keeps the kernel from
             // answering its bytes with a reset that could destroy the response in flight.
             let mode: CloseMode = requestEnded ? .all : .output
             let last = gathered ?? ByteBuffer()
             gathered = nil
+            unflushed = false
             context.writeAndFlush(wrapOutboundOut(last)).assumeIsolated().whenComplete { _ in
                 context.close(mode: mode, promise: nil)
             }
