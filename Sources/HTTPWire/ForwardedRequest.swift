@@ -5,7 +5,7 @@ import NIOHTTP1
 /// hop-by-hop headers and those `Connection` names gone, `X-Forwarded-For` and
 /// `X-Forwarded-Proto` appended, the client's `Host` kept (a sidecar is transparent; the
 /// upstream's own name is used only when the client sent none), the target under the upstream's
-/// base path, always HTTP/1.1 keep-alive.
+/// base path (`*` stays `*`), always HTTP/1.1 keep-alive.
 public struct ForwardedRequest {
     public let head: ByteBuffer
     /// The body goes out chunked (it came chunked and is streamed).
@@ -22,7 +22,8 @@ public struct ForwardedRequest {
         head.reserveCapacity(client.headerLines.readableBytes + client.target.utf8.count + basePath.utf8.count + 160)
         head.writeString(client.method.rawValue)
         head.writeInteger(UInt8(ascii: " "))
-        head.writeString(basePath)
+        // `OPTIONS *` asks about the server as a whole, not a path under the base path.
+        if client.target != "*" { head.writeString(basePath) }
         head.writeString(client.target)
         head.writeStaticString(" HTTP/1.1\r\n")
         // One pass over the client's lines (this runs for every request): what is kept is

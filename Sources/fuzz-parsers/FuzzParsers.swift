@@ -103,7 +103,8 @@ func checkForwarded(_ client: RequestHead) {
     } catch {
         fatalError("a forwarded head does not parse: \(error)\n\(String(buffer: forwarded.head))")
     }
-    guard let again, again.method == client.method, again.target == "/base" + client.target,
+    let target = client.target == "*" ? "*" : "/base" + client.target
+    guard let again, again.method == client.method, again.target == target,
         again.framing == client.framing || (client.framing == .none && again.framing == .length(0)),
         forwarded.chunked == (client.framing == .chunked)
     else { fatalError("a forwarded head says something else:\n\(String(buffer: forwarded.head))") }

@@ -124,4 +124,15 @@ import Testing
         #expect(String(buffer: forwarded.head)
             == "GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1, 1.1.1.1\r\nX-Forwarded-Proto: http\r\nHost: up\r\n\r\n")
     }
+
+    /// `OPTIONS *` is about the upstream as a whole: it does not become a path under the base path.
+    @Test func optionsAsteriskStaysAnAsterisk() throws {
+        var client: RequestHead?
+        var parser = RequestParser()
+        try parser.feed(ByteBuffer(string: "OPTIONS * HTTP/1.1\r\nHost: api\r\n\r\n")) {
+            if case .head(let head) = $0 { client = head }
+        }
+        let forwarded = ForwardedRequest(from: try #require(client), basePath: "/v1", hostHeader: "up", clientAddress: nil)
+        #expect(String(buffer: forwarded.head).hasPrefix("OPTIONS * HTTP/1.1\r\n"))
+    }
 }
