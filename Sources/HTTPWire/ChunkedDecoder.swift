@@ -34,9 +34,9 @@ struct ChunkedDecoder {
     mutating func decode(_ buffer: inout ByteBuffer, _ data: (ByteBuffer) -> Void) throws(Malformed) -> Bool {
         while buffer.readableBytes > 0 {
             if case .data(let remaining) = state {
-                let slice = buffer.readSlice(length: min(remaining, buffer.readableBytes))!
-                data(slice)
-                state = remaining == slice.readableBytes ? .dataCR : .data(remaining: remaining - slice.readableBytes)
+                let (piece, left) = buffer.readBodyPiece(remaining: remaining)
+                data(piece)
+                state = left == 0 ? .dataCR : .data(remaining: left)
                 continue
             }
             if try framingByte(buffer.readInteger(as: UInt8.self)!) { return true }

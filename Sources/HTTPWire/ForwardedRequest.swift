@@ -32,7 +32,7 @@ public struct ForwardedRequest {
         var forwardedProto: [String] = []
         var hasHost = false
         let named = client.namedByConnection
-        client.forEachField { field in
+        client.headerLines.forEachHeaderField { field in
             if HopByHopHeaders.isListed(field.name) { return }
             // Rare. What `Connection` names of our own headers is dropped with the client's values.
             if !named.isEmpty && named.contains(where: { HeadSyntax.equalsIgnoringCase(field.name, $0.utf8) }) { return }

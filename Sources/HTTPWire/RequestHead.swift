@@ -50,37 +50,11 @@ public struct RequestHead: Sendable {
     public func values(named name: String) -> [String] {
         let lowercased = name.lowercased()
         var values: [String] = []
-        forEachField { field in
+        headerLines.forEachHeaderField { field in
             if HeadSyntax.equalsIgnoringCase(field.name, lowercased.utf8) {
                 values.append(String(decoding: field.value, as: UTF8.self))
             }
         }
         return values
-    }
-
-    /// Calls `body` with each header line, in order.
-    public func forEachField(_ body: (HeaderField) -> Void) {
-        headerLines.withUnsafeReadableBytes { bytes in
-            var lines = HeadLines(bytes)
-            while let line = lines.next(), let colon = line.firstIndex(of: UInt8(ascii: ":")) {
-                body(HeaderField(line: line, name: line[..<colon], value: HeadSyntax.trimmed(line[(colon + 1)...])))
-            }
-        }
-    }
-}
-
-/// One header line of a received head, as bytes in place (valid only inside the call that
-/// hands it out).
-public struct HeaderField {
-    public typealias Bytes = Slice<UnsafeRawBufferPointer>
-    /// The whole line without its CRLF.
-    public let line: Bytes
-    public let name: Bytes
-    /// Without surrounding whitespace.
-    public let value: Bytes
-
-    /// The name equals `lowercase` ignoring ASCII case.
-    public func hasName(_ lowercase: StaticString) -> Bool {
-        HeadSyntax.equalsIgnoringCase(name, lowercase)
     }
 }

@@ -76,13 +76,9 @@ public struct RequestParser {
                 case .chunked: state = .chunked(ChunkedDecoder())
                 }
             case .fixed(let remaining):
-                let slice = buffer.readSlice(length: min(remaining, buffer.readableBytes))!
-                emit(.body(slice))
-                if remaining == slice.readableBytes {
-                    end(emit)
-                } else {
-                    state = .fixed(remaining: remaining - slice.readableBytes)
-                }
+                let (piece, left) = buffer.readBodyPiece(remaining: remaining)
+                emit(.body(piece))
+                if left == 0 { end(emit) } else { state = .fixed(remaining: left) }
             case .chunked(var decoder):
                 let ended: Bool
                 do { ended = try decoder.decode(&buffer) { emit(.body($0)) } } catch { throw ParseError(error.description) }
@@ -128,17 +124,11 @@ public struct RequestParser {
             buffer.moveReaderIndex(to: buffer.writerIndex)
             return nil
         case .complete(let length):
-            let parsed = buffer.withUnsafeReadableBytes { bytes in
-                Result { () throws(ParseError) in try Self.parseHead(UnsafeRawBufferPointer(rebasing: bytes[..<length])) }
+            let head = buffer.readSlice(length: length)!
+            let parsed = head.withUnsafeReadableBytes { bytes in
+                Result { () throws(ParseError) in try Self.parseHead(bytes, of: head) }
             }
-            let head = try parsed.get()
-            let lines = buffer.getSlice(
-                at: buffer.readerIndex + head.headersStart, length: length - 2 - head.headersStart)!
-            buffer.moveReaderIndex(forwardBy: length)
-            return RequestHead(
-                method: head.method, target: head.target, version: head.version, headerLines: lines,
-                framing: head.framing, keepAlive: head.keepAlive, expectsContinue: head.expectsContinue,
-                namedByConnection: head.namedByConnection)
+            return try parsed.get()
         }
     }
 
@@ -165,24 +155,14 @@ public struct RequestParser {
         return .incomplete(lineStart)
     }
 
-    struct ParsedHead {
-        var method: HTTPMethod
-        var target: String
-        var version: HTTPVersion
-        /// Where the header lines start, after the request line.
-        var headersStart: Int
-        var framing = RequestHead.Framing.none
-        var keepAlive = true
-        var expectsContinue = false
-        var namedByConnection: [String] = []
-    }
-
-    /// Parses a complete head (every line ending in CRLF, the last one empty).
-    static func parseHead(_ bytes: UnsafeRawBufferPointer) throws(ParseError) -> ParsedHead {
+    /// Parses a complete head (`bytes`, the readable bytes of `head`: every line ending in CRLF,
+    /// the last one empty). Its header lines stay a slice of `head`.
+    static func parseHead(_ bytes: UnsafeRawBufferPointer, of head: ByteBuffer) throws(ParseError) -> RequestHead {
         var lines = HeadLines(bytes)
         let requestLine = lines.next()!
-        var head = try parseRequestLine(requestLine)
-        head.headersStart = requestLine.endIndex + 2
+        let (method, target, version) = try parseRequestLine(requestLine)
+        var expectsContinue = false
+        var namedByConnection: [String] = []
         var contentLength: Int?
         var chunked = false
         var hasHost = false
@@ -197,9 +177,9 @@ public struct RequestParser {
                 guard !hasHost else { throw ParseError("it has more than one Host header") }
                 hasHost = true
             case 6 where HeadSyntax.equalsIgnoringCase(name, "expect"):
-                head.expectsContinue = head.expectsContinue || HeadSyntax.equalsIgnoringCase(value, "100-continue")
+                expectsContinue = expectsContinue || HeadSyntax.equalsIgnoringCase(value, "100-continue")
             case 10 where HeadSyntax.equalsIgnoringCase(name, "connection"):
-                HeadSyntax.noteConnection(value, close: &close, keepAlive: &keepAliveToken, named: &head.namedByConnection)
+                HeadSyntax.noteConnection(value, close: &close, keepAlive: &keepAliveToken, named: &namedByConnection)
             case 14 where HeadSyntax.equalsIgnoringCase(name, "content-length"):
                 do { try HeadSyntax.noteContentLength(value, into: &contentLength) } catch {
                     throw ParseError(
@@ -216,21 +196,29 @@ public struct RequestParser {
                 break
             }
         }
+        var framing = RequestHead.Framing.none
         if chunked {
             // Both would let another server find a different end of the body (RFC 9112 §6.1).
             guard contentLength == nil else { throw ParseError("it has both Content-Length and Transfer-Encoding") }
-            guard head.version.minor == 1 else { throw ParseError("Transfer-Encoding is not allowed in HTTP/1.0") }
-            head.framing = .chunked
+            guard version.minor == 1 else { throw ParseError("Transfer-Encoding is not allowed in HTTP/1.0") }
+            framing = .chunked
         } else if let contentLength {
-            head.framing = .length(contentLength)
+            framing = .length(contentLength)
         }
-        // HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 only if told `keep-alive`.
-        head.keepAlive = !close && (head.version.minor == 1 || keepAliveToken)
-        return head
+        let headersStart = requestLine.endIndex + 2
+        return RequestHead(
+            method: method, target: target, version: version,
+            headerLines: head.getSlice(at: head.readerIndex + headersStart, length: bytes.count - 2 - headersStart)!,
+            framing: framing,
+            // HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 only if told `keep-alive`.
+            keepAlive: !close && (version.minor == 1 || keepAliveToken),
+            expectsContinue: expectsContinue, namedByConnection: namedByConnection)
     }
 
     /// `method SP request-target SP HTTP-version` (RFC 9112 §3).
-    private static func parseRequestLine(_ line: HeadSyntax.Bytes) throws(ParseError) -> ParsedHead {
+    private static func parseRequestLine(
+        _ line: HeadSyntax.Bytes
+    ) throws(ParseError) -> (method: HTTPMethod, target: String, version: HTTPVersion) {
         guard let methodEnd = line.firstIndex(of: UInt8(ascii: " ")), methodEnd > line.startIndex else {
             throw ParseError("the request line is not `method target version`")
         }
@@ -256,10 +244,9 @@ public struct RequestParser {
         let version = afterMethod[(targetEnd + 1)...]
         guard version.count == 8, version.starts(with: "HTTP/1.".utf8), let minor = version.last, minor == 48 || minor == 49
         else { throw ParseError("the protocol version is not HTTP/1.0 or HTTP/1.1") }
-        return ParsedHead(
-            method: HTTPMethod(rawValue: String(decoding: method, as: UTF8.self)),
-            target: String(decoding: target, as: UTF8.self),
-            version: HTTPVersion(major: 1, minor: Int(minor - 48)),
-            headersStart: 0)
+        return (
+            HTTPMethod(rawValue: String(decoding: method, as: UTF8.self)), String(decoding: target, as: UTF8.self),
+            HTTPVersion(major: 1, minor: Int(minor - 48))
+        )
     }
 }

@@ -22,8 +22,8 @@ public struct ResponseHead: Equatable, Sendable {
     /// Name and value of each header, in order (to store a response).
     public var headers: [(name: String, value: String)] {
         var headers: [(name: String, value: String)] = []
-        forEachLine { _, name, value in
-            headers.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+        headerLines.forEachHeaderField { field in
+            headers.append((String(decoding: field.name, as: UTF8.self), String(decoding: field.value, as: UTF8.self)))
         }
         return headers
     }
@@ -34,32 +34,10 @@ public struct ResponseHead: Equatable, Sendable {
         let lowercased = Array(name.lowercased().utf8)
         var kept = ByteBuffer()
         kept.reserveCapacity(headerLines.readableBytes)
-        forEachLine { line, lineName, _ in
-            if !HeadSyntax.equalsIgnoringCase(lineName, lowercased) { kept.writeHeaderLine(line) }
+        headerLines.forEachHeaderField { field in
+            if !HeadSyntax.equalsIgnoringCase(field.name, lowercased) { kept.writeHeaderLine(field.line) }
         }
         headerLines = kept
         if HeadSyntax.equalsIgnoringCase(lowercased, "content-length".utf8) { contentLength = nil }
-    }
-
-    /// Calls `body` with each line (without CRLF), its name and its trimmed value.
-    private func forEachLine(_ body: (_ line: HeadSyntax.Bytes, _ name: HeadSyntax.Bytes, _ value: HeadSyntax.Bytes) -> Void) {
-        headerLines.withUnsafeReadableBytes { bytes in
-            var lines = HeadLines(bytes)
-            while let line = lines.next(), let colon = line.firstIndex(of: UInt8(ascii: ":")) {
-                body(line, line[..<colon], HeadSyntax.trimmed(line[(colon + 1)...]))
-            }
-        }
-    }
-}
-
-extension ByteBuffer {
-    /// `line` (checked by the parser, without its line end) and CRLF, in one copy.
-    mutating func writeHeaderLine(_ line: HeadSyntax.Bytes) {
-        writeWithUnsafeMutableBytes(minimumWritableBytes: line.count + 2) { out in
-            out.copyMemory(from: UnsafeRawBufferPointer(rebasing: line))
-            out[line.count] = UInt8(ascii: "\r")
-            out[line.count + 1] = UInt8(ascii: "\n")
-            return line.count + 2
-        }
     }
 }

@@ -71,13 +71,9 @@ public struct ResponseParser {
                 guard let (head, framing) = try takeHead(&buffer) else { return }
                 try start(head, framing, leftover: buffer.readableBytes, emit)
             case .fixed(let remaining):
-                let slice = buffer.readSlice(length: min(remaining, buffer.readableBytes))!
-                emit(.body(slice))
-                if remaining == slice.readableBytes {
-                    finish(leftover: buffer.readableBytes, emit)
-                } else {
-                    state = .fixed(remaining: remaining - slice.readableBytes)
-                }
+                let (piece, left) = buffer.readBodyPiece(remaining: remaining)
+                emit(.body(piece))
+                if left == 0 { finish(leftover: buffer.readableBytes, emit) } else { state = .fixed(remaining: left) }
             case .chunked(var decoder):
                 let ended: Bool
                 do { ended = try decoder.decode(&buffer) { emit(.body($0)) } } catch { throw ParseError(error.description) }

@@ -23,6 +23,13 @@ extension ByteBuffer {
         }
     }
 
+    /// The next piece of a body of which `remaining` bytes are still due, as a slice of what
+    /// was read (not copied), and how many are due after it.
+    mutating func readBodyPiece(remaining: Int) -> (piece: ByteBuffer, left: Int) {
+        let piece = readSlice(length: Swift.min(remaining, readableBytes))!
+        return (piece, remaining - piece.readableBytes)
+    }
+
     private static func copy(_ string: String, to out: UnsafeMutableRawBufferPointer, at offset: Int) -> Int {
         var string = string
         return string.withUTF8 { bytes in
