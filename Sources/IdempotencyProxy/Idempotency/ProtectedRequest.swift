@@ -1,7 +1,6 @@
 import HTTPWire
 import IdempotencyCore
 import NIOCore
-import NIOHTTP1
 
 /// Carries one protected request through the phases of SPEC §3:
 ///

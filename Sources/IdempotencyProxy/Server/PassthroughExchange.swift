@@ -75,8 +75,8 @@ final class PassthroughExchange: UpstreamReceiver {
         guard !finished else { return loop.pool.release(connection) }
         self.connection = connection
         connection.begin(receiver: self, timeout: .milliseconds(loop.configuration.upstreamTimeoutMs))
-        connection.write(.head(head), flush: false)
-        for part in queued { connection.write(part, flush: false) }
+        connection.write(.head(head))
+        for part in queued { connection.write(part) }
         queued.removeAll()
         unflushed = true
         if flush { flushUpstream() }
@@ -89,7 +89,7 @@ final class PassthroughExchange: UpstreamReceiver {
             queued.append(part)
             return
         }
-        connection.write(part, flush: false)
+        connection.write(part)
         unflushed = true
         if !connection.isWritable { handler?.pauseReads() }
     }

@@ -1,6 +1,5 @@
 import HTTPWire
 import NIOCore
-import NIOHTTP1
 
 /// Takes a response that grew too large to keep: it goes straight on to the client instead.
 protocol ResponseSpill: AnyObject {
@@ -66,9 +65,10 @@ final class BufferedExchange: UpstreamReceiver {
             case .success(let connection):
                 exchange.connection = connection
                 connection.begin(receiver: exchange, timeout: timeout)
-                connection.write(.head(head), flush: false)
-                if body.readableBytes > 0 { connection.write(.body(body), flush: false) }
-                connection.write(.end, flush: true)
+                connection.write(.head(head))
+                if body.readableBytes > 0 { connection.write(.body(body)) }
+                connection.write(.end)
+                connection.flush()
             }
         }
         return exchange

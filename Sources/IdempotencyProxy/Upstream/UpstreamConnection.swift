@@ -113,7 +113,8 @@ final class UpstreamConnection: ChannelDuplexHandler {
         timer = (task, deadline)
     }
 
-    func write(_ part: UpstreamRequestPart, flush: Bool) {
+    /// Writes without flushing: the caller flushes once the parts at hand are written.
+    func write(_ part: UpstreamRequestPart) {
         guard let context, !isClosed else { return }
         switch part {
         case .head(let request):
@@ -126,7 +127,6 @@ final class UpstreamConnection: ChannelDuplexHandler {
             requestComplete = true
             if let end = writer.end { context.write(wrapOutboundOut(end), promise: nil) }
         }
-        if flush { context.flush() }
     }
 
     func flush() {
