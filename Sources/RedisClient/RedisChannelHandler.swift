@@ -44,13 +44,15 @@ final class RedisChannelHandler: ChannelInboundHandler {
 
     /// Sends an already encoded command. Without a completion nothing waits for its reply
     /// (subscriber connections: the answers arrive through `onPush`).
-    func send(_ command: ByteBuffer, completion: RedisCompletion?) {
+    /// `deadline`: when the reply is due, if not a timeout from now (a command that waited for
+    /// the connection has used part of its time).
+    func send(_ command: ByteBuffer, deadline: NIODeadline? = nil, completion: RedisCompletion?) {
         guard let context, failure == nil else {
             completion?(.failure(failure ?? .connectionClosed))
             return
         }
         if let completion {
-            let deadline = NIODeadline.now() + timeout
+            let deadline = deadline ?? NIODeadline.now() + timeout
             pending.append(Pending(deadline: deadline, completion: completion))
             if timer == nil { armTimer(at: deadline) }
         }

@@ -4,22 +4,40 @@ import NIOPosix
 /// A pipelined connection to one Redis server that stays confined to one event loop.
 ///
 /// It connects on creation and reconnects by itself: after a loss it waits a capped, jittered
-/// backoff (25 ms doubling up to 1 s) and tries again, running AUTH and SELECT each time. While
-/// it is between connections, commands fail at once with `notConnected` rather than queueing,
-/// so that callers can answer (503) without waiting; commands sent while a connection attempt is
-/// under way wait for it. Every method must be called on `eventLoop`.
+/// backoff (25 ms doubling up to 1 s) and tries again, running AUTH and SELECT each time. A
+/// command that finds no connection waits for one, for at most the command timeout: it starts
+/// the next attempt now rather than at the end of the backoff (but never sooner than
+/// `demandedReconnectSpacing` after the last one), so that a failed command means that Redis
+/// did not answer in time, not that the backoff had not run out. An attempt that fails fails
+/// the commands waiting for it. Every method must be called on `eventLoop`.
 public final class RedisConnection {
     public let eventLoop: any EventLoop
     private let configuration: RedisConfiguration
 
     private enum State {
-        case connecting(waiting: [(ByteBuffer, RedisCompletion)])
+        case connecting
         case ready(RedisChannelHandler, any Channel)
         case waitingToReconnect(RedisError)
         case closed
     }
 
+    /// A command sent while there is no connection, with the time its answer is due.
+    private struct Waiting {
+        let command: ByteBuffer
+        let deadline: NIODeadline
+        let completion: RedisCompletion
+    }
+
     private var state: State = .waitingToReconnect(.notConnected("not started"))
+    /// Commands waiting for the connection (empty while ready); failed at their deadline.
+    private var waiting = CircularBuffer<Waiting>()
+    private var waitingTimer: Scheduled<Void>?
+    private var reconnect: Scheduled<Void>?
+    private var lastAttempt = NIODeadline.distantPast
+    /// Commands bring a reconnect forward, but attempts stay this far apart: a Redis that is
+    /// really down gets at most a few connects a second from each connection, not one per
+    /// command.
+    static let demandedReconnectSpacing = TimeAmount.milliseconds(50)
     private var failedAttempts = 0
     private let allocator = ByteBufferAllocator()
     private let onPush: ((RedisReply) -> Void)?
@@ -100,22 +118,20 @@ public final class RedisConnection {
     public func close() {
         let previous = state
         state = .closed
-        switch previous {
-        case .ready(_, let channel): channel.close(promise: nil)
-        case .connecting(let waiting): for (_, completion) in waiting { completion(.failure(.notConnected("closed"))) }
-        case .waitingToReconnect, .closed: break
-        }
+        reconnect?.cancel()
+        failWaiting(.notConnected("closed"))
+        if case .ready(_, let channel) = previous { channel.close(promise: nil) }
     }
 
     private func send(encoded buffer: ByteBuffer, completion: @escaping RedisCompletion) {
         switch state {
         case .ready(let handler, _):
             handler.send(buffer, completion: completion)
-        case .connecting(var waiting):
-            waiting.append((buffer, completion))
-            state = .connecting(waiting: waiting)
-        case .waitingToReconnect(let error):
-            completion(.failure(.notConnected(error.description)))
+        case .connecting:
+            wait(buffer, completion: completion)
+        case .waitingToReconnect:
+            wait(buffer, completion: completion)
+            bringReconnectForward()
         case .closed:
             completion(.failure(.notConnected("the connection was closed")))
         }
@@ -128,10 +144,50 @@ public final class RedisConnection {
         return buffer
     }
 
+    // MARK: - waiting for a connection
+
+    private func wait(_ command: ByteBuffer, completion: @escaping RedisCompletion) {
+        let deadline = NIODeadline.now() + configuration.commandTimeout
+        waiting.append(Waiting(command: command, deadline: deadline, completion: completion))
+        if waitingTimer == nil { armWaitingTimer(at: deadline) }
+    }
+
+    private func armWaitingTimer(at deadline: NIODeadline) {
+        waitingTimer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+            self.waitingTimer = nil
+            let now = NIODeadline.now()
+            while let first = self.waiting.first, first.deadline <= now {
+                self.waiting.removeFirst()
+                first.completion(.failure(.notConnected("no connection to Redis within the command timeout")))
+            }
+            if let first = self.waiting.first { self.armWaitingTimer(at: first.deadline) }
+        }
+    }
+
+    private func failWaiting(_ error: RedisError) {
+        waitingTimer?.cancel()
+        waitingTimer = nil
+        var failed = CircularBuffer<Waiting>()
+        swap(&failed, &waiting)
+        for command in failed { command.completion(.failure(error)) }
+    }
+
+    private func bringReconnectForward() {
+        let earliest = lastAttempt + Self.demandedReconnectSpacing
+        reconnect?.cancel()
+        if earliest <= .now() { return connect() }
+        reconnect = eventLoop.assumeIsolated().scheduleTask(deadline: earliest) {
+            if case .waitingToReconnect = self.state { self.connect() }
+        }
+    }
+
     // MARK: - connecting
 
     private func connect() {
-        state = .connecting(waiting: [])
+        reconnect?.cancel()
+        reconnect = nil
+        lastAttempt = .now()
+        state = .connecting
         let timeout = configuration.commandTimeout
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
@@ -200,7 +256,7 @@ public final class RedisConnection {
     }
 
     private func becomeReady(channel: any Channel, handler: RedisChannelHandler) {
-        guard case .connecting(let waiting) = state else {
+        guard case .connecting = state else {
             channel.close(promise: nil)  // closed meanwhile
             return
         }
@@ -208,14 +264,18 @@ public final class RedisConnection {
         state = .ready(handler, channel)
         availability(true, nil)
         onReady?()
-        for (buffer, completion) in waiting { handler.send(buffer, completion: completion) }
+        waitingTimer?.cancel()
+        waitingTimer = nil
+        while let command = waiting.popFirst() {
+            handler.send(command.command, deadline: command.deadline, completion: command.completion)
+        }
     }
 
     private func connectionFailed(_ error: RedisError) {
-        guard case .connecting(let waiting) = state else { return }
+        guard case .connecting = state else { return }
         state = .waitingToReconnect(error)
         availability(false, error)
-        for (_, completion) in waiting { completion(.failure(.notConnected(error.description))) }
+        failWaiting(.notConnected(error.description))
         scheduleReconnect()
     }
 
@@ -239,7 +299,7 @@ public final class RedisConnection {
         let base = min(1_000, 25 << min(failedAttempts, 6))
         failedAttempts += 1
         let delay = Int64(Double(base) * Double.random(in: 0.5...1.0))
-        eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(delay)) {
+        reconnect = eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(delay)) {
             if case .waitingToReconnect = self.state { self.connect() }
         }
     }
