@@ -2,27 +2,9 @@ import IdempotencyCore
 import NIOCore
 import RedisClient
 
-/// The three record operations of the protocol, over one loop's Redis connection.
-/// Callbacks run on that loop.
-final class IdempotencyStore {
-    enum StoreError: Error, CustomStringConvertible {
-        case redis(RedisError)
-        case malformedRecord(String)
-
-        var description: String {
-            switch self {
-            case .redis(let e): return e.description
-            case .malformedRecord(let m): return "malformed idempotency record in Redis: \(m)"
-            }
-        }
-    }
-
-    enum CompleteResult: Equatable {
-        case stored
-        case storedAfterExpiry
-        case ownedByAnother
-    }
-
+/// The record operations of the protocol over one loop's Redis connection (or cluster client),
+/// as Lua scripts. Callbacks run on that loop.
+final class IdempotencyStore: RecordStore {
     let redis: any RedisCommands
     private let metrics: ProxyMetrics
     /// How releases wake waiting retries (what the loop's subscriber hears).
@@ -42,7 +24,7 @@ final class IdempotencyStore {
         key: String,
         record: IdempotencyRecord,
         lockTTLMs: Int64,
-        completion: @escaping (Result<IdempotencyDecision.Claim, StoreError>) -> Void
+        completion: @escaping (Result<ProtectedRequestMachine.ClaimResult, StoreError>) -> Void
     ) {
         run(.claim, key: key, arguments: [.bytes(record.encoded()), .string(String(lockTTLMs))]) { result in
             completion(result.flatMap { reply in
@@ -88,15 +70,14 @@ final class IdempotencyStore {
         }
     }
 
-    /// Result: true when the claim was ours and is gone.
     func release(key: String, owner: [UInt8], completion: @escaping (Result<Bool, StoreError>) -> Void) {
         run(.release, key: key, arguments: [.bytes(owner), .string(publishCommand)]) { result in
             completion(result.map { $0 == .integer(1) })
         }
     }
 
-    /// `WAIT replicas timeout`: how many replicas acknowledged our writes so far. Sent to the
-    /// server that holds `key` (in a cluster, the one our claim went to).
+    /// `WAIT replicas timeout`, sent to the server that holds `key` (in a cluster, the one our
+    /// claim went to).
     func waitForReplicas(
         _ count: Int, key: String, timeoutMs: Int64, completion: @escaping (Result<Int, StoreError>) -> Void
     ) {

@@ -1,138 +1,178 @@
 import HTTPWire
 import IdempotencyCore
+import Logging
 import NIOCore
 
-/// Carries one protected request through the phases of SPEC §3:
+/// Carries out the actions of one protected request's `ProtectedRequestMachine` (SPEC §3):
+/// runs the store's scripts, the upstream exchange, the waits and the timers, and reports each
+/// result back to the machine. It decides nothing itself.
 ///
-///     claim ─► (replicate) ─► forward ─► settle (store | store without body | release | keep) ─► answer
-///       └─► replay | 409 (or wait and claim again) | 422 | 502 not replayable
-///
-/// Decisions come from `IdempotencyDecision`; this type only carries them out. It is not tied
-/// to the client's connection: a client that goes away does not stop the upstream exchange or
-/// the storing of its result (rule 10); the answer is then written to a closed channel and
-/// dropped. The client is held until the answer is out, then let go.
+/// It is not tied to the client's connection: a client that goes away does not stop the
+/// upstream exchange or the storing of its result (rule 10); the answer is then written to a
+/// closed channel and dropped. The client is held until the answer is out, then let go.
 final class ProtectedRequest {
-    private let loop: LoopContext
-    private let head: RequestHead
-    private let body: ByteBuffer
-    private let clientAddress: String?
-    private var client: ProxyHandler?
-    private var exchange: BufferedExchange?
-    /// True once a response too large to store is being passed on as it arrives.
-    private var streaming = false
+    /// How a protected request's head was taken.
+    enum Admission {
+        /// No key (rule 1): the caller streams it through unprotected.
+        case passThrough
+        /// Refused (rules 1–3) with this answer; nothing was claimed.
+        case refused(Problem, RequestOutcome, closing: Bool)
+        /// Its body is to be collected into the request.
+        case collecting(ProtectedRequest)
+    }
 
+    private let loop: LoopContext
+    private var machine: ProtectedRequestMachine
+    private var head: RequestHead
+    private var body: ByteBuffer
+    private let clientAddress: String?
+    private var client: (any ClientResponder)?
     private let recordKey: String
-    private let fingerprint: [UInt8]
     private let owner: [UInt8]
-    /// Until when a retry that finds the request in flight keeps waiting (`inflight_wait`).
-    private let waitDeadline: NIODeadline?
-    /// While waiting: the Pub/Sub listener on the record's channel and the safety-net poll.
+    private var fingerprint: [UInt8] = []
+    /// Counted in `protectedInFlight` from the end of its body until its answer.
+    private var counted = false
+
+    private var exchange: BufferedExchange?
+    /// A response too large to store is being passed on as it arrives.
+    private var streaming = false
+    /// The upstream's response, kept for the answer once settled.
+    private var response: (stored: StoredResponse, body: ByteBuffer)?
+    /// While waiting for the first request: the Pub/Sub listener on the record's channel, and
+    /// the poll, which is the safety net for a message lost to a reconnect.
     private var subscription: Int?
     private var poll: Scheduled<Void>?
 
-    init(
-        loop: LoopContext,
-        head: RequestHead,
-        key: String,
-        body: ByteBuffer,
-        clientAddress: String?,
-        client: ProxyHandler
+    /// Rules 1–3 on a request head of a protected method.
+    static func admit(
+        head: RequestHead, loop: LoopContext, clientAddress: String?, client: any ClientResponder
+    ) -> Admission {
+        let c = loop.configuration
+        var declaredLength: Int?
+        if case .length(let length) = head.framing { declaredLength = length }
+        var machine = ProtectedRequestMachine(configuration: c)
+        switch machine.headReceived(keyHeaderValues: head.values(named: c.keyHeader), declaredBodyLength: declaredLength) {
+        case .collectBody(let key):
+            let request = ProtectedRequest(
+                loop: loop, machine: machine, head: head, key: key, bodyCapacity: declaredLength ?? 0,
+                clientAddress: clientAddress, client: client)
+            return .collecting(request)
+        case .answer(let reply):
+            guard case .problem(let problem) = reply.content else { preconditionFailure("a head is answered only by a problem") }
+            return .refused(problem, reply.outcome, closing: reply.closesConnection)
+        default:
+            return .passThrough
+        }
+    }
+
+    private init(
+        loop: LoopContext, machine: ProtectedRequestMachine, head: RequestHead, key: String, bodyCapacity: Int,
+        clientAddress: String?, client: any ClientResponder
     ) {
         let c = loop.configuration
         self.loop = loop
+        self.machine = machine
+        var head = head
+        // The head is kept while Redis and the upstream answer: it must not pin the read buffer.
+        head.detach()
         self.head = head
-        self.body = body
         self.clientAddress = clientAddress
         self.client = client
+        body = ByteBufferAllocator().buffer(capacity: bodyCapacity)
         let scope = RequestDigest.scope(headerNames: c.scopeHeaders) { head.values(named: $0) }
         recordKey = RequestDigest.recordKey(prefix: c.keyPrefix, scope: scope, key: key)
-        if c.fingerprint {
+        owner = loop.ownerTokens.next()
+    }
+
+    // MARK: - events from the client connection
+
+    /// A body over `max_request_body` is answered (413) at once; the client skips its rest.
+    func bodyReceived(_ buffer: ByteBuffer) {
+        var buffer = buffer
+        body.writeBuffer(&buffer)
+        run(machine.bodyReceived(totalLength: body.readableBytes))
+    }
+
+    func bodyEnded() {
+        if loop.configuration.fingerprint {
             fingerprint = body.withUnsafeReadableBytes {
                 RequestDigest.fingerprint(method: head.method.rawValue, target: head.target, body: $0)
             }
         } else {
             fingerprint = [UInt8](repeating: 0, count: IdempotencyRecord.fingerprintLength)
         }
-        owner = loop.ownerTokens.next()
-        waitDeadline = c.inflightWaitMs > 0 ? .now() + .milliseconds(c.inflightWaitMs) : nil
-    }
-
-    func start() {
+        counted = true
         loop.protectedInFlight += 1
-        claim()
+        run(machine.bodyEnded(fingerprint: fingerprint, now: Self.now()))
     }
 
-    // MARK: - phases
+    /// The client can take more of a streamed response again.
+    func clientWritabilityChanged(isWritable: Bool) {
+        if isWritable { exchange?.resume() }
+    }
+
+    // MARK: - carrying out actions
+
+    private func run(_ action: ProtectedRequestMachine.Action) {
+        switch action {
+        case .none, .passThrough, .collectBody:
+            break
+        case .claim:
+            claim()
+        case .waitForReplicas(let count, let timeoutMs):
+            loop.store.waitForReplicas(count, key: recordKey, timeoutMs: timeoutMs) { result in
+                if case .failure(let error) = result {
+                    self.loop.logger.warning("WAIT for replicas failed", metadata: ["error": "\(error)"])
+                }
+                self.run(self.machine.replicasAnswered(try? result.get()))
+            }
+        case .forward(let protected):
+            forward(protected: protected)
+        case .waitForFirst(let until):
+            waitForTheFirst(until: until)
+        case .settle(let settlement):
+            settle(settlement)
+        case .retrySettle(let afterMs):
+            loop.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(afterMs)) {
+                self.run(self.machine.retryDue())
+            }
+        case .answer(let reply):
+            answer(reply)
+        }
+    }
 
     private func claim() {
         let record = IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: .inFlight)
         loop.store.claim(key: recordKey, record: record, lockTTLMs: loop.configuration.lockTTLMs) { result in
             switch result {
-            case .failure(let error):
-                self.storeFailed(error)
             case .success(let claim):
-                self.act(on: IdempotencyDecision.afterClaim(claim, fingerprint: self.fingerprint))
+                self.run(self.machine.claimAnswered(claim, now: Self.now()))
+            case .failure(let error):
+                let action = self.machine.claimAnswered(.failed, now: Self.now())
+                let then = action == .forward(protected: false) ? "forwarding unprotected" : "answering 503"
+                self.loop.logger.warning("Redis unavailable, \(then)", metadata: ["error": "\(error)"])
+                self.run(action)
             }
         }
     }
 
-    private func act(on action: IdempotencyDecision.ClaimAction) {
-        switch action {
-        case .forward:
-            if loop.configuration.redisWaitReplicas > 0 { replicate() } else { forward() }
-        case .replay(let stored):
-            finish(ProxyResponse(stored: stored, replayHeader: loop.configuration.replayHeader), .replayed)
-        case .inFlight:
-            if let waitDeadline, NIODeadline.now() < waitDeadline {
-                waitForTheFirst(until: waitDeadline)
-            } else {
-                finish(problem: .inFlight, .conflict)
-            }
-        case .mismatch:
-            finish(problem: .mismatch, .mismatch)
-        case .notReplayable:
-            finish(problem: .responseNotReplayable, .replayed)
-        }
-    }
-
-    /// Waits until the first request completes or is released, then claims again (which
-    /// replays, or takes over a released key). The `complete` and `release` scripts publish on
-    /// the record's channel, across proxy instances; the poll is the safety net.
-    private func waitForTheFirst(until deadline: NIODeadline) {
+    /// The `complete` and `release` scripts publish on the record's channel, across proxy
+    /// instances; the poll covers a message that never comes.
+    private func waitForTheFirst(until deadline: UInt64) {
         if subscription == nil {
             subscription = loop.subscriber.subscribe(recordKey) { [weak self] in self?.wake() }
         }
-        let remaining = deadline - .now()
-        poll = loop.eventLoop.assumeIsolated().scheduleTask(in: min(loop.waitPollInterval, remaining)) { self.wake() }
+        let due = min(NIODeadline.now() + loop.waitPollInterval, NIODeadline.uptimeNanoseconds(deadline))
+        poll = loop.eventLoop.assumeIsolated().scheduleTask(deadline: due) { self.wake() }
     }
 
     private func wake() {
-        guard let poll else { return }  // not waiting (already woken)
-        poll.cancel()
-        self.poll = nil
-        claim()
+        poll?.cancel()
+        poll = nil
+        run(machine.woken(now: Self.now()))
     }
 
-    /// `redis_wait_replicas`: the claim must reach that many replicas before the upstream acts.
-    private func replicate() {
-        let c = loop.configuration
-        // WAIT must give up before our own command timeout does, or its answer would be lost
-        // with the connection.
-        let waitMs = max(1, c.redisTimeoutMs * 3 / 4)
-        loop.store.waitForReplicas(c.redisWaitReplicas, key: recordKey, timeoutMs: waitMs) { result in
-            switch result {
-            case .success(let count) where count >= c.redisWaitReplicas:
-                self.forward()
-            case .success(let count):
-                self.release { self.finish(problem: .replicasMissing(wanted: c.redisWaitReplicas, got: count), .redisError) }
-            case .failure(let error):
-                self.loop.logger.warning("WAIT for replicas failed", metadata: ["error": "\(error)"])
-                self.release { self.finish(problem: .replicasMissing(wanted: c.redisWaitReplicas, got: 0), .redisError) }
-            }
-        }
-    }
-
-    private func forward(protected: Bool = true) {
+    private func forward(protected: Bool) {
         let c = loop.configuration
         let started = NIODeadline.now()
         let upstreamHead = ForwardedRequest(
@@ -144,157 +184,87 @@ final class ProtectedRequest {
         ) { outcome in
             self.exchange = nil
             self.loop.metrics.upstreamExchange(since: started)
-            if protected { self.settle(outcome) } else { self.answerUnprotected(outcome) }
+            self.run(self.machine.upstreamFinished(self.result(of: outcome)))
         }
     }
 
-    /// The client can take more of a streamed response again.
-    func clientWritabilityChanged(isWritable: Bool) {
-        if isWritable { exchange?.resume() }
-    }
-
-    /// Turns the exchange into the decision table's terms, carries out its settlement
-    /// (store, store without body, release, keep), then answers the client.
-    private func settle(_ outcome: BufferedExchange.Outcome) {
-        let c = loop.configuration
-        let result: IdempotencyDecision.UpstreamResult
-        let answer: (ProxyHandler) -> Void
-        var stored: StoredResponse?
+    /// The exchange in the machine's terms; a collected response is kept for the answer.
+    private func result(of outcome: BufferedExchange.Outcome) -> ProtectedRequestMachine.UpstreamResult {
         switch outcome {
         case .notConnected(let error):
             loop.logger.warning("upstream unreachable", metadata: ["error": "\(error)"])
-            result = .notConnected
-            answer = { $0.respond(ProxyResponse(problem: .upstreamUnreachable), outcome: .upstreamError, requestEnded: true) }
+            return .notConnected
         case .failed(let failure):
-            result = failure == .timedOut ? .timedOut : .broken
-            if streaming {
-                // Part of a large response is out already: cutting the connection is the only
-                // honest signal left.
-                answer = { $0.abortStreamed() }
-            } else {
-                answer = { $0.respond(ProxyResponse(problem: failure.problem), outcome: .upstreamError, requestEnded: true) }
-            }
-        case .spilled(let head, let length):
-            result = .response(status: Int(head.status.code), bodyLength: length)
-            answer = { $0.finishStreamed(outcome: .forwarded, requestEnded: true) }
+            return .failed(failure, afterStreaming: streaming)
+        case .spilled(let head, _):
+            return .streamed(status: Int(head.status.code))
         case .response(let head, let body):
-            let response = ForwardedMessage.storedResponse(head: head, body: Array(body.readableBytesView))
-            stored = response
-            result = .response(status: response.status, bodyLength: body.readableBytes)
-            let proxied = ProxyResponse(stored: response, replayHeader: nil, body: body)
-            answer = { $0.respond(proxied, outcome: .forwarded, requestEnded: true) }
+            let stored = ForwardedMessage.storedResponse(head: head, body: Array(body.readableBytesView))
+            response = (stored, body)
+            return .response(stored)
         }
-        let then = { self.endStream(answer) }
-        func storeWithoutBody() {
-            // Rule 9: the request ran, its response cannot be replayed; a retry gets 502.
-            guard case .response(let status, _) = result else { return then() }
-            complete(.completedWithoutBody(status: status), then: then)
-        }
-        switch IdempotencyDecision.settle(result, store5xx: c.store5xx, maxStoredResponse: c.maxStoredResponse) {
-        case .store:
-            // A streamed-on (spilled) response was never collected, so it is stored without body.
-            if let stored { complete(.completed(stored), then: then) } else { storeWithoutBody() }
-        case .storeWithoutBody:
-            storeWithoutBody()
+    }
+
+    private func settle(_ settlement: ProtectedRequestMachine.Settlement) {
+        switch settlement {
+        case .complete(let state):
+            let record = IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: state)
+            loop.store.complete(
+                key: recordKey, owner: owner, record: record, responseTTLMs: loop.configuration.responseTTLMs
+            ) { result in
+                if case .success(.ownedByAnother) = result {
+                    self.loop.metrics.completionLost()
+                    self.loop.logger.warning(
+                        "claim expired and was taken over before the response was stored; raise lock_ttl",
+                        metadata: ["record": "\(self.recordKey)"])
+                }
+                self.settled(result.map { _ in () }, failing: "storing a response failed; retries get 409 until lock_ttl ends")
+            }
         case .release:
-            release(then: then)
-        case .keep:
-            // The upstream may have acted: the claim stays until lock_ttl (rule 8).
-            then()
-        }
-    }
-
-    /// Storing is retried on Redis errors (it is owner-checked, so a repeat is harmless): a
-    /// completion lost to a blip would leave the claim in flight and retries at 409 until
-    /// `lock_ttl` ends.
-    private func complete(_ state: IdempotencyRecord.State, attempt: Int = 1, then: @escaping () -> Void) {
-        let record = IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: state)
-        loop.store.complete(
-            key: recordKey, owner: owner, record: record, responseTTLMs: loop.configuration.responseTTLMs
-        ) { result in
-            if case .failure(.redis) = result, attempt < Self.storeAttempts {
-                self.afterBackoff(attempt) { self.complete(state, attempt: attempt + 1, then: then) }
-                return
+            loop.store.release(key: recordKey, owner: owner) { result in
+                self.settled(result.map { _ in () }, failing: "releasing a claim failed; it expires after lock_ttl")
             }
-            switch result {
-            case .success(.stored), .success(.storedAfterExpiry):
-                break
-            case .success(.ownedByAnother):
-                self.loop.metrics.completionLost()
-                self.loop.logger.warning(
-                    "claim expired and was taken over before the response was stored; raise lock_ttl",
-                    metadata: ["record": "\(self.recordKey)"])
-            case .failure(let error):
-                // The client still gets its answer; retries get 409 until lock_ttl ends.
-                self.loop.logger.error("storing a response failed", metadata: ["error": "\(error)"])
-            }
-            then()
         }
     }
 
-    private func release(attempt: Int = 1, then: @escaping () -> Void) {
-        loop.store.release(key: recordKey, owner: owner) { result in
-            if case .failure(.redis) = result, attempt < Self.storeAttempts {
-                self.afterBackoff(attempt) { self.release(attempt: attempt + 1, then: then) }
-                return
-            }
-            if case .failure(let error) = result {
-                self.loop.logger.error("releasing a claim failed; it expires after lock_ttl", metadata: ["error": "\(error)"])
-            }
-            then()
-        }
+    /// Only Redis errors are worth a retry; a settlement given up on is logged once.
+    private func settled(_ result: Result<Void, StoreError>, failing message: Logger.Message) {
+        guard case .failure(let error) = result else { return run(machine.settled(succeeded: true)) }
+        var retryable = false
+        if case .redis = error { retryable = true }
+        let action = machine.settled(succeeded: !retryable)
+        if case .answer = action { loop.logger.error(message, metadata: ["error": "\(error)"]) }
+        run(action)
     }
 
-    /// Tries of `complete` and `release` before giving up; with the backoff below they span
-    /// about a second, enough for a reconnect (which starts after 25–50 ms).
-    static let storeAttempts = 4
-
-    private func afterBackoff(_ attempt: Int, _ work: @escaping () -> Void) {
-        loop.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(100 << (attempt - 1))) { work() }
-    }
-
-    private func storeFailed(_ error: IdempotencyStore.StoreError) {
-        switch loop.configuration.onRedisError {
-        case .closed:
-            loop.logger.warning("Redis unavailable, answering 503", metadata: ["error": "\(error)"])
-            finish(problem: .redisUnavailable, .redisError)
-        case .open:
-            loop.logger.warning("Redis unavailable, forwarding unprotected", metadata: ["error": "\(error)"])
-            forward(protected: false)
-        }
-    }
-
-    private func answerUnprotected(_ outcome: BufferedExchange.Outcome) {
-        switch outcome {
-        case .notConnected: finish(problem: .upstreamUnreachable, .upstreamError)
-        case .failed(let failure): finish(problem: failure.problem, .upstreamError)
-        case .response(let responseHead, let responseBody):
-            let stored = ForwardedMessage.storedResponse(head: responseHead, body: Array(responseBody.readableBytesView))
-            finish(ProxyResponse(stored: stored, replayHeader: nil, body: responseBody), .redisError)
-        case .spilled:
-            // Unprotected exchanges do not spill.
-            finish(problem: .invalidUpstreamResponse, .upstreamError)
-        }
-    }
-
-    private func finish(problem: Problem, _ outcome: RequestOutcome) {
-        finish(ProxyResponse(problem: problem), outcome)
-    }
-
-    private func finish(_ response: ProxyResponse, _ outcome: RequestOutcome) {
-        endStream { $0.respond(response, outcome: outcome, requestEnded: true) }
-    }
-
-    /// The last step of every path: let go of the client after `write` gave it its answer.
-    private func endStream(_ write: (ProxyHandler) -> Void) {
+    /// The last step of every path: let go of the client after giving it its answer.
+    private func answer(_ reply: ProtectedRequestMachine.Reply) {
         guard let client else { return }
         self.client = nil
         poll?.cancel()
         poll = nil
         if let subscription { loop.subscriber.unsubscribe(recordKey, id: subscription) }
-        loop.protectedInFlight -= 1
-        write(client)
+        if counted { loop.protectedInFlight -= 1 }
+        let requestEnded = counted
+        let closing = reply.closesConnection
+        switch reply.content {
+        case .problem(let problem):
+            client.respond(ProxyResponse(problem: problem), outcome: reply.outcome, requestEnded: requestEnded, closing: closing)
+        case .replay(let stored):
+            let replay = ProxyResponse(stored: stored, replayHeader: loop.configuration.replayHeader)
+            client.respond(replay, outcome: reply.outcome, requestEnded: requestEnded, closing: closing)
+        case .upstreamResponse:
+            guard let response else { preconditionFailure("answered with an upstream response that was not collected") }
+            let proxied = ProxyResponse(stored: response.stored, replayHeader: nil, body: response.body)
+            client.respond(proxied, outcome: reply.outcome, requestEnded: requestEnded, closing: closing)
+        case .endOfStreamedResponse:
+            client.finishStreamed(outcome: reply.outcome, requestEnded: requestEnded)
+        case .abortStreamedResponse:
+            client.abortStreamed()
+        }
     }
+
+    private static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
 }
 
 extension ProtectedRequest: ResponseSpill {

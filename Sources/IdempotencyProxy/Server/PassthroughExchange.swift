@@ -5,7 +5,7 @@ import NIOCore
 /// Streams one unprotected request to the upstream and its response back, with back-pressure
 /// both ways: neither side is read faster than the other side can be written.
 final class PassthroughExchange: UpstreamReceiver {
-    private weak var handler: ProxyHandler?
+    private weak var client: (any ClientResponder)?
     private let loop: LoopContext
     private let started = NIODeadline.now()
 
@@ -14,13 +14,14 @@ final class PassthroughExchange: UpstreamReceiver {
     private var queued: [UpstreamRequestPart] = []
     /// The client has sent the whole request; until then the proxy is waiting on it.
     private(set) var requestEnded = false
-    private var responseStarted = false
+    /// Part of the response went out to the client.
+    private(set) var responseStarted = false
     /// Request bytes were written to the upstream and not flushed yet.
     private var unflushed = false
     private var finished = false
 
-    init(handler: ProxyHandler, loop: LoopContext, clientHead: RequestHead, clientAddress: String?) {
-        self.handler = handler
+    init(client: any ClientResponder, loop: LoopContext, clientHead: RequestHead, clientAddress: String?) {
+        self.client = client
         self.loop = loop
         let head = ForwardedRequest(
             from: clientHead, basePath: loop.configuration.upstream.basePath, hostHeader: loop.upstreamHostHeader,
@@ -80,7 +81,7 @@ final class PassthroughExchange: UpstreamReceiver {
         queued.removeAll()
         unflushed = true
         if flush { flushUpstream() }
-        if !connection.isWritable { handler?.pauseReads() }
+        if !connection.isWritable { client?.pauseReads() }
     }
 
     private func forward(_ part: UpstreamRequestPart) {
@@ -91,7 +92,7 @@ final class PassthroughExchange: UpstreamReceiver {
         }
         connection.write(part)
         unflushed = true
-        if !connection.isWritable { handler?.pauseReads() }
+        if !connection.isWritable { client?.pauseReads() }
     }
 
     // MARK: - UpstreamReceiver
@@ -99,11 +100,11 @@ final class PassthroughExchange: UpstreamReceiver {
     func upstreamResponseHead(_ head: ResponseHead) {
         responseStarted = true
         // End to end already (`ResponseParser`); the client's framing is decided as it is written.
-        handler?.writeStreamedHead(head)
+        client?.writeStreamedHead(head)
     }
 
     func upstreamResponseBody(_ buffer: ByteBuffer) {
-        if handler?.writeStreamedBody(buffer) == false { connection?.pauseReads() }
+        if client?.writeStreamedBody(buffer) == false { connection?.pauseReads() }
     }
 
     func upstreamResponseEnd() {
@@ -115,7 +116,7 @@ final class PassthroughExchange: UpstreamReceiver {
             loop.pool.release(connection)
         }
         connection = nil
-        handler?.finishStreamed(outcome: .passthrough, requestEnded: requestEnded)
+        client?.finishStreamed(outcome: .passthrough, requestEnded: requestEnded)
     }
 
     func upstreamFailed(_ failure: UpstreamFailure) {
@@ -124,7 +125,7 @@ final class PassthroughExchange: UpstreamReceiver {
     }
 
     func upstreamWritabilityChanged(isWritable: Bool) {
-        if isWritable { handler?.resumeReads() } else { handler?.pauseReads() }
+        if isWritable { client?.resumeReads() } else { client?.pauseReads() }
     }
 
     private func fail(problemFor failure: UpstreamFailure?) {
@@ -133,10 +134,10 @@ final class PassthroughExchange: UpstreamReceiver {
         loop.metrics.upstreamExchange(since: started)
         if responseStarted {
             // Part of the response is already out: cutting the connection is the only honest signal.
-            handler?.abortStreamed()
+            client?.abortStreamed()
             return
         }
         let problem = failure?.problem ?? .upstreamUnreachable
-        handler?.respond(ProxyResponse(problem: problem), outcome: .upstreamError, requestEnded: requestEnded)
+        client?.respond(ProxyResponse(problem: problem), outcome: .upstreamError, requestEnded: requestEnded, closing: false)
     }
 }

@@ -10,32 +10,73 @@ import NIOHTTP1
 /// and writes response bytes itself (`ResponseWriter`), which spares NIO's HTTP handlers and
 /// their per-header strings on the hot path. It serves one request at a time: requests a client
 /// pipelines behind the current one wait in `pipelined` (reads pause meanwhile) and are taken
-/// up, in order, when the current one is answered.
+/// up, in order, when the current one is answered; so do bytes that are not HTTP, which get
+/// their 400 only after every request before them got its answer.
+///
+/// Its state enum carries the request under way and that request's own facts (version, HEAD,
+/// keep-alive, start time), so nothing of one request is left over for the next.
 final class ProxyHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
+    /// One request's own facts, needed to frame its answer and to count it; they live in the
+    /// states that have a request and go with it.
+    private struct RequestFacts {
+        let version: HTTPVersion
+        let isHEAD: Bool
+        /// The connection carries another request after this one.
+        var keepAlive: Bool
+        let start: NIODeadline
+    }
+
     private enum State {
         case idle
         /// Unprotected: streaming to the upstream.
-        case streaming(PassthroughExchange)
+        case streaming(RequestFacts, PassthroughExchange)
         /// Protected: collecting the body to fingerprint it.
-        case buffering(head: RequestHead, key: String, body: ByteBuffer)
-        /// Protected: body complete, the answer is being worked out (nil only for an instant
-        /// while the body buffer is appended to).
-        case processing(ProtectedRequest?)
+        case buffering(RequestFacts, ProtectedRequest)
+        /// Protected: body complete, the answer is being worked out.
+        case processing(RequestFacts, ProtectedRequest)
+        /// Answered by the connection itself (a refused key or body size, malformed HTTP).
+        case refused(RequestFacts)
         /// The answer went out before the request ended: the rest of the request is skipped.
-        case draining
+        case draining(keepAlive: Bool)
+        /// The connection is closing (or closed): nothing more is read or answered.
+        case closed
+        /// Only while a state's facts are being changed in place.
+        case modifying
+
+        var facts: RequestFacts? {
+            switch self {
+            case .streaming(let facts, _), .buffering(let facts, _), .processing(let facts, _), .refused(let facts):
+                return facts
+            case .idle, .draining, .closed, .modifying:
+                return nil
+            }
+        }
+
+        /// The request under way has been read to its end: what follows belongs to a later one.
+        var requestComplete: Bool {
+            switch self {
+            case .processing: return true
+            case .streaming(_, let exchange): return exchange.requestEnded
+            case .idle, .buffering, .refused, .draining, .closed, .modifying: return false
+            }
+        }
+    }
+
+    /// What a client sent, in order: request parts, or the place where its bytes stopped being
+    /// HTTP (answered in turn, after the requests before it: RFC 9112 §9.3.2).
+    private enum Inbound {
+        case part(RequestParser.Part)
+        case malformed(RequestParser.ParseError)
     }
 
     private let loop: LoopContext
     private var context: ChannelHandlerContext?
     private var state = State.idle
     private var clientAddress: String?
-    private var requestVersion = HTTPVersion.http1_1
-    private var requestIsHEAD = false
-    private var keepAlive = true
     /// Graceful shutdown: each connection closes after its current response.
     private var quiescing = false
     private var writer = ResponseWriter()
@@ -43,11 +84,9 @@ final class ProxyHandler: ChannelDuplexHandler {
     private var gathered: ByteBuffer?
     /// Response bytes were handed to the channel and not flushed yet.
     private var unflushed = false
-    /// Parts of requests that arrived while an earlier one was still being answered.
-    private var pipelined = CircularBuffer<RequestParser.Part>()
+    /// What arrived while an earlier request was still being answered.
+    private var pipelined = CircularBuffer<Inbound>()
     private var parser = RequestParser()
-    private var requestStart = NIODeadline.now()
-    private var requestCounted = false
 
     /// Reads from the client pause while the upstream cannot take more.
     private var readGate = ReadGate()
@@ -81,9 +120,12 @@ final class ProxyHandler: ChannelDuplexHandler {
                 return self.armIdleCheck(at: silentUntil, context: context)
             }
             switch self.state {
-            case .idle, .buffering, .draining: context.close(promise: nil)
-            case .streaming(let exchange) where !exchange.requestEnded: context.close(promise: nil)
-            case .streaming, .processing: self.armIdleCheck(at: .now() + self.readTimeout, context: context)
+            case .streaming(_, let exchange) where exchange.requestEnded:
+                self.armIdleCheck(at: .now() + self.readTimeout, context: context)
+            case .processing:
+                self.armIdleCheck(at: .now() + self.readTimeout, context: context)
+            case .idle, .buffering, .streaming, .refused, .draining, .closed, .modifying:
+                context.close(promise: nil)
             }
         }
     }
@@ -92,23 +134,16 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         lastRead = .now()
-        if case .streaming(let exchange) = state { exchange.flushUpstream() }
+        if case .streaming(_, let exchange) = state { exchange.flushUpstream() }
         context.fireChannelReadComplete()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         do {
-            try parser.feed(unwrapInboundIn(data)) { part in
-                guard self.context != nil else { return }
-                if !pipelined.isEmpty || mustWait(part) {
-                    pipelined.append(part)
-                    readGate.pause(.pipelined)
-                } else {
-                    handle(part, context: context)
-                }
-            }
+            try parser.feed(unwrapInboundIn(data)) { part in accept(.part(part), context: context) }
         } catch {
-            malformed(error, context: context)
+            // The parser reads nothing after a refusal: this is the last of the connection's input.
+            accept(.malformed(error), context: context)
         }
         if !isIdle {
             headDeadline = nil
@@ -117,17 +152,32 @@ final class ProxyHandler: ChannelDuplexHandler {
         }
     }
 
-    /// A new request waits until the current one is answered; the current one's parts do not.
-    private func mustWait(_ part: RequestParser.Part) -> Bool {
-        guard case .head = part else { return false }
-        return !isIdle
+    private func accept(_ inbound: Inbound, context: ChannelHandlerContext) {
+        guard self.context != nil else { return }
+        if !pipelined.isEmpty || mustWait(inbound) {
+            pipelined.append(inbound)
+            readGate.pause(.pipelined)
+        } else {
+            handle(inbound, context: context)
+        }
     }
 
-    private func handle(_ part: RequestParser.Part, context: ChannelHandlerContext) {
-        switch part {
-        case .head(let head): requestHead(head, context: context)
-        case .body(let buffer): requestBody(buffer, context: context)
-        case .end: requestEnd(context: context)
+    /// A new request (or the malformed bytes where one should be) waits until the current one
+    /// is answered; the current one's parts do not.
+    private func mustWait(_ inbound: Inbound) -> Bool {
+        switch inbound {
+        case .part(.head): return !isIdle
+        case .part: return false
+        case .malformed: return state.requestComplete
+        }
+    }
+
+    private func handle(_ inbound: Inbound, context: ChannelHandlerContext) {
+        switch inbound {
+        case .part(.head(let head)): requestHead(head, context: context)
+        case .part(.body(let buffer)): requestBody(buffer, context: context)
+        case .part(.end): requestEnd(context: context)
+        case .malformed(let error): malformed(error, context: context)
         }
     }
 
@@ -141,11 +191,11 @@ final class ProxyHandler: ChannelDuplexHandler {
     private func resumePipelined() {
         guard !pipelined.isEmpty, let context else { return readGate.resume(.pipelined, context) }
         context.eventLoop.assumeIsolated().execute {
-            while self.context != nil, let part = self.pipelined.first, !self.mustWait(part) {
+            while self.context != nil, let next = self.pipelined.first, !self.mustWait(next) {
                 self.pipelined.removeFirst()
-                self.handle(part, context: context)
+                self.handle(next, context: context)
             }
-            if case .streaming(let exchange) = self.state { exchange.flushUpstream() }
+            if case .streaming(_, let exchange) = self.state { exchange.flushUpstream() }
             if self.pipelined.isEmpty { self.readGate.resume(.pipelined, self.context) }
         }
     }
@@ -154,34 +204,20 @@ final class ProxyHandler: ChannelDuplexHandler {
         headDeadline = nil
         var head = head
         if let origin = ForwardedMessage.originForm(of: head.target) { head.target = origin }
-        requestStart = .now()
-        requestCounted = true
         loop.metrics.requestStarted()
-        requestVersion = head.version
-        requestIsHEAD = head.method == .HEAD
-        keepAlive = head.keepAlive && !quiescing
-        let c = loop.configuration
-        guard isProtected(head.method) else { return startPassthrough(head) }
-        let key: String?
-        do {
-            key = try IdempotencyKey.parse(
-                headerValues: head.values(named: c.keyHeader), headerName: c.keyHeader, maxLength: c.maxKeyLength)
-        } catch {
-            return reject(.invalidKey(error.detail), outcome: .badRequest, closing: false)
+        let facts = RequestFacts(
+            version: head.version, isHEAD: head.method == .HEAD, keepAlive: head.keepAlive && !quiescing, start: .now())
+        guard isProtected(head.method) else { return startPassthrough(head, facts) }
+        switch ProtectedRequest.admit(head: head, loop: loop, clientAddress: clientAddress, client: self) {
+        case .passThrough:
+            startPassthrough(head, facts)
+        case .refused(let problem, let outcome, let closing):
+            state = .refused(facts)
+            respond(ProxyResponse(problem: problem), outcome: outcome, requestEnded: false, closing: closing)
+        case .collecting(let request):
+            state = .buffering(facts, request)
+            acceptBody(head)
         }
-        guard let key else {
-            if c.requireKey { return reject(.missingKey(header: c.keyHeader), outcome: .badRequest, closing: false) }
-            return startPassthrough(head)
-        }
-        var declaredLength = 0
-        if case .length(let length) = head.framing { declaredLength = length }
-        if declaredLength > c.maxRequestBody {
-            // Closing spares reading a body we will not use.
-            return reject(.bodyTooLarge(limit: c.maxRequestBody), outcome: .tooLarge, closing: true)
-        }
-        head.detach()
-        state = .buffering(head: head, key: key, body: context.channel.allocator.buffer(capacity: declaredLength))
-        acceptBody(head)
     }
 
     /// Methods are case-sensitive (RFC 9110 §9.1), but an upstream that upper-cases them (some
@@ -202,90 +238,69 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     private func requestBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
         switch state {
-        case .streaming(let exchange):
-            exchange.requestBody(buffer)
-        case .buffering(let head, let key, var body):
-            state = .processing(nil)  // drop the reference so that the append does not copy
-            guard body.readableBytes + buffer.readableBytes <= loop.configuration.maxRequestBody else {
-                return reject(.bodyTooLarge(limit: loop.configuration.maxRequestBody), outcome: .tooLarge, closing: true)
-            }
-            var buffer = buffer
-            body.writeBuffer(&buffer)
-            state = .buffering(head: head, key: key, body: body)
-        case .idle, .processing, .draining:
-            break
+        case .streaming(_, let exchange): exchange.requestBody(buffer)
+        case .buffering(_, let request): request.bodyReceived(buffer)
+        case .idle, .processing, .refused, .draining, .closed, .modifying: break
         }
     }
 
     private func requestEnd(context: ChannelHandlerContext) {
         switch state {
-        case .streaming(let exchange):
+        case .streaming(_, let exchange):
             exchange.requestEnd()
-        case .buffering(let head, let key, let body):
-            let request = ProtectedRequest(loop: loop, head: head, key: key, body: body, clientAddress: clientAddress, client: self)
-            state = .processing(request)
-            request.start()
-        case .draining:
-            state = .idle
-            if keepAlive { resumePipelined() } else { context.close(promise: nil) }
-        case .idle, .processing:
+        case .buffering(let facts, let request):
+            state = .processing(facts, request)
+            request.bodyEnded()
+        case .draining(let keepAlive):
+            if keepAlive {
+                state = .idle
+                resumePipelined()
+            } else {
+                state = .closed
+                context.close(promise: nil)
+            }
+        case .idle, .processing, .refused, .closed, .modifying:
             break
         }
     }
 
-    private func startPassthrough(_ head: RequestHead) {
-        state = .streaming(
-            PassthroughExchange(handler: self, loop: loop, clientHead: head, clientAddress: clientAddress))
+    private func startPassthrough(_ head: RequestHead, _ facts: RequestFacts) {
+        state = .streaming(facts, PassthroughExchange(client: self, loop: loop, clientHead: head, clientAddress: clientAddress))
         acceptBody(head)
     }
 
-    private func reject(_ problem: Problem, outcome: RequestOutcome, closing: Bool) {
-        if closing { keepAlive = false }
-        respond(ProxyResponse(problem: problem), outcome: outcome, requestEnded: false)
+    /// Changes the facts of the request under way, if there is one.
+    private func updateFacts(_ change: (inout RequestFacts) -> Void) {
+        let current = state
+        state = .modifying
+        switch current {
+        case .streaming(var facts, let exchange):
+            change(&facts)
+            state = .streaming(facts, exchange)
+        case .buffering(var facts, let request):
+            change(&facts)
+            state = .buffering(facts, request)
+        case .processing(var facts, let request):
+            change(&facts)
+            state = .processing(facts, request)
+        case .refused(var facts):
+            change(&facts)
+            state = .refused(facts)
+        case .idle, .draining, .closed, .modifying:
+            state = current
+        }
     }
 
     // MARK: - writing answers
 
-    /// Writes a complete response. `requestEnded` false: the rest of the request is skipped.
-    func respond(_ response: ProxyResponse, outcome: RequestOutcome, requestEnded: Bool) {
-        guard let context, context.channel.isActive else {
-            finishRequest(outcome: outcome)
-            return
-        }
-        writeHead(
-            status: response.status, headers: response.headers,
-            capacity: 512 + min(response.body.readableBytes, Self.gatherLimit), context: context)
-        writer.body(response.body, allocator: context.channel.allocator) { emit($0, context: context) }
-        endResponse(context: context, outcome: outcome, requestEnded: requestEnded)
-    }
-
-    /// An upstream head, its header lines copied as they came.
-    func writeStreamedHead(_ head: ResponseHead) {
-        guard let context else { return }
-        let connection = frame(status: head.status, hasContentLength: head.contentLength != nil)
-        var buffer = context.channel.allocator.buffer(capacity: head.headerLines.readableBytes + 1024)
-        writer.head(head, connection: connection, version: requestVersion, into: &buffer)
-        hold(buffer, context: context)
-    }
-
-    private func writeHead(status: HTTPResponseStatus, headers: HTTPHeaders, capacity: Int, context: ChannelHandlerContext) {
-        var headers = headers
-        if let connection = frame(status: status, hasContentLength: headers.contains(name: "content-length")) {
-            headers.replaceOrAdd(name: "Connection", value: "\(connection)")
-        }
-        var buffer = context.channel.allocator.buffer(capacity: capacity)
-        writer.head(status: status, headers: headers, version: requestVersion, into: &buffer)
-        hold(buffer, context: context)
-    }
-
-    /// Decides the response's framing, and the `Connection` header it must carry (nil: none).
-    private func frame(status: HTTPResponseStatus, hasContentLength: Bool) -> StaticString? {
+    /// A response decides the connection's framing; `facts` is the request's.
+    private func frame(status: HTTPResponseStatus, hasContentLength: Bool, facts: RequestFacts) -> StaticString? {
         // An HTTP/1.0 client learns where a body without a length ends only by the close.
         let framing = writer.frame(
-            status: status, hasContentLength: hasContentLength, version: requestVersion, toHEAD: requestIsHEAD)
-        if framing == .untilClose { keepAlive = false }
-        if !keepAlive { return "close" }
-        return requestVersion.minor == 0 ? "keep-alive" : nil
+            status: status, hasContentLength: hasContentLength, version: facts.version, toHEAD: facts.isHEAD)
+        if framing == .untilClose && facts.keepAlive { updateFacts { $0.keepAlive = false } }
+        if framing == .untilClose || !facts.keepAlive { return "close" }
+        return facts.version.minor == 0 ? "keep-alive" : nil
     }
 
     /// The head is held back (`gathered`) so that the small pieces after it leave with it.
@@ -326,31 +341,26 @@ final class ProxyHandler: ChannelDuplexHandler {
         context.flush()
     }
 
-    /// Returns false when the client cannot take more for now.
-    func writeStreamedBody(_ buffer: ByteBuffer) -> Bool {
-        guard let context else { return true }
-        writer.body(buffer, allocator: context.channel.allocator) { emit($0, context: context) }
-        flushResponse(context: context)
-        return context.channel.isWritable
-    }
-
-    func finishStreamed(outcome: RequestOutcome, requestEnded: Bool) {
-        guard let context else { return finishRequest(outcome: outcome) }
-        endResponse(context: context, outcome: outcome, requestEnded: requestEnded)
-    }
-
-    /// The upstream failed after part of the response went out.
-    func abortStreamed() {
-        gathered = nil
-        finishRequest(outcome: .upstreamError)
-        state = .idle
-        pipelined.removeAll()
-        context?.close(promise: nil)
-    }
-
-    private func endResponse(context: ChannelHandlerContext, outcome: RequestOutcome, requestEnded: Bool) {
+    /// The request's answer is complete: count it, then close or take up the next request.
+    private func endResponse(outcome: RequestOutcome, requestEnded: Bool) {
+        guard let facts = state.facts else { return }
+        loop.metrics.count(outcome)
+        loop.metrics.requestFinished(since: facts.start)
+        // The state moves on before any write: a write can complete, and close the channel,
+        // before it returns.
+        guard let context, context.channel.isActive else {
+            state = .closed
+            return
+        }
+        if !requestEnded {
+            state = .draining(keepAlive: facts.keepAlive)
+        } else if facts.keepAlive {
+            state = .idle
+        } else {
+            state = .closed
+        }
         if let end = writer.end { emit(end, context: context) }
-        if keepAlive {
+        if facts.keepAlive {
             flushResponse(context: context)
         } else {
             // Closing only our side while the client may still be sending keeps the kernel from
@@ -359,37 +369,36 @@ final class ProxyHandler: ChannelDuplexHandler {
             let last = gathered ?? ByteBuffer()
             gathered = nil
             unflushed = false
+            pipelined.removeAll()
             context.writeAndFlush(wrapOutboundOut(last)).assumeIsolated().whenComplete { _ in
                 context.close(mode: mode, promise: nil)
             }
-            pipelined.removeAll()
         }
-        finishRequest(outcome: outcome)
-        state = requestEnded ? .idle : .draining
         resumeReads()
-        if requestEnded && keepAlive { resumePipelined() }
+        if case .idle = state { resumePipelined() }
     }
 
-    private func finishRequest(outcome: RequestOutcome) {
-        guard requestCounted else { return }
-        requestCounted = false
-        loop.metrics.count(outcome)
-        loop.metrics.requestFinished(since: requestStart)
+    /// Ends a response mid-way: the close is the only signal left that it is incomplete.
+    private func cut(outcome: RequestOutcome) {
+        gathered = nil
+        if let facts = state.facts {
+            loop.metrics.count(outcome)
+            loop.metrics.requestFinished(since: facts.start)
+        }
+        state = .closed
+        pipelined.removeAll()
+        context?.close(promise: nil)
     }
 
     // MARK: - back-pressure
-
-    func pauseReads() { readGate.pause(.peerFull) }
-
-    func resumeReads() { readGate.resume(.peerFull, context) }
 
     func read(context: ChannelHandlerContext) { readGate.read(context) }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         switch state {
-        case .streaming(let exchange): exchange.clientWritabilityChanged(isWritable: context.channel.isWritable)
-        case .processing(let request?): request.clientWritabilityChanged(isWritable: context.channel.isWritable)
-        default: break
+        case .streaming(_, let exchange): exchange.clientWritabilityChanged(isWritable: context.channel.isWritable)
+        case .processing(_, let request): request.clientWritabilityChanged(isWritable: context.channel.isWritable)
+        case .idle, .buffering, .refused, .draining, .closed, .modifying: break
         }
         context.fireChannelWritabilityChanged()
     }
@@ -397,12 +406,19 @@ final class ProxyHandler: ChannelDuplexHandler {
     // MARK: - connection events
 
     func channelInactive(context: ChannelHandlerContext) {
-        if case .streaming(let exchange) = state {
+        switch state {
+        case .streaming(_, let exchange):
             exchange.clientClosed()
-            finishRequest(outcome: .passthrough)
+            endResponse(outcome: .passthrough, requestEnded: true)
+        case .buffering, .refused:
+            endResponse(outcome: .badRequest, requestEnded: true)
+        case .processing:
+            // The protected request carries on without us (SPEC §3 rule 10); its answer is
+            // counted when it comes.
+            break
+        case .idle, .draining, .closed, .modifying:
+            state = .closed
         }
-        // A protected request in .processing carries on without us (SPEC §3 rule 10).
-        if case .buffering = state { finishRequest(outcome: .badRequest) }
         pipelined.removeAll()
         idleCheck?.cancel()
         self.context = nil
@@ -414,7 +430,8 @@ final class ProxyHandler: ChannelDuplexHandler {
             // Graceful shutdown: idle connections close now, busy ones after their response
             // (which says `Connection: close` if its head has not gone out yet).
             quiescing = true
-            keepAlive = false
+            updateFacts { $0.keepAlive = false }
+            if case .draining = state { state = .draining(keepAlive: false) }
             if isIdle && pipelined.isEmpty { context.close(promise: nil) }
         } else {
             context.fireUserInboundEventTriggered(event)
@@ -425,31 +442,81 @@ final class ProxyHandler: ChannelDuplexHandler {
         context.close(promise: nil)
     }
 
-    /// Malformed HTTP: answer once if no response is under way, then close; the byte stream
-    /// cannot be trusted to find the next request.
+    /// Malformed HTTP, reached in turn: answered with 400 (or 431) if no answer to the request
+    /// it is part of is under way, then the connection closes; the byte stream cannot be
+    /// trusted to find the next request.
     private func malformed(_ error: RequestParser.ParseError, context: ChannelHandlerContext) {
-        keepAlive = false
         pipelined.removeAll()
+        let problem: Problem =
+            error.headTooLarge
+            ? .headersTooLarge(limit: RequestParser.maxHeadBytes)
+            : .malformedRequest("The request is not valid HTTP/1.1: \(error.description).")
         switch state {
-        case .idle, .buffering:
-            let problem: Problem =
-                error.headTooLarge
-                ? .headersTooLarge(limit: RequestParser.maxHeadBytes)
-                : .malformedRequest("The request is not valid HTTP/1.1: \(error.description).")
-            if !requestCounted {
-                requestStart = .now()
-                requestCounted = true
-                loop.metrics.requestStarted()
-            }
-            respond(ProxyResponse(problem: problem), outcome: .badRequest, requestEnded: true)
-        case .streaming(let exchange):
+        case .idle:
+            // The bad bytes are where a request should begin: that request is this answer's.
+            loop.metrics.requestStarted()
+            state = .refused(RequestFacts(version: .http1_1, isHEAD: false, keepAlive: false, start: .now()))
+        case .buffering(var facts, _):
+            // The protected request had claimed nothing yet: it is dropped with its body.
+            facts.keepAlive = false
+            state = .refused(facts)
+        case .streaming(var facts, let exchange) where !exchange.responseStarted:
+            // Its head went upstream, its body cannot be finished: the exchange is abandoned.
             exchange.clientClosed()
-            finishRequest(outcome: .passthrough)
-            context.close(promise: nil)
-        case .processing, .draining:
+            facts.keepAlive = false
+            state = .refused(facts)
+        case .streaming(_, let exchange):
+            exchange.clientClosed()
+            return cut(outcome: .passthrough)
+        case .processing, .refused, .draining, .closed, .modifying:
             // The answer is decided (or already out): a second one would be a response the
             // client never asked for.
-            context.close(promise: nil)
+            state = .closed
+            return context.close(promise: nil)
         }
+        respond(ProxyResponse(problem: problem), outcome: .badRequest, requestEnded: true, closing: true)
     }
+}
+
+extension ProxyHandler: ClientResponder {
+    func respond(_ response: ProxyResponse, outcome: RequestOutcome, requestEnded: Bool, closing: Bool) {
+        if closing { updateFacts { $0.keepAlive = false } }
+        guard let context, context.channel.isActive, let facts = state.facts else {
+            return endResponse(outcome: outcome, requestEnded: requestEnded)
+        }
+        var headers = response.headers
+        if let connection = frame(status: response.status, hasContentLength: headers.contains(name: "content-length"), facts: facts) {
+            headers.replaceOrAdd(name: "Connection", value: "\(connection)")
+        }
+        var buffer = context.channel.allocator.buffer(capacity: 512 + min(response.body.readableBytes, Self.gatherLimit))
+        writer.head(status: response.status, headers: headers, version: facts.version, into: &buffer)
+        hold(buffer, context: context)
+        writer.body(response.body, allocator: context.channel.allocator) { emit($0, context: context) }
+        endResponse(outcome: outcome, requestEnded: requestEnded)
+    }
+
+    func writeStreamedHead(_ head: ResponseHead) {
+        guard let context, let facts = state.facts else { return }
+        let connection = frame(status: head.status, hasContentLength: head.contentLength != nil, facts: facts)
+        var buffer = context.channel.allocator.buffer(capacity: head.headerLines.readableBytes + 1024)
+        writer.head(head, connection: connection, version: facts.version, into: &buffer)
+        hold(buffer, context: context)
+    }
+
+    func writeStreamedBody(_ buffer: ByteBuffer) -> Bool {
+        guard let context else { return true }
+        writer.body(buffer, allocator: context.channel.allocator) { emit($0, context: context) }
+        flushResponse(context: context)
+        return context.channel.isWritable
+    }
+
+    func finishStreamed(outcome: RequestOutcome, requestEnded: Bool) {
+        endResponse(outcome: outcome, requestEnded: requestEnded)
+    }
+
+    func abortStreamed() { cut(outcome: .upstreamError) }
+
+    func pauseReads() { readGate.pause(.peerFull) }
+
+    func resumeReads() { readGate.resume(.peerFull, context) }
 }

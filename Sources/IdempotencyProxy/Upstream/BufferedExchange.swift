@@ -1,4 +1,5 @@
 import HTTPWire
+import IdempotencyCore
 import NIOCore
 
 /// Takes a response that grew too large to keep: it goes straight on to the client instead.

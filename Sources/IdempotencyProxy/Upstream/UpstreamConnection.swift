@@ -21,24 +21,6 @@ enum UpstreamRequestPart {
     case end
 }
 
-enum UpstreamFailure: Error, Equatable {
-    /// No complete response within `upstream_timeout`.
-    case timedOut
-    /// The connection closed or failed mid-exchange.
-    case broken
-    /// The upstream sent bytes that are not a valid HTTP response.
-    case invalidResponse
-
-    /// The proxy's own answer when nothing of the response has gone out yet (SPEC §3 rule 8).
-    var problem: Problem {
-        switch self {
-        case .timedOut: return .upstreamTimeout
-        case .broken: return .upstreamBroken
-        case .invalidResponse: return .invalidUpstreamResponse
-        }
-    }
-}
-
 /// One keep-alive HTTP/1.1 connection to the upstream, carrying one exchange at a time. It
 /// frames bytes itself (`RequestWriter`, `ResponseParser`): the only handler on the channel.
 ///

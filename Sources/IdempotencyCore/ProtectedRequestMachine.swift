@@ -1,0 +1,289 @@
+/// One protected request (SPEC §3, rules 1–11) as a pure state machine, in the style of
+/// AsyncHTTPClient's `HTTP1ConnectionStateMachine`: the executor (`ProtectedRequest`) feeds it
+/// what happened and carries out the action it returns, nothing else. Time comes in as an
+/// argument (monotonic nanoseconds), never from a clock read here, so every rule is a row of a
+/// table test.
+///
+///     headReceived ─► collectBody ─► bodyEnded ─► claim ─┬─► (waitForReplicas) ─► forward ─► settle ─► answer
+///        │ passThrough | answer 400/413                  ├─► answer replay | 409 | 422 | 502 not replayable
+///                                                        ├─► waitForFirst ─► woken ─► claim …
+///                                                        └─► Redis failed: answer 503 | forward unprotected
+///
+/// The metrics outcome of every answer is decided here, beside the answer.
+public struct ProtectedRequestMachine: Sendable {
+    /// What the client is sent, and how it is counted.
+    public struct Reply: Equatable, Sendable {
+        public enum Content: Equatable, Sendable {
+            case problem(Problem)
+            case replay(StoredResponse)
+            /// The upstream's response, as the executor collected it.
+            case upstreamResponse
+            /// A response too large to store went on to the client as it arrived: end it.
+            case endOfStreamedResponse
+            /// Part of a streamed response is out and the exchange failed: cutting the
+            /// connection is the only honest signal left.
+            case abortStreamedResponse
+        }
+
+        public var content: Content
+        public var outcome: RequestOutcome
+        /// The connection closes after the answer; the rest of the request is not read.
+        public var closesConnection: Bool
+
+        public init(_ content: Content, _ outcome: RequestOutcome, closesConnection: Bool = false) {
+            self.content = content
+            self.outcome = outcome
+            self.closesConnection = closesConnection
+        }
+
+        static func problem(_ problem: Problem, _ outcome: RequestOutcome, closesConnection: Bool = false) -> Reply {
+            Reply(.problem(problem), outcome, closesConnection: closesConnection)
+        }
+    }
+
+    /// What becomes of the claim once the upstream exchange is over (rules 5, 8, 9).
+    public enum Settlement: Equatable, Sendable {
+        /// Owner-checked: store this completed state for `response_ttl`.
+        case complete(IdempotencyRecord.State)
+        /// Owner-checked: delete the claim, so that a retry runs again.
+        case release
+    }
+
+    public enum Action: Equatable, Sendable {
+        /// Nothing to do until the next event.
+        case none
+        /// Rule 1: no key; forward as an unprotected request, streamed.
+        case passThrough
+        /// Collect the body; it must be fingerprinted before the claim.
+        case collectBody(key: String)
+        /// Rule 4: run the claim script.
+        case claim
+        /// `redis_wait_replicas`: `WAIT` for that many replicas, giving up after `timeoutMs`.
+        case waitForReplicas(count: Int, timeoutMs: Int64)
+        /// Send the request upstream. `protected` false: `on_redis_error = open`, nothing is stored.
+        case forward(protected: Bool)
+        /// Rule 7 with `inflight_wait`: listen for the first request's end, and report
+        /// `woken` on a message or at `until` (the poll; the executor may poll sooner).
+        case waitForFirst(until: UInt64)
+        case settle(Settlement)
+        /// Settling failed on a Redis error; report `retryDue` after this long.
+        case retrySettle(afterMs: Int64)
+        /// The request is finished: send this.
+        case answer(Reply)
+    }
+
+    /// What the claim script answered.
+    public enum ClaimResult: Equatable, Sendable {
+        /// The key was free and is now ours, in flight.
+        case claimed
+        /// Someone claimed it before.
+        case existing(IdempotencyRecord)
+        /// Redis did not answer (rule 11), or answered something unusable.
+        case failed
+    }
+
+    /// How the upstream exchange ended.
+    public enum UpstreamResult: Equatable, Sendable {
+        /// A complete response, collected; its stored form.
+        case response(StoredResponse)
+        /// A response too large to store, streamed on to the client as it came.
+        case streamed(status: Int)
+        /// No connection: the request was never sent (rule 8).
+        case notConnected
+        /// Sent, then no valid, complete answer. `afterStreaming`: part of a streamed
+        /// response had already gone out.
+        case failed(UpstreamFailure, afterStreaming: Bool)
+    }
+
+    private enum State: Sendable {
+        case admitting
+        case collectingBody
+        case claiming
+        case waitingForReplicas
+        case forwarding(protected: Bool)
+        case waitingForFirst
+        case settling(Settlement, attempt: Int, then: Reply)
+        case finished
+    }
+
+    /// Tries of a settlement before giving up; with the backoff of `settleBackoffMs` they span
+    /// about a second, enough for a Redis reconnect (which starts at once for a waiting
+    /// command). A repeat is harmless: settling is owner-checked.
+    public static let settleAttempts = 4
+
+    /// 100, 200, 400 ms.
+    static func settleBackoffMs(afterAttempt attempt: Int) -> Int64 { 100 << Int64(attempt - 1) }
+
+    private let configuration: ProxyConfiguration
+    private var state = State.admitting
+    /// The request's fingerprint, bound to its record (zeros with `fingerprint = false`).
+    private var fingerprint: [UInt8] = []
+    /// Until when a retry that finds the request in flight keeps waiting (`inflight_wait`).
+    private var waitDeadline: UInt64?
+
+    public init(configuration: ProxyConfiguration) {
+        self.configuration = configuration
+    }
+
+    // MARK: - events
+
+    /// Rules 1–3, before any body is read.
+    public mutating func headReceived(keyHeaderValues: [String], declaredBodyLength: Int?) -> Action {
+        guard case .admitting = state else { return .none }
+        let c = configuration
+        let key: String?
+        do {
+            key = try IdempotencyKey.parse(headerValues: keyHeaderValues, headerName: c.keyHeader, maxLength: c.maxKeyLength)
+        } catch {
+            return finish(.problem(.invalidKey(error.detail), .badRequest))
+        }
+        guard let key else {
+            if c.requireKey { return finish(.problem(.missingKey(header: c.keyHeader), .badRequest)) }
+            state = .finished
+            return .passThrough
+        }
+        if let declaredBodyLength, declaredBodyLength > c.maxRequestBody {
+            // Closing spares reading a body that will not be used.
+            return finish(.problem(.bodyTooLarge(limit: c.maxRequestBody), .tooLarge, closesConnection: true))
+        }
+        state = .collectingBody
+        return .collectBody(key: key)
+    }
+
+    /// Rule 3 for a body whose length is learnt while reading (chunked).
+    public mutating func bodyReceived(totalLength: Int) -> Action {
+        guard case .collectingBody = state else { return .none }
+        guard totalLength <= configuration.maxRequestBody else {
+            return finish(.problem(.bodyTooLarge(limit: configuration.maxRequestBody), .tooLarge, closesConnection: true))
+        }
+        return .none
+    }
+
+    public mutating func bodyEnded(fingerprint: [UInt8], now: UInt64) -> Action {
+        guard case .collectingBody = state else { return .none }
+        self.fingerprint = fingerprint
+        if configuration.inflightWaitMs > 0 { waitDeadline = now + UInt64(configuration.inflightWaitMs) * 1_000_000 }
+        state = .claiming
+        return .claim
+    }
+
+    /// Rules 4, 6, 7, 9 and 11.
+    public mutating func claimAnswered(_ result: ClaimResult, now: UInt64) -> Action {
+        guard case .claiming = state else { return .none }
+        let c = configuration
+        switch result {
+        case .claimed:
+            if c.redisWaitReplicas > 0 {
+                state = .waitingForReplicas
+                // WAIT must give up before our own command timeout does, or its answer would
+                // be lost with the connection.
+                return .waitForReplicas(count: c.redisWaitReplicas, timeoutMs: max(1, c.redisTimeoutMs * 3 / 4))
+            }
+            state = .forwarding(protected: true)
+            return .forward(protected: true)
+        case .failed:
+            switch c.onRedisError {
+            case .closed: return finish(.problem(.redisUnavailable, .redisError))
+            case .open:
+                state = .forwarding(protected: false)
+                return .forward(protected: false)
+            }
+        case .existing(let record):
+            guard record.fingerprint == fingerprint else { return finish(.problem(.mismatch, .mismatch)) }
+            switch record.state {
+            case .completed(let response): return finish(Reply(.replay(response), .replayed))
+            case .completedWithoutBody: return finish(.problem(.responseNotReplayable, .replayed))
+            case .inFlight:
+                if let waitDeadline, now < waitDeadline {
+                    state = .waitingForFirst
+                    return .waitForFirst(until: waitDeadline)
+                }
+                return finish(.problem(.inFlight, .conflict))
+            }
+        }
+    }
+
+    /// `redis_wait_replicas`: how many replicas acknowledged the claim; nil when `WAIT` failed.
+    public mutating func replicasAnswered(_ count: Int?) -> Action {
+        guard case .waitingForReplicas = state else { return .none }
+        let wanted = configuration.redisWaitReplicas
+        if let count, count >= wanted {
+            state = .forwarding(protected: true)
+            return .forward(protected: true)
+        }
+        let problem = Problem.replicasMissing(wanted: wanted, got: count ?? 0)
+        return settle(.release, then: .problem(problem, .redisError))
+    }
+
+    /// The first request ended (a Pub/Sub message), or the poll came due: look again.
+    public mutating func woken(now: UInt64) -> Action {
+        guard case .waitingForFirst = state else { return .none }
+        state = .claiming
+        return .claim
+    }
+
+    /// Rules 5, 8 and 9.
+    public mutating func upstreamFinished(_ result: UpstreamResult) -> Action {
+        guard case .forwarding(let protected) = state else { return .none }
+        guard protected else { return finish(Self.unprotectedReply(result)) }
+        let c = configuration
+        switch result {
+        case .notConnected:
+            return settle(.release, then: .problem(.upstreamUnreachable, .upstreamError))
+        case .failed(let failure, let afterStreaming):
+            // The upstream may have acted: the claim stays until lock_ttl (rule 8).
+            return finish(afterStreaming ? Reply(.abortStreamedResponse, .upstreamError) : .problem(failure.problem, .upstreamError))
+        case .response(let response):
+            let reply = Reply(.upstreamResponse, .forwarded)
+            if response.status >= 500 && !c.store5xx { return settle(.release, then: reply) }
+            if response.body.count > c.maxStoredResponse {
+                return settle(.complete(.completedWithoutBody(status: response.status)), then: reply)
+            }
+            return settle(.complete(.completed(response)), then: reply)
+        case .streamed(let status):
+            let reply = Reply(.endOfStreamedResponse, .forwarded)
+            if status >= 500 && !c.store5xx { return settle(.release, then: reply) }
+            // Rule 9: the request ran and its response cannot be replayed; a retry gets 502.
+            return settle(.complete(.completedWithoutBody(status: status)), then: reply)
+        }
+    }
+
+    /// The settlement was carried out (a completion owned by another proxy counts: nothing
+    /// more can be done), or failed on a Redis error.
+    public mutating func settled(succeeded: Bool) -> Action {
+        guard case .settling(let settlement, let attempt, let reply) = state else { return .none }
+        if !succeeded && attempt < Self.settleAttempts {
+            state = .settling(settlement, attempt: attempt + 1, then: reply)
+            return .retrySettle(afterMs: Self.settleBackoffMs(afterAttempt: attempt))
+        }
+        // Given up: the client still gets its answer; retries get 409 until lock_ttl ends.
+        return finish(reply)
+    }
+
+    public mutating func retryDue() -> Action {
+        guard case .settling(let settlement, _, _) = state else { return .none }
+        return .settle(settlement)
+    }
+
+    // MARK: - helpers
+
+    /// With `on_redis_error = open` nothing is stored and nothing spills.
+    private static func unprotectedReply(_ result: UpstreamResult) -> Reply {
+        switch result {
+        case .response: return Reply(.upstreamResponse, .redisError)
+        case .notConnected: return .problem(.upstreamUnreachable, .upstreamError)
+        case .failed(let failure, _): return .problem(failure.problem, .upstreamError)
+        case .streamed: return .problem(.invalidUpstreamResponse, .upstreamError)
+        }
+    }
+
+    private mutating func settle(_ settlement: Settlement, then reply: Reply) -> Action {
+        state = .settling(settlement, attempt: 1, then: reply)
+        return .settle(settlement)
+    }
+
+    private mutating func finish(_ reply: Reply) -> Action {
+        state = .finished
+        return .answer(reply)
+    }
+}

@@ -1,0 +1,9 @@
+/// The outcome label of one client request, as counted in `/metrics` (SPEC §5).
+public enum RequestOutcome: String, CaseIterable, Sendable {
+    case forwarded, replayed, conflict, mismatch
+    case badRequest = "bad_request"
+    case tooLarge = "too_large"
+    case redisError = "redis_error"
+    case passthrough
+    case upstreamError = "upstream_error"
+}
