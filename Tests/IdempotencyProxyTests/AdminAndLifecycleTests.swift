@@ -5,30 +5,30 @@ import Testing
 
 @Suite struct AdminAndLifecycleTests {
     @Test func healthReadinessAndMetrics() async throws {
-        let h = try await ProxyHarness.start()
-        defer { Task { await h.stop() } }
-        #expect(try h.admin("/healthz").status == 200)
-        #expect(try h.admin("/readyz").status == 200)
-        _ = try await h.send("POST", "/charges", key: "k", body: "x")
-        let metrics = try h.admin("/metrics")
-        #expect(metrics.status == 200)
-        #expect(metrics.header("Content-Type")?.hasPrefix("text/plain") == true)
-        // Prometheus text format: every line a comment or `name{labels} value`.
-        for line in metrics.text.split(separator: "\n") where !line.hasPrefix("#") {
-            let parts = line.split(separator: " ")
-            #expect(parts.count == 2, "bad line \(line)")
-            #expect(Double(parts[1]) != nil, "bad value in \(line)")
-            #expect(parts[0].first?.isLetter == true)
+        try await withProxy { h in
+            #expect(try h.admin("/healthz").status == 200)
+            #expect(try h.admin("/readyz").status == 200)
+            _ = try await h.send("POST", "/charges", key: "k", body: "x")
+            let metrics = try h.admin("/metrics")
+            #expect(metrics.status == 200)
+            #expect(metrics.header("Content-Type")?.hasPrefix("text/plain") == true)
+            // Prometheus text format: every line a comment or `name{labels} value`.
+            for line in metrics.text.split(separator: "\n") where !line.hasPrefix("#") {
+                let parts = line.split(separator: " ")
+                #expect(parts.count == 2, "bad line \(line)")
+                #expect(Double(parts[1]) != nil, "bad value in \(line)")
+                #expect(parts[0].first?.isLetter == true)
+            }
+            for outcome in ["forwarded", "replayed", "conflict", "mismatch", "bad_request", "too_large", "redis_error", "passthrough", "upstream_error"] {
+                #expect(metrics.text.contains("idemproxy_requests_total{outcome=\"\(outcome)\"}"))
+            }
+            for histogram in ["idemproxy_request_duration_seconds", "idemproxy_upstream_duration_seconds", "idemproxy_redis_command_duration_seconds"] {
+                #expect(metrics.text.contains("\(histogram)_bucket"))
+            }
+            #expect(metrics.text.contains("idemproxy_requests_in_flight"))
+            #expect(try h.metric("forwarded") == 1)
+            #expect(try h.admin("/nope").status == 404)
         }
-        for outcome in ["forwarded", "replayed", "conflict", "mismatch", "bad_request", "too_large", "redis_error", "passthrough", "upstream_error"] {
-            #expect(metrics.text.contains("idemproxy_requests_total{outcome=\"\(outcome)\"}"))
-        }
-        for histogram in ["idemproxy_request_duration_seconds", "idemproxy_upstream_duration_seconds", "idemproxy_redis_command_duration_seconds"] {
-            #expect(metrics.text.contains("\(histogram)_bucket"))
-        }
-        #expect(metrics.text.contains("idemproxy_requests_in_flight"))
-        #expect(try h.metric("forwarded") == 1)
-        #expect(try h.admin("/nope").status == 404)
     }
 
     @Test func shutdownLetsAProtectedRequestInFlightFinishAndStoreItsResult() async throws {

@@ -23,26 +23,26 @@ import Testing
     }
 
     @Test func fiftySimultaneousDuplicatesRunOnceAndTheRestGet409() async throws {
-        let h = try await ProxyHarness.start()
-        defer { Task { await h.stop() } }
-        let responses = try await burst(h, count: 50, path: "/charges?delay=1000", key: "dup")
-        #expect(h.upstream.executions("/charges") == 1)
-        let original = responses.filter { $0.status == 201 && !$0.replayed }
-        #expect(original.count == 1)
-        // On a slow machine a straggler may arrive after the first completed: then it is a replay.
-        let others = responses.filter { !($0.status == 201 && !$0.replayed) }
-        #expect(others.allSatisfy { $0.status == 409 || ($0.replayed && $0.body == original.first?.body) })
-        #expect(others.filter { $0.status == 409 }.count >= 40)
+        try await withProxy { h in
+            let responses = try await burst(h, count: 50, path: "/charges?delay=1000", key: "dup")
+            #expect(h.upstream.executions("/charges") == 1)
+            let original = responses.filter { $0.status == 201 && !$0.replayed }
+            #expect(original.count == 1)
+            // On a slow machine a straggler may arrive after the first completed: then it is a replay.
+            let others = responses.filter { !($0.status == 201 && !$0.replayed) }
+            #expect(others.allSatisfy { $0.status == 409 || ($0.replayed && $0.body == original.first?.body) })
+            #expect(others.filter { $0.status == 409 }.count >= 40)
+        }
     }
 
     @Test func fiftySimultaneousDuplicatesWithInflightWaitAllGetTheSameAnswer() async throws {
-        let h = try await ProxyHarness.start(["inflight_wait": "2s"])
-        defer { Task { await h.stop() } }
-        let responses = try await burst(h, count: 50, path: "/charges?delay=300", key: "dup")
-        #expect(h.upstream.executions("/charges") == 1)
-        #expect(responses.allSatisfy { $0.status == 201 })
-        #expect(Set(responses.map(\.body)).count == 1)
-        #expect(responses.filter(\.replayed).count == 49)
+        try await withProxy(["inflight_wait": "2s"]) { h in
+            let responses = try await burst(h, count: 50, path: "/charges?delay=300", key: "dup")
+            #expect(h.upstream.executions("/charges") == 1)
+            #expect(responses.allSatisfy { $0.status == 201 })
+            #expect(Set(responses.map(\.body)).count == 1)
+            #expect(responses.filter(\.replayed).count == 49)
+        }
     }
 
     @Test func twoProxiesSharingRedisRunARequestOnce() async throws {
@@ -179,17 +179,17 @@ final class NIOLockedResults: @unchecked Sendable {
     }
 
     @Test func aWaiterTakesOverAReleasedKeyWhenWoken() async throws {
-        let h = try await ProxyHarness.start(["inflight_wait": "3s"], waitPollInterval: .seconds(60))
-        defer { Task { await h.stop() } }
-        let failing = Task { try await h.send("POST", "/status/500?delay=300", key: "k", body: "x") }
-        try await h.upstream.waitUntilExecuting("/status/500")
-        let clock = ContinuousClock()
-        let sent = clock.now
-        let waiter = try await h.send("POST", "/status/500?delay=300", key: "k", body: "x")
-        #expect(clock.now - sent < .seconds(2), "the waiter was not woken by the release")
-        #expect(try await failing.value.status == 500)
-        #expect(waiter.status == 500)
-        #expect(!waiter.replayed)
-        #expect(h.upstream.executions("/status/500") == 2)
+        try await withProxy(["inflight_wait": "3s"], waitPollInterval: .seconds(60)) { h in
+            let failing = Task { try await h.send("POST", "/status/500?delay=300", key: "k", body: "x") }
+            try await h.upstream.waitUntilExecuting("/status/500")
+            let clock = ContinuousClock()
+            let sent = clock.now
+            let waiter = try await h.send("POST", "/status/500?delay=300", key: "k", body: "x")
+            #expect(clock.now - sent < .seconds(2), "the waiter was not woken by the release")
+            #expect(try await failing.value.status == 500)
+            #expect(waiter.status == 500)
+            #expect(!waiter.replayed)
+            #expect(h.upstream.executions("/status/500") == 2)
+        }
     }
 }

@@ -41,7 +41,7 @@ import Testing
         #expect(out.isEmpty)
         #expect(err == """
             \(file.path):2: unknown key "bogus"
-            \(file.path):4: lock_ttl: expected a duration such as 250ms, 30s, 5m or 24h, got "5"
+            \(file.path):4: lock_ttl: expected a duration such as 250ms, 30s, 5m, 24h or 30d, got "5"
             --set methods: methods: methods must name at least one method
 
             """)

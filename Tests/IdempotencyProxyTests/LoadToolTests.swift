@@ -14,26 +14,26 @@ import Testing
     }
 
     @Test func withoutTheProxyLostResponsesBecomeDuplicateCharges() async throws {
-        let h = try await ProxyHarness.start()
-        defer { Task { await h.stop() } }
-        let report = try await LoadRunner(options: options(h.upstream.port, stats: h.upstream.port))
-            .run(group: MultiThreadedEventLoopGroup.singleton)
-        #expect((report.duplicates ?? 0) > 0)
-        #expect(!report.passed)
+        try await withProxy { h in
+            let report = try await LoadRunner(options: options(h.upstream.port, stats: h.upstream.port))
+                .run(group: MultiThreadedEventLoopGroup.singleton)
+            #expect((report.duplicates ?? 0) > 0)
+            #expect(!report.passed)
+        }
     }
 
     @Test func throughTheProxyEveryKeyRunsExactlyOnce() async throws {
-        let h = try await ProxyHarness.start()
-        defer { Task { await h.stop() } }
-        let report = try await LoadRunner(options: options(h.port, stats: h.upstream.port))
-            .run(group: MultiThreadedEventLoopGroup.singleton)
-        #expect(report.losses > 0)
-        #expect(report.duplicates == 0)
-        #expect(report.missing == 0)
-        #expect(report.mismatches == 0)
-        #expect(report.unanswered == 0)
-        #expect(report.replays > 0)
-        #expect(report.passed)
-        #expect(h.upstream.snapshot().charges == 300)
+        try await withProxy { h in
+            let report = try await LoadRunner(options: options(h.port, stats: h.upstream.port))
+                .run(group: MultiThreadedEventLoopGroup.singleton)
+            #expect(report.losses > 0)
+            #expect(report.duplicates == 0)
+            #expect(report.missing == 0)
+            #expect(report.mismatches == 0)
+            #expect(report.unanswered == 0)
+            #expect(report.replays > 0)
+            #expect(report.passed)
+            #expect(h.upstream.snapshot().charges == 300)
+        }
     }
 }

@@ -67,7 +67,13 @@ final class ProxyHarness: @unchecked Sendable {
         self.ownsUpstream = ownsUpstream
     }
 
-    /// Both loops' Redis connections are up (a fresh proxy connects in the background).
+    struct RedisUnreachable: Error, CustomStringConvertible {
+        let url: String
+        var description: String { "the proxy under test could not reach Redis at \(url) within 2 s" }
+    }
+
+    /// Both loops' Redis connections are up (a fresh proxy connects in the background); a
+    /// proxy that cannot reach Redis fails the test rather than letting it test nothing.
     private func waitForRedis() async throws {
         for _ in 0..<100 {
             let a = try? admin("/readyz")
@@ -75,6 +81,8 @@ final class ProxyHarness: @unchecked Sendable {
             if a?.status == 200 && b?.status == 200 { return }
             try await Task.sleep(for: .milliseconds(20))
         }
+        await stop()
+        throw RedisUnreachable(url: redisURL)
     }
 
     func stop() async {
@@ -112,6 +120,30 @@ final class ProxyHarness: @unchecked Sendable {
 
     static func port(of url: String) -> Int {
         Int(url.split(separator: ":").last?.split(separator: "/").first ?? "") ?? 6379
+    }
+}
+
+/// Runs `body` against a fresh proxy (`ProxyHarness.start`), then stops the proxy and waits
+/// for it, whether `body` returned or threw: no test leaves a proxy running behind it.
+func withProxy(
+    _ settings: [String: String] = [:],
+    upstream: DemoUpstream? = nil,
+    upstreamURL: String? = nil,
+    redisURL: String = SharedRedis.url,
+    prefix: String? = nil,
+    waitPollInterval: TimeAmount = .milliseconds(100),
+    clientReadTimeout: TimeAmount = ProxyServer.clientReadTimeout,
+    _ body: (ProxyHarness) async throws -> Void
+) async throws {
+    let h = try await ProxyHarness.start(
+        settings, upstream: upstream, upstreamURL: upstreamURL, redisURL: redisURL, prefix: prefix,
+        waitPollInterval: waitPollInterval, clientReadTimeout: clientReadTimeout)
+    do {
+        try await body(h)
+        await h.stop()
+    } catch {
+        await h.stop()
+        throw error
     }
 }
 

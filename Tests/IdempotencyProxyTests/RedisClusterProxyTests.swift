@@ -9,49 +9,49 @@ import TestSupport
 @Suite(.serialized) struct RedisClusterProxyTests {
     @Test func claimsReplaysAndMismatchesAcrossTheCluster() async throws {
         let cluster = try await RedisClusterProcess()
-        let h = try await ProxyHarness.start(["redis_cluster": "true"], redisURL: cluster.seedsURL)
-        defer { Task { await h.stop() } }
-        #expect(try h.admin("/readyz").status == 200)
-        let keys = (0..<24).map { "order-\($0)" }
-        var firsts: [String: String] = [:]
-        for key in keys {
-            let first = try await h.send("POST", "/charges", key: key, body: key)
-            #expect(first.status == 201 && !first.replayed)
-            firsts[key] = first.text
-        }
-        for key in keys {
-            let retry = try await h.send("POST", "/charges", key: key, body: key)
-            #expect(retry.replayed && retry.text == firsts[key])
-        }
-        #expect(h.upstream.executions("/charges") == keys.count)
-        #expect(try await h.send("POST", "/charges", key: keys[0], body: "another body").status == 422)
-        // The records are spread over the primaries, each on the node that serves its slot.
-        var perNode: [Int: Int] = [:]
-        for node in cluster.nodes {
-            let client = try await TestRedisClient(port: node.port)
-            guard case .array(let found) = try await client.send(["KEYS", .string(h.prefix + "*")]) else { continue }
-            await client.close()
-            perNode[node.port] = found.count
-            for case .bulk(let name) in found {
-                #expect(cluster.port(servingSlot: HashSlot.of(name.readableBytesView)) == node.port)
+        try await withProxy(["redis_cluster": "true"], redisURL: cluster.seedsURL) { h in
+            #expect(try h.admin("/readyz").status == 200)
+            let keys = (0..<24).map { "order-\($0)" }
+            var firsts: [String: String] = [:]
+            for key in keys {
+                let first = try await h.send("POST", "/charges", key: key, body: key)
+                #expect(first.status == 201 && !first.replayed)
+                firsts[key] = first.text
             }
+            for key in keys {
+                let retry = try await h.send("POST", "/charges", key: key, body: key)
+                #expect(retry.replayed && retry.text == firsts[key])
+            }
+            #expect(h.upstream.executions("/charges") == keys.count)
+            #expect(try await h.send("POST", "/charges", key: keys[0], body: "another body").status == 422)
+            // The records are spread over the primaries, each on the node that serves its slot.
+            var perNode: [Int: Int] = [:]
+            for node in cluster.nodes {
+                let client = try await TestRedisClient(port: node.port)
+                guard case .array(let found) = try await client.send(["KEYS", .string(h.prefix + "*")]) else { continue }
+                await client.close()
+                perNode[node.port] = found.count
+                for case .bulk(let name) in found {
+                    #expect(cluster.port(servingSlot: HashSlot.of(name.readableBytesView)) == node.port)
+                }
+            }
+            #expect(perNode.values.reduce(0, +) == keys.count)
+            #expect(perNode.values.filter { $0 > 0 }.count >= 2)
         }
-        #expect(perNode.values.reduce(0, +) == keys.count)
-        #expect(perNode.values.filter { $0 > 0 }.count >= 2)
     }
 
     /// A cluster with a password: the first seed's credentials open every node's connection
     /// (each primary, and the subscriber).
     @Test func theSeedsCredentialsOpenEveryNode() async throws {
         let cluster = try await RedisClusterProcess(password: "s3cret")
-        let h = try await ProxyHarness.start(["redis_cluster": "true", "inflight_wait": "1s"], redisURL: cluster.seedsURL)
-        defer { Task { await h.stop() } }
-        #expect(try h.admin("/readyz").status == 200)
-        for (key, _) in Self.keys(prefix: h.prefix, in: cluster).prefix(12) {
-            #expect(try await h.send("POST", "/charges", key: key, body: "x").status == 201)
-            #expect(try await h.send("POST", "/charges", key: key, body: "x").replayed)
+        try await withProxy(["redis_cluster": "true", "inflight_wait": "1s"], redisURL: cluster.seedsURL) { (h: ProxyHarness) async throws in
+            #expect(try h.admin("/readyz").status == 200)
+            for (key, _) in Self.keys(prefix: h.prefix, in: cluster).prefix(12) {
+                #expect(try await h.send("POST", "/charges", key: key, body: "x").status == 201)
+                #expect(try await h.send("POST", "/charges", key: key, body: "x").replayed)
+            }
+            #expect(h.upstream.executions("/charges") == 12)
         }
-        #expect(h.upstream.executions("/charges") == 12)
     }
 
     /// Waiters are woken by the `complete` script's `SPUBLISH` on the record's shard channel,
@@ -61,16 +61,16 @@ import TestSupport
     /// 3 s deadline (the first completes after ~400 ms).
     @Test func waitingRetriesAreWokenOnTheirShard() async throws {
         let cluster = try await RedisClusterProcess()
-        let h = try await ProxyHarness.start(
-            ["redis_cluster": "true", "inflight_wait": "3s"], redisURL: cluster.seedsURL, waitPollInterval: .seconds(60))
-        defer { Task { await h.stop() } }
-        let keys = cluster.nodes.map { node in Self.keys(prefix: h.prefix, in: cluster).first { $0.port == node.port }!.key }
-        try await Self.expectWaitersWoken(keys: keys, h)
-        for node in cluster.nodes {
-            let probe = try await cluster.client(node)
-            #expect(try await probe.calls(of: "SPUBLISH") == 1)
-            #expect(try await probe.calls(of: "PUBLISH") == 0)
-            await probe.close()
+        try await withProxy(
+            ["redis_cluster": "true", "inflight_wait": "3s"], redisURL: cluster.seedsURL, waitPollInterval: .seconds(60)) { h in
+            let keys = cluster.nodes.map { node in Self.keys(prefix: h.prefix, in: cluster).first { $0.port == node.port }!.key }
+            try await Self.expectWaitersWoken(keys: keys, h)
+            for node in cluster.nodes {
+                let probe = try await cluster.client(node)
+                #expect(try await probe.calls(of: "SPUBLISH") == 1)
+                #expect(try await probe.calls(of: "PUBLISH") == 0)
+                await probe.close()
+            }
         }
     }
 
@@ -78,13 +78,13 @@ import TestSupport
     /// other primaries serve are still woken by messages.
     @Test func waitersAreWokenWithTheFirstSeedDown() async throws {
         let cluster = try await RedisClusterProcess(nodeTimeoutMs: 15_000)
-        let h = try await ProxyHarness.start(
-            ["redis_cluster": "true", "inflight_wait": "3s"], redisURL: cluster.seedsURL, waitPollInterval: .seconds(60))
-        defer { Task { await h.stop() } }
-        #expect(try h.admin("/readyz").status == 200)
-        cluster.nodes[0].stop()
-        let keys = Self.keys(prefix: h.prefix, in: cluster).filter { $0.port != cluster.nodes[0].port }.map(\.key)
-        try await Self.expectWaitersWoken(keys: Array(keys.prefix(2)), h)
+        try await withProxy(
+            ["redis_cluster": "true", "inflight_wait": "3s"], redisURL: cluster.seedsURL, waitPollInterval: .seconds(60)) { h in
+            #expect(try h.admin("/readyz").status == 200)
+            cluster.nodes[0].stop()
+            let keys = Self.keys(prefix: h.prefix, in: cluster).filter { $0.port != cluster.nodes[0].port }.map(\.key)
+            try await Self.expectWaitersWoken(keys: Array(keys.prefix(2)), h)
+        }
     }
 
     /// For each key: a first request that takes 400 ms, and a retry sent while it runs that
@@ -107,30 +107,30 @@ import TestSupport
     /// keys are protected again soon after it is back (SPEC §3 rule 11: within 5 s).
     @Test func aPrimaryDownFailsOnlyItsSlotsUntilItIsBack() async throws {
         let cluster = try await RedisClusterProcess()
-        let h = try await ProxyHarness.start(["redis_cluster": "true"], redisURL: cluster.seedsURL)
-        defer { Task { await h.stop() } }
-        let down = cluster.nodes[2]
-        let keys = Self.keys(prefix: h.prefix, in: cluster)
-        let onDown = try #require(keys.first { $0.port == down.port }?.key)
-        let elsewhere = try #require(keys.first { $0.port != down.port }?.key)
-        down.stop()
-        let refused = try await h.send("POST", "/charges", key: onDown, body: "x")
-        #expect(refused.status == 503 && refused.header("Retry-After") != nil)
-        #expect(try await h.send("POST", "/charges", key: elsewhere, body: "x").status == 201)
-        #expect(try h.admin("/readyz").status == 503)
-        try down.start()
-        let clock = ContinuousClock()
-        let restarted = clock.now
-        var status = 0
-        while clock.now - restarted < .seconds(5) {
-            status = try await h.send("POST", "/charges", key: onDown, body: "x").status
-            if status == 201 { break }
-            try await Task.sleep(for: .milliseconds(50))
+        try await withProxy(["redis_cluster": "true"], redisURL: cluster.seedsURL) { h in
+            let down = cluster.nodes[2]
+            let keys = Self.keys(prefix: h.prefix, in: cluster)
+            let onDown = try #require(keys.first { $0.port == down.port }?.key)
+            let elsewhere = try #require(keys.first { $0.port != down.port }?.key)
+            down.stop()
+            let refused = try await h.send("POST", "/charges", key: onDown, body: "x")
+            #expect(refused.status == 503 && refused.header("Retry-After") != nil)
+            #expect(try await h.send("POST", "/charges", key: elsewhere, body: "x").status == 201)
+            #expect(try h.admin("/readyz").status == 503)
+            try down.start()
+            let clock = ContinuousClock()
+            let restarted = clock.now
+            var status = 0
+            while clock.now - restarted < .seconds(5) {
+                status = try await h.send("POST", "/charges", key: onDown, body: "x").status
+                if status == 201 { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(status == 201)
+            #expect(try await h.send("POST", "/charges", key: onDown, body: "x").replayed)
+            #expect(try h.admin("/readyz").status == 200)
+            #expect(h.upstream.executions("/charges") == 2)
         }
-        #expect(status == 201)
-        #expect(try await h.send("POST", "/charges", key: onDown, body: "x").replayed)
-        #expect(try h.admin("/readyz").status == 200)
-        #expect(h.upstream.executions("/charges") == 2)
     }
 
     /// A primary fails and its replica takes over. With `redis_wait_replicas = 1` a claim

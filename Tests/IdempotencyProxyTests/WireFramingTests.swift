@@ -6,188 +6,188 @@ import Testing
 /// HEAD, HTTP/1.0 clients, and upstream responses framed in every way RFC 9112 allows.
 @Suite struct WireFramingTests {
     @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
-        let h = try await ProxyHarness.start()
-        defer { Task { await h.stop() } }
-        let statuses = try await blocking {
-            let c = try RawHTTPClient(port: h.port)
-            // Three requests in one write: passthrough, protected, passthrough.
-            try c.send(
-                "GET /echo?n=1 HTTP/1.1\r\nHost: t\r\n\r\n"
-                    + "POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: pipe\r\nContent-Length: 3\r\n\r\nabc"
-                    + "GET /status/418 HTTP/1.1\r\nHost: t\r\n\r\n")
-            let first = try c.readResponse()
-            let second = try c.readResponse(method: "POST")
-            let third = try c.readResponse()
-            #expect(first.text.hasPrefix("GET /echo?n=1\n"))
-            return [first.status, second.status, third.status]
+        try await withProxy { h in
+            let statuses = try await blocking {
+                let c = try RawHTTPClient(port: h.port)
+                // Three requests in one write: passthrough, protected, passthrough.
+                try c.send(
+                    "GET /echo?n=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+                        + "POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: pipe\r\nContent-Length: 3\r\n\r\nabc"
+                        + "GET /status/418 HTTP/1.1\r\nHost: t\r\n\r\n")
+                let first = try c.readResponse()
+                let second = try c.readResponse(method: "POST")
+                let third = try c.readResponse()
+                #expect(first.text.hasPrefix("GET /echo?n=1\n"))
+                return [first.status, second.status, third.status]
+            }
+            #expect(statuses == [200, 201, 418])
+            #expect(try await h.send("POST", "/charges", key: "pipe", body: "abc").replayed)
+            #expect(h.upstream.executions("/charges") == 1)
         }
-        #expect(statuses == [200, 201, 418])
-        #expect(try await h.send("POST", "/charges", key: "pipe", body: "abc").replayed)
-        #expect(h.upstream.executions("/charges") == 1)
     }
 
     /// A slow client's request arrives in many reads, split anywhere (inside the request line,
     /// a header, a chunk size): the proxy's parser must put it together exactly.
     @Test func aRequestArrivingInPiecesIsReadWhole() async throws {
-        let h = try await ProxyHarness.start()
-        defer { Task { await h.stop() } }
-        let wire = Array(
-            ("\r\nPOST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: \"trickle\"\r\nTransfer-Encoding: chunked\r\n\r\n"
-                + "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
-                + "GET /echo?n=2 HTTP/1.1\r\nHost: t\r\n\r\n").utf8)
-        let (first, second) = try await blocking {
-            let c = try RawHTTPClient(port: h.port)
-            for start in stride(from: 0, to: wire.count, by: 7) {
-                try c.send(Array(wire[start..<min(start + 7, wire.count)]))
-                usleep(1_000)
+        try await withProxy { h in
+            let wire = Array(
+                ("\r\nPOST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: \"trickle\"\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    + "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+                    + "GET /echo?n=2 HTTP/1.1\r\nHost: t\r\n\r\n").utf8)
+            let (first, second) = try await blocking {
+                let c = try RawHTTPClient(port: h.port)
+                for start in stride(from: 0, to: wire.count, by: 7) {
+                    try c.send(Array(wire[start..<min(start + 7, wire.count)]))
+                    usleep(1_000)
+                }
+                return (try c.readResponse(method: "POST"), try c.readResponse())
             }
-            return (try c.readResponse(method: "POST"), try c.readResponse())
+            #expect(first.status == 201)
+            #expect(second.text.hasPrefix("GET /echo?n=2\n"))
+            let retry = try await h.send("POST", "/charges", key: "trickle", body: "hello world")
+            #expect(retry.replayed)
+            #expect(retry.text == first.text)
+            #expect(h.upstream.executions("/charges") == 1)
         }
-        #expect(first.status == 201)
-        #expect(second.text.hasPrefix("GET /echo?n=2\n"))
-        let retry = try await h.send("POST", "/charges", key: "trickle", body: "hello world")
-        #expect(retry.replayed)
-        #expect(retry.text == first.text)
-        #expect(h.upstream.executions("/charges") == 1)
     }
 
     /// An upstream that upper-cases methods would run `post` as POST: it must not slip past
     /// the protection (our demo upstream refuses it; what matters is that the retry is a replay).
     @Test func aLowerCaseMethodIsProtectedLikeItsName() async throws {
-        let h = try await ProxyHarness.start()
-        defer { Task { await h.stop() } }
-        let (first, retry) = try await blocking {
-            let c = try RawHTTPClient(port: h.port)
-            let first = try c.request("post", "/charges", headers: [("Idempotency-Key", "lower")], body: Array("a".utf8))
-            let d = try RawHTTPClient(port: h.port)
-            let retry = try d.request("post", "/charges", headers: [("Idempotency-Key", "lower")], body: Array("a".utf8))
-            return (first, retry)
+        try await withProxy { h in
+            let (first, retry) = try await blocking {
+                let c = try RawHTTPClient(port: h.port)
+                let first = try c.request("post", "/charges", headers: [("Idempotency-Key", "lower")], body: Array("a".utf8))
+                let d = try RawHTTPClient(port: h.port)
+                let retry = try d.request("post", "/charges", headers: [("Idempotency-Key", "lower")], body: Array("a".utf8))
+                return (first, retry)
+            }
+            #expect(first.header("idempotent-replayed") == nil)
+            #expect(retry.header("idempotent-replayed") == "true")
+            #expect(retry.status == first.status)
         }
-        #expect(first.header("idempotent-replayed") == nil)
-        #expect(retry.header("idempotent-replayed") == "true")
-        #expect(retry.status == first.status)
     }
 
     /// A request answered before its body ended (here a bad key) has the rest of its body
     /// skipped; if that rest turns out malformed, the connection closes without a second answer.
     @Test func aMalformedBodyAfterTheAnswerGetsNoSecondAnswer() async throws {
-        let h = try await ProxyHarness.start()
-        defer { Task { await h.stop() } }
-        let (first, closed) = try await blocking {
-            let c = try RawHTTPClient(port: h.port)
-            try c.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: \"\"\r\nTransfer-Encoding: chunked\r\n\r\n")
-            let first = try c.readResponse(method: "POST")
-            try c.send("zz\r\n")
-            return (first, c.isClosedByPeer())
+        try await withProxy { h in
+            let (first, closed) = try await blocking {
+                let c = try RawHTTPClient(port: h.port)
+                try c.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: \"\"\r\nTransfer-Encoding: chunked\r\n\r\n")
+                let first = try c.readResponse(method: "POST")
+                try c.send("zz\r\n")
+                return (first, c.isClosedByPeer())
+            }
+            #expect(first.status == 400)
+            #expect(closed)
         }
-        #expect(first.status == 400)
-        #expect(closed)
     }
 
     @Test func expectContinueIsAnsweredOnlyWhenTheBodyIsWanted() async throws {
-        let h = try await ProxyHarness.start(["max_request_body": "1KiB"])
-        defer { Task { await h.stop() } }
-        let (interim, final, refused, http10) = try await blocking {
-            let c = try RawHTTPClient(port: h.port)
-            try c.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: e\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
-            let interim = try c.readResponse(interim: true)
-            try c.send("ok")
-            let final = try c.readResponse()
-            // Too large: refused at once, no 100.
-            let big = try RawHTTPClient(port: h.port)
-            try big.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: f\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n")
-            let refused = try big.readResponse(interim: true)
-            // HTTP/1.0 clients get no 1xx (RFC 9110 §15.2); their body is read anyway.
-            let old = try RawHTTPClient(port: h.port)
-            try old.send("PUT /echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi")
-            let http10 = try old.readResponse(interim: true)
-            return (interim.status, final.status, refused.status, http10.status)
+        try await withProxy(["max_request_body": "1KiB"]) { h in
+            let (interim, final, refused, http10) = try await blocking {
+                let c = try RawHTTPClient(port: h.port)
+                try c.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: e\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+                let interim = try c.readResponse(interim: true)
+                try c.send("ok")
+                let final = try c.readResponse()
+                // Too large: refused at once, no 100.
+                let big = try RawHTTPClient(port: h.port)
+                try big.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: f\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n")
+                let refused = try big.readResponse(interim: true)
+                // HTTP/1.0 clients get no 1xx (RFC 9110 §15.2); their body is read anyway.
+                let old = try RawHTTPClient(port: h.port)
+                try old.send("PUT /echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi")
+                let http10 = try old.readResponse(interim: true)
+                return (interim.status, final.status, refused.status, http10.status)
+            }
+            #expect(interim == 100)
+            #expect(final == 201)
+            #expect(refused == 413)
+            #expect(http10 == 200)
         }
-        #expect(interim == 100)
-        #expect(final == 201)
-        #expect(refused == 413)
-        #expect(http10 == 200)
     }
 
     @Test func headResponsesCarryNoBodyAndTheConnectionCarriesOn() async throws {
-        let h = try await ProxyHarness.start()
-        defer { Task { await h.stop() } }
-        let (head, next) = try await blocking {
-            let c = try RawHTTPClient(port: h.port)
-            let head = try c.request("HEAD", "/big/1000")
-            // A body sent after the HEAD answer would be read as this response.
-            return (head, try c.request("GET", "/echo"))
+        try await withProxy { h in
+            let (head, next) = try await blocking {
+                let c = try RawHTTPClient(port: h.port)
+                let head = try c.request("HEAD", "/big/1000")
+                // A body sent after the HEAD answer would be read as this response.
+                return (head, try c.request("GET", "/echo"))
+            }
+            #expect(head.status == 200)
+            #expect(head.body.isEmpty)
+            #expect(next.status == 200)
+            #expect(next.text.hasPrefix("GET /echo\n"))
         }
-        #expect(head.status == 200)
-        #expect(head.body.isEmpty)
-        #expect(next.status == 200)
-        #expect(next.text.hasPrefix("GET /echo\n"))
     }
 
     @Test func http10ClientsGetKeepAliveOrABodyEndedByTheClose() async throws {
-        let h = try await ProxyHarness.start()
-        defer { Task { await h.stop() } }
-        let (first, second) = try await blocking {
-            let c = try RawHTTPClient(port: h.port)
-            try c.send("GET /echo HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-            let first = try c.readResponse()
-            try c.send("GET /status/204 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-            return (first, try c.readResponse())
+        try await withProxy { h in
+            let (first, second) = try await blocking {
+                let c = try RawHTTPClient(port: h.port)
+                try c.send("GET /echo HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                let first = try c.readResponse()
+                try c.send("GET /status/204 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                return (first, try c.readResponse())
+            }
+            #expect(first.rawHead.hasPrefix("HTTP/1.0 200"))
+            #expect(first.header("connection") == "keep-alive")
+            #expect(second.status == 204)
+            // An unsized (chunked upstream) body cannot be chunked for HTTP/1.0: it ends with the connection.
+            let (response, closed) = try await blocking {
+                let c = try RawHTTPClient(port: h.port)
+                try c.send("GET /chunked/3000 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                let response = try c.readResponse()
+                return (response, c.isClosedByPeer())
+            }
+            #expect(response.header("connection") == "close")
+            #expect(response.header("transfer-encoding") == nil)
+            #expect(response.body.count == 3000)
+            #expect(closed)
         }
-        #expect(first.rawHead.hasPrefix("HTTP/1.0 200"))
-        #expect(first.header("connection") == "keep-alive")
-        #expect(second.status == 204)
-        // An unsized (chunked upstream) body cannot be chunked for HTTP/1.0: it ends with the connection.
-        let (response, closed) = try await blocking {
-            let c = try RawHTTPClient(port: h.port)
-            try c.send("GET /chunked/3000 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-            let response = try c.readResponse()
-            return (response, c.isClosedByPeer())
-        }
-        #expect(response.header("connection") == "close")
-        #expect(response.header("transfer-encoding") == nil)
-        #expect(response.body.count == 3000)
-        #expect(closed)
     }
 
     @Test func silentClientsAreCutOffButNotWhileTheyWaitOnTheUpstream() async throws {
-        let h = try await ProxyHarness.start(clientReadTimeout: .milliseconds(300))
-        defer { Task { await h.stop() } }
-        let (waited, silentClosed, halfSentClosed) = try await blocking {
-            // Waiting on a slow upstream for longer than the read timeout is fine.
-            let waiting = try RawHTTPClient(port: h.port)
-            let waited = try waiting.request("GET", "/sleep/900")
-            // Connected and silent; bodies sent only in part, streamed and protected.
-            let silent = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
-            let streamed = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
-            try streamed.send("PUT /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
-            let protected = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
-            try protected.send("POST /charges HTTP/1.1\r\nIdempotency-Key: slow\r\nContent-Length: 10\r\n\r\nabc")
-            return (waited.status, silent.isClosedByPeer(), [streamed.isClosedByPeer(), protected.isClosedByPeer()])
+        try await withProxy(clientReadTimeout: .milliseconds(300)) { h in
+            let (waited, silentClosed, halfSentClosed) = try await blocking {
+                // Waiting on a slow upstream for longer than the read timeout is fine.
+                let waiting = try RawHTTPClient(port: h.port)
+                let waited = try waiting.request("GET", "/sleep/900")
+                // Connected and silent; bodies sent only in part, streamed and protected.
+                let silent = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
+                let streamed = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
+                try streamed.send("PUT /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+                let protected = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
+                try protected.send("POST /charges HTTP/1.1\r\nIdempotency-Key: slow\r\nContent-Length: 10\r\n\r\nabc")
+                return (waited.status, silent.isClosedByPeer(), [streamed.isClosedByPeer(), protected.isClosedByPeer()])
+            }
+            #expect(waited == 200)
+            #expect(silentClosed)
+            #expect(halfSentClosed == [true, true])
         }
-        #expect(waited == 200)
-        #expect(silentClosed)
-        #expect(halfSentClosed == [true, true])
     }
 
     /// A client that sends a line of its head every 100 ms is never silent for 300 ms, but its
     /// head has not arrived whole within them: it is cut off too (slowloris).
     @Test func aHeadTricklingInIsCutOff() async throws {
-        let h = try await ProxyHarness.start(clientReadTimeout: .milliseconds(300))
-        defer { Task { await h.stop() } }
-        let (closed, linesSent) = try await blocking {
-            let c = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
-            try c.send("GET /echo HTTP/1.1\r\n")
-            var sent = 0
-            while sent < 20, (try? c.send("X-\(sent): trickle\r\n")) != nil {
-                sent += 1
-                usleep(100_000)
+        try await withProxy(clientReadTimeout: .milliseconds(300)) { h in
+            let (closed, linesSent) = try await blocking {
+                let c = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
+                try c.send("GET /echo HTTP/1.1\r\n")
+                var sent = 0
+                while sent < 20, (try? c.send("X-\(sent): trickle\r\n")) != nil {
+                    sent += 1
+                    usleep(100_000)
+                }
+                return (c.isClosedByPeer(), sent)
             }
-            return (c.isClosedByPeer(), sent)
+            // Without the head deadline all 20 lines go out (2 s), and only then is it silent.
+            #expect(closed)
+            #expect(linesSent < 20)
         }
-        // Without the head deadline all 20 lines go out (2 s), and only then is it silent.
-        #expect(closed)
-        #expect(linesSent < 20)
     }
 
     @Test func idleConnectionsCloseWhenShutdownBegins() async throws {
