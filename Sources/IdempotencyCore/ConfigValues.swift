@@ -1,9 +1,9 @@
 /// Parsers for the value syntaxes of the configuration file (SPEC §2), each returning the
 /// typed value or a message that says what is wrong.
 enum ConfigValues {
-    /// `250ms`, `30s`, `5m`, `24h` → milliseconds.
+    /// `250ms`, `30s`, `5m`, `24h`, `30d` → milliseconds.
     static func duration(_ text: String) throws(ConfigValueError) -> Int64 {
-        let units: [(String, Int64)] = [("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000)]
+        let units: [(String, Int64)] = [("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
         for (suffix, scale) in units where text.hasSuffix(suffix) {
             let number = text.dropLast(suffix.count)
             // "5ms" also ends in "s": only accept when the rest is a plain number.
@@ -12,7 +12,7 @@ enum ConfigValues {
             guard !overflow else { throw ConfigValueError("duration \(text) is too large") }
             return result
         }
-        throw ConfigValueError("expected a duration such as 250ms, 30s, 5m or 24h, got \"\(text)\"")
+        throw ConfigValueError("expected a duration such as 250ms, 30s, 5m, 24h or 30d, got \"\(text)\"")
     }
 
     static func renderDuration(_ ms: Int64) -> String {

@@ -58,6 +58,7 @@ import Testing
         ValidCase(line: "listen = [::1]:8081", check: { $0.listen == HostPort(host: "::1", port: 8081) }),
         ValidCase(line: "upstream = http://api.internal:9000/v1/", check: { $0.upstream == UpstreamURL(host: "api.internal", port: 9000, basePath: "/v1") }),
         ValidCase(line: "upstream = http://localhost", check: { $0.upstream.port == 80 }),
+        ValidCase(line: "response_ttl = 2d", check: { $0.responseTTLMs == 2 * 86_400_000 }),
         ValidCase(line: "admin_listen = off", check: { $0.adminListen == nil }),
         ValidCase(line: "redis_url = redis://app:s%40cret@10.0.0.5:6380/3", check: {
             $0.redisURL == RedisURL(location: .tcp(HostPort(host: "10.0.0.5", port: 6380)), username: "app", password: "s@cret", database: 3)
@@ -90,9 +91,9 @@ import Testing
         ("frobnicate = 1", "test.conf:1: unknown key \"frobnicate\""),
         ("just words", "test.conf:1: expected key = value, got \"just words\""),
         ("= 5", "test.conf:1: missing key before \"=\""),
-        ("lock_ttl = 60", "test.conf:1: lock_ttl: expected a duration such as 250ms, 30s, 5m or 24h, got \"60\""),
+        ("lock_ttl = 60", "test.conf:1: lock_ttl: expected a duration such as 250ms, 30s, 5m, 24h or 30d, got \"60\""),
         ("lock_ttl = 0s", "test.conf:1: lock_ttl: must be more than 0, got \"0s\""),
-        ("lock_ttl = -5s", "test.conf:1: lock_ttl: expected a duration such as 250ms, 30s, 5m or 24h, got \"-5s\""),
+        ("lock_ttl = -5s", "test.conf:1: lock_ttl: expected a duration such as 250ms, 30s, 5m, 24h or 30d, got \"-5s\""),
         ("max_request_body = 1MB", "test.conf:1: max_request_body: expected a size such as 512B, 64KiB or 1MiB, got \"1MB\""),
         ("fingerprint = yes", "test.conf:1: fingerprint: expected true or false, got \"yes\""),
         ("listen = localhost", "test.conf:1: listen: expected host:port, got \"localhost\""),
@@ -132,7 +133,7 @@ import Testing
             bogus = 1
             """
         #expect(errors(text) == [
-            "test.conf:4: lock_ttl: expected a duration such as 250ms, 30s, 5m or 24h, got \"soon\"",
+            "test.conf:4: lock_ttl: expected a duration such as 250ms, 30s, 5m, 24h or 30d, got \"soon\"",
             "test.conf:5: duplicate key listen (first set on line 2)",
             "test.conf:6: unknown key \"bogus\"",
         ])
@@ -151,7 +152,7 @@ import Testing
 
     @Test func environmentAndSetErrorsNameTheirSource() {
         #expect(errors("", env: ["IDEMPROXY_LOCK_TTL": "x"]) == [
-            "IDEMPROXY_LOCK_TTL: lock_ttl: expected a duration such as 250ms, 30s, 5m or 24h, got \"x\""
+            "IDEMPROXY_LOCK_TTL: lock_ttl: expected a duration such as 250ms, 30s, 5m, 24h or 30d, got \"x\""
         ])
         #expect(errors("", env: ["IDEMPROXY_NOPE": "1"]) == ["IDEMPROXY_NOPE: unknown key \"nope\""])
         #expect(errors("", sets: ["upstream_timeout=2m"]) == [
