@@ -79,7 +79,7 @@ let package = Package(
         .executableTarget(
             name: "idemproxy-load",
             dependencies: [
-                "LoadKit",
+                "LoadKit", "IdempotencyCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -95,7 +95,7 @@ let package = Package(
         .executableTarget(
             name: "demo-upstream",
             dependencies: [
-                "DemoUpstreamKit",
+                "DemoUpstreamKit", "IdempotencyCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

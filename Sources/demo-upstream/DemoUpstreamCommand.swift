@@ -1,4 +1,5 @@
 import ArgumentParser
+import IdempotencyCore
 import DemoUpstreamKit
 import NIOCore
 
@@ -6,7 +7,8 @@ import NIOCore
 struct DemoUpstreamCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo-upstream",
-        abstract: "A deliberately non-idempotent payments API: every POST /charges creates a charge.")
+        abstract: "A deliberately non-idempotent payments API: every POST /charges creates a charge.",
+        version: IdemproxyVersion.current)
 
     @Option(name: .long, help: "ADDR:PORT to listen on.")
     var listen = "127.0.0.1:8080"

@@ -1,4 +1,5 @@
 import ArgumentParser
+import IdempotencyCore
 import LoadKit
 import NIOPosix
 
@@ -11,7 +12,8 @@ struct LoadCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "idemproxy-load",
         abstract: "Retrying load generator: proves exactly-once execution and measures latency.",
-        discussion: "Exit status 1 on any duplicate execution, mismatched answer or unanswered key.")
+        discussion: "Exit status 1 on any duplicate execution, mismatched answer or unanswered key.",
+        version: IdemproxyVersion.current)
 
     @Option(help: "Target URL of the protected endpoint, e.g. http://127.0.0.1:8081/charges.")
     var url: String

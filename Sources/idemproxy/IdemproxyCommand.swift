@@ -13,7 +13,8 @@ struct IdemproxyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "idemproxy",
         abstract: "A sidecar reverse proxy that makes a non-idempotent HTTP API safe to retry.",
-        discussion: "Configuration precedence: --set > IDEMPROXY_<KEY> environment variables > --config file > defaults."
+        discussion: "Configuration precedence: --set > IDEMPROXY_<KEY> environment variables > --config file > defaults.",
+        version: IdemproxyVersion.current
     )
 
     @Option(name: .long, help: "A key = value configuration file.")
