@@ -37,6 +37,10 @@ let package = Package(
             ]
         ),
         .target(
+            name: "IdempotencyScripts",
+            dependencies: ["RedisClient"]
+        ),
+        .target(
             name: "IdempotencyCore",
             dependencies: [
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -55,6 +59,7 @@ let package = Package(
             dependencies: [
                 "HTTPWire",
                 "IdempotencyCore",
+                "IdempotencyScripts",
                 "RedisClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -110,7 +115,7 @@ let package = Package(
         .executableTarget(
             name: "redis-claim-bench",
             dependencies: [
-                "RedisClient", "IdempotencyCore", "IdempotencyProxy",
+                "RedisClient", "IdempotencyCore", "IdempotencyScripts",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
@@ -131,14 +136,19 @@ let package = Package(
             ],
             path: "Tests/TestSupport"
         ),
-        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
+        .testTarget(
+            name: "RedisClientTests",
+            dependencies: ["RedisClient", "TestSupport", .product(name: "NIOEmbedded", package: "swift-nio")]
+        ),
         .testTarget(name: "IdempotencyCoreTests", dependencies: ["IdempotencyCore"]),
         .testTarget(
             name: "IdempotencyProxyTests",
             dependencies: [
-                "IdempotencyProxy", "IdempotencyCore", "RedisClient", "DemoUpstreamKit", "LoadKit", "TestSupport",
+                "IdempotencyProxy", "IdempotencyCore", "IdempotencyScripts", "RedisClient", "DemoUpstreamKit", "LoadKit",
+                "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]

@@ -52,7 +52,7 @@ final class RedisChannelHandler: ChannelInboundHandler {
             return
         }
         if let completion {
-            let deadline = deadline ?? NIODeadline.now() + timeout
+            let deadline = deadline ?? context.eventLoop.now + timeout
             pending.append(Pending(deadline: deadline, completion: completion))
             if timer == nil { armTimer(at: deadline) }
         }
@@ -120,7 +120,7 @@ final class RedisChannelHandler: ChannelInboundHandler {
         timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
             self.timer = nil
             guard let head = self.pending.first, let context = self.context else { return }
-            if head.deadline <= .now() {
+            if head.deadline <= context.eventLoop.now {
                 self.fail(.timeout, context: context)
             } else {
                 self.armTimer(at: head.deadline)

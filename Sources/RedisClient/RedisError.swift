@@ -1,3 +1,5 @@
+import CHiredis
+
 /// Everything that can go wrong with a Redis command, as one value.
 ///
 /// The first five cases mirror hiredis's `REDIS_ERR_*` codes one to one; the rest are ours.
@@ -26,10 +28,10 @@ public enum RedisError: Error, Equatable, Sendable, CustomStringConvertible {
     /// Maps a hiredis reader error code to its case.
     init(hiredisCode: Int32, message: String) {
         switch hiredisCode {
-        case 1: self = .io(message)  // REDIS_ERR_IO
-        case 3: self = .eof  // REDIS_ERR_EOF
-        case 4: self = .protocolError(message)  // REDIS_ERR_PROTOCOL
-        case 5: self = .outOfMemory  // REDIS_ERR_OOM
+        case REDIS_ERR_IO: self = .io(message)
+        case REDIS_ERR_EOF: self = .eof
+        case REDIS_ERR_PROTOCOL: self = .protocolError(message)
+        case REDIS_ERR_OOM: self = .outOfMemory
         default: self = .other(message)  // REDIS_ERR_OTHER and unknown codes
         }
     }

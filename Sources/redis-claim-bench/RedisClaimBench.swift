@@ -1,5 +1,5 @@
 import IdempotencyCore
-import IdempotencyProxy
+import IdempotencyScripts
 import NIOCore
 import NIOPosix
 import RedisClient

@@ -1,6 +1,7 @@
 import DemoUpstreamKit
 import Foundation
 import IdempotencyCore
+import IdempotencyScripts
 import NIOCore
 import RedisClient
 import TestSupport

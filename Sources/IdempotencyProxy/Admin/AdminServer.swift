@@ -61,7 +61,7 @@ final class AdminHandler: ChannelInboundHandler {
         case "/healthz":
             send(.ok, "ok\n", head: head, context: context)
         case "/readyz":
-            loop.redis.ping { result in
+            loop.store.ping { result in
                 switch result {
                 case .success: self.send(.ok, "ready\n", head: head, context: context)
                 case .failure(let error): self.send(.serviceUnavailable, "not ready: \(error)\n", head: head, context: context)

@@ -1,4 +1,5 @@
 import IdempotencyCore
+import IdempotencyScripts
 import NIOCore
 import RedisClient
 
@@ -9,15 +10,15 @@ final class IdempotencyStore: RecordStore {
     private let metrics: ProxyMetrics
     /// How releases wake waiting retries (what the loop's subscriber hears).
     private let publishCommand: String
-    /// How completions do: the same, or "" (none) on a proxy that lets no retry wait; a retry
+    /// How completions do: the same, or not at all on a proxy that lets no retry wait; a retry
     /// waiting on another proxy is then woken by its own poll.
-    private let completionPublishCommand: String
+    private let completionWakeUp: CompletionWakeUp
 
     init(redis: any RedisCommands, metrics: ProxyMetrics, publishCommand: String, wakeOnCompletion: Bool) {
         self.redis = redis
         self.metrics = metrics
         self.publishCommand = publishCommand
-        completionPublishCommand = wakeOnCompletion ? publishCommand : ""
+        completionWakeUp = wakeOnCompletion ? .publish(publishCommand) : .none
     }
 
     func claim(
@@ -56,7 +57,7 @@ final class IdempotencyStore: RecordStore {
         completion: @escaping (Result<CompleteResult, StoreError>) -> Void
     ) {
         let arguments: [RedisArgument] = [
-            .bytes(owner), .bytes(record.encoded()), .string(String(responseTTLMs)), .string(completionPublishCommand),
+            .bytes(owner), .bytes(record.encoded()), .string(String(responseTTLMs)), .string(completionWakeUp.argument),
         ]
         run(.complete, key: key, arguments: arguments) { result in
             completion(result.flatMap { reply in
@@ -89,6 +90,12 @@ final class IdempotencyStore: RecordStore {
             })
         }
     }
+
+    func ping(completion: @escaping (Result<Void, StoreError>) -> Void) {
+        redis.ping { completion($0.mapError { .redis($0) }) }
+    }
+
+    func close() { redis.close() }
 
     private func run(
         _ script: RedisScript,

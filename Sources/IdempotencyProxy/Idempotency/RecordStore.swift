@@ -19,6 +19,11 @@ protocol RecordStore: AnyObject {
     /// How many replicas acknowledged the writes so far, waiting up to `timeoutMs` for `count`.
     func waitForReplicas(
         _ count: Int, key: String, timeoutMs: Int64, completion: @escaping (Result<Int, StoreError>) -> Void)
+
+    /// Succeeds when every server the store needs answers (`/readyz`).
+    func ping(completion: @escaping (Result<Void, StoreError>) -> Void)
+
+    func close()
 }
 
 enum StoreError: Error, CustomStringConvertible {

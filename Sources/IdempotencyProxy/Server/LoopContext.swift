@@ -3,15 +3,16 @@ import Logging
 import NIOCore
 import RedisClient
 
-/// Everything one event loop needs to serve a request without leaving the loop: its Redis
-/// connection, its upstream pool and the shared read-only settings. Confined to its loop.
+/// Everything one event loop needs to serve a request without leaving the loop: its store, its
+/// Pub/Sub subscriber, its upstream pool and the shared read-only settings. Confined to its
+/// loop. It is handed its parts (`ProxyServer` makes them for Redis; a test may make them for
+/// an `EmbeddedEventLoop`), and builds none itself.
 final class LoopContext {
     let eventLoop: any EventLoop
     let configuration: ProxyConfiguration
     let metrics: ProxyMetrics
     let logger: Logger
-    let redis: any RedisCommands
-    let store: IdempotencyStore
+    let store: any RecordStore
     /// Wakes retries waiting for an in-flight request (`inflight_wait`).
     let subscriber: any RedisPubSub
     /// How often a waiting retry looks at the record even without a Pub/Sub message: the
@@ -30,75 +31,23 @@ final class LoopContext {
 
     init(
         eventLoop: any EventLoop, configuration: ProxyConfiguration, metrics: ProxyMetrics, logger: Logger,
-        waitPollInterval: TimeAmount
+        store: any RecordStore, subscriber: any RedisPubSub, pool: UpstreamPool, waitPollInterval: TimeAmount
     ) {
         self.eventLoop = eventLoop
         self.configuration = configuration
-        upstreamHostHeader = configuration.upstream.hostHeader
         self.metrics = metrics
         self.logger = logger
-        let redisConfiguration = Self.redisConfiguration(configuration)
-        if configuration.redisCluster {
-            let cluster = RedisClusterClient(
-                seeds: configuration.redisURLs.compactMap(\.clusterNode), configuration: redisConfiguration,
-                eventLoop: eventLoop)
-            cluster.onSlotMapUnavailable = { reason in
-                logger.error(
-                    "no Redis Cluster node gives a slot map; commands follow the last one, or go to the first seed",
-                    metadata: ["reason": "\(reason)"])
-            }
-            redis = cluster
-            subscriber = RedisClusterSubscriber(cluster: cluster, configuration: redisConfiguration)
-        } else {
-            redis = RedisConnection(configuration: redisConfiguration, eventLoop: eventLoop)
-            subscriber = RedisSubscriber(configuration: redisConfiguration, eventLoop: eventLoop)
-        }
-        subscriber.onRefused = { error in
-            logger.warning(
-                "Redis refused a Pub/Sub subscription; retries waiting for an in-flight request are woken by their poll",
-                metadata: ["error": "\(error)"])
-        }
-        store = IdempotencyStore(
-            redis: redis, metrics: metrics, publishCommand: subscriber.publishCommand,
-            wakeOnCompletion: configuration.inflightWaitMs > 0)
-        redis.onAvailabilityChange = { server, available, error in
-            if available {
-                logger.info("Redis connection up", metadata: ["redis": "\(server)"])
-            } else {
-                logger.warning(
-                    "Redis unavailable; reconnecting", metadata: ["redis": "\(server)", "error": "\(error.map { "\($0)" } ?? "")"])
-            }
-        }
+        self.store = store
+        self.subscriber = subscriber
+        self.pool = pool
         self.waitPollInterval = waitPollInterval
-        pool = UpstreamPool(
-            eventLoop: eventLoop, upstream: configuration.upstream,
-            connectTimeout: .milliseconds(min(configuration.upstreamTimeoutMs, 5_000)), logger: logger)
+        upstreamHostHeader = configuration.upstream.hostHeader
         protectedMethods = Set(configuration.methods)
     }
 
     func close() {
         pool.close()
-        redis.close()
+        store.close()
         subscriber.close()
-    }
-
-    static func redisConfiguration(_ c: ProxyConfiguration) -> RedisConfiguration {
-        let url = c.redisURL
-        let address: RedisConfiguration.Address
-        switch url.location {
-        case .tcp(let hostPort): address = .tcp(host: hostPort.host, port: hostPort.port)
-        case .unix(let path): address = .unix(path: path)
-        }
-        return RedisConfiguration(
-            address: address, username: url.username, password: url.password, database: url.database,
-            commandTimeout: .milliseconds(c.redisTimeoutMs))
-    }
-}
-
-extension RedisURL {
-    /// A cluster seed (the loader refuses unix sockets with `redis_cluster = true`).
-    fileprivate var clusterNode: ClusterNode? {
-        guard case .tcp(let address) = location else { return nil }
-        return ClusterNode(host: address.host, port: address.port)
     }
 }

@@ -61,11 +61,14 @@ public final class ProxyServer: Sendable {
         var contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>] = [:]
         for loop in group.makeIterator() {
             contexts[ObjectIdentifier(loop)] = try await loop.submit {
-                NIOLoopBound(
-                    LoopContext(
-                        eventLoop: loop, configuration: configuration, metrics: metrics, logger: logger,
-                        waitPollInterval: waitPollInterval),
-                    eventLoop: loop)
+                let redis = RedisWiring.make(configuration: configuration, eventLoop: loop, metrics: metrics, logger: logger)
+                let pool = UpstreamPool(
+                    eventLoop: loop, upstream: configuration.upstream,
+                    connectTimeout: .milliseconds(min(configuration.upstreamTimeoutMs, 5_000)), logger: logger)
+                let context = LoopContext(
+                    eventLoop: loop, configuration: configuration, metrics: metrics, logger: logger, store: redis.store,
+                    subscriber: redis.subscriber, pool: pool, waitPollInterval: waitPollInterval)
+                return NIOLoopBound(context, eventLoop: loop)
             }.get()
         }
         let frozenContexts = contexts

@@ -18,18 +18,27 @@ final class UpstreamPool {
     /// Idle connections kept per loop; enough for the concurrency one loop serves.
     static let maxIdle = 256
 
+    /// Opens a new connection to the upstream: a channel whose only handler is the
+    /// `UpstreamConnection` it returns. A test on an `EmbeddedEventLoop` gives its own.
+    typealias Connector = () -> EventLoopFuture<UpstreamConnection>
+
     private let eventLoop: any EventLoop
     private let upstream: UpstreamURL
     private let connectTimeout: TimeAmount
     private let logger: Logger
     private var idle: [UpstreamConnection] = []
     private var closed = false
+    private var connector: Connector?
 
-    init(eventLoop: any EventLoop, upstream: UpstreamURL, connectTimeout: TimeAmount, logger: Logger) {
+    init(
+        eventLoop: any EventLoop, upstream: UpstreamURL, connectTimeout: TimeAmount, logger: Logger,
+        connector: Connector? = nil
+    ) {
         self.logger = logger
         self.eventLoop = eventLoop
         self.upstream = upstream
         self.connectTimeout = connectTimeout
+        self.connector = connector
     }
 
     /// A ready connection: a pooled one idle for less than `freshWithin`, or a new one.
@@ -77,6 +86,10 @@ final class UpstreamPool {
     }
 
     private func connect(_ completion: @escaping (Result<UpstreamConnection, Error>) -> Void) {
+        (connector ?? connectOverTCP)().assumeIsolated().whenComplete(completion)
+    }
+
+    private func connectOverTCP() -> EventLoopFuture<UpstreamConnection> {
         ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -86,11 +99,6 @@ final class UpstreamPool {
                 }
             }
             .connect(host: upstream.host, port: upstream.port)
-            .assumeIsolated()
-            .whenComplete { result in
-                completion(result.flatMap { channel in
-                    Result { try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self) }
-                })
-            }
+            .flatMapThrowing { channel in try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self) }
     }
 }

@@ -12,18 +12,19 @@ extension RedisScript {
     /// ARGV[2]  completed record
     /// ARGV[3]  response_ttl in milliseconds
     /// ARGV[4]  PUBLISH or SPUBLISH (a cluster's shard channel): publish "done" on the channel
-    ///          named KEYS[1] to wake waiting retries; empty: no message (only proxies with
+    ///          named KEYS[1] to wake waiting retries; `none` (`CompletionWakeUp.none`): no
+    ///          message (only proxies with
     ///          inflight_wait > 0 ask for one: a PUBLISH per completion cost Redis about 5 µs of
     ///          its ~35 µs per first-time request here). Best effort (`pcall`): a refused
     ///          message (SPUBLISH before Redis 7) must not undo the store; waiters also poll.
     /// Reply    1 stored over our claim (or already stored by an earlier try of this call);
     ///          2 stored after our claim had expired; 0 not stored, another request owns the key
-    static let complete = RedisScript(
+    public static let complete = RedisScript(
         """
         local current = redis.call('GET', KEYS[1])
         if not current then
           if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[3]) then
-            if ARGV[4] ~= '' then redis.pcall(ARGV[4], KEYS[1], 'done') end
+            if ARGV[4] ~= 'none' then redis.pcall(ARGV[4], KEYS[1], 'done') end
             return 2
           end
           return 0
@@ -31,8 +32,23 @@ extension RedisScript {
         if string.sub(current, 3, 18) ~= ARGV[1] then return 0 end
         if string.byte(current, 2) == 1 then
           redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-          if ARGV[4] ~= '' then redis.pcall(ARGV[4], KEYS[1], 'done') end
+          if ARGV[4] ~= 'none' then redis.pcall(ARGV[4], KEYS[1], 'done') end
         end
         return 1
         """)
+}
+
+/// Whether the `complete` script announces a completion to retries waiting for it.
+public enum CompletionWakeUp: Sendable, Equatable {
+    case none
+    /// With this command: `PUBLISH`, or `SPUBLISH` for a cluster's shard channel.
+    case publish(String)
+
+    /// The script's ARGV[4].
+    public var argument: String {
+        switch self {
+        case .none: return "none"
+        case .publish(let command): return command
+        }
+    }
 }

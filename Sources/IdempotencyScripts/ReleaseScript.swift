@@ -9,7 +9,7 @@ extension RedisScript {
     /// ARGV[2]  PUBLISH or SPUBLISH: publishes "released" on the channel named KEYS[1] so that
     ///          a waiting retry claims at once (best effort, as in `complete`)
     /// Reply    1 released; 0 not ours (expired or taken over), nothing changed
-    static let release = RedisScript(
+    public static let release = RedisScript(
         """
         local current = redis.call('GET', KEYS[1])
         if current and string.sub(current, 3, 18) == ARGV[1] and string.byte(current, 2) == 1 then

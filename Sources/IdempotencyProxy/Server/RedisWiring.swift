@@ -1,0 +1,69 @@
+import IdempotencyCore
+import Logging
+import NIOCore
+import RedisClient
+
+/// Builds one loop's Redis side from the configuration: a connection (or cluster client), its
+/// store and its Pub/Sub subscriber, with their logging. The only place that picks between a
+/// single server and a cluster.
+enum RedisWiring {
+    static func make(
+        configuration: ProxyConfiguration, eventLoop: any EventLoop, metrics: ProxyMetrics, logger: Logger
+    ) -> (store: IdempotencyStore, subscriber: any RedisPubSub) {
+        let redisConfiguration = Self.redisConfiguration(configuration)
+        var redis: any RedisCommands
+        var subscriber: any RedisPubSub
+        if configuration.redisCluster {
+            let cluster = RedisClusterClient(
+                seeds: configuration.redisURLs.compactMap(\.clusterNode), configuration: redisConfiguration,
+                eventLoop: eventLoop)
+            cluster.onSlotMapUnavailable = { reason in
+                logger.error(
+                    "no Redis Cluster node gives a slot map; commands follow the last one, or go to the first seed",
+                    metadata: ["reason": "\(reason)"])
+            }
+            redis = cluster
+            subscriber = RedisClusterSubscriber(cluster: cluster, configuration: redisConfiguration)
+        } else {
+            redis = RedisConnection(configuration: redisConfiguration, eventLoop: eventLoop)
+            subscriber = RedisSubscriber(configuration: redisConfiguration, eventLoop: eventLoop)
+        }
+        subscriber.onRefused = { error in
+            logger.warning(
+                "Redis refused a Pub/Sub subscription; retries waiting for an in-flight request are woken by their poll",
+                metadata: ["error": "\(error)"])
+        }
+        redis.onAvailabilityChange = { server, available, error in
+            if available {
+                logger.info("Redis connection up", metadata: ["redis": "\(server)"])
+            } else {
+                logger.warning(
+                    "Redis unavailable; reconnecting", metadata: ["redis": "\(server)", "error": "\(error.map { "\($0)" } ?? "")"])
+            }
+        }
+        let store = IdempotencyStore(
+            redis: redis, metrics: metrics, publishCommand: subscriber.publishCommand,
+            wakeOnCompletion: configuration.inflightWaitMs > 0)
+        return (store, subscriber)
+    }
+
+    static func redisConfiguration(_ c: ProxyConfiguration) -> RedisConfiguration {
+        let url = c.redisURL
+        let address: RedisConfiguration.Address
+        switch url.location {
+        case .tcp(let hostPort): address = .tcp(host: hostPort.host, port: hostPort.port)
+        case .unix(let path): address = .unix(path: path)
+        }
+        return RedisConfiguration(
+            address: address, username: url.username, password: url.password, database: url.database,
+            commandTimeout: .milliseconds(c.redisTimeoutMs))
+    }
+}
+
+extension RedisURL {
+    /// A cluster seed (the loader refuses unix sockets with `redis_cluster = true`).
+    fileprivate var clusterNode: ClusterNode? {
+        guard case .tcp(let address) = location else { return nil }
+        return ClusterNode(host: address.host, port: address.port)
+    }
+}

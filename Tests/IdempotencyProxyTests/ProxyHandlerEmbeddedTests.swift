@@ -1,0 +1,226 @@
+import IdempotencyCore
+import Logging
+import NIOCore
+import NIOEmbedded
+import RedisClient
+import Testing
+
+@testable import IdempotencyProxy
+
+/// `ProxyHandler` on `EmbeddedChannel`s: the client connection and every upstream connection
+/// are channels of one `EmbeddedEventLoop`, and the test plays the upstream with real HTTP
+/// bytes. No sockets, no sleeps: what is asserted is the exact byte order on the wire.
+@Suite struct ProxyHandlerEmbeddedTests {
+    /// A client connection to a proxy whose upstream connections the test answers.
+    final class Rig {
+        let loop: EmbeddedEventLoop
+        let client: EmbeddedChannel
+        let store = ScriptedStore()
+        private(set) var upstreams: [EmbeddedChannel] = []
+        let context: LoopContext
+
+        init(_ change: (inout ProxyConfiguration) -> Void = { _ in }) throws {
+            var configuration = ProxyConfiguration()
+            change(&configuration)
+            let logger = Logger(label: "embedded") { _ in SwiftLogNoOpLogHandler() }
+            let loop = EmbeddedEventLoop()
+            self.loop = loop
+            var made: [EmbeddedChannel] = []
+            let pool = UpstreamPool(
+                eventLoop: loop, upstream: configuration.upstream, connectTimeout: .seconds(1), logger: logger
+            ) {
+                let channel = EmbeddedChannel(loop: loop)
+                let connection = UpstreamConnection(logger: logger)
+                try! channel.pipeline.syncOperations.addHandler(connection)
+                try! channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
+                made.append(channel)
+                return loop.makeSucceededFuture(connection)
+            }
+            context = LoopContext(
+                eventLoop: loop, configuration: configuration, metrics: ProxyMetrics(), logger: logger, store: store,
+                subscriber: SilentPubSub(), pool: pool, waitPollInterval: .milliseconds(100))
+            client = EmbeddedChannel(loop: loop)
+            try client.pipeline.syncOperations.addHandler(ProxyHandler(loop: context, readTimeout: .seconds(60)))
+            try client.connect(to: SocketAddress(ipAddress: "127.0.0.2", port: 40_000)).wait()
+            upstreamsFound = { made }
+        }
+
+        private var upstreamsFound: () -> [EmbeddedChannel] = { [] }
+
+        /// The client sends `bytes` in one read.
+        func send(_ bytes: String) throws {
+            try client.writeInbound(ByteBuffer(string: bytes))
+            loop.run()
+        }
+
+        /// What the client has been sent so far.
+        func received() throws -> String { try Self.drain(client) }
+
+        /// What upstream connection `index` has been sent so far.
+        func upstreamReceived(_ index: Int) throws -> String { try Self.drain(upstreamsFound()[index]) }
+
+        func upstreamCount() -> Int { upstreamsFound().count }
+
+        /// Upstream connection `index` answers.
+        func upstreamAnswers(_ index: Int, _ bytes: String) throws {
+            try upstreamsFound()[index].writeInbound(ByteBuffer(string: bytes))
+            loop.run()
+        }
+
+        private static func drain(_ channel: EmbeddedChannel) throws -> String {
+            var out = ""
+            while let buffer = try channel.readOutbound(as: ByteBuffer.self) { out += String(buffer: buffer) }
+            return out
+        }
+    }
+
+    static let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    @Test func aValidRequestThenGarbageIsAnsweredInOrderThenClosed() throws {
+        let rig = try Rig()
+        try rig.send("GET /stats HTTP/1.1\r\nHost: t\r\n\r\nGARBAGE\r\n\r\n")
+        // Nothing is answered before the upstream has answered the first request.
+        #expect(try rig.received() == "")
+        #expect(try rig.upstreamReceived(0).hasPrefix("GET /stats HTTP/1.1\r\n"))
+        try rig.upstreamAnswers(0, Self.ok)
+        let wire = try rig.received()
+        let first = try #require(wire.range(of: "HTTP/1.1 200 OK\r\n"))
+        let second = try #require(wire.range(of: "HTTP/1.1 400 Bad Request\r\n"))
+        #expect(first.upperBound <= second.lowerBound)
+        #expect(wire.contains("\r\n\r\nok"))
+        #expect(wire.hasSuffix("}\n"), "the problem's body is the last thing sent")
+        #expect(!rig.client.isActive)
+    }
+
+    @Test func anUnkeyedPostThenGarbageIsForwardedAndAnswered() throws {
+        let rig = try Rig()
+        try rig.send("POST /charges HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabcGARBAGE\r\n\r\n")
+        #expect(try rig.upstreamReceived(0).hasSuffix("\r\n\r\nabc"))
+        try rig.upstreamAnswers(0, "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nch")
+        let wire = try rig.received()
+        #expect(wire.hasPrefix("HTTP/1.1 201 Created\r\n"))
+        #expect(wire.contains("HTTP/1.1 400 Bad Request\r\n"))
+    }
+
+    @Test func a400AfterAHeadCarriesItsBody() throws {
+        let rig = try Rig()
+        try rig.send("HEAD /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        try rig.upstreamAnswers(0, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+        let head = try rig.received()
+        #expect(head.hasSuffix("Content-Length: 5\r\n\r\n"))
+        try rig.send("GARBAGE\r\n\r\n")
+        let problem = try rig.received()
+        #expect(problem.hasPrefix("HTTP/1.1 400 Bad Request\r\n"))
+        #expect(problem.contains("\"status\":400"))
+    }
+
+    @Test func a400AfterAnHTTP10RequestIsAnHTTP11Answer() throws {
+        let rig = try Rig()
+        try rig.send("GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        try rig.upstreamAnswers(0, Self.ok)
+        #expect(try rig.received().contains("Connection: keep-alive\r\n"))
+        try rig.send("GARBAGE\r\n\r\n")
+        let problem = try rig.received()
+        #expect(problem.hasPrefix("HTTP/1.1 400 Bad Request\r\n"))
+        #expect(problem.contains("Connection: close\r\n"))
+    }
+
+    @Test func pipelinedRequestsWaitForTheOneBefore() throws {
+        let rig = try Rig()
+        try rig.send("GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n")
+        #expect(rig.upstreamCount() == 1)
+        let first = try rig.upstreamReceived(0)
+        #expect(first.hasPrefix("GET /a HTTP/1.1\r\n"))
+        #expect(!first.contains("GET /b"), "the second request waits for the first one's answer")
+        try rig.upstreamAnswers(0, Self.ok)
+        // The connection went back to the pool and carries the second request.
+        let second = try rig.upstreamReceived(0)
+        #expect(second.hasPrefix("GET /b HTTP/1.1\r\n"), "got \(second)")
+        try rig.upstreamAnswers(0, Self.ok)
+        #expect(try rig.received().components(separatedBy: "HTTP/1.1 200 OK").count == 3)
+        #expect(rig.client.isActive)
+    }
+
+    @Test func continueIsSentOnlyOnceTheBodyIsWanted() throws {
+        let rig = try Rig()
+        try rig.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: k\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+        #expect(try rig.received() == "HTTP/1.1 100 Continue\r\n\r\n")
+        try rig.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: \"\"\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+        // The first request's body never came, so the second is not read yet.
+        #expect(try rig.received() == "")
+    }
+
+    @Test func aProtectedRequestIsAnsweredFromTheStore() throws {
+        let rig = try Rig()
+        let stored = StoredResponse(status: 201, headers: [("Content-Length", "2")], body: Array("ch".utf8))
+        rig.store.claims = [{ record in
+            .existing(IdempotencyRecord(owner: [UInt8](repeating: 7, count: 16), fingerprint: record.fingerprint, state: .completed(stored)))
+        }]
+        try rig.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: k\r\nContent-Length: 1\r\n\r\nx")
+        let wire = try rig.received()
+        #expect(wire.hasPrefix("HTTP/1.1 201 Created\r\n"))
+        #expect(wire.contains("Idempotent-Replayed: true\r\n"))
+        #expect(wire.hasSuffix("\r\n\r\nch"))
+        #expect(rig.upstreamCount() == 0)
+    }
+
+    @Test func quiescingClosesAnIdleConnectionAndABusyOneAfterItsAnswer() throws {
+        let idle = try Rig()
+        idle.client.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        idle.loop.run()
+        #expect(!idle.client.isActive)
+
+        let busy = try Rig()
+        try busy.send("GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+        busy.client.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        busy.loop.run()
+        #expect(busy.client.isActive)
+        try busy.upstreamAnswers(0, Self.ok)
+        #expect(try busy.received().contains("Connection: close\r\n"))
+        #expect(!busy.client.isActive)
+    }
+}
+
+/// A store that answers claims from a script and everything else with success.
+final class ScriptedStore: RecordStore {
+    var claims: [(IdempotencyRecord) -> ProtectedRequestMachine.ClaimResult] = []
+    private(set) var settled: [String] = []
+
+    func claim(
+        key: String, record: IdempotencyRecord, lockTTLMs: Int64,
+        completion: @escaping (Result<ProtectedRequestMachine.ClaimResult, StoreError>) -> Void
+    ) {
+        guard !claims.isEmpty else { return completion(.success(.claimed)) }
+        completion(.success(claims.removeFirst()(record)))
+    }
+
+    func complete(
+        key: String, owner: [UInt8], record: IdempotencyRecord, responseTTLMs: Int64,
+        completion: @escaping (Result<CompleteResult, StoreError>) -> Void
+    ) {
+        settled.append("complete")
+        completion(.success(.stored))
+    }
+
+    func release(key: String, owner: [UInt8], completion: @escaping (Result<Bool, StoreError>) -> Void) {
+        settled.append("release")
+        completion(.success(true))
+    }
+
+    func waitForReplicas(
+        _ count: Int, key: String, timeoutMs: Int64, completion: @escaping (Result<Int, StoreError>) -> Void
+    ) { completion(.success(count)) }
+
+    func ping(completion: @escaping (Result<Void, StoreError>) -> Void) { completion(.success(())) }
+
+    func close() {}
+}
+
+/// Pub/Sub that never delivers: waiting retries depend on their poll.
+final class SilentPubSub: RedisPubSub {
+    let publishCommand = "PUBLISH"
+    var onRefused: ((String) -> Void)?
+    func subscribe(_ channel: String, listener: @escaping () -> Void) -> Int { 0 }
+    func unsubscribe(_ channel: String, id: Int) {}
+    func close() {}
+}
