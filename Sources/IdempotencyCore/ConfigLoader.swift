@@ -1,20 +1,21 @@
-/// Builds a `ProxyConfiguration` from its sources, strictly: every problem in every source is
+/// Builds a `ProxyConfiguration` from its sources, strictly: every error in every source is
 /// reported, each with where it came from, and nothing is half-applied.
 ///
 /// Precedence, lowest first: defaults, the file, `IDEMPROXY_<KEY>` environment variables,
 /// `--set KEY=VALUE`.
 public struct ConfigLoader {
-    /// One problem, printed as `location: message`.
-    public struct Problem: Error, Equatable, CustomStringConvertible {
+    /// One configuration error, printed as `location: message`. (Not a `Problem`: that is an
+    /// RFC 9457 answer to a client.)
+    public struct Finding: Error, Equatable, CustomStringConvertible {
         /// `FILE:LINE`, `--set KEY` or `IDEMPROXY_KEY`.
         public let location: String
         public let message: String
         public var description: String { "\(location): \(message)" }
     }
 
-    /// Every problem found, in source order.
-    public struct Problems: Error, Equatable {
-        public let all: [Problem]
+    /// Every error found, in source order.
+    public struct Findings: Error, Equatable {
+        public let all: [Finding]
     }
 
     public static let environmentPrefix = "IDEMPROXY_"
@@ -22,7 +23,7 @@ public struct ConfigLoader {
     private var configuration = ProxyConfiguration()
     /// Where each key's effective value was set; absent means the default.
     private var origins: [String: String] = [:]
-    public private(set) var problems: [Problem] = []
+    public private(set) var findings: [Finding] = []
 
     public init() {}
 
@@ -36,17 +37,17 @@ public struct ConfigLoader {
             if line.isEmpty || line.hasPrefix("#") { continue }
             let location = "\(name):\(lineNumber)"
             guard let equals = line.firstIndex(of: "=") else {
-                problems.append(Problem(location: location, message: "expected key = value, got \"\(line)\""))
+                findings.append(Finding(location: location, message: "expected key = value, got \"\(line)\""))
                 continue
             }
             let key = ConfigValues.trim(String(line[..<equals]))
             let value = ConfigValues.trim(String(line[line.index(after: equals)...]))
             guard !key.isEmpty else {
-                problems.append(Problem(location: location, message: "missing key before \"=\""))
+                findings.append(Finding(location: location, message: "missing key before \"=\""))
                 continue
             }
             if let first = seen[key] {
-                problems.append(Problem(location: location, message: "duplicate key \(key) (first set on line \(first))"))
+                findings.append(Finding(location: location, message: "duplicate key \(key) (first set on line \(first))"))
                 continue
             }
             seen[key] = lineNumber
@@ -65,7 +66,7 @@ public struct ConfigLoader {
     /// Applies one `--set KEY=VALUE` argument.
     public mutating func applySet(_ argument: String) {
         guard let equals = argument.firstIndex(of: "=") else {
-            problems.append(Problem(location: "--set \(argument)", message: "expected KEY=VALUE"))
+            findings.append(Finding(location: "--set \(argument)", message: "expected KEY=VALUE"))
             return
         }
         let key = ConfigValues.trim(String(argument[..<equals]))
@@ -73,9 +74,9 @@ public struct ConfigLoader {
         apply(key: key, value: value, location: "--set \(key)")
     }
 
-    /// The configuration, or every problem found in all sources and across keys.
-    public func finish() -> Result<ProxyConfiguration, Problems> {
-        var problems = self.problems
+    /// The configuration, or every error found in all sources and across keys.
+    public func finish() -> Result<ProxyConfiguration, Findings> {
+        var findings = self.findings
         let c = configuration
         func origin(_ keys: String...) -> String {
             // Blame the key the user set last; precedence order makes that the highest one.
@@ -83,30 +84,30 @@ public struct ConfigLoader {
             return "configuration"
         }
         if c.lockTTLMs <= c.upstreamTimeoutMs {
-            problems.append(Problem(
+            findings.append(Finding(
                 location: origin("lock_ttl", "upstream_timeout"),
                 message: "lock_ttl (\(ConfigValues.renderDuration(c.lockTTLMs))) must exceed upstream_timeout (\(ConfigValues.renderDuration(c.upstreamTimeoutMs))), or a slow upstream could run a request twice"))
         }
         if c.redisURLs.count > 1 && !c.redisCluster {
-            problems.append(Problem(location: origin("redis_url"), message: "several Redis URLs need redis_cluster = true"))
+            findings.append(Finding(location: origin("redis_url"), message: "several Redis URLs need redis_cluster = true"))
         }
         if c.redisCluster, c.redisURLs.contains(where: { if case .unix = $0.location { return true } else { return false } }) {
-            problems.append(Problem(location: origin("redis_url"), message: "Redis Cluster seeds must be redis://host:port"))
+            findings.append(Finding(location: origin("redis_url"), message: "Redis Cluster seeds must be redis://host:port"))
         }
         if c.redisCluster, c.redisURLs.contains(where: { $0.database != 0 }) {
-            problems.append(Problem(location: origin("redis_url"), message: "Redis Cluster has only database 0; drop the /db from the seeds"))
+            findings.append(Finding(location: origin("redis_url"), message: "Redis Cluster has only database 0; drop the /db from the seeds"))
         }
         if c.redisCluster, let first = c.redisURLs.first, c.redisURLs.dropFirst().contains(where: {
             ($0.username != nil || $0.password != nil) && ($0.username != first.username || $0.password != first.password)
         }) {
             // Every node is opened with one set of credentials; silently ignoring a seed's
             // own would surface only as AUTH failures at run time.
-            problems.append(Problem(location: origin("redis_url"), message: "Redis Cluster seeds share one user and password (the first seed's open every node); give later seeds the same or none"))
+            findings.append(Finding(location: origin("redis_url"), message: "Redis Cluster seeds share one user and password (the first seed's open every node); give later seeds the same or none"))
         }
         if c.scopeHeaders.contains(where: { $0.lowercased() == c.keyHeader.lowercased() }) {
-            problems.append(Problem(location: origin("scope_headers"), message: "scope_headers must not contain the key header \(c.keyHeader)"))
+            findings.append(Finding(location: origin("scope_headers"), message: "scope_headers must not contain the key header \(c.keyHeader)"))
         }
-        return problems.isEmpty ? .success(c) : .failure(Problems(all: problems))
+        return findings.isEmpty ? .success(c) : .failure(Findings(all: findings))
     }
 
     /// The effective configuration as `key = value` lines, in SPEC order.
@@ -118,14 +119,14 @@ public struct ConfigLoader {
 
     private mutating func apply(key: String, value: String, location: String) {
         guard let entry = ConfigKey.byName[key] else {
-            problems.append(Problem(location: location, message: "unknown key \"\(key)\"\(suggestion(for: key))"))
+            findings.append(Finding(location: location, message: "unknown key \"\(key)\"\(suggestion(for: key))"))
             return
         }
         do {
             try entry.apply(&configuration, value)
             origins[key] = location
         } catch {
-            problems.append(Problem(location: location, message: "\(key): \(error.message)"))
+            findings.append(Finding(location: location, message: "\(key): \(error.message)"))
         }
     }
 

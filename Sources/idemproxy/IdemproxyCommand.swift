@@ -39,7 +39,7 @@ struct IdemproxyCommand: AsyncParsableCommand {
         for argument in set { loader.applySet(argument) }
         let configuration: ProxyConfiguration
         switch loader.finish() {
-        case .failure(let problems): fail(problems.all.map(\.description))
+        case .failure(let findings): fail(findings.all.map(\.description))
         case .success(let c): configuration = c
         }
         if check {

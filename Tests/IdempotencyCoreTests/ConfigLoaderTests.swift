@@ -3,7 +3,7 @@ import Testing
 @testable import IdempotencyCore
 
 @Suite struct ConfigLoaderTests {
-    private func load(_ text: String, env: [String: String] = [:], sets: [String] = []) -> Result<ProxyConfiguration, ConfigLoader.Problems> {
+    private func load(_ text: String, env: [String: String] = [:], sets: [String] = []) -> Result<ProxyConfiguration, ConfigLoader.Findings> {
         var loader = ConfigLoader()
         loader.applyFile(named: "test.conf", contents: text)
         loader.applyEnvironment(env)
@@ -12,7 +12,7 @@ import Testing
     }
 
     private func errors(_ text: String, env: [String: String] = [:], sets: [String] = []) -> [String] {
-        if case .failure(let problems) = load(text, env: env, sets: sets) { return problems.all.map(\.description) }
+        if case .failure(let findings) = load(text, env: env, sets: sets) { return findings.all.map(\.description) }
         return []
     }
 

@@ -43,10 +43,11 @@ import Testing
         #expect(clock.now - start < .seconds(5))
         #expect(try await slow.value.status == 201)
         // A new proxy on the same Redis replays the stored result.
-        let next = try await ProxyHarness.start(upstream: upstream, prefix: prefix)
-        defer { Task { await next.stop(); await upstream.stop() } }
-        #expect(try await next.send("POST", "/charges?delay=500", key: "k", body: "x").replayed)
-        #expect(upstream.executions("/charges") == 1)
+        try await withProxy(upstream: upstream, prefix: prefix) { (next: ProxyHarness) async throws in
+            #expect(try await next.send("POST", "/charges?delay=500", key: "k", body: "x").replayed)
+            #expect(upstream.executions("/charges") == 1)
+        }
+        await h.stop()
     }
 
     @Test func shutdownStoresTheResultEvenWhenTheClientLeft() async throws {
@@ -60,8 +61,9 @@ import Testing
         }
         try await upstream.waitUntilExecuting("/charges")
         await h.server.shutdown(grace: .seconds(5))
-        let next = try await ProxyHarness.start(upstream: upstream, prefix: prefix)
-        defer { Task { await next.stop(); await upstream.stop() } }
-        #expect(try await next.send("POST", "/charges?delay=400", key: "gone", body: "x").replayed)
+        try await withProxy(upstream: upstream, prefix: prefix) { (next: ProxyHarness) async throws in
+            #expect(try await next.send("POST", "/charges?delay=400", key: "gone", body: "x").replayed)
+        }
+        await h.stop()
     }
 }

@@ -49,19 +49,21 @@ import Testing
     @Test func twoProxiesSharingRedisRunARequestOnce() async throws {
         let upstream = try await DemoUpstream.start()
         let prefix = "test:\(UUID().uuidString.prefix(8)):"
-        let a = try await ProxyHarness.start(upstream: upstream, prefix: prefix)
-        let b = try await ProxyHarness.start(upstream: upstream, prefix: prefix)
-        defer { Task { await a.stop(); await b.stop(); await upstream.stop() } }
-        var bodies = Set<[UInt8]>()
-        for i in 0..<6 {
-            let proxy = i % 2 == 0 ? a : b
-            let r = try await proxy.send("POST", "/charges", key: "shared", body: "x")
-            #expect(r.status == 201)
-            #expect(r.replayed == (i > 0))
-            bodies.insert(r.body)
+        try await withProxy(upstream: upstream, prefix: prefix) { (a: ProxyHarness) async throws in
+            try await withProxy(upstream: upstream, prefix: prefix) { (b: ProxyHarness) async throws in
+                var bodies = Set<[UInt8]>()
+                for i in 0..<6 {
+                    let proxy = i % 2 == 0 ? a : b
+                    let r = try await proxy.send("POST", "/charges", key: "shared", body: "x")
+                    #expect(r.status == 201)
+                    #expect(r.replayed == (i > 0))
+                    bodies.insert(r.body)
+                }
+                #expect(bodies.count == 1)
+                #expect(upstream.executions("/charges") == 1)
+            }
         }
-        #expect(bodies.count == 1)
-        #expect(upstream.executions("/charges") == 1)
+        await upstream.stop()
     }
 
     /// A proxy whose Redis traffic is held back past its lease must not overwrite the record of
@@ -72,30 +74,32 @@ import Testing
         let relay = try TCPRelay(targetPort: SharedRedis.port)
         defer { relay.stop() }
         // A: lease 400 ms, talks to Redis through the relay. B: direct.
-        let a = try await ProxyHarness.start(
+        try await withProxy(
             ["lock_ttl": "400ms", "upstream_timeout": "350ms", "redis_timeout": "3s"],
-            upstream: upstream, redisURL: "redis://127.0.0.1:\(relay.port)/0", prefix: prefix)
-        let b = try await ProxyHarness.start(upstream: upstream, prefix: prefix)
-        defer { Task { await a.stop(); await b.stop(); await upstream.stop() } }
+            upstream: upstream, redisURL: "redis://127.0.0.1:\(relay.port)/0", prefix: prefix) { (a: ProxyHarness) async throws in
+            try await withProxy(upstream: upstream, prefix: prefix) { (b: ProxyHarness) async throws in
 
-        // A claims; once the upstream is working on A's request (200 ms), A's Redis traffic is
-        // held beyond its lease; B takes the expired key over and completes first.
-        let first = Task { try await a.send("POST", "/charges?delay=200", key: "k", body: "x") }
-        try await upstream.waitUntilExecuting("/charges")
-        relay.hold()
-        try await Task.sleep(for: .milliseconds(500))
-        let second = try await b.send("POST", "/charges?delay=200", key: "k", body: "x")
-        #expect(second.status == 201)
-        #expect(!second.replayed)
-        relay.release()
-        let late = try await first.value
-        #expect(late.status == 201)
-        #expect(late.body != second.body)
-        // The record is B's: every retry replays B's answer.
-        let retry = try await b.send("POST", "/charges?delay=200", key: "k", body: "x")
-        #expect(retry.replayed)
-        #expect(retry.body == second.body)
-        #expect(try a.metricLine("idemproxy_completions_lost_total") == 1)
+                // A claims; once the upstream is working on A's request (200 ms), A's Redis traffic is
+                // held beyond its lease; B takes the expired key over and completes first.
+                let first = Task { try await a.send("POST", "/charges?delay=200", key: "k", body: "x") }
+                try await upstream.waitUntilExecuting("/charges")
+                relay.hold()
+                try await Task.sleep(for: .milliseconds(500))
+                let second = try await b.send("POST", "/charges?delay=200", key: "k", body: "x")
+                #expect(second.status == 201)
+                #expect(!second.replayed)
+                relay.release()
+                let late = try await first.value
+                #expect(late.status == 201)
+                #expect(late.body != second.body)
+                // The record is B's: every retry replays B's answer.
+                let retry = try await b.send("POST", "/charges?delay=200", key: "k", body: "x")
+                #expect(retry.replayed)
+                #expect(retry.body == second.body)
+                #expect(try a.metricLine("idemproxy_completions_lost_total") == 1)
+            }
+        }
+        await upstream.stop()
     }
 }
 
@@ -123,21 +127,23 @@ final class NIOLockedResults: @unchecked Sendable {
     @Test func aRetryOnAnotherProxyIsWokenByTheFirstCompletion() async throws {
         let upstream = try await DemoUpstream.start()
         let prefix = "test:\(UUID().uuidString.prefix(8)):"
-        let a = try await ProxyHarness.start(["inflight_wait": "3s"], upstream: upstream, prefix: prefix)
-        let b = try await ProxyHarness.start(
-            ["inflight_wait": "3s"], upstream: upstream, prefix: prefix, waitPollInterval: .seconds(60))
-        defer { Task { await a.stop(); await b.stop(); await upstream.stop() } }
-        let first = Task { try await a.send("POST", "/charges?delay=400", key: "k", body: "x") }
-        try await upstream.waitUntilExecuting("/charges")
-        let clock = ContinuousClock()
-        let sent = clock.now
-        let waiter = try await b.send("POST", "/charges?delay=400", key: "k", body: "x")
-        #expect(clock.now - sent < .seconds(2), "the waiter was not woken by the completion")
-        let original = try await first.value
-        #expect(waiter.status == 201)
-        #expect(waiter.replayed)
-        #expect(waiter.body == original.body)
-        #expect(upstream.executions("/charges") == 1)
+        try await withProxy(["inflight_wait": "3s"], upstream: upstream, prefix: prefix) { (a: ProxyHarness) async throws in
+            try await withProxy(
+                ["inflight_wait": "3s"], upstream: upstream, prefix: prefix, waitPollInterval: .seconds(60)) { (b: ProxyHarness) async throws in
+                let first = Task { try await a.send("POST", "/charges?delay=400", key: "k", body: "x") }
+                try await upstream.waitUntilExecuting("/charges")
+                let clock = ContinuousClock()
+                let sent = clock.now
+                let waiter = try await b.send("POST", "/charges?delay=400", key: "k", body: "x")
+                #expect(clock.now - sent < .seconds(2), "the waiter was not woken by the completion")
+                let original = try await first.value
+                #expect(waiter.status == 201)
+                #expect(waiter.replayed)
+                #expect(waiter.body == original.body)
+                #expect(upstream.executions("/charges") == 1)
+            }
+        }
+        await upstream.stop()
     }
 
     /// With `inflight_wait = 0s` nobody on this proxy waits: completions are not published

@@ -1,3 +1,4 @@
+import DemoUpstreamKit
 import Foundation
 import TestSupport
 import Testing
@@ -218,12 +219,11 @@ import Testing
     }
 
     @Test func basePathOfTheUpstreamIsPrepended() async throws {
-        let upstreamHarness = try await ProxyHarness.start()
-        defer { Task { await upstreamHarness.stop() } }
-        try await withProxy(
-            upstream: upstreamHarness.upstream, upstreamURL: "http://127.0.0.1:\(upstreamHarness.upstream.port)/echo") { h in
+        let upstream = try await DemoUpstream.start()
+        try await withProxy(upstream: upstream, upstreamURL: "http://127.0.0.1:\(upstream.port)/echo") { h in
             let r = try await h.send("GET", "/x?y=1")
             #expect(r.text.hasPrefix("GET /echo/x?y=1\n"))
         }
+        await upstream.stop()
     }
 }

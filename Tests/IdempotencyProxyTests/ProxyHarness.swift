@@ -124,7 +124,9 @@ final class ProxyHarness: @unchecked Sendable {
 }
 
 /// Runs `body` against a fresh proxy (`ProxyHarness.start`), then stops the proxy and waits
-/// for it, whether `body` returned or threw: no test leaves a proxy running behind it.
+/// for it, whether `body` returned or threw: no test leaves a proxy running behind it. A body
+/// whose only `try`s are inside `#expect` spells out its type (`{ (h: ProxyHarness) async
+/// throws in`): the macro's expansion does not see that the closure may throw.
 func withProxy(
     _ settings: [String: String] = [:],
     upstream: DemoUpstream? = nil,

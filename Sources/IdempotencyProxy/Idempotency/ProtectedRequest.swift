@@ -199,7 +199,7 @@ final class ProtectedRequest {
         case .spilled(let head, _):
             return .streamed(status: Int(head.status.code))
         case .response(let head, let body):
-            let stored = ForwardedMessage.storedResponse(head: head, body: Array(body.readableBytesView))
+            let stored = StoredResponse(upstream: head, body: Array(body.readableBytesView))
             response = (stored, body)
             return .response(stored)
         }

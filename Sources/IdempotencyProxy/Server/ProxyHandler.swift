@@ -203,7 +203,7 @@ final class ProxyHandler: ChannelDuplexHandler {
     private func requestHead(_ head: RequestHead, context: ChannelHandlerContext) {
         headDeadline = nil
         var head = head
-        if let origin = ForwardedMessage.originForm(of: head.target) { head.target = origin }
+        if let origin = RequestTarget.originForm(of: head.target) { head.target = origin }
         loop.metrics.requestStarted()
         let facts = RequestFacts(
             version: head.version, isHEAD: head.method == .HEAD, keepAlive: head.keepAlive && !quiescing, start: .now())

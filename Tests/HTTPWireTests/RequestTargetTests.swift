@@ -1,11 +1,7 @@
+import HTTPWire
 import Testing
 
-import IdempotencyCore
-import NIOHTTP1
-
-@testable import IdempotencyProxy
-
-@Suite struct OriginFormTests {
+@Suite struct RequestTargetTests {
     @Test(arguments: [
         ("/a?b", nil),
         ("*", nil),
@@ -16,7 +12,6 @@ import NIOHTTP1
         ("ftp://h/x", nil),
     ] as [(String, String?)])
     func absoluteFormBecomesOriginForm(target: String, origin: String?) {
-        #expect(ForwardedMessage.originForm(of: target) == origin)
+        #expect(RequestTarget.originForm(of: target) == origin)
     }
 }
-
