@@ -114,15 +114,47 @@ public struct ProtectedRequestMachine: Sendable {
     /// 100, 200, 400 ms.
     static func settleBackoffMs(afterAttempt attempt: Int) -> Int64 { 100 << Int64(attempt - 1) }
 
-    private let configuration: ProxyConfiguration
+    /// The configuration a protected request needs: made once per event loop, since a copy of
+    /// the whole `ProxyConfiguration` (strings and arrays) per request costs retains for nothing.
+    public struct Settings: Sendable {
+        let keyHeader: String
+        let maxKeyLength: Int
+        let requireKey: Bool
+        let maxRequestBody: Int
+        let maxStoredResponse: Int
+        let inflightWaitMs: Int64
+        let redisWaitReplicas: Int
+        let redisTimeoutMs: Int64
+        let onRedisError: ProxyConfiguration.OnRedisError
+        let store5xx: Bool
+
+        public init(_ c: ProxyConfiguration) {
+            keyHeader = c.keyHeader
+            maxKeyLength = c.maxKeyLength
+            requireKey = c.requireKey
+            maxRequestBody = c.maxRequestBody
+            maxStoredResponse = c.maxStoredResponse
+            inflightWaitMs = c.inflightWaitMs
+            redisWaitReplicas = c.redisWaitReplicas
+            redisTimeoutMs = c.redisTimeoutMs
+            onRedisError = c.onRedisError
+            store5xx = c.store5xx
+        }
+    }
+
+    private let settings: Settings
     private var state = State.admitting
     /// The request's fingerprint, bound to its record (zeros with `fingerprint = false`).
     private var fingerprint: [UInt8] = []
     /// Until when a retry that finds the request in flight keeps waiting (`inflight_wait`).
     private var waitDeadline: UInt64?
 
+    public init(settings: Settings) {
+        self.settings = settings
+    }
+
     public init(configuration: ProxyConfiguration) {
-        self.configuration = configuration
+        self.init(settings: Settings(configuration))
     }
 
     // MARK: - events
@@ -130,7 +162,7 @@ public struct ProtectedRequestMachine: Sendable {
     /// Rules 1–3, before any body is read.
     public mutating func headReceived(keyHeaderValues: [String], declaredBodyLength: Int?) -> Action {
         guard case .admitting = state else { return .none }
-        let c = configuration
+        let c = settings
         let key: String?
         do {
             key = try IdempotencyKey.parse(headerValues: keyHeaderValues, headerName: c.keyHeader, maxLength: c.maxKeyLength)
@@ -153,8 +185,8 @@ public struct ProtectedRequestMachine: Sendable {
     /// Rule 3 for a body whose length is learnt while reading (chunked).
     public mutating func bodyReceived(totalLength: Int) -> Action {
         guard case .collectingBody = state else { return .none }
-        guard totalLength <= configuration.maxRequestBody else {
-            return finish(.problem(.bodyTooLarge(limit: configuration.maxRequestBody), .tooLarge, closesConnection: true))
+        guard totalLength <= settings.maxRequestBody else {
+            return finish(.problem(.bodyTooLarge(limit: settings.maxRequestBody), .tooLarge, closesConnection: true))
         }
         return .none
     }
@@ -162,7 +194,7 @@ public struct ProtectedRequestMachine: Sendable {
     public mutating func bodyEnded(fingerprint: [UInt8], now: UInt64) -> Action {
         guard case .collectingBody = state else { return .none }
         self.fingerprint = fingerprint
-        if configuration.inflightWaitMs > 0 { waitDeadline = now + UInt64(configuration.inflightWaitMs) * 1_000_000 }
+        if settings.inflightWaitMs > 0 { waitDeadline = now + UInt64(settings.inflightWaitMs) * 1_000_000 }
         state = .claiming
         return .claim
     }
@@ -170,7 +202,7 @@ public struct ProtectedRequestMachine: Sendable {
     /// Rules 4, 6, 7, 9 and 11.
     public mutating func claimAnswered(_ result: ClaimResult, now: UInt64) -> Action {
         guard case .claiming = state else { return .none }
-        let c = configuration
+        let c = settings
         switch result {
         case .claimed:
             if c.redisWaitReplicas > 0 {
@@ -206,7 +238,7 @@ public struct ProtectedRequestMachine: Sendable {
     /// `redis_wait_replicas`: how many replicas acknowledged the claim; nil when `WAIT` failed.
     public mutating func replicasAnswered(_ count: Int?) -> Action {
         guard case .waitingForReplicas = state else { return .none }
-        let wanted = configuration.redisWaitReplicas
+        let wanted = settings.redisWaitReplicas
         if let count, count >= wanted {
             state = .forwarding(protected: true)
             return .forward(protected: true)
@@ -226,7 +258,7 @@ public struct ProtectedRequestMachine: Sendable {
     public mutating func upstreamFinished(_ result: UpstreamResult) -> Action {
         guard case .forwarding(let protected) = state else { return .none }
         guard protected else { return finish(Self.unprotectedReply(result)) }
-        let c = configuration
+        let c = settings
         switch result {
         case .notConnected:
             return settle(.release, then: .problem(.upstreamUnreachable, .upstreamError))

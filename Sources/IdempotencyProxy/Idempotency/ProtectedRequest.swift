@@ -50,7 +50,7 @@ final class ProtectedRequest {
         let c = loop.configuration
         var declaredLength: Int?
         if case .length(let length) = head.framing { declaredLength = length }
-        var machine = ProtectedRequestMachine(configuration: c)
+        var machine = ProtectedRequestMachine(settings: loop.requestSettings)
         switch machine.headReceived(keyHeaderValues: head.values(named: c.keyHeader), declaredBodyLength: declaredLength) {
         case .collectBody(let key):
             let request = ProtectedRequest(

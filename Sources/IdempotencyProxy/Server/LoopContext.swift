@@ -24,6 +24,7 @@ final class LoopContext {
     /// The owner of each claim made on this loop.
     var ownerTokens = OwnerTokens()
 
+    let requestSettings: ProtectedRequestMachine.Settings
     /// Matched against every request's method.
     let protectedMethods: Set<String>
     /// The `Host` sent upstream when a client sent none (made once, not per request).
@@ -43,6 +44,7 @@ final class LoopContext {
         self.waitPollInterval = waitPollInterval
         upstreamHostHeader = configuration.upstream.hostHeader
         protectedMethods = Set(configuration.methods)
+        requestSettings = ProtectedRequestMachine.Settings(configuration)
     }
 
     func close() {
