@@ -51,7 +51,7 @@ public struct ProtectedRequestMachine: Sendable {
 
     public enum Action: Equatable, Sendable {
         /// Nothing to do until the next event.
-        case none
+        case nothing
         /// Rule 1: no key; forward as an unprotected request, streamed.
         case passThrough
         /// Collect the body; it must be fingerprinted before the claim.
@@ -66,7 +66,7 @@ public struct ProtectedRequestMachine: Sendable {
         /// `woken` on a message or at `until` (the poll; the executor may poll sooner).
         case waitForFirst(until: UInt64)
         case settle(Settlement)
-        /// Settling failed on a Redis error; report `retryDue` after this long.
+        /// Settling failed and may succeed on another try; report `retryDue` after this long.
         case retrySettle(afterMs: Int64)
         /// The request is finished: send this.
         case answer(Reply)
@@ -80,6 +80,17 @@ public struct ProtectedRequestMachine: Sendable {
         case existing(IdempotencyRecord)
         /// Redis did not answer (rule 11), or answered something unusable.
         case failed
+    }
+
+    /// How carrying out a settlement went.
+    public enum SettleResult: Equatable, Sendable {
+        /// Done, or done by someone else (a completion that found the key owned by a newer
+        /// request: nothing more can be done).
+        case done
+        /// The store did not answer: another try may succeed.
+        case unavailable
+        /// The store answered with something no retry changes.
+        case refused
     }
 
     /// How the upstream exchange ended.
@@ -122,6 +133,7 @@ public struct ProtectedRequestMachine: Sendable {
         let requireKey: Bool
         let maxRequestBody: Int
         let maxStoredResponse: Int
+        let fingerprint: Bool
         let inflightWaitMs: Int64
         let redisWaitReplicas: Int
         let redisTimeoutMs: Int64
@@ -134,6 +146,7 @@ public struct ProtectedRequestMachine: Sendable {
             requireKey = c.requireKey
             maxRequestBody = c.maxRequestBody
             maxStoredResponse = c.maxStoredResponse
+            fingerprint = c.fingerprint
             inflightWaitMs = c.inflightWaitMs
             redisWaitReplicas = c.redisWaitReplicas
             redisTimeoutMs = c.redisTimeoutMs
@@ -145,7 +158,7 @@ public struct ProtectedRequestMachine: Sendable {
     private let settings: Settings
     private var state = State.admitting
     /// The request's fingerprint, bound to its record (zeros with `fingerprint = false`).
-    private var fingerprint: [UInt8] = []
+    public private(set) var fingerprint: [UInt8] = []
     /// Until when a retry that finds the request in flight keeps waiting (`inflight_wait`).
     private var waitDeadline: UInt64?
 
@@ -161,7 +174,7 @@ public struct ProtectedRequestMachine: Sendable {
 
     /// Rules 1–3, before any body is read.
     public mutating func headReceived(keyHeaderValues: [String], declaredBodyLength: Int?) -> Action {
-        guard case .admitting = state else { return .none }
+        guard case .admitting = state else { return .nothing }
         let c = settings
         let key: String?
         do {
@@ -184,16 +197,19 @@ public struct ProtectedRequestMachine: Sendable {
 
     /// Rule 3 for a body whose length is learnt while reading (chunked).
     public mutating func bodyReceived(totalLength: Int) -> Action {
-        guard case .collectingBody = state else { return .none }
+        guard case .collectingBody = state else { return .nothing }
         guard totalLength <= settings.maxRequestBody else {
             return finish(.problem(.bodyTooLarge(limit: settings.maxRequestBody), .tooLarge, closesConnection: true))
         }
-        return .none
+        return .nothing
     }
 
-    public mutating func bodyEnded(fingerprint: [UInt8], now: UInt64) -> Action {
-        guard case .collectingBody = state else { return .none }
-        self.fingerprint = fingerprint
+    /// `fingerprint` hashes the request (SHA-256 of method, target and body); it is not called
+    /// with `fingerprint = false`, where every request with the key is the same request.
+    public mutating func bodyEnded(now: UInt64, fingerprint: () -> [UInt8]) -> Action {
+        guard case .collectingBody = state else { return .nothing }
+        self.fingerprint =
+            settings.fingerprint ? fingerprint() : [UInt8](repeating: 0, count: IdempotencyRecord.fingerprintLength)
         if settings.inflightWaitMs > 0 { waitDeadline = now + UInt64(settings.inflightWaitMs) * 1_000_000 }
         state = .claiming
         return .claim
@@ -201,7 +217,7 @@ public struct ProtectedRequestMachine: Sendable {
 
     /// Rules 4, 6, 7, 9 and 11.
     public mutating func claimAnswered(_ result: ClaimResult, now: UInt64) -> Action {
-        guard case .claiming = state else { return .none }
+        guard case .claiming = state else { return .nothing }
         let c = settings
         switch result {
         case .claimed:
@@ -237,7 +253,7 @@ public struct ProtectedRequestMachine: Sendable {
 
     /// `redis_wait_replicas`: how many replicas acknowledged the claim; nil when `WAIT` failed.
     public mutating func replicasAnswered(_ count: Int?) -> Action {
-        guard case .waitingForReplicas = state else { return .none }
+        guard case .waitingForReplicas = state else { return .nothing }
         let wanted = settings.redisWaitReplicas
         if let count, count >= wanted {
             state = .forwarding(protected: true)
@@ -248,15 +264,15 @@ public struct ProtectedRequestMachine: Sendable {
     }
 
     /// The first request ended (a Pub/Sub message), or the poll came due: look again.
-    public mutating func woken(now: UInt64) -> Action {
-        guard case .waitingForFirst = state else { return .none }
+    public mutating func woken() -> Action {
+        guard case .waitingForFirst = state else { return .nothing }
         state = .claiming
         return .claim
     }
 
     /// Rules 5, 8 and 9.
     public mutating func upstreamFinished(_ result: UpstreamResult) -> Action {
-        guard case .forwarding(let protected) = state else { return .none }
+        guard case .forwarding(let protected) = state else { return .nothing }
         guard protected else { return finish(Self.unprotectedReply(result)) }
         let c = settings
         switch result {
@@ -280,11 +296,9 @@ public struct ProtectedRequestMachine: Sendable {
         }
     }
 
-    /// The settlement was carried out (a completion owned by another proxy counts: nothing
-    /// more can be done), or failed on a Redis error.
-    public mutating func settled(succeeded: Bool) -> Action {
-        guard case .settling(let settlement, let attempt, let reply) = state else { return .none }
-        if !succeeded && attempt < Self.settleAttempts {
+    public mutating func settled(_ result: SettleResult) -> Action {
+        guard case .settling(let settlement, let attempt, let reply) = state else { return .nothing }
+        if result == .unavailable && attempt < Self.settleAttempts {
             state = .settling(settlement, attempt: attempt + 1, then: reply)
             return .retrySettle(afterMs: Self.settleBackoffMs(afterAttempt: attempt))
         }
@@ -293,7 +307,7 @@ public struct ProtectedRequestMachine: Sendable {
     }
 
     public mutating func retryDue() -> Action {
-        guard case .settling(let settlement, _, _) = state else { return .none }
+        guard case .settling(let settlement, _, _) = state else { return .nothing }
         return .settle(settlement)
     }
 

@@ -12,10 +12,9 @@ extension RedisScript {
     /// ARGV[2]  completed record
     /// ARGV[3]  response_ttl in milliseconds
     /// ARGV[4]  PUBLISH or SPUBLISH (a cluster's shard channel): publish "done" on the channel
-    ///          named KEYS[1] to wake waiting retries; `none` (`CompletionWakeUp.none`): no
-    ///          message (only proxies with
-    ///          inflight_wait > 0 ask for one: a PUBLISH per completion cost Redis about 5 µs of
-    ///          its ~35 µs per first-time request here). Best effort (`pcall`): a refused
+    ///          named KEYS[1] to wake waiting retries; `none` (`CompletionWakeUp.nobody`): no
+    ///          message (only proxies with inflight_wait > 0 ask for one: a PUBLISH per
+    ///          completion cost Redis about 5 µs of its ~35 µs per first-time request here). Best effort (`pcall`): a refused
     ///          message (SPUBLISH before Redis 7) must not undo the store; waiters also poll.
     /// Reply    1 stored over our claim (or already stored by an earlier try of this call);
     ///          2 stored after our claim had expired; 0 not stored, another request owns the key
@@ -40,14 +39,14 @@ extension RedisScript {
 
 /// Whether the `complete` script announces a completion to retries waiting for it.
 public enum CompletionWakeUp: Sendable, Equatable {
-    case none
+    case nobody
     /// With this command: `PUBLISH`, or `SPUBLISH` for a cluster's shard channel.
     case publish(String)
 
     /// The script's ARGV[4].
     public var argument: String {
         switch self {
-        case .none: return "none"
+        case .nobody: return "none"
         case .publish(let command): return command
         }
     }

@@ -44,15 +44,13 @@ final class RedisChannelHandler: ChannelInboundHandler {
 
     /// Sends an already encoded command. Without a completion nothing waits for its reply
     /// (subscriber connections: the answers arrive through `onPush`).
-    /// `deadline`: when the reply is due, if not a timeout from now (a command that waited for
-    /// the connection has used part of its time).
-    func send(_ command: ByteBuffer, deadline: NIODeadline? = nil, completion: RedisCompletion?) {
+    func send(_ command: ByteBuffer, completion: RedisCompletion?) {
         guard let context, failure == nil else {
             completion?(.failure(failure ?? .connectionClosed))
             return
         }
         if let completion {
-            let deadline = deadline ?? context.eventLoop.now + timeout
+            let deadline = context.eventLoop.now + timeout
             pending.append(Pending(deadline: deadline, completion: completion))
             if timer == nil { armTimer(at: deadline) }
         }

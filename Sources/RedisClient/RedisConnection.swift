@@ -5,11 +5,11 @@ import NIOPosix
 ///
 /// It connects on creation and reconnects by itself: after a loss it waits a capped, jittered
 /// backoff (25 ms doubling up to 1 s) and tries again, running AUTH and SELECT each time. A
-/// command that finds no connection waits for one, for at most the command timeout: it starts
-/// the next attempt now rather than at the end of the backoff (but never sooner than
-/// `demandedReconnectSpacing` after the last one), so that a failed command means that Redis
-/// did not answer in time, not that the backoff had not run out. An attempt that fails fails
-/// the commands waiting for it. Every method must be called on `eventLoop`.
+/// command that finds no connection waits for one, for at most the command timeout, and brings
+/// the next attempt forward to within half that timeout of the last one (see
+/// `bringReconnectForward`), so that a failed command means that Redis did not answer in time,
+/// not that the backoff had not run out. An attempt that fails fails the commands waiting for
+/// it. Every method must be called on `eventLoop`.
 public final class RedisConnection {
     public let eventLoop: any EventLoop
     private let configuration: RedisConfiguration
@@ -32,12 +32,9 @@ public final class RedisConnection {
     /// Commands waiting for the connection (empty while ready); failed at their deadline.
     private var waiting = CircularBuffer<Waiting>()
     private var waitingTimer: Scheduled<Void>?
-    private var reconnect: Scheduled<Void>?
+    /// The next attempt, and when it is due.
+    private var reconnect: (task: Scheduled<Void>, due: NIODeadline)?
     private var lastAttempt = NIODeadline.distantPast
-    /// Commands bring a reconnect forward, but attempts stay this far apart: a Redis that is
-    /// really down gets at most a few connects a second from each connection, not one per
-    /// command.
-    static let demandedReconnectSpacing = TimeAmount.milliseconds(50)
     private var failedAttempts = 0
     private let allocator = ByteBufferAllocator()
     private let onPush: ((RedisReply) -> Void)?
@@ -118,7 +115,7 @@ public final class RedisConnection {
     public func close() {
         let previous = state
         state = .closed
-        reconnect?.cancel()
+        reconnect?.task.cancel()
         failWaiting(.notConnected("closed"))
         if case .ready(_, let channel) = previous { channel.close(promise: nil) }
     }
@@ -172,19 +169,31 @@ public final class RedisConnection {
         for command in failed { command.completion(.failure(error)) }
     }
 
+    /// A waiting command wants a connection within its timeout: the next attempt comes at most
+    /// half a command timeout (and at most the backoff) after the last one, or sooner if the
+    /// backoff already has it sooner. So a Redis that is down gets at most two connects per
+    /// command timeout from each connection, however many commands arrive, and one that is back
+    /// is found while the commands still wait.
     private func bringReconnectForward() {
-        let earliest = lastAttempt + Self.demandedReconnectSpacing
-        reconnect?.cancel()
-        if earliest <= .now() { return connect() }
-        reconnect = eventLoop.assumeIsolated().scheduleTask(deadline: earliest) {
+        let spacing = min(Self.backoff(afterFailures: failedAttempts), .nanoseconds(configuration.commandTimeout.nanoseconds / 2))
+        let due = max(lastAttempt + spacing, .now())
+        if let reconnect, reconnect.due <= due { return }
+        scheduleReconnect(at: due)
+    }
+
+    private func scheduleReconnect(at due: NIODeadline) {
+        reconnect?.task.cancel()
+        let task = eventLoop.assumeIsolated().scheduleTask(deadline: due) {
+            self.reconnect = nil
             if case .waitingToReconnect = self.state { self.connect() }
         }
+        reconnect = (task, due)
     }
 
     // MARK: - connecting
 
     private func connect() {
-        reconnect?.cancel()
+        reconnect?.task.cancel()
         reconnect = nil
         lastAttempt = .now()
         state = .connecting
@@ -264,10 +273,29 @@ public final class RedisConnection {
         state = .ready(handler, channel)
         availability(true, nil)
         onReady?()
+        releaseWaiting(to: handler)
+    }
+
+    /// Sends the commands that waited for this connection. Each still gets its answer by its
+    /// own deadline, but the connection's health is judged by the full command timeout: a
+    /// command that waited most of its time must not make the new connection look hung.
+    private func releaseWaiting(to handler: RedisChannelHandler) {
         waitingTimer?.cancel()
         waitingTimer = nil
+        let now = NIODeadline.now()
         while let command = waiting.popFirst() {
-            handler.send(command.command, deadline: command.deadline, completion: command.completion)
+            guard command.deadline > now else {
+                command.completion(.failure(.notConnected("no connection to Redis within the command timeout")))
+                continue
+            }
+            let answer = AnswerOnce(command.completion)
+            let timer = eventLoop.assumeIsolated().scheduleTask(deadline: command.deadline) {
+                answer.complete(.failure(.timeout))
+            }
+            handler.send(command.command) { result in
+                timer.cancel()
+                answer.complete(result)
+            }
         }
     }
 
@@ -293,14 +321,29 @@ public final class RedisConnection {
     }
 
     private func scheduleReconnect() {
-        // 25 ms doubling to a 1 s cap, times a random 0.5–1.0 so that many proxies that lost the
-        // same Redis do not reconnect in lockstep. The cap keeps recovery within ~1 s of Redis
-        // coming back (SPEC §3 rule 11 allows 5 s).
-        let base = min(1_000, 25 << min(failedAttempts, 6))
+        let delay = Self.backoff(afterFailures: failedAttempts)
         failedAttempts += 1
-        let delay = Int64(Double(base) * Double.random(in: 0.5...1.0))
-        reconnect = eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(delay)) {
-            if case .waitingToReconnect = self.state { self.connect() }
-        }
+        // Times a random 0.5–1.0 so that many proxies that lost the same Redis do not reconnect
+        // in lockstep.
+        scheduleReconnect(at: .now() + .nanoseconds(Int64(Double(delay.nanoseconds) * Double.random(in: 0.5...1.0))))
+    }
+
+    /// 25 ms doubling to a 1 s cap. The cap keeps recovery within ~1 s of Redis coming back even
+    /// with no command waiting (SPEC §3 rule 11 allows 5 s).
+    static func backoff(afterFailures failures: Int) -> TimeAmount {
+        .milliseconds(min(1_000, 25 << min(failures, 6)))
+    }
+}
+
+/// A completion called at most once: by the reply or by the deadline, whichever comes first.
+private final class AnswerOnce {
+    private var completion: RedisCompletion?
+
+    init(_ completion: @escaping RedisCompletion) { self.completion = completion }
+
+    func complete(_ result: Result<RedisReply, RedisError>) {
+        let completion = self.completion
+        self.completion = nil
+        completion?(result)
     }
 }

@@ -1,6 +1,6 @@
 import ArgumentParser
-import IdempotencyCore
 import DemoUpstreamKit
+import IdempotencyCore
 import NIOCore
 
 @main

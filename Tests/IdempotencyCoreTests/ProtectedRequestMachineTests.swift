@@ -35,7 +35,7 @@ import Testing
     static func claiming(_ c: ProxyConfiguration) -> Machine {
         var m = Machine(configuration: c)
         _ = m.headReceived(keyHeaderValues: ["k"], declaredBodyLength: 1)
-        #expect(m.bodyEnded(fingerprint: mine, now: 0) == .claim)
+        #expect(m.bodyEnded(now: 0) { mine } == .claim)
         return m
     }
 
@@ -71,6 +71,12 @@ import Testing
             rule: "rule 2: an empty key is 400", keys: ["\"\""],
             action: problem(.invalidKey("The Idempotency-Key header is empty."), .badRequest)),
         HeadRow(
+            rule: "rule 2: a key over max_key_length is 400", keys: [String(repeating: "k", count: 256)],
+            action: problem(.invalidKey("The Idempotency-Key is 256 characters long; the limit is 255."), .badRequest)),
+        HeadRow(
+            rule: "rule 2: a key with a control character is 400", keys: ["k\u{7f}ey"],
+            action: problem(.invalidKey("The Idempotency-Key header may only contain printable ASCII characters."), .badRequest)),
+        HeadRow(
             rule: "rule 3: a declared body over the limit is 413 and closes", keys: ["k"], declaredLength: 101,
             action: problem(.bodyTooLarge(limit: 100), .tooLarge, closing: true)),
         HeadRow(rule: "rule 3: a body of exactly the limit is collected", keys: ["k"], declaredLength: 100, action: .collectBody(key: "k")),
@@ -84,10 +90,10 @@ import Testing
     @Test func rule3_aChunkedBodyGrowingOverTheLimitIs413() {
         var m = Machine(configuration: Self.configuration())
         _ = m.headReceived(keyHeaderValues: ["k"], declaredBodyLength: nil)
-        #expect(m.bodyReceived(totalLength: 100) == .none)
+        #expect(m.bodyReceived(totalLength: 100) == .nothing)
         #expect(m.bodyReceived(totalLength: 101) == Self.problem(.bodyTooLarge(limit: 100), .tooLarge, closing: true))
         // Answered: the end of the body claims nothing.
-        #expect(m.bodyEnded(fingerprint: Self.mine, now: 0) == .none)
+        #expect(m.bodyEnded(now: 0) { Self.mine } == .nothing)
     }
 
     // MARK: - rules 4, 6, 7, 9, 11: the claim's answer
@@ -97,6 +103,7 @@ import Testing
         var inflightWaitMs: Int64 = 0
         var waitReplicas = 0
         var onRedisError = ProxyConfiguration.OnRedisError.closed
+        var fingerprint = true
         let claim: Machine.ClaimResult
         var now: UInt64 = 0
         let action: Action
@@ -126,6 +133,9 @@ import Testing
         ClaimRow(
             rule: "rule 9: different request, response not kept: 422", claim: existing(other, .completedWithoutBody(status: 200)),
             action: problem(.mismatch, .mismatch)),
+        ClaimRow(
+            rule: "fingerprint = false: any request with the key replays", fingerprint: false,
+            claim: existing([UInt8](repeating: 0, count: 32), .completed(response)), action: .answer(Reply(.replay(response), .replayed))),
         ClaimRow(rule: "rule 11: Redis down, closed: 503", claim: .failed, action: problem(.redisUnavailable, .redisError)),
         ClaimRow(rule: "rule 11: Redis down, open: forwarded unprotected", onRedisError: .open, claim: .failed, action: .forward(protected: false)),
     ])
@@ -134,6 +144,7 @@ import Testing
             $0.inflightWaitMs = row.inflightWaitMs
             $0.redisWaitReplicas = row.waitReplicas
             $0.onRedisError = row.onRedisError
+            $0.fingerprint = row.fingerprint
         })
         #expect(m.claimAnswered(row.claim, now: row.now) == row.action)
     }
@@ -141,10 +152,10 @@ import Testing
     @Test func rule7_aWaitingRetryClaimsAgainWhenWokenAndReplays() {
         var m = Self.claiming(Self.configuration { $0.inflightWaitMs = 500 })
         #expect(m.claimAnswered(Self.existing(Self.mine, .inFlight), now: 0) == .waitForFirst(until: 500 * Self.ms))
-        #expect(m.woken(now: 100 * Self.ms) == .claim)
-        #expect(m.woken(now: 100 * Self.ms) == .none, "one claim at a time")
+        #expect(m.woken() == .claim)
+        #expect(m.woken() == .nothing, "one claim at a time")
         #expect(m.claimAnswered(Self.existing(Self.mine, .inFlight), now: 120 * Self.ms) == .waitForFirst(until: 500 * Self.ms))
-        #expect(m.woken(now: 200 * Self.ms) == .claim)
+        #expect(m.woken() == .claim)
         #expect(m.claimAnswered(Self.existing(Self.mine, .completed(Self.response)), now: 210 * Self.ms)
                 == .answer(Reply(.replay(Self.response), .replayed)))
     }
@@ -152,14 +163,14 @@ import Testing
     @Test func rule7_aWaitingRetryRunsWhenTheFirstIsReleased() {
         var m = Self.claiming(Self.configuration { $0.inflightWaitMs = 500 })
         _ = m.claimAnswered(Self.existing(Self.mine, .inFlight), now: 0)
-        #expect(m.woken(now: 50 * Self.ms) == .claim)
+        #expect(m.woken() == .claim)
         #expect(m.claimAnswered(.claimed, now: 60 * Self.ms) == .forward(protected: true))
     }
 
     @Test func rule7_theWaitIsMeasuredFromTheEndOfTheBody() {
         var m = Machine(configuration: Self.configuration { $0.inflightWaitMs = 500 })
         _ = m.headReceived(keyHeaderValues: ["k"], declaredBodyLength: 1)
-        _ = m.bodyEnded(fingerprint: Self.mine, now: 1_000 * Self.ms)
+        _ = m.bodyEnded(now: 1_000 * Self.ms) { Self.mine }
         #expect(m.claimAnswered(Self.existing(Self.mine, .inFlight), now: 1_400 * Self.ms) == .waitForFirst(until: 1_500 * Self.ms))
     }
 
@@ -182,11 +193,28 @@ import Testing
         #expect(m.replicasAnswered(row.acknowledged) == row.action)
     }
 
+    @Test func replicasMissing_aFailedWaitCountsAsNoReplica() {
+        var m = Self.claiming(Self.configuration { $0.redisWaitReplicas = 2 })
+        _ = m.claimAnswered(.claimed, now: 0)
+        _ = m.replicasAnswered(nil)
+        #expect(m.settled(.done) == Self.problem(.replicasMissing(wanted: 2, got: 0), .redisError))
+    }
+
+    @Test func fingerprintOff_theRequestIsNotHashed() {
+        var m = Machine(configuration: Self.configuration { $0.fingerprint = false })
+        _ = m.headReceived(keyHeaderValues: ["k"], declaredBodyLength: 1)
+        _ = m.bodyEnded(now: 0) {
+            Issue.record("hashed although fingerprint = false")
+            return Self.mine
+        }
+        #expect(m.fingerprint == [UInt8](repeating: 0, count: 32))
+    }
+
     @Test func replicasMissing_answers503OnceTheClaimIsReleased() {
         var m = Self.claiming(Self.configuration { $0.redisWaitReplicas = 2 })
         _ = m.claimAnswered(.claimed, now: 0)
         _ = m.replicasAnswered(1)
-        #expect(m.settled(succeeded: true) == Self.problem(.replicasMissing(wanted: 2, got: 1), .redisError))
+        #expect(m.settled(.done) == Self.problem(.replicasMissing(wanted: 2, got: 1), .redisError))
     }
 
     // MARK: - rules 5, 8, 9: the upstream's outcome
@@ -257,7 +285,7 @@ import Testing
         let action = m.upstreamFinished(row.result)
         #expect(action == row.action)
         if case .settle = action {
-            #expect(m.settled(succeeded: true) == .answer(row.reply))
+            #expect(m.settled(.done) == .answer(row.reply))
         }
     }
 
@@ -287,32 +315,38 @@ import Testing
         let settle = Action.settle(.complete(.completed(StoredResponse(status: 201, headers: [], body: Array("aa".utf8)))))
         #expect(m.upstreamFinished(Self.collected(201)) == settle)
         for backoff: Int64 in [100, 200, 400] {
-            #expect(m.settled(succeeded: false) == .retrySettle(afterMs: backoff))
+            #expect(m.settled(.unavailable) == .retrySettle(afterMs: backoff))
             #expect(m.retryDue() == settle)
         }
         // The fourth failure: the client still gets its answer.
-        #expect(m.settled(succeeded: false) == .answer(Self.forwarded))
-        #expect(m.retryDue() == .none)
+        #expect(m.settled(.unavailable) == .answer(Self.forwarded))
+        #expect(m.retryDue() == .nothing)
+    }
+
+    @Test func settling_refusedByTheStoreIsNotRetried() {
+        var m = Self.forwarding(Self.configuration())
+        _ = m.upstreamFinished(.notConnected)
+        #expect(m.settled(.refused) == .answer(Reply(.problem(.upstreamUnreachable), .upstreamError)))
     }
 
     @Test func settling_thatSucceedsOnARetryAnswers() {
         var m = Self.forwarding(Self.configuration())
         _ = m.upstreamFinished(.notConnected)
-        #expect(m.settled(succeeded: false) == .retrySettle(afterMs: 100))
+        #expect(m.settled(.unavailable) == .retrySettle(afterMs: 100))
         #expect(m.retryDue() == .settle(.release))
-        #expect(m.settled(succeeded: true) == .answer(Reply(.problem(.upstreamUnreachable), .upstreamError)))
+        #expect(m.settled(.done) == .answer(Reply(.problem(.upstreamUnreachable), .upstreamError)))
     }
 
     // MARK: - events out of turn
 
     @Test func eventsOutOfTurnDoNothing() {
         var m = Self.forwarding(Self.configuration())
-        #expect(m.claimAnswered(.claimed, now: 0) == .none)
-        #expect(m.woken(now: 0) == .none)
-        #expect(m.replicasAnswered(1) == .none)
-        #expect(m.settled(succeeded: true) == .none)
-        #expect(m.headReceived(keyHeaderValues: ["k"], declaredBodyLength: 1) == .none)
+        #expect(m.claimAnswered(.claimed, now: 0) == .nothing)
+        #expect(m.woken() == .nothing)
+        #expect(m.replicasAnswered(1) == .nothing)
+        #expect(m.settled(.done) == .nothing)
+        #expect(m.headReceived(keyHeaderValues: ["k"], declaredBodyLength: 1) == .nothing)
         _ = m.upstreamFinished(.failed(.timedOut, afterStreaming: false))
-        #expect(m.upstreamFinished(.notConnected) == .none, "a finished request stays finished")
+        #expect(m.upstreamFinished(.notConnected) == .nothing, "a finished request stays finished")
     }
 }

@@ -61,6 +61,16 @@ import Testing
 
         func upstreamCount() -> Int { upstreamsFound().count }
 
+        func upstreamChannel(_ index: Int) -> EmbeddedChannel { upstreamsFound()[index] }
+
+        /// `idemproxy_requests_total` for `outcome`.
+        func count(_ outcome: String) -> Int {
+            let text = String(decoding: context.metrics.render(), as: UTF8.self)
+            let prefix = "idemproxy_requests_total{outcome=\"\(outcome)\"} "
+            let line = text.split(separator: "\n").first { $0.hasPrefix(prefix) }
+            return line.flatMap { Int($0.dropFirst(prefix.count)) } ?? -1
+        }
+
         /// Upstream connection `index` answers.
         func upstreamAnswers(_ index: Int, _ bytes: String) throws {
             try upstreamsFound()[index].writeInbound(ByteBuffer(string: bytes))
@@ -141,13 +151,96 @@ import Testing
         #expect(rig.client.isActive)
     }
 
-    @Test func continueIsSentOnlyOnceTheBodyIsWanted() throws {
+    @Test func continueIsSentOnceTheBodyIsWanted() throws {
         let rig = try Rig()
         try rig.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: k\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
         #expect(try rig.received() == "HTTP/1.1 100 Continue\r\n\r\n")
+    }
+
+    @Test func noContinueGoesOutBeforeARefusal() throws {
+        let rig = try Rig()
         try rig.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: \"\"\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
-        // The first request's body never came, so the second is not read yet.
+        #expect(try rig.received().hasPrefix("HTTP/1.1 400 Bad Request\r\n"))
+    }
+
+    // MARK: - every request counted once
+
+    @Test func aClientGoneWhileItsProtectedRequestRunsIsCountedWhenTheAnswerComes() throws {
+        let rig = try Rig()
+        rig.store.holdClaims = true
+        try rig.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: k\r\nContent-Length: 1\r\n\r\nx")
+        try rig.client.close().wait()
+        rig.loop.run()
+        #expect(rig.count("forwarded") == 0)
+        rig.store.answerHeldClaim(.claimed)
+        try rig.upstreamAnswers(0, "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nch")
+        #expect(rig.count("forwarded") == 1)
+        #expect(rig.store.settled == ["complete"], "rule 10: the response is stored although the client left")
+        #expect(rig.context.protectedInFlight == 0)
+    }
+
+    @Test func aChunkedBodyOverTheLimitIs413CountedOnce() throws {
+        let rig = try Rig { $0.maxRequestBody = 4 }
+        try rig.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: k\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n")
+        #expect(try rig.received().hasPrefix("HTTP/1.1 413 Payload Too Large\r\n"))
+        try rig.send("0\r\n\r\n")
+        #expect(rig.count("too_large") == 1)
+        #expect(rig.count("bad_request") == 0)
+        #expect(rig.context.protectedInFlight == 0)
+    }
+
+    @Test func badBytesInAPassthroughUploadAre400CountedOnce() throws {
+        let rig = try Rig()
+        try rig.send("PUT /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n")
+        #expect(try rig.received().hasPrefix("HTTP/1.1 400 Bad Request\r\n"))
+        #expect(rig.count("bad_request") == 1)
+        #expect(rig.count("passthrough") == 0)
+        #expect(!rig.upstreamChannel(0).isActive, "the half-sent request is abandoned upstream")
+    }
+
+    @Test func aResponseCutShortUpstreamClosesTheClientAndCountsOnce() throws {
+        let rig = try Rig()
+        try rig.send("GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        try rig.upstreamAnswers(0, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        try rig.upstreamChannel(0).close().wait()
+        rig.loop.run()
+        #expect(!rig.client.isActive)
+        #expect(rig.count("upstream_error") == 1)
+        #expect(rig.count("passthrough") == 0)
+    }
+
+    // MARK: - inflight_wait on the loop's clock
+
+    @Test func aRetryWaitingForTheFirstIsAnsweredWhenItsPollFindsTheReplay() throws {
+        let rig = try Rig { $0.inflightWaitMs = 1_000 }
+        let stored = StoredResponse(status: 201, headers: [("Content-Length", "2")], body: Array("ch".utf8))
+        let owner = [UInt8](repeating: 7, count: 16)
+        rig.store.claims = [
+            { .existing(IdempotencyRecord(owner: owner, fingerprint: $0.fingerprint, state: .inFlight)) },
+            { .existing(IdempotencyRecord(owner: owner, fingerprint: $0.fingerprint, state: .completed(stored))) },
+        ]
+        try rig.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: k\r\nContent-Length: 1\r\n\r\nx")
         #expect(try rig.received() == "")
+        rig.loop.advanceTime(by: .milliseconds(100))
+        #expect(try rig.received().contains("Idempotent-Replayed: true\r\n"))
+        #expect(rig.count("replayed") == 1)
+    }
+
+    @Test func aRetryWaitingPastInflightWaitGets409() throws {
+        let rig = try Rig { $0.inflightWaitMs = 250 }
+        let owner = [UInt8](repeating: 7, count: 16)
+        let inFlight: (IdempotencyRecord) -> ProtectedRequestMachine.ClaimResult = {
+            .existing(IdempotencyRecord(owner: owner, fingerprint: $0.fingerprint, state: .inFlight))
+        }
+        rig.store.claims = Array(repeating: inFlight, count: 10)
+        try rig.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: k\r\nContent-Length: 1\r\n\r\nx")
+        rig.loop.advanceTime(by: .milliseconds(200))
+        #expect(try rig.received() == "")
+        rig.loop.advanceTime(by: .milliseconds(100))
+        let wire = try rig.received()
+        #expect(wire.hasPrefix("HTTP/1.1 409 Conflict\r\n"))
+        #expect(wire.contains("Retry-After: 1\r\n"))
+        #expect(rig.store.claimsMade == 4, "claimed at 0, 100, 200 and 250 ms")
     }
 
     @Test func aProtectedRequestIsAnsweredFromTheStore() throws {
@@ -181,17 +274,28 @@ import Testing
     }
 }
 
-/// A store that answers claims from a script and everything else with success.
+/// A store that answers claims from a script (a free key once the script is used up), at once
+/// or when the test says, and everything else with success.
 final class ScriptedStore: RecordStore {
     var claims: [(IdempotencyRecord) -> ProtectedRequestMachine.ClaimResult] = []
+    /// Claims wait for `answerHeldClaim`.
+    var holdClaims = false
+    private var held: [(Result<ProtectedRequestMachine.ClaimResult, StoreError>) -> Void] = []
+    private(set) var claimsMade = 0
     private(set) var settled: [String] = []
 
     func claim(
         key: String, record: IdempotencyRecord, lockTTLMs: Int64,
         completion: @escaping (Result<ProtectedRequestMachine.ClaimResult, StoreError>) -> Void
     ) {
+        claimsMade += 1
+        if holdClaims { return held.append(completion) }
         guard !claims.isEmpty else { return completion(.success(.claimed)) }
         completion(.success(claims.removeFirst()(record)))
+    }
+
+    func answerHeldClaim(_ result: ProtectedRequestMachine.ClaimResult) {
+        held.removeFirst()(.success(result))
     }
 
     func complete(

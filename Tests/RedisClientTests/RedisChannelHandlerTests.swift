@@ -52,15 +52,6 @@ import Testing
         #expect(replies.results.last == .failure(.timeout))
     }
 
-    @Test func aCommandCarriesTheDeadlineItWasGiven() throws {
-        let (channel, handler) = try Self.connected()
-        let loop = channel.eventLoop as! EmbeddedEventLoop
-        let replies = Replies()
-        handler.send(ByteBuffer(string: "*1\r\n$4\r\nPING\r\n"), deadline: loop.now + .milliseconds(100), completion: replies.record)
-        loop.advanceTime(by: .milliseconds(101))
-        #expect(replies.results == [.failure(.timeout)])
-    }
-
     @Test func aReplyNoCommandWaitsForBreaksTheConnection() throws {
         let (channel, _) = try Self.connected()
         try? channel.writeInbound(ByteBuffer(string: "+SURPRISE\r\n"))

@@ -128,7 +128,7 @@ import Testing
         try await Task.sleep(for: .milliseconds(100))
         server.stop()
         await #expect(throws: RedisError.self) { try await blocked.value }
-        // While the server is down commands fail at once.
+        // While the server is down commands fail fast: the reconnect they bring forward is refused.
         await #expect(throws: RedisError.self) { try await client.send(["PING"]) }
 
         try server.start()

@@ -6,7 +6,7 @@ import RedisClient
 /// The record operations of the protocol over one loop's Redis connection (or cluster client),
 /// as Lua scripts. Callbacks run on that loop.
 final class IdempotencyStore: RecordStore {
-    let redis: any RedisCommands
+    private let redis: any RedisCommands
     private let metrics: ProxyMetrics
     /// How releases wake waiting retries (what the loop's subscriber hears).
     private let publishCommand: String
@@ -18,7 +18,7 @@ final class IdempotencyStore: RecordStore {
         self.redis = redis
         self.metrics = metrics
         self.publishCommand = publishCommand
-        completionWakeUp = wakeOnCompletion ? .publish(publishCommand) : .none
+        completionWakeUp = wakeOnCompletion ? .publish(publishCommand) : .nobody
     }
 
     func claim(

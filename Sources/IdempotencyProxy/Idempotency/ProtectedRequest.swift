@@ -15,8 +15,8 @@ final class ProtectedRequest {
     enum Admission {
         /// No key (rule 1): the caller streams it through unprotected.
         case passThrough
-        /// Refused (rules 1–3) with this answer; nothing was claimed.
-        case refused(Problem, RequestOutcome, closing: Bool)
+        /// Refused (rules 1–3) with this answer (a problem); nothing was claimed.
+        case refused(ProtectedRequestMachine.Reply)
         /// Its body is to be collected into the request.
         case collecting(ProtectedRequest)
     }
@@ -29,9 +29,9 @@ final class ProtectedRequest {
     private var client: (any ClientResponder)?
     private let recordKey: String
     private let owner: [UInt8]
-    private var fingerprint: [UInt8] = []
-    /// Counted in `protectedInFlight` from the end of its body until its answer.
-    private var counted = false
+    /// The whole request has been read: it counts in `protectedInFlight` until its answer,
+    /// and that answer ends the request (an earlier one, a 413, leaves the rest unread).
+    private var bodyComplete = false
 
     private var exchange: BufferedExchange?
     /// A response too large to store is being passed on as it arrives.
@@ -58,8 +58,7 @@ final class ProtectedRequest {
                 clientAddress: clientAddress, client: client)
             return .collecting(request)
         case .answer(let reply):
-            guard case .problem(let problem) = reply.content else { preconditionFailure("a head is answered only by a problem") }
-            return .refused(problem, reply.outcome, closing: reply.closesConnection)
+            return .refused(reply)
         default:
             return .passThrough
         }
@@ -94,16 +93,11 @@ final class ProtectedRequest {
     }
 
     func bodyEnded() {
-        if loop.configuration.fingerprint {
-            fingerprint = body.withUnsafeReadableBytes {
-                RequestDigest.fingerprint(method: head.method.rawValue, target: head.target, body: $0)
-            }
-        } else {
-            fingerprint = [UInt8](repeating: 0, count: IdempotencyRecord.fingerprintLength)
-        }
-        counted = true
+        bodyComplete = true
         loop.protectedInFlight += 1
-        run(machine.bodyEnded(fingerprint: fingerprint, now: Self.now()))
+        run(machine.bodyEnded(now: now()) {
+            body.withUnsafeReadableBytes { RequestDigest.fingerprint(method: head.method.rawValue, target: head.target, body: $0) }
+        })
     }
 
     /// The client can take more of a streamed response again.
@@ -115,8 +109,10 @@ final class ProtectedRequest {
 
     private func run(_ action: ProtectedRequestMachine.Action) {
         switch action {
-        case .none, .passThrough, .collectBody:
+        case .nothing:
             break
+        case .passThrough, .collectBody:
+            assertionFailure("\(action) answers a head, which `admit` handles")
         case .claim:
             claim()
         case .waitForReplicas(let count, let timeoutMs):
@@ -142,13 +138,13 @@ final class ProtectedRequest {
     }
 
     private func claim() {
-        let record = IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: .inFlight)
+        let record = IdempotencyRecord(owner: owner, fingerprint: machine.fingerprint, state: .inFlight)
         loop.store.claim(key: recordKey, record: record, lockTTLMs: loop.configuration.lockTTLMs) { result in
             switch result {
             case .success(let claim):
-                self.run(self.machine.claimAnswered(claim, now: Self.now()))
+                self.run(self.machine.claimAnswered(claim, now: self.now()))
             case .failure(let error):
-                let action = self.machine.claimAnswered(.failed, now: Self.now())
+                let action = self.machine.claimAnswered(.failed, now: self.now())
                 let then = action == .forward(protected: false) ? "forwarding unprotected" : "answering 503"
                 self.loop.logger.warning("Redis unavailable, \(then)", metadata: ["error": "\(error)"])
                 self.run(action)
@@ -162,14 +158,14 @@ final class ProtectedRequest {
         if subscription == nil {
             subscription = loop.subscriber.subscribe(recordKey) { [weak self] in self?.wake() }
         }
-        let due = min(NIODeadline.now() + loop.waitPollInterval, NIODeadline.uptimeNanoseconds(deadline))
+        let due = min(loop.eventLoop.now + loop.waitPollInterval, NIODeadline.uptimeNanoseconds(deadline))
         poll = loop.eventLoop.assumeIsolated().scheduleTask(deadline: due) { self.wake() }
     }
 
     private func wake() {
         poll?.cancel()
         poll = nil
-        run(machine.woken(now: Self.now()))
+        run(machine.woken())
     }
 
     private func forward(protected: Bool) {
@@ -208,7 +204,7 @@ final class ProtectedRequest {
     private func settle(_ settlement: ProtectedRequestMachine.Settlement) {
         switch settlement {
         case .complete(let state):
-            let record = IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: state)
+            let record = IdempotencyRecord(owner: owner, fingerprint: machine.fingerprint, state: state)
             loop.store.complete(
                 key: recordKey, owner: owner, record: record, responseTTLMs: loop.configuration.responseTTLMs
             ) { result in
@@ -227,12 +223,15 @@ final class ProtectedRequest {
         }
     }
 
-    /// Only Redis errors are worth a retry; a settlement given up on is logged once.
+    /// A Redis error may pass; a record Redis holds that cannot be read will not. A
+    /// settlement given up on is logged once.
     private func settled(_ result: Result<Void, StoreError>, failing message: Logger.Message) {
-        guard case .failure(let error) = result else { return run(machine.settled(succeeded: true)) }
-        var retryable = false
-        if case .redis = error { retryable = true }
-        let action = machine.settled(succeeded: !retryable)
+        guard case .failure(let error) = result else { return run(machine.settled(.done)) }
+        let action: ProtectedRequestMachine.Action
+        switch error {
+        case .redis: action = machine.settled(.unavailable)
+        case .malformedRecord: action = machine.settled(.refused)
+        }
         if case .answer = action { loop.logger.error(message, metadata: ["error": "\(error)"]) }
         run(action)
     }
@@ -244,8 +243,8 @@ final class ProtectedRequest {
         poll?.cancel()
         poll = nil
         if let subscription { loop.subscriber.unsubscribe(recordKey, id: subscription) }
-        if counted { loop.protectedInFlight -= 1 }
-        let requestEnded = counted
+        if bodyComplete { loop.protectedInFlight -= 1 }
+        let requestEnded = bodyComplete
         let closing = reply.closesConnection
         switch reply.content {
         case .problem(let problem):
@@ -264,7 +263,8 @@ final class ProtectedRequest {
         }
     }
 
-    private static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
+    /// The loop's clock: real time on a real loop, the test's on an `EmbeddedEventLoop`.
+    private func now() -> UInt64 { loop.eventLoop.now.uptimeNanoseconds }
 }
 
 extension ProtectedRequest: ResponseSpill {

@@ -211,9 +211,10 @@ final class ProxyHandler: ChannelDuplexHandler {
         switch ProtectedRequest.admit(head: head, loop: loop, clientAddress: clientAddress, client: self) {
         case .passThrough:
             startPassthrough(head, facts)
-        case .refused(let problem, let outcome, let closing):
+        case .refused(let reply):
+            guard case .problem(let problem) = reply.content else { preconditionFailure("a head is refused only with a problem") }
             state = .refused(facts)
-            respond(ProxyResponse(problem: problem), outcome: outcome, requestEnded: false, closing: closing)
+            respond(ProxyResponse(problem: problem), outcome: reply.outcome, requestEnded: false, closing: reply.closesConnection)
         case .collecting(let request):
             state = .buffering(facts, request)
             acceptBody(head)
@@ -344,8 +345,7 @@ final class ProxyHandler: ChannelDuplexHandler {
     /// The request's answer is complete: count it, then close or take up the next request.
     private func endResponse(outcome: RequestOutcome, requestEnded: Bool) {
         guard let facts = state.facts else { return }
-        loop.metrics.count(outcome)
-        loop.metrics.requestFinished(since: facts.start)
+        count(outcome, facts)
         // The state moves on before any write: a write can complete, and close the channel,
         // before it returns.
         guard let context, context.channel.isActive else {
@@ -378,13 +378,16 @@ final class ProxyHandler: ChannelDuplexHandler {
         if case .idle = state { resumePipelined() }
     }
 
+    /// Every request is counted once, when its state gives way to the next.
+    private func count(_ outcome: RequestOutcome, _ facts: RequestFacts) {
+        loop.metrics.count(outcome)
+        loop.metrics.requestFinished(since: facts.start)
+    }
+
     /// Ends a response mid-way: the close is the only signal left that it is incomplete.
     private func cut(outcome: RequestOutcome) {
         gathered = nil
-        if let facts = state.facts {
-            loop.metrics.count(outcome)
-            loop.metrics.requestFinished(since: facts.start)
-        }
+        if let facts = state.facts { count(outcome, facts) }
         state = .closed
         pipelined.removeAll()
         context?.close(promise: nil)
@@ -410,13 +413,15 @@ final class ProxyHandler: ChannelDuplexHandler {
         case .streaming(_, let exchange):
             exchange.clientClosed()
             endResponse(outcome: .passthrough, requestEnded: true)
-        case .buffering, .refused:
+        case .buffering:
+            // The client left before its request was complete.
             endResponse(outcome: .badRequest, requestEnded: true)
         case .processing:
             // The protected request carries on without us (SPEC §3 rule 10); its answer is
             // counted when it comes.
             break
-        case .idle, .draining, .closed, .modifying:
+        case .idle, .refused, .draining, .closed, .modifying:
+            // (`.refused` lasts only while its answer is written.)
             state = .closed
         }
         pipelined.removeAll()

@@ -28,7 +28,7 @@ final class UpstreamPool {
     private let logger: Logger
     private var idle: [UpstreamConnection] = []
     private var closed = false
-    private var connector: Connector?
+    private let connector: Connector?
 
     init(
         eventLoop: any EventLoop, upstream: UpstreamURL, connectTimeout: TimeAmount, logger: Logger,
