@@ -274,7 +274,6 @@ public struct ProtectedRequestMachine: Sendable {
     public mutating func upstreamFinished(_ result: UpstreamResult) -> Action {
         guard case .forwarding(let protected) = state else { return .nothing }
         guard protected else { return finish(Self.unprotectedReply(result)) }
-        let c = settings
         switch result {
         case .notConnected:
             return settle(.release, then: .problem(.upstreamUnreachable, .upstreamError))
@@ -282,18 +281,22 @@ public struct ProtectedRequestMachine: Sendable {
             // The upstream may have acted: the claim stays until lock_ttl (rule 8).
             return finish(afterStreaming ? Reply(.abortStreamedResponse, .upstreamError) : .problem(failure.problem, .upstreamError))
         case .response(let response):
-            let reply = Reply(.upstreamResponse, .forwarded)
-            if response.status >= 500 && !c.store5xx { return settle(.release, then: reply) }
-            if response.body.count > c.maxStoredResponse {
-                return settle(.complete(.completedWithoutBody(status: response.status)), then: reply)
-            }
-            return settle(.complete(.completed(response)), then: reply)
+            let replayable = response.body.count <= settings.maxStoredResponse
+            return settle(
+                status: response.status,
+                keeping: replayable ? .completed(response) : .completedWithoutBody(status: response.status),
+                then: Reply(.upstreamResponse, .forwarded))
         case .streamed(let status):
-            let reply = Reply(.endOfStreamedResponse, .forwarded)
-            if status >= 500 && !c.store5xx { return settle(.release, then: reply) }
-            // Rule 9: the request ran and its response cannot be replayed; a retry gets 502.
-            return settle(.complete(.completedWithoutBody(status: status)), then: reply)
+            return settle(status: status, keeping: .completedWithoutBody(status: status), then: Reply(.endOfStreamedResponse, .forwarded))
         }
+    }
+
+    /// An upstream answer: a 5xx releases the claim unless `store_5xx` (rule 8); any other is
+    /// kept, without its body when it is too large to replay (rule 9: a retry gets 502, the
+    /// request never runs twice).
+    private mutating func settle(status: Int, keeping state: IdempotencyRecord.State, then reply: Reply) -> Action {
+        if status >= 500 && !settings.store5xx { return settle(.release, then: reply) }
+        return settle(.complete(state), then: reply)
     }
 
     public mutating func settled(_ result: SettleResult) -> Action {

@@ -143,6 +143,8 @@ public final class RedisConnection {
 
     // MARK: - waiting for a connection
 
+    private static let noConnectionInTime = RedisError.notConnected("no connection to Redis within the command timeout")
+
     private func wait(_ command: ByteBuffer, completion: @escaping RedisCompletion) {
         let deadline = NIODeadline.now() + configuration.commandTimeout
         waiting.append(Waiting(command: command, deadline: deadline, completion: completion))
@@ -155,7 +157,7 @@ public final class RedisConnection {
             let now = NIODeadline.now()
             while let first = self.waiting.first, first.deadline <= now {
                 self.waiting.removeFirst()
-                first.completion(.failure(.notConnected("no connection to Redis within the command timeout")))
+                first.completion(.failure(Self.noConnectionInTime))
             }
             if let first = self.waiting.first { self.armWaitingTimer(at: first.deadline) }
         }
@@ -285,7 +287,7 @@ public final class RedisConnection {
         let now = NIODeadline.now()
         while let command = waiting.popFirst() {
             guard command.deadline > now else {
-                command.completion(.failure(.notConnected("no connection to Redis within the command timeout")))
+                command.completion(.failure(Self.noConnectionInTime))
                 continue
             }
             let answer = AnswerOnce(command.completion)

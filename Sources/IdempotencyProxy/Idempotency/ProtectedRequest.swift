@@ -245,22 +245,21 @@ final class ProtectedRequest {
         if let subscription { loop.subscriber.unsubscribe(recordKey, id: subscription) }
         if bodyComplete { loop.protectedInFlight -= 1 }
         let requestEnded = bodyComplete
-        let closing = reply.closesConnection
+        let response: ProxyResponse
         switch reply.content {
         case .problem(let problem):
-            client.respond(ProxyResponse(problem: problem), outcome: reply.outcome, requestEnded: requestEnded, closing: closing)
+            response = ProxyResponse(problem: problem)
         case .replay(let stored):
-            let replay = ProxyResponse(stored: stored, replayHeader: loop.configuration.replayHeader)
-            client.respond(replay, outcome: reply.outcome, requestEnded: requestEnded, closing: closing)
+            response = ProxyResponse(stored: stored, replayHeader: loop.configuration.replayHeader)
         case .upstreamResponse:
-            guard let response else { preconditionFailure("answered with an upstream response that was not collected") }
-            let proxied = ProxyResponse(stored: response.stored, replayHeader: nil, body: response.body)
-            client.respond(proxied, outcome: reply.outcome, requestEnded: requestEnded, closing: closing)
+            guard let collected = self.response else { preconditionFailure("answered with an upstream response that was not collected") }
+            response = ProxyResponse(stored: collected.stored, replayHeader: nil, body: collected.body)
         case .endOfStreamedResponse:
-            client.finishStreamed(outcome: reply.outcome, requestEnded: requestEnded)
+            return client.finishStreamed(outcome: reply.outcome, requestEnded: requestEnded)
         case .abortStreamedResponse:
-            client.abortStreamed()
+            return client.abortStreamed()
         }
+        client.respond(response, outcome: reply.outcome, requestEnded: requestEnded, closing: reply.closesConnection)
     }
 
     /// The loop's clock: real time on a real loop, the test's on an `EmbeddedEventLoop`.

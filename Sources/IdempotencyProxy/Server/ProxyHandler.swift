@@ -119,12 +119,9 @@ final class ProxyHandler: ChannelDuplexHandler {
             guard NIODeadline.now() >= silentUntil else {
                 return self.armIdleCheck(at: silentUntil, context: context)
             }
-            switch self.state {
-            case .streaming(_, let exchange) where exchange.requestEnded:
+            if self.state.requestComplete {
                 self.armIdleCheck(at: .now() + self.readTimeout, context: context)
-            case .processing:
-                self.armIdleCheck(at: .now() + self.readTimeout, context: context)
-            case .idle, .buffering, .streaming, .refused, .draining, .closed, .modifying:
+            } else {
                 context.close(promise: nil)
             }
         }
@@ -270,24 +267,26 @@ final class ProxyHandler: ChannelDuplexHandler {
         acceptBody(head)
     }
 
-    /// Changes the facts of the request under way, if there is one.
-    private func updateFacts(_ change: (inout RequestFacts) -> Void) {
+    /// The connection closes after the answer to the request under way (or being drained).
+    private func endKeepAlive() {
         let current = state
         state = .modifying
         switch current {
         case .streaming(var facts, let exchange):
-            change(&facts)
+            facts.keepAlive = false
             state = .streaming(facts, exchange)
         case .buffering(var facts, let request):
-            change(&facts)
+            facts.keepAlive = false
             state = .buffering(facts, request)
         case .processing(var facts, let request):
-            change(&facts)
+            facts.keepAlive = false
             state = .processing(facts, request)
         case .refused(var facts):
-            change(&facts)
+            facts.keepAlive = false
             state = .refused(facts)
-        case .idle, .draining, .closed, .modifying:
+        case .draining:
+            state = .draining(keepAlive: false)
+        case .idle, .closed, .modifying:
             state = current
         }
     }
@@ -299,7 +298,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         // An HTTP/1.0 client learns where a body without a length ends only by the close.
         let framing = writer.frame(
             status: status, hasContentLength: hasContentLength, version: facts.version, toHEAD: facts.isHEAD)
-        if framing == .untilClose && facts.keepAlive { updateFacts { $0.keepAlive = false } }
+        if framing == .untilClose && facts.keepAlive { endKeepAlive() }
         if framing == .untilClose || !facts.keepAlive { return "close" }
         return facts.version.minor == 0 ? "keep-alive" : nil
     }
@@ -435,8 +434,7 @@ final class ProxyHandler: ChannelDuplexHandler {
             // Graceful shutdown: idle connections close now, busy ones after their response
             // (which says `Connection: close` if its head has not gone out yet).
             quiescing = true
-            updateFacts { $0.keepAlive = false }
-            if case .draining = state { state = .draining(keepAlive: false) }
+            endKeepAlive()
             if isIdle && pipelined.isEmpty { context.close(promise: nil) }
         } else {
             context.fireUserInboundEventTriggered(event)
@@ -461,14 +459,12 @@ final class ProxyHandler: ChannelDuplexHandler {
             // The bad bytes are where a request should begin: that request is this answer's.
             loop.metrics.requestStarted()
             state = .refused(RequestFacts(version: .http1_1, isHEAD: false, keepAlive: false, start: .now()))
-        case .buffering(var facts, _):
+        case .buffering(let facts, _):
             // The protected request had claimed nothing yet: it is dropped with its body.
-            facts.keepAlive = false
             state = .refused(facts)
-        case .streaming(var facts, let exchange) where !exchange.responseStarted:
+        case .streaming(let facts, let exchange) where !exchange.responseStarted:
             // Its head went upstream, its body cannot be finished: the exchange is abandoned.
             exchange.clientClosed()
-            facts.keepAlive = false
             state = .refused(facts)
         case .streaming(_, let exchange):
             exchange.clientClosed()
@@ -485,7 +481,7 @@ final class ProxyHandler: ChannelDuplexHandler {
 
 extension ProxyHandler: ClientResponder {
     func respond(_ response: ProxyResponse, outcome: RequestOutcome, requestEnded: Bool, closing: Bool) {
-        if closing { updateFacts { $0.keepAlive = false } }
+        if closing { endKeepAlive() }
         guard let context, context.channel.isActive, let facts = state.facts else {
             return endResponse(outcome: outcome, requestEnded: requestEnded)
         }
