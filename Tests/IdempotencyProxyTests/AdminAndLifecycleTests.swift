@@ -32,38 +32,38 @@ import Testing
     }
 
     @Test func shutdownLetsAProtectedRequestInFlightFinishAndStoreItsResult() async throws {
-        let h = try await ProxyHarness.start()
-        let upstream = h.upstream
-        let prefix = h.prefix
-        let slow = Task { try await h.send("POST", "/charges?delay=500", key: "k", body: "x") }
-        try await upstream.waitUntilExecuting("/charges")
-        let clock = ContinuousClock()
-        let start = clock.now
-        await h.server.shutdown(grace: .seconds(5))
-        #expect(clock.now - start < .seconds(5))
-        #expect(try await slow.value.status == 201)
-        // A new proxy on the same Redis replays the stored result.
-        try await withProxy(upstream: upstream, prefix: prefix) { (next: ProxyHarness) async throws in
-            #expect(try await next.send("POST", "/charges?delay=500", key: "k", body: "x").replayed)
-            #expect(upstream.executions("/charges") == 1)
+        try await withProxy { (h: ProxyHarness) async throws in
+            let upstream = h.upstream
+            let prefix = h.prefix
+            let slow = Task { try await h.send("POST", "/charges?delay=500", key: "k", body: "x") }
+            try await upstream.waitUntilExecuting("/charges")
+            let clock = ContinuousClock()
+            let start = clock.now
+            await h.server.shutdown(grace: .seconds(5))
+            #expect(clock.now - start < .seconds(5))
+            #expect(try await slow.value.status == 201)
+            // A new proxy on the same Redis replays the stored result.
+            try await withProxy(upstream: upstream, prefix: prefix) { (next: ProxyHarness) async throws in
+                #expect(try await next.send("POST", "/charges?delay=500", key: "k", body: "x").replayed)
+                #expect(upstream.executions("/charges") == 1)
+            }
         }
-        await h.stop()
     }
 
     @Test func shutdownStoresTheResultEvenWhenTheClientLeft() async throws {
-        let h = try await ProxyHarness.start()
-        let upstream = h.upstream
-        let prefix = h.prefix
-        try await blocking {
-            let c = try RawHTTPClient(port: h.port)
-            try c.sendRequest("POST", "/charges?delay=400", headers: [("Idempotency-Key", "gone")], body: Array("x".utf8))
-            c.closeNow()
+        try await withProxy { (h: ProxyHarness) async throws in
+            let upstream = h.upstream
+            let prefix = h.prefix
+            try await blocking {
+                let c = try RawHTTPClient(port: h.port)
+                try c.sendRequest("POST", "/charges?delay=400", headers: [("Idempotency-Key", "gone")], body: Array("x".utf8))
+                c.closeNow()
+            }
+            try await upstream.waitUntilExecuting("/charges")
+            await h.server.shutdown(grace: .seconds(5))
+            try await withProxy(upstream: upstream, prefix: prefix) { (next: ProxyHarness) async throws in
+                #expect(try await next.send("POST", "/charges?delay=400", key: "gone", body: "x").replayed)
+            }
         }
-        try await upstream.waitUntilExecuting("/charges")
-        await h.server.shutdown(grace: .seconds(5))
-        try await withProxy(upstream: upstream, prefix: prefix) { (next: ProxyHarness) async throws in
-            #expect(try await next.send("POST", "/charges?delay=400", key: "gone", body: "x").replayed)
-        }
-        await h.stop()
     }
 }

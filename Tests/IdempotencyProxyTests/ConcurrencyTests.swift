@@ -47,59 +47,59 @@ import Testing
     }
 
     @Test func twoProxiesSharingRedisRunARequestOnce() async throws {
-        let upstream = try await DemoUpstream.start()
-        let prefix = "test:\(UUID().uuidString.prefix(8)):"
-        try await withProxy(upstream: upstream, prefix: prefix) { (a: ProxyHarness) async throws in
-            try await withProxy(upstream: upstream, prefix: prefix) { (b: ProxyHarness) async throws in
-                var bodies = Set<[UInt8]>()
-                for i in 0..<6 {
-                    let proxy = i % 2 == 0 ? a : b
-                    let r = try await proxy.send("POST", "/charges", key: "shared", body: "x")
-                    #expect(r.status == 201)
-                    #expect(r.replayed == (i > 0))
-                    bodies.insert(r.body)
+        try await withDemoUpstream { upstream in
+            let prefix = "test:\(UUID().uuidString.prefix(8)):"
+            try await withProxy(upstream: upstream, prefix: prefix) { (a: ProxyHarness) async throws in
+                try await withProxy(upstream: upstream, prefix: prefix) { (b: ProxyHarness) async throws in
+                    var bodies = Set<[UInt8]>()
+                    for i in 0..<6 {
+                        let proxy = i % 2 == 0 ? a : b
+                        let r = try await proxy.send("POST", "/charges", key: "shared", body: "x")
+                        #expect(r.status == 201)
+                        #expect(r.replayed == (i > 0))
+                        bodies.insert(r.body)
+                    }
+                    #expect(bodies.count == 1)
+                    #expect(upstream.executions("/charges") == 1)
                 }
-                #expect(bodies.count == 1)
-                #expect(upstream.executions("/charges") == 1)
             }
         }
-        await upstream.stop()
     }
 
     /// A proxy whose Redis traffic is held back past its lease must not overwrite the record of
     /// the proxy that took the key over (SPEC §3 rule 5).
     @Test func lateCompletionFromAnExpiredLeaseDoesNotOverwriteTheNewOwner() async throws {
-        let upstream = try await DemoUpstream.start()
-        let prefix = "test:\(UUID().uuidString.prefix(8)):"
-        let relay = try TCPRelay(targetPort: SharedRedis.port)
-        defer { relay.stop() }
-        // A: lease 400 ms, talks to Redis through the relay. B: direct.
-        try await withProxy(
-            ["lock_ttl": "400ms", "upstream_timeout": "350ms", "redis_timeout": "3s"],
-            upstream: upstream, redisURL: "redis://127.0.0.1:\(relay.port)/0", prefix: prefix) { (a: ProxyHarness) async throws in
-            try await withProxy(upstream: upstream, prefix: prefix) { (b: ProxyHarness) async throws in
+        try await withDemoUpstream { upstream in
+            let prefix = "test:\(UUID().uuidString.prefix(8)):"
+            let relay = try TCPRelay(targetPort: SharedRedis.port)
+            defer { relay.stop() }
+            // A: lease 400 ms, talks to Redis through the relay. B: direct.
+            try await withProxy(
+                ["lock_ttl": "400ms", "upstream_timeout": "350ms", "redis_timeout": "3s"],
+                upstream: upstream, redisURL: "redis://127.0.0.1:\(relay.port)/0", prefix: prefix) { (a: ProxyHarness) async throws in
+                try await withProxy(upstream: upstream, prefix: prefix) { (b: ProxyHarness) async throws in
 
-                // A claims; once the upstream is working on A's request (200 ms), A's Redis traffic is
-                // held beyond its lease; B takes the expired key over and completes first.
-                let first = Task { try await a.send("POST", "/charges?delay=200", key: "k", body: "x") }
-                try await upstream.waitUntilExecuting("/charges")
-                relay.hold()
-                try await Task.sleep(for: .milliseconds(500))
-                let second = try await b.send("POST", "/charges?delay=200", key: "k", body: "x")
-                #expect(second.status == 201)
-                #expect(!second.replayed)
-                relay.release()
-                let late = try await first.value
-                #expect(late.status == 201)
-                #expect(late.body != second.body)
-                // The record is B's: every retry replays B's answer.
-                let retry = try await b.send("POST", "/charges?delay=200", key: "k", body: "x")
-                #expect(retry.replayed)
-                #expect(retry.body == second.body)
-                #expect(try a.metricLine("idemproxy_completions_lost_total") == 1)
+                    // A claims; once the upstream is working on A's request (200 ms), A's Redis traffic is
+                    // held beyond its lease; B takes the expired key over and completes first.
+                    let first = Task { try await a.send("POST", "/charges?delay=200", key: "k", body: "x") }
+                    try await upstream.waitUntilExecuting("/charges")
+                    relay.hold()
+                    try await Task.sleep(for: .milliseconds(500))
+                    let second = try await b.send("POST", "/charges?delay=200", key: "k", body: "x")
+                    #expect(second.status == 201)
+                    #expect(!second.replayed)
+                    relay.release()
+                    let late = try await first.value
+                    #expect(late.status == 201)
+                    #expect(late.body != second.body)
+                    // The record is B's: every retry replays B's answer.
+                    let retry = try await b.send("POST", "/charges?delay=200", key: "k", body: "x")
+                    #expect(retry.replayed)
+                    #expect(retry.body == second.body)
+                    #expect(try a.metricLine("idemproxy_completions_lost_total") == 1)
+                }
             }
         }
-        await upstream.stop()
     }
 }
 
@@ -125,25 +125,25 @@ final class NIOLockedResults: @unchecked Sendable {
 /// one it would only look again when the 3 s wait ends; the first completes after ~250 ms).
 @Suite struct InflightWaitPubSubTests {
     @Test func aRetryOnAnotherProxyIsWokenByTheFirstCompletion() async throws {
-        let upstream = try await DemoUpstream.start()
-        let prefix = "test:\(UUID().uuidString.prefix(8)):"
-        try await withProxy(["inflight_wait": "3s"], upstream: upstream, prefix: prefix) { (a: ProxyHarness) async throws in
-            try await withProxy(
-                ["inflight_wait": "3s"], upstream: upstream, prefix: prefix, waitPollInterval: .seconds(60)) { (b: ProxyHarness) async throws in
-                let first = Task { try await a.send("POST", "/charges?delay=400", key: "k", body: "x") }
-                try await upstream.waitUntilExecuting("/charges")
-                let clock = ContinuousClock()
-                let sent = clock.now
-                let waiter = try await b.send("POST", "/charges?delay=400", key: "k", body: "x")
-                #expect(clock.now - sent < .seconds(2), "the waiter was not woken by the completion")
-                let original = try await first.value
-                #expect(waiter.status == 201)
-                #expect(waiter.replayed)
-                #expect(waiter.body == original.body)
-                #expect(upstream.executions("/charges") == 1)
+        try await withDemoUpstream { upstream in
+            let prefix = "test:\(UUID().uuidString.prefix(8)):"
+            try await withProxy(["inflight_wait": "3s"], upstream: upstream, prefix: prefix) { (a: ProxyHarness) async throws in
+                try await withProxy(
+                    ["inflight_wait": "3s"], upstream: upstream, prefix: prefix, waitPollInterval: .seconds(60)) { (b: ProxyHarness) async throws in
+                    let first = Task { try await a.send("POST", "/charges?delay=400", key: "k", body: "x") }
+                    try await upstream.waitUntilExecuting("/charges")
+                    let clock = ContinuousClock()
+                    let sent = clock.now
+                    let waiter = try await b.send("POST", "/charges?delay=400", key: "k", body: "x")
+                    #expect(clock.now - sent < .seconds(2), "the waiter was not woken by the completion")
+                    let original = try await first.value
+                    #expect(waiter.status == 201)
+                    #expect(waiter.replayed)
+                    #expect(waiter.body == original.body)
+                    #expect(upstream.executions("/charges") == 1)
+                }
             }
         }
-        await upstream.stop()
     }
 
     /// With `inflight_wait = 0s` nobody on this proxy waits: completions are not published
@@ -153,11 +153,11 @@ final class NIOLockedResults: @unchecked Sendable {
         let probe = try await TestRedisClient(port: redis.port)
         defer { Task { await probe.close() } }
         for (wait, published) in [("0s", 0), ("1s", 1)] {
-            let h = try await ProxyHarness.start(["inflight_wait": wait], redisURL: redis.url)
-            let before = try await probe.calls(of: "PUBLISH")
-            #expect(try await h.send("POST", "/charges", key: "k-\(wait)", body: "x").status == 201)
-            #expect(try await probe.calls(of: "PUBLISH") - before == published, "inflight_wait = \(wait)")
-            await h.stop()
+            try await withProxy(["inflight_wait": wait], redisURL: redis.url) { h in
+                let before = try await probe.calls(of: "PUBLISH")
+                #expect(try await h.send("POST", "/charges", key: "k-\(wait)", body: "x").status == 201)
+                #expect(try await probe.calls(of: "PUBLISH") - before == published, "inflight_wait = \(wait)")
+            }
         }
     }
 

@@ -49,44 +49,44 @@ import Testing
 
     @Test func theBinaryProtectsRequestsWithARedisCluster() async throws {
         let cluster = try await RedisClusterProcess()
-        let upstream = try await DemoUpstream.start()
-        defer { Task { await upstream.stop() } }
-        let port = try FreePort.next()
-        let child = try ChildProcess(Self.binary, [
-            "--set", "listen=127.0.0.1:\(port)", "--set", "upstream=http://127.0.0.1:\(upstream.port)",
-            "--set", "redis_cluster=true", "--set", "redis_url=\(cluster.seedsURL)", "--set", "admin_listen=off",
-        ])
-        defer { child.signal(SIGKILL); _ = child.wait() }
-        try FreePort.waitUntilListening(port: port)
-        let responses = try await blocking {
-            try (0..<2).map { _ in
-                try RawHTTPClient(port: port).request("POST", "/charges", headers: [("Idempotency-Key", "cluster-1")], body: Array("x".utf8))
+        try await withDemoUpstream { upstream in
+            let port = try FreePort.next()
+            let child = try ChildProcess(Self.binary, [
+                "--set", "listen=127.0.0.1:\(port)", "--set", "upstream=http://127.0.0.1:\(upstream.port)",
+                "--set", "redis_cluster=true", "--set", "redis_url=\(cluster.seedsURL)", "--set", "admin_listen=off",
+            ])
+            defer { child.signal(SIGKILL); _ = child.wait() }
+            try FreePort.waitUntilListening(port: port)
+            let responses = try await blocking {
+                try (0..<2).map { _ in
+                    try RawHTTPClient(port: port).request("POST", "/charges", headers: [("Idempotency-Key", "cluster-1")], body: Array("x".utf8))
+                }
             }
+            #expect(responses.map(\.status) == [201, 201])
+            #expect(responses[1].header("Idempotent-Replayed") == "true")
+            #expect(responses[1].body == responses[0].body)
+            #expect(upstream.executions("/charges") == 1)
         }
-        #expect(responses.map(\.status) == [201, 201])
-        #expect(responses[1].header("Idempotent-Replayed") == "true")
-        #expect(responses[1].body == responses[0].body)
-        #expect(upstream.executions("/charges") == 1)
     }
 
     @Test func sigtermLetsASlowRequestFinishAndExits0() async throws {
-        let upstream = try await DemoUpstream.start()
-        defer { Task { await upstream.stop() } }
-        let port = try FreePort.next()
-        let child = try ChildProcess(Self.binary, [
-            "--set", "listen=127.0.0.1:\(port)", "--set", "upstream=http://127.0.0.1:\(upstream.port)",
-            "--set", "redis_url=\(SharedRedis.url)", "--set", "admin_listen=off",
-            "--set", "key_prefix=test:\(UUID().uuidString.prefix(8)):", "--set", "shutdown_grace=5s",
-        ])
-        try FreePort.waitUntilListening(port: port)
-        let response = Task {
-            try await blocking { try RawHTTPClient(port: port).request("POST", "/charges?delay=700", headers: [("Idempotency-Key", "k")], body: Array("x".utf8)) }
+        try await withDemoUpstream { upstream in
+            let port = try FreePort.next()
+            let child = try ChildProcess(Self.binary, [
+                "--set", "listen=127.0.0.1:\(port)", "--set", "upstream=http://127.0.0.1:\(upstream.port)",
+                "--set", "redis_url=\(SharedRedis.url)", "--set", "admin_listen=off",
+                "--set", "key_prefix=test:\(UUID().uuidString.prefix(8)):", "--set", "shutdown_grace=5s",
+            ])
+            try FreePort.waitUntilListening(port: port)
+            let response = Task {
+                try await blocking { try RawHTTPClient(port: port).request("POST", "/charges?delay=700", headers: [("Idempotency-Key", "k")], body: Array("x".utf8)) }
+            }
+            try await upstream.waitUntilExecuting("/charges")
+            child.signal(SIGTERM)
+            let status = try await blocking { child.wait() }
+            #expect(status == 0, "stderr: \(child.stderr)")
+            #expect(try await response.value.status == 201)
+            #expect(upstream.executions("/charges") == 1)
         }
-        try await upstream.waitUntilExecuting("/charges")
-        child.signal(SIGTERM)
-        let status = try await blocking { child.wait() }
-        #expect(status == 0, "stderr: \(child.stderr)")
-        #expect(try await response.value.status == 201)
-        #expect(upstream.executions("/charges") == 1)
     }
 }

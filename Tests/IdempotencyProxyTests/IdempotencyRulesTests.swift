@@ -247,11 +247,11 @@ import Testing
             #expect(try h.metric("upstream_error") == 1)
             // The claim was released: once the upstream is back, the retry runs.
             dead.open()
-            let upstream = try await DemoUpstream.start(port: dead.port)
-            defer { Task { await upstream.stop() } }
-            let retry = try await h.send("POST", "/charges", key: "k", body: "x")
-            #expect(retry.status == 201)
-            #expect(upstream.executions("/charges") == 1)
+            try await withDemoUpstream(port: dead.port) { upstream in
+                let retry = try await h.send("POST", "/charges", key: "k", body: "x")
+                #expect(retry.status == 201)
+                #expect(upstream.executions("/charges") == 1)
+            }
         }
     }
 

@@ -219,11 +219,11 @@ import Testing
     }
 
     @Test func basePathOfTheUpstreamIsPrepended() async throws {
-        let upstream = try await DemoUpstream.start()
-        try await withProxy(upstream: upstream, upstreamURL: "http://127.0.0.1:\(upstream.port)/echo") { h in
-            let r = try await h.send("GET", "/x?y=1")
-            #expect(r.text.hasPrefix("GET /echo/x?y=1\n"))
+        try await withDemoUpstream { upstream in
+            try await withProxy(upstream: upstream, upstreamURL: "http://127.0.0.1:\(upstream.port)/echo") { h in
+                let r = try await h.send("GET", "/x?y=1")
+                #expect(r.text.hasPrefix("GET /echo/x?y=1\n"))
+            }
         }
-        await upstream.stop()
     }
 }

@@ -20,46 +20,7 @@ final class ProxyHarness: @unchecked Sendable {
     var port: Int { server.localAddress.port! }
     var adminPort: Int { server.adminAddress!.port! }
 
-    static func start(
-        _ settings: [String: String] = [:],
-        upstream: DemoUpstream? = nil,
-        upstreamURL: String? = nil,
-        redisURL: String = SharedRedis.url,
-        prefix: String? = nil,
-        waitPollInterval: TimeAmount = .milliseconds(100),
-        clientReadTimeout: TimeAmount = ProxyServer.clientReadTimeout
-    ) async throws -> ProxyHarness {
-        let upstreamServer: DemoUpstream
-        if let upstream { upstreamServer = upstream } else { upstreamServer = try await DemoUpstream.start() }
-        let prefix = prefix ?? "test:\(UUID().uuidString.prefix(8)):"
-        var loader = ConfigLoader()
-        let base: [String: String] = [
-            "listen": "127.0.0.1:0",
-            "admin_listen": "127.0.0.1:0",
-            "upstream": upstreamURL ?? "http://127.0.0.1:\(upstreamServer.port)",
-            "redis_url": redisURL,
-            "key_prefix": prefix,
-            "upstream_timeout": "5s",
-            "lock_ttl": "10s",
-        ]
-        for (key, value) in base.merging(settings, uniquingKeysWith: { $1 }) { loader.applySet("\(key)=\(value)") }
-        let configuration = try loader.finish().get()
-        // IDEMPROXY_TEST_LOG=debug shows the proxies' logs while debugging a test.
-        var logger = Logger(label: "test") { label in
-            guard ProcessInfo.processInfo.environment["IDEMPROXY_TEST_LOG"] != nil else { return SwiftLogNoOpLogHandler() }
-            return StreamLogHandler.standardError(label: label)
-        }
-        logger.logLevel = Logger.Level(rawValue: ProcessInfo.processInfo.environment["IDEMPROXY_TEST_LOG"] ?? "") ?? .info
-        let server = try await ProxyServer.start(
-            configuration: configuration, logger: logger, threads: 2, waitPollInterval: waitPollInterval,
-            clientReadTimeout: clientReadTimeout)
-        let harness = ProxyHarness(
-            upstream: upstreamServer, server: server, prefix: prefix, redisURL: redisURL, ownsUpstream: upstream == nil)
-        try await harness.waitForRedis()
-        return harness
-    }
-
-    private init(upstream: DemoUpstream, server: ProxyServer, prefix: String, redisURL: String, ownsUpstream: Bool) {
+    fileprivate init(upstream: DemoUpstream, server: ProxyServer, prefix: String, redisURL: String, ownsUpstream: Bool) {
         self.upstream = upstream
         self.server = server
         self.prefix = prefix
@@ -74,14 +35,13 @@ final class ProxyHarness: @unchecked Sendable {
 
     /// Both loops' Redis connections are up (a fresh proxy connects in the background); a
     /// proxy that cannot reach Redis fails the test rather than letting it test nothing.
-    private func waitForRedis() async throws {
+    fileprivate func waitForRedis() async throws {
         for _ in 0..<100 {
             let a = try? admin("/readyz")
             let b = try? admin("/readyz")
             if a?.status == 200 && b?.status == 200 { return }
             try await Task.sleep(for: .milliseconds(20))
         }
-        await stop()
         throw RedisUnreachable(url: redisURL)
     }
 
@@ -123,10 +83,11 @@ final class ProxyHarness: @unchecked Sendable {
     }
 }
 
-/// Runs `body` against a fresh proxy (`ProxyHarness.start`), then stops the proxy and waits
-/// for it, whether `body` returned or threw: no test leaves a proxy running behind it. A body
-/// whose only `try`s are inside `#expect` spells out its type (`{ (h: ProxyHarness) async
-/// throws in`): the macro's expansion does not see that the closure may throw.
+/// Runs `body` against a fresh proxy, on a free port in front of `upstream` (by default a
+/// `DemoUpstream` of its own) and `redisURL`, then stops the proxy and waits for it, whether
+/// `body` returned or threw: no test leaves a proxy running behind it. A body whose only
+/// `try`s are inside `#expect` spells out its type (`{ (h: ProxyHarness) async throws in`):
+/// the macro's expansion does not see that the closure may throw.
 func withProxy(
     _ settings: [String: String] = [:],
     upstream: DemoUpstream? = nil,
@@ -137,16 +98,53 @@ func withProxy(
     clientReadTimeout: TimeAmount = ProxyServer.clientReadTimeout,
     _ body: (ProxyHarness) async throws -> Void
 ) async throws {
-    let h = try await ProxyHarness.start(
-        settings, upstream: upstream, upstreamURL: upstreamURL, redisURL: redisURL, prefix: prefix,
-        waitPollInterval: waitPollInterval, clientReadTimeout: clientReadTimeout)
+    let upstreamServer: DemoUpstream
+    if let upstream { upstreamServer = upstream } else { upstreamServer = try await DemoUpstream.start() }
+    let prefix = prefix ?? "test:\(UUID().uuidString.prefix(8)):"
+    var loader = ConfigLoader()
+    let base: [String: String] = [
+        "listen": "127.0.0.1:0",
+        "admin_listen": "127.0.0.1:0",
+        "upstream": upstreamURL ?? "http://127.0.0.1:\(upstreamServer.port)",
+        "redis_url": redisURL,
+        "key_prefix": prefix,
+        "upstream_timeout": "5s",
+        "lock_ttl": "10s",
+    ]
+    for (key, value) in base.merging(settings, uniquingKeysWith: { $1 }) { loader.applySet("\(key)=\(value)") }
+    let configuration = try loader.finish().get()
+    // IDEMPROXY_TEST_LOG=debug shows the proxies' logs while debugging a test.
+    var logger = Logger(label: "test") { label in
+        guard ProcessInfo.processInfo.environment["IDEMPROXY_TEST_LOG"] != nil else { return SwiftLogNoOpLogHandler() }
+        return StreamLogHandler.standardError(label: label)
+    }
+    logger.logLevel = Logger.Level(rawValue: ProcessInfo.processInfo.environment["IDEMPROXY_TEST_LOG"] ?? "") ?? .info
+    let server = try await ProxyServer.start(
+        configuration: configuration, logger: logger, threads: 2, waitPollInterval: waitPollInterval,
+        clientReadTimeout: clientReadTimeout)
+    let harness = ProxyHarness(
+        upstream: upstreamServer, server: server, prefix: prefix, redisURL: redisURL, ownsUpstream: upstream == nil)
+    try await running({
+        try await harness.waitForRedis()
+        try await body(harness)
+    }, then: harness.stop)
+}
+
+/// Runs `body` with a `DemoUpstream` of its own, stopped afterwards whether `body` returned or threw.
+func withDemoUpstream(port: Int = 0, _ body: (DemoUpstream) async throws -> Void) async throws {
+    let upstream = try await DemoUpstream.start(port: port)
+    try await running({ try await body(upstream) }, then: upstream.stop)
+}
+
+/// Runs `body`, then `cleanup`, whether `body` returned or threw.
+private func running(_ body: () async throws -> Void, then cleanup: () async -> Void) async throws {
     do {
-        try await body(h)
-        await h.stop()
+        try await body()
     } catch {
-        await h.stop()
+        await cleanup()
         throw error
     }
+    await cleanup()
 }
 
 /// Runs blocking work off the cooperative pool, so waiting on sockets cannot starve other tests.

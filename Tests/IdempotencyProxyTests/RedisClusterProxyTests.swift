@@ -139,42 +139,42 @@ import TestSupport
     /// response stored before the failover is replayed from it.
     @Test func aFailoverIsFollowedAndStoredResponsesSurviveIt() async throws {
         let cluster = try await RedisClusterProcess(withReplicas: true, nodeTimeoutMs: 1000)
-        let upstream = try await DemoUpstream.start()
-        let prefix = "test:\(UUID().uuidString.prefix(8)):"
-        try await withProxy(
-            ["redis_cluster": "true", "redis_wait_replicas": "1"], upstream: upstream, redisURL: cluster.seedsURL, prefix: prefix) { (replicated: ProxyHarness) async throws in
-            // After the failover the promoted replica has no replica of its own, so this one does not WAIT.
-            try await withProxy(["redis_cluster": "true"], upstream: upstream, redisURL: cluster.seedsURL, prefix: prefix) { (h: ProxyHarness) async throws in
-                let failing = cluster.nodes[2]
-                let keys = Self.keys(prefix: prefix, in: cluster).filter { $0.port == failing.port }.map(\.key)
-                let first = try await replicated.send("POST", "/charges", key: keys[0], body: "x")
-                #expect(first.status == 201)
-                // The completion reaches the replica asynchronously: wait until it holds the response.
-                let scope = RequestDigest.scope(headerNames: ["Authorization"]) { _ in [] }
-                let record = RequestDigest.recordKey(prefix: prefix, scope: scope, key: keys[0])
-                let replica = try await TestRedisClient(port: cluster.replicas[2].port)
-                defer { Task { await replica.close() } }
-                for _ in 0..<100 {
-                    let read = try await replica.pipeline([["READONLY"], ["GET", .string(record)]])
-                    if case .success(.bulk(let value)) = read[1], value.getInteger(at: value.readerIndex + 1, as: UInt8.self) == 2 { break }
-                    try await Task.sleep(for: .milliseconds(20))
+        try await withDemoUpstream { upstream in
+            let prefix = "test:\(UUID().uuidString.prefix(8)):"
+            try await withProxy(
+                ["redis_cluster": "true", "redis_wait_replicas": "1"], upstream: upstream, redisURL: cluster.seedsURL, prefix: prefix) { (replicated: ProxyHarness) async throws in
+                // After the failover the promoted replica has no replica of its own, so this one does not WAIT.
+                try await withProxy(["redis_cluster": "true"], upstream: upstream, redisURL: cluster.seedsURL, prefix: prefix) { (h: ProxyHarness) async throws in
+                    let failing = cluster.nodes[2]
+                    let keys = Self.keys(prefix: prefix, in: cluster).filter { $0.port == failing.port }.map(\.key)
+                    let first = try await replicated.send("POST", "/charges", key: keys[0], body: "x")
+                    #expect(first.status == 201)
+                    // The completion reaches the replica asynchronously: wait until it holds the response.
+                    let scope = RequestDigest.scope(headerNames: ["Authorization"]) { _ in [] }
+                    let record = RequestDigest.recordKey(prefix: prefix, scope: scope, key: keys[0])
+                    let replica = try await TestRedisClient(port: cluster.replicas[2].port)
+                    defer { Task { await replica.close() } }
+                    for _ in 0..<100 {
+                        let read = try await replica.pipeline([["READONLY"], ["GET", .string(record)]])
+                        if case .success(.bulk(let value)) = read[1], value.getInteger(at: value.readerIndex + 1, as: UInt8.self) == 2 { break }
+                        try await Task.sleep(for: .milliseconds(20))
+                    }
+                    failing.stop()
+                    let clock = ContinuousClock()
+                    let stopped = clock.now
+                    var status = 0
+                    while clock.now - stopped < .seconds(20) {
+                        status = try await h.send("POST", "/charges", key: keys[1], body: "y").status
+                        if status == 201 { break }
+                        try await Task.sleep(for: .milliseconds(100))
+                    }
+                    #expect(status == 201, "no new primary for the failed one's slots")
+                    let replay = try await h.send("POST", "/charges", key: keys[0], body: "x")
+                    #expect(replay.replayed && replay.body == first.body)
+                    #expect(upstream.executions("/charges") == 2)
                 }
-                failing.stop()
-                let clock = ContinuousClock()
-                let stopped = clock.now
-                var status = 0
-                while clock.now - stopped < .seconds(20) {
-                    status = try await h.send("POST", "/charges", key: keys[1], body: "y").status
-                    if status == 201 { break }
-                    try await Task.sleep(for: .milliseconds(100))
-                }
-                #expect(status == 201, "no new primary for the failed one's slots")
-                let replay = try await h.send("POST", "/charges", key: keys[0], body: "x")
-                #expect(replay.replayed && replay.body == first.body)
-                #expect(upstream.executions("/charges") == 2)
             }
         }
-        await upstream.stop()
     }
 
     /// Idempotency keys with the port of the primary their record lives on.

@@ -191,121 +191,123 @@ import Testing
     }
 
     @Test func idleConnectionsCloseWhenShutdownBegins() async throws {
-        let h = try await ProxyHarness.start()
-        let client = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
-        #expect(try await blocking { try client.request("GET", "/echo").status } == 200)
-        let stopping = Task { await h.server.shutdown(grace: .seconds(30)) }
-        // Closed by the quiesce itself, long before the 30 s grace would close it.
-        #expect(try await blocking { client.isClosedByPeer() })
-        await stopping.value
-        await h.upstream.stop()
+        try await withProxy { h in
+            let client = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
+            #expect(try await blocking { try client.request("GET", "/echo").status } == 200)
+            let stopping = Task { await h.server.shutdown(grace: .seconds(30)) }
+            // Closed by the quiesce itself, long before the 30 s grace would close it.
+            #expect(try await blocking { client.isClosedByPeer() })
+            await stopping.value
+        }
     }
 
     @Test func aRequestInFlightAtShutdownIsAnsweredWithConnectionClose() async throws {
-        let h = try await ProxyHarness.start()
-        let client = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
-        try await blocking { try client.sendRequest("GET", "/sleep/1500") }
-        try await h.upstream.waitUntilExecuting("/sleep/1500")
-        let stopping = Task { await h.server.shutdown(grace: .seconds(30)) }
-        // The listener closes as the quiesce event goes out to the connections.
-        let port = h.port
-        _ = try await retrying(times: 200, pause: .milliseconds(5), while: { $0 }) {
-            LoopbackSocket.connect(port: port).map { close($0); return true } ?? false
+        try await withProxy { h in
+            let client = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
+            try await blocking { try client.sendRequest("GET", "/sleep/1500") }
+            try await h.upstream.waitUntilExecuting("/sleep/1500")
+            let stopping = Task { await h.server.shutdown(grace: .seconds(30)) }
+            // The listener closes as the quiesce event goes out to the connections.
+            let port = h.port
+            _ = try await retrying(times: 200, pause: .milliseconds(5), while: { $0 }) {
+                LoopbackSocket.connect(port: port).map { close($0); return true } ?? false
+            }
+            let response = try await blocking { try client.readResponse() }
+            #expect(response.status == 200)
+            #expect(response.header("connection") == "close")
+            #expect(try await blocking { client.isClosedByPeer() })
+            await stopping.value
         }
-        let response = try await blocking { try client.readResponse() }
-        #expect(response.status == 200)
-        #expect(response.header("connection") == "close")
-        #expect(try await blocking { client.isClosedByPeer() })
-        await stopping.value
-        await h.upstream.stop()
     }
 }
 
 /// Upstream responses as RFC 9112 §6.3 frames them, from an upstream whose bytes the test writes.
 @Suite struct UpstreamFramingTests {
-    private func proxy(_ answer: @escaping @Sendable (String) -> ScriptedUpstream.Answer) async throws
-        -> (ProxyHarness, ScriptedUpstream)
-    {
+    /// Runs `body` against a proxy in front of a `ScriptedUpstream` answering with `answer`.
+    private func withScriptedUpstream(
+        _ answer: @escaping @Sendable (String) -> ScriptedUpstream.Answer,
+        _ body: (ProxyHarness, ScriptedUpstream) async throws -> Void
+    ) async throws {
         let upstream = try ScriptedUpstream(respond: answer)
-        let h = try await ProxyHarness.start(upstreamURL: "http://127.0.0.1:\(upstream.port)")
-        return (h, upstream)
+        defer { upstream.stop() }
+        try await withProxy(upstreamURL: "http://127.0.0.1:\(upstream.port)") { h in try await body(h, upstream) }
     }
 
     @Test func keepAliveResponsesReuseOneConnection() async throws {
-        let (h, upstream) = try await proxy { _ in .init("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") }
-        defer { Task { await h.stop(); upstream.stop() } }
-        let texts = try await blocking {
-            let c = try RawHTTPClient(port: h.port)
-            return try (0..<3).map { _ in try c.request("GET", "/a").text }
+        try await withScriptedUpstream({ _ in .init("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") }) { h, upstream in
+            let texts = try await blocking {
+                let c = try RawHTTPClient(port: h.port)
+                return try (0..<3).map { _ in try c.request("GET", "/a").text }
+            }
+            #expect(texts == ["ok", "ok", "ok"])
+            #expect(upstream.connections == 1)
         }
-        #expect(texts == ["ok", "ok", "ok"])
-        #expect(upstream.connections == 1)
     }
 
     /// A protected request goes out only on a connection used within the last second (an
     /// upstream closing an idle one under it would cost a kept claim); passthrough requests
     /// reuse connections idle for up to 4 s.
     @Test func protectedRequestsAvoidConnectionsIdleForOverASecond() async throws {
-        let (h, upstream) = try await proxy { _ in .init("HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok") }
-        defer { Task { await h.stop(); upstream.stop() } }
-        let counts = try await blocking {
-            // One client connection: one event loop, one pool.
-            let c = try RawHTTPClient(port: h.port)
-            let body = Array("x".utf8)
-            _ = try c.request("POST", "/a", headers: [("Idempotency-Key", "p1")], body: body)
-            _ = try c.request("POST", "/a", headers: [("Idempotency-Key", "p2")], body: body)
-            let hot = upstream.connections
-            Thread.sleep(forTimeInterval: 1.3)
-            _ = try c.request("GET", "/a")
-            let passthrough = upstream.connections
-            Thread.sleep(forTimeInterval: 1.3)
-            _ = try c.request("POST", "/a", headers: [("Idempotency-Key", "p3")], body: body)
-            return [hot, passthrough, upstream.connections]
+        try await withScriptedUpstream({ _ in .init("HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok") }) { h, upstream in
+            let counts = try await blocking {
+                // One client connection: one event loop, one pool.
+                let c = try RawHTTPClient(port: h.port)
+                let body = Array("x".utf8)
+                _ = try c.request("POST", "/a", headers: [("Idempotency-Key", "p1")], body: body)
+                _ = try c.request("POST", "/a", headers: [("Idempotency-Key", "p2")], body: body)
+                let hot = upstream.connections
+                Thread.sleep(forTimeInterval: 1.3)
+                _ = try c.request("GET", "/a")
+                let passthrough = upstream.connections
+                Thread.sleep(forTimeInterval: 1.3)
+                _ = try c.request("POST", "/a", headers: [("Idempotency-Key", "p3")], body: body)
+                return [hot, passthrough, upstream.connections]
+            }
+            #expect(counts == [1, 1, 2])
         }
-        #expect(counts == [1, 1, 2])
     }
 
     @Test func aBodyDelimitedByTheCloseIsForwardedWhole() async throws {
-        let (h, upstream) = try await proxy { _ in .init("HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\nuntil the close", close: true) }
-        defer { Task { await h.stop(); upstream.stop() } }
-        let responses = try await blocking {
-            let c = try RawHTTPClient(port: h.port)
-            return try (0..<2).map { _ in try c.request("GET", "/a") }
+        try await withScriptedUpstream({ _ in .init("HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\nuntil the close", close: true) }) { h, upstream in
+            let responses = try await blocking {
+                let c = try RawHTTPClient(port: h.port)
+                return try (0..<2).map { _ in try c.request("GET", "/a") }
+            }
+            for r in responses {
+                #expect(r.text == "until the close")
+                #expect(r.header("transfer-encoding") == "chunked")
+            }
+            #expect(upstream.connections == 2)
         }
-        for r in responses {
-            #expect(r.text == "until the close")
-            #expect(r.header("transfer-encoding") == "chunked")
-        }
-        #expect(upstream.connections == 2)
     }
 
     @Test func contentLengthBesideTransferEncodingFollowsTheChunksAndRetiresTheConnection() async throws {
-        let (h, upstream) = try await proxy { _ in
+        try await withScriptedUpstream({ _ in
             .init("HTTP/1.1 200 OK\r\nContent-Length: 50\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+        }) { h, upstream in
+            let texts = try await blocking {
+                let c = try RawHTTPClient(port: h.port)
+                return try (0..<2).map { _ in try c.request("GET", "/a").text }
+            }
+            #expect(texts == ["ok", "ok"])
+            #expect(upstream.connections == 2)
         }
-        defer { Task { await h.stop(); upstream.stop() } }
-        let texts = try await blocking {
-            let c = try RawHTTPClient(port: h.port)
-            return try (0..<2).map { _ in try c.request("GET", "/a").text }
-        }
-        #expect(texts == ["ok", "ok"])
-        #expect(upstream.connections == 2)
     }
 
     @Test func aHeadAnswerWithChunkedFramingHasNoBody() async throws {
-        let (h, upstream) = try await proxy { request in
+        try await withScriptedUpstream({ request in
             request.hasPrefix("HEAD")
                 ? .init("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
                 : .init("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nget")
+        }) { h, upstream in
+            let (head, get) = try await blocking {
+                let c = try RawHTTPClient(port: h.port)
+                return (try c.request("HEAD", "/a"), try c.request("GET", "/a"))
+            }
+            #expect(head.status == 200)
+            #expect(get.text == "get")
+            #expect(upstream.connections == 1)
         }
-        defer { Task { await h.stop(); upstream.stop() } }
-        let (head, get) = try await blocking {
-            let c = try RawHTTPClient(port: h.port)
-            return (try c.request("HEAD", "/a"), try c.request("GET", "/a"))
-        }
-        #expect(head.status == 200)
-        #expect(get.text == "get")
-        #expect(upstream.connections == 1)
     }
 
     @Test(arguments: [
@@ -315,63 +317,63 @@ import Testing
         "HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\n\r\n",
     ])
     func anInvalidResponseGets502(_ wire: String) async throws {
-        let (h, upstream) = try await proxy { _ in .init(wire) }
-        defer { Task { await h.stop(); upstream.stop() } }
-        let r = try await h.send("GET", "/a")
-        #expect(r.status == 502)
-        #expect(r.isProblem)
+        try await withScriptedUpstream({ _ in .init(wire) }) { h, upstream in
+            let r = try await h.send("GET", "/a")
+            #expect(r.status == 502)
+            #expect(r.isProblem)
+        }
     }
 
     @Test func aBodyThatBreaksAfterTheHeadWentOutCutsTheClientConnection() async throws {
-        let (h, upstream) = try await proxy { _ in
+        try await withScriptedUpstream({ _ in
             .init("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nnot-hex\r\n")
+        }) { h, upstream in
+            // Part of the answer is out: only the cut tells the client it is incomplete.
+            await #expect(throws: TestSupportError.self) { _ = try await h.send("GET", "/a") }
         }
-        defer { Task { await h.stop(); upstream.stop() } }
-        // Part of the answer is out: only the cut tells the client it is incomplete.
-        await #expect(throws: TestSupportError.self) { _ = try await h.send("GET", "/a") }
     }
 
     @Test func forwardedRequestsAreFramedForTheUpstream() async throws {
-        let (h, upstream) = try await proxy { _ in .init("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n") }
-        defer { Task { await h.stop(); upstream.stop() } }
-        // No body at all: POST still states its length (RFC 9110 §8.6).
-        _ = try await blocking {
-            let c = try RawHTTPClient(port: h.port)
-            try c.send("POST /empty HTTP/1.1\r\nHost: t\r\n\r\n")
-            return try c.readResponse()
+        try await withScriptedUpstream({ _ in .init("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n") }) { h, upstream in
+            // No body at all: POST still states its length (RFC 9110 §8.6).
+            _ = try await blocking {
+                let c = try RawHTTPClient(port: h.port)
+                try c.send("POST /empty HTTP/1.1\r\nHost: t\r\n\r\n")
+                return try c.readResponse()
+            }
+            // A chunked protected request is buffered whole, so it goes on with its length.
+            _ = try await blocking {
+                let c = try RawHTTPClient(port: h.port)
+                try c.sendRequest("POST", "/charges", headers: [("Idempotency-Key", "f"), ("Transfer-Encoding", "chunked")])
+                try c.send("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+                return try c.readResponse()
+            }
+            // A chunked unprotected request streams on chunked.
+            _ = try await blocking {
+                let c = try RawHTTPClient(port: h.port)
+                try c.sendRequest("PUT", "/stream", headers: [("Transfer-Encoding", "chunked")])
+                try c.send("3\r\nabc\r\n0\r\n\r\n")
+                return try c.readResponse()
+            }
+            // `Connection` may not strip the length of the body being sent: the upstream would
+            // read the body as a request of its own.
+            let smuggled = "GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n"
+            _ = try await blocking {
+                let c = try RawHTTPClient(port: h.port)
+                try c.send("PUT /put HTTP/1.1\r\nHost: t\r\nConnection: Content-Length\r\nContent-Length: \(smuggled.utf8.count)\r\n\r\n\(smuggled)")
+                return try c.readResponse()
+            }
+            let requests = upstream.requests
+            #expect(!requests.contains { $0.hasPrefix("GET /smuggled") })
+            try #require(requests.count == 4)
+            #expect(requests[3].contains("\r\nContent-Length: \(smuggled.utf8.count)\r\n"))
+            #expect(requests[3].hasSuffix("\r\n\r\n" + smuggled))
+            #expect(requests[0].contains("\r\nContent-Length: 0\r\n"))
+            #expect(requests[1].contains("\r\nContent-Length: 11\r\n"))
+            #expect(!requests[1].lowercased().contains("transfer-encoding"))
+            #expect(requests[1].hasSuffix("\r\n\r\nhello world"))
+            #expect(requests[2].contains("\r\nTransfer-Encoding: chunked\r\n"))
+            #expect(requests[2].hasSuffix("\r\n\r\n3\r\nabc\r\n0\r\n\r\n"))
         }
-        // A chunked protected request is buffered whole, so it goes on with its length.
-        _ = try await blocking {
-            let c = try RawHTTPClient(port: h.port)
-            try c.sendRequest("POST", "/charges", headers: [("Idempotency-Key", "f"), ("Transfer-Encoding", "chunked")])
-            try c.send("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
-            return try c.readResponse()
-        }
-        // A chunked unprotected request streams on chunked.
-        _ = try await blocking {
-            let c = try RawHTTPClient(port: h.port)
-            try c.sendRequest("PUT", "/stream", headers: [("Transfer-Encoding", "chunked")])
-            try c.send("3\r\nabc\r\n0\r\n\r\n")
-            return try c.readResponse()
-        }
-        // `Connection` may not strip the length of the body being sent: the upstream would
-        // read the body as a request of its own.
-        let smuggled = "GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n"
-        _ = try await blocking {
-            let c = try RawHTTPClient(port: h.port)
-            try c.send("PUT /put HTTP/1.1\r\nHost: t\r\nConnection: Content-Length\r\nContent-Length: \(smuggled.utf8.count)\r\n\r\n\(smuggled)")
-            return try c.readResponse()
-        }
-        let requests = upstream.requests
-        #expect(!requests.contains { $0.hasPrefix("GET /smuggled") })
-        try #require(requests.count == 4)
-        #expect(requests[3].contains("\r\nContent-Length: \(smuggled.utf8.count)\r\n"))
-        #expect(requests[3].hasSuffix("\r\n\r\n" + smuggled))
-        #expect(requests[0].contains("\r\nContent-Length: 0\r\n"))
-        #expect(requests[1].contains("\r\nContent-Length: 11\r\n"))
-        #expect(!requests[1].lowercased().contains("transfer-encoding"))
-        #expect(requests[1].hasSuffix("\r\n\r\nhello world"))
-        #expect(requests[2].contains("\r\nTransfer-Encoding: chunked\r\n"))
-        #expect(requests[2].hasSuffix("\r\n\r\n3\r\nabc\r\n0\r\n\r\n"))
     }
 }
