@@ -71,6 +71,14 @@ extension ConfigKey {
             }),
         token("replay_header", \.replayHeader, what: "header name"),
         choice("log_level", \.logLevel),
+        value(
+            "postgres_url", \.postgresURL,
+            parse: { v throws(ConfigValueError) in v.isEmpty ? nil : try PostgresURL.parse(v) },
+            print: { $0.map(\.description) ?? "" }),
+        value("postgres_table", \.postgresTable, parse: ConfigValues.sqlIdentifier),
+        duration("postgres_timeout", \.postgresTimeoutMs, allowZero: false),
+        duration("retention", \.retentionMs, allowZero: false),
+        choice("on_postgres_error", \.onPostgresError),
     ]
 
     static let byName: [String: ConfigKey] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })

@@ -104,6 +104,11 @@ public struct ConfigLoader {
             // own would surface only as AUTH failures at run time.
             findings.append(Finding(location: origin("redis_url"), message: "Redis Cluster seeds share one user and password (the first seed's open every node); give later seeds the same or none"))
         }
+        if c.retentionMs < c.responseTTLMs {
+            findings.append(Finding(
+                location: origin("retention", "response_ttl"),
+                message: "retention (\(ConfigValues.renderDuration(c.retentionMs))) must be at least response_ttl (\(ConfigValues.renderDuration(c.responseTTLMs))): PostgreSQL must keep a record as long as Redis replays it"))
+        }
         if c.scopeHeaders.contains(where: { $0.lowercased() == c.keyHeader.lowercased() }) {
             findings.append(Finding(location: origin("scope_headers"), message: "scope_headers must not contain the key header \(c.keyHeader)"))
         }

@@ -17,6 +17,8 @@ enum ConfigValues {
 
     static func renderDuration(_ ms: Int64) -> String {
         if ms == 0 { return "0s" }
+        // Days from two on (`30d`); a single day reads as the familiar `24h`.
+        if ms % 86_400_000 == 0 && ms > 86_400_000 { return "\(ms / 86_400_000)d" }
         // Hours or seconds: `60s` reads better than `1m` for the TTL-sized values used here.
         for (suffix, scale) in [("h", Int64(3_600_000)), ("s", 1_000)] where ms % scale == 0 {
             return "\(ms / scale)\(suffix)"
@@ -81,6 +83,21 @@ enum ConfigValues {
         default:
             return "!#$%&'*+-.^_`|~".utf8.contains(byte)
         }
+    }
+
+    /// A plain PostgreSQL identifier, lower case so that it names the same table quoted or not.
+    static func sqlIdentifier(_ text: String) throws(ConfigValueError) -> String {
+        let bytes = Array(text.utf8)
+        let valid =
+            !bytes.isEmpty && bytes.count <= 63 && !(UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[0])
+            && bytes.allSatisfy {
+                (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0)
+                    || $0 == UInt8(ascii: "_")
+            }
+        guard valid else {
+            throw ConfigValueError("expected a table name of lower-case letters, digits and _ (at most 63, not starting with a digit), got \"\(text)\"")
+        }
+        return text
     }
 
     /// `host:port` or `[v6]:port`.

@@ -1,6 +1,7 @@
 /// The effective configuration of one idemproxy process (SPEC §2). Defaults are SPEC's.
 public struct ProxyConfiguration: Sendable, Equatable {
     public enum OnRedisError: String, Sendable, CaseIterable { case closed, open }
+    public enum OnPostgresError: String, Sendable, CaseIterable { case closed, redis }
     public enum LogLevel: String, Sendable, CaseIterable {
         case trace, debug, info, notice, warning, error, critical
     }
@@ -34,6 +35,12 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var keyPrefix = "idem:"
     public var replayHeader = "Idempotent-Replayed"
     public var logLevel = LogLevel.info
+    /// nil: no long-term store (SPEC §8).
+    public var postgresURL: PostgresURL?
+    public var postgresTable = "idempotency_records"
+    public var postgresTimeoutMs: Int64 = 2_000
+    public var retentionMs: Int64 = 30 * 86_400_000
+    public var onPostgresError = OnPostgresError.closed
 
     public init() {}
 

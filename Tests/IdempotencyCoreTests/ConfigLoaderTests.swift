@@ -44,6 +44,11 @@ import Testing
             key_prefix = idem:
             replay_header = Idempotent-Replayed
             log_level = info
+            postgres_url = 
+            postgres_table = idempotency_records
+            postgres_timeout = 2s
+            retention = 30d
+            on_postgres_error = closed
             """)
     }
 
@@ -77,6 +82,23 @@ import Testing
         ValidCase(line: "store_5xx = true", check: { $0.store5xx }),
         ValidCase(line: "log_level = debug", check: { $0.logLevel == .debug }),
         ValidCase(line: "   key_header   =   X-Request-Key   ", check: { $0.keyHeader == "X-Request-Key" }),
+        ValidCase(line: "postgres_url = postgres://app:s%40cret@db.internal:6432/payments", check: {
+            $0.postgresURL == PostgresURL(
+                address: HostPort(host: "db.internal", port: 6432), username: "app", password: "s@cret", database: "payments")
+        }),
+        ValidCase(line: "postgres_url = postgresql://10.0.0.7/idem", check: {
+            $0.postgresURL == PostgresURL(address: HostPort(host: "10.0.0.7", port: 5432), username: "postgres", database: "idem")
+        }),
+        ValidCase(line: "postgres_url = postgres://u@[::1]/d?sslmode=verify-full&sslrootcert=/etc/ca.pem", check: {
+            $0.postgresURL?.address == HostPort(host: "::1", port: 5432) && $0.postgresURL?.sslMode == .verifyFull
+                && $0.postgresURL?.sslRootCert == "/etc/ca.pem"
+        }),
+        ValidCase(line: "postgres_url =", check: { $0.postgresURL == nil }),
+        ValidCase(line: "postgres_table = idem_records_2", check: { $0.postgresTable == "idem_records_2" }),
+        ValidCase(line: "postgres_timeout = 500ms", check: { $0.postgresTimeoutMs == 500 }),
+        ValidCase(line: "retention = 7d", check: { $0.retentionMs == 7 * 86_400_000 }),
+        ValidCase(line: "retention = 24h", check: { $0.retentionMs == 86_400_000 }),
+        ValidCase(line: "on_postgres_error = redis", check: { $0.onPostgresError == .redis }),
         ValidCase(line: "redis_cluster = true\nredis_url = redis://h1:7000,h2:7001", check: { $0.redisURLs.count == 2 && $0.redisCluster }),
         ValidCase(
             line: "redis_cluster = true\nredis_url = redis://u:p@h1:7000,redis://u:p@h2:7001,h3:7002",
@@ -118,6 +140,19 @@ import Testing
         ("redis_cluster = true\nredis_url = redis://u:p@a:1,redis://u:q@b:2", "test.conf:2: Redis Cluster seeds share one user and password (the first seed's open every node); give later seeds the same or none"),
         ("redis_cluster = true\nredis_url = redis://a:1,redis://:p@b:2", "test.conf:2: Redis Cluster seeds share one user and password (the first seed's open every node); give later seeds the same or none"),
         ("lock_ttl = 30s", "test.conf:1: lock_ttl (30s) must exceed upstream_timeout (30s), or a slow upstream could run a request twice"),
+        ("postgres_url = mysql://db/x", "test.conf:1: postgres_url: expected postgres://[user[:password]@]host[:port]/dbname, got \"mysql://db/x\""),
+        ("postgres_url = postgres://u:secret@db", "test.conf:1: postgres_url: missing /dbname in \"postgres://u:***@db\""),
+        ("postgres_url = postgres://db:0/x", "test.conf:1: postgres_url: port 0 is not a PostgreSQL port in \"postgres://db:0/x\""),
+        ("postgres_url = postgres://db/x?sslmode=prefer", "test.conf:1: postgres_url: sslmode must be disable, require or verify-full, got \"prefer\""),
+        ("postgres_url = postgres://db/x?sslrootcert=/ca.pem", "test.conf:1: postgres_url: sslrootcert is used only with sslmode=verify-full"),
+        ("postgres_url = postgres://db/x?connect_timeout=3", "test.conf:1: postgres_url: unknown parameter \"connect_timeout\" in postgres_url (sslmode and sslrootcert are known)"),
+        ("postgres_table = idem-records", "test.conf:1: postgres_table: expected a table name of lower-case letters, digits and _ (at most 63, not starting with a digit), got \"idem-records\""),
+        ("postgres_table = Records", "test.conf:1: postgres_table: expected a table name of lower-case letters, digits and _ (at most 63, not starting with a digit), got \"Records\""),
+        ("postgres_table = records; drop table x", "test.conf:1: postgres_table: expected a table name of lower-case letters, digits and _ (at most 63, not starting with a digit), got \"records; drop table x\""),
+        ("postgres_timeout = 0s", "test.conf:1: postgres_timeout: must be more than 0, got \"0s\""),
+        ("on_postgres_error = open", "test.conf:1: on_postgres_error: expected closed or redis, got \"open\""),
+        ("retention = 12h", "test.conf:1: retention (12h) must be at least response_ttl (24h): PostgreSQL must keep a record as long as Redis replays it"),
+        ("response_ttl = 40d", "test.conf:1: retention (30d) must be at least response_ttl (40d): PostgreSQL must keep a record as long as Redis replays it"),
     ])
     func reportsInvalidLine(line: String, message: String) {
         #expect(errors(line) == [message])
