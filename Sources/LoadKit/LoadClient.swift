@@ -29,12 +29,13 @@ struct LoadClient {
                 job = Job(key: "load-\(runID)-\(index)", body: LoadRunner.body(index: index, size: options.bodyBytes))
             }
             do {
-                let connection = try await connect(options.target)
+                let target = options.target(forAttempt: job!.nextAttempt)
+                let connection = try await connect(target)
                 try await connection.executeThenClose { inbound, outbound in
                     var responses = inbound.makeAsyncIterator()
                     // Attempts run on this connection until one is lost or the server closes.
                     while var current = job {
-                        let outcome = try await attempt(&current, responses: &responses, outbound: outbound)
+                        let outcome = try await attempt(&current, target: target, responses: &responses, outbound: outbound)
                         job = current
                         switch outcome {
                         case .finished(let latency):
@@ -81,6 +82,7 @@ struct LoadClient {
 
     private func attempt(
         _ job: inout Job,
+        target: HTTPTarget,
         responses: inout NIOAsyncChannelInboundStream<HTTPClientResponsePart>.AsyncIterator,
         outbound: NIOAsyncChannelOutboundWriter<HTTPClientRequestPart>
     ) async throws -> AttemptOutcome {
@@ -93,7 +95,7 @@ struct LoadClient {
         job.ledger.attemptStarted()
         let clock = ContinuousClock()
         let start = clock.now
-        try await outbound.write(contentsOf: request(options.target, key: job.key, body: job.body))
+        try await outbound.write(contentsOf: request(target, key: job.key, body: job.body))
         if Double.random(in: 0..<1) < options.loseRate {
             // The response is "lost": drop the connection at a random moment after sending.
             job.ledger.lost()

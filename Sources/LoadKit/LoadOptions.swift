@@ -1,6 +1,9 @@
 /// Settings of one load run (SPEC §6).
 public struct LoadOptions: Sendable {
     public var target: HTTPTarget
+    /// More proxies of a fleet: a key's attempt on a new connection (after a lost response)
+    /// goes to the next of `target` and these, in turn, so retries cross proxies.
+    public var moreTargets: [HTTPTarget] = []
     public var requests = 1_000
     public var concurrency = 16
     /// Probability that an attempt's response is "lost": the client drops the connection.
@@ -17,6 +20,11 @@ public struct LoadOptions: Sendable {
 
     public init(target: HTTPTarget) {
         self.target = target
+    }
+
+    func target(forAttempt attempt: Int) -> HTTPTarget {
+        let index = attempt % (moreTargets.count + 1)
+        return index == 0 ? target : moreTargets[index - 1]
     }
 }
 

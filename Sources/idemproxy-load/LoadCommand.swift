@@ -15,8 +15,9 @@ struct LoadCommand: AsyncParsableCommand {
         discussion: "Exit status 1 on any duplicate execution, mismatched answer or unanswered key.",
         version: IdemproxyVersion.current)
 
-    @Option(help: "Target URL of the protected endpoint, e.g. http://127.0.0.1:8081/charges.")
-    var url: String
+    @Option(
+        help: "Target URL of the protected endpoint, e.g. http://127.0.0.1:8081/charges. Repeat it for several proxies: a retry after a lost response goes to the next one.")
+    var url: [String] = []
 
     @Option(help: "Number of keys (protected POSTs) to send.")
     var requests = 1_000
@@ -40,7 +41,8 @@ struct LoadCommand: AsyncParsableCommand {
     var json = false
 
     func validate() throws {
-        guard HTTPTarget(url) != nil else { throw ValidationError("--url must be http://host:port/path") }
+        guard !url.isEmpty else { throw ValidationError("--url is required") }
+        for u in url where HTTPTarget(u) == nil { throw ValidationError("--url must be http://host:port/path, got \(u)") }
         if let statsURL, HTTPTarget(statsURL) == nil { throw ValidationError("--stats-url must be http://host:port/path") }
         guard requests > 0, concurrency > 0, maxRetries >= 0, bodyBytes >= 0 else {
             throw ValidationError("--requests and --concurrency must be positive, --max-retries and --body-bytes not negative")
@@ -49,7 +51,8 @@ struct LoadCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var options = LoadOptions(target: HTTPTarget(url)!)
+        var options = LoadOptions(target: HTTPTarget(url[0])!)
+        options.moreTargets = url.dropFirst().compactMap(HTTPTarget.init)
         options.requests = requests
         options.concurrency = concurrency
         options.loseRate = loseRate
@@ -58,7 +61,7 @@ struct LoadCommand: AsyncParsableCommand {
         options.bodyBytes = bodyBytes
         options.progress = !json && isatty(STDOUT_FILENO) == 1
         let report = try await LoadRunner(options: options).run(group: MultiThreadedEventLoopGroup.singleton)
-        print(json ? report.json() : report.text(title: "idemproxy-load → \(url)"))
+        print(json ? report.json() : report.text(title: "idemproxy-load → \(url.joined(separator: ", "))"))
         if !report.passed { throw ExitCode(1) }
     }
 }
