@@ -49,3 +49,36 @@ stop_pids() {
   for pid in "$@"; do [[ -n $pid ]] && kill "$pid" 2>/dev/null || true; done
   for pid in "$@"; do [[ -n $pid ]] && wait "$pid" 2>/dev/null || true; done
 }
+
+# Starts a private PostgreSQL (temporary data directory, free loopback port, password auth,
+# durability off: it only ever holds test data) as the `postgres` system user when run as root,
+# since PostgreSQL refuses to run as root. Sets PG_PORT, PG_DIR, PG_BIN, PG_PASSWORD and
+# POSTGRES_URL; the caller stops it with stop_postgres.
+start_postgres() {
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  PG_DIR=$(mktemp -d /tmp/idemproxy-pg.XXXXXX)
+  PG_PORT=$(free_port)
+  PG_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
+  local as=()
+  if [[ $(id -u) -eq 0 ]]; then
+    chown postgres "$PG_DIR"
+    as=(runuser -u postgres --)
+  fi
+  echo "$PG_PASSWORD" >"$PG_DIR/pwfile"
+  chmod 644 "$PG_DIR/pwfile"
+  "${as[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=scram-sha-256 --pwfile="$PG_DIR/pwfile" \
+    -E UTF8 --no-sync >"$PG_DIR/initdb.log" 2>&1 || { cat "$PG_DIR/initdb.log" >&2; return 1; }
+  rm -f "$PG_DIR/pwfile"
+  "${as[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w -t 30 start \
+    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200" \
+    >/dev/null || { cat "$PG_DIR/postgres.log" >&2; return 1; }
+  POSTGRES_URL="postgres://postgres:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"
+  PG_AS="${as[*]}"
+}
+
+# Stops the server start_postgres started, if any, and removes its data.
+stop_postgres() {
+  [[ -n ${PG_DIR:-} && -d $PG_DIR/data ]] || return 0
+  ${PG_AS:-} "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+  rm -rf "$PG_DIR"
+}

@@ -105,6 +105,12 @@ extension Problem {
         detail: "The idempotency store (Redis) is not answering, so the request was not forwarded; retry later with the same key.",
         retryAfter: 1)
 
+    /// Retry-After 1 s: the PostgreSQL connections are made again within about a second.
+    public static let postgresUnavailable = Problem(
+        status: 503, type: "long-term-store-unavailable", title: "Long-term idempotency store unavailable",
+        detail: "The long-term idempotency store (PostgreSQL) is not answering, so the request was not forwarded; retry later with the same key.",
+        retryAfter: 1)
+
     public static func replicasMissing(wanted: Int, got: Int) -> Problem {
         Problem(status: 503, type: "store-not-replicated", title: "Idempotency claim not replicated",
                 detail: "The claim reached \(got) of \(wanted) required Redis replicas, so the request was not forwarded; retry later with the same key.",

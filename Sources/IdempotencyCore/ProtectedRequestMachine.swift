@@ -1,13 +1,17 @@
-/// One protected request (SPEC §3, rules 1–11) as a pure state machine, in the style of
+/// One protected request (SPEC §3, rules 1–11, and §8 with a long-term store) as a pure state machine, in the style of
 /// AsyncHTTPClient's `HTTP1ConnectionStateMachine`: the executor (`ProtectedRequest`) feeds it
 /// what happened and carries out the action it returns, nothing else. Time comes in as an
 /// argument (monotonic nanoseconds), never from a clock read here, so every rule is a row of a
 /// table test.
 ///
-///     headReceived ─► collectBody ─► bodyEnded ─► claim ─┬─► (waitForReplicas) ─► forward ─► settle ─► answer
+///     headReceived ─► collectBody ─► bodyEnded ─► claim ─┬─► (claimInPostgres) ─► (waitForReplicas) ─► forward ─► settle… ─► answer
 ///        │ passThrough | answer 400/413                  ├─► answer replay | 409 | 422 | 502 not replayable
 ///                                                        ├─► waitForFirst ─► woken ─► claim …
-///                                                        └─► Redis failed: answer 503 | forward unprotected
+///                                                        └─► Redis failed: claimInPostgres | answer 503 | forward unprotected
+///
+/// With a long-term store (SPEC §8) a claim Redis grants is also made in PostgreSQL, whose
+/// answer decides; a settlement is carried out in PostgreSQL first, then in Redis, one store
+/// at a time, each retried on its own. The machine remembers which stores hold its claim.
 ///
 /// The metrics outcome of every answer is decided here, beside the answer.
 public struct ProtectedRequestMachine: Sendable {
@@ -29,11 +33,16 @@ public struct ProtectedRequestMachine: Sendable {
         public var outcome: RequestOutcome
         /// The connection closes after the answer; the rest of the request is not read.
         public var closesConnection: Bool
+        /// The store whose record answered a retry (counted in `/metrics`).
+        public var replayedFrom: Store?
 
-        public init(_ content: Content, _ outcome: RequestOutcome, closesConnection: Bool = false) {
+        public init(
+            _ content: Content, _ outcome: RequestOutcome, closesConnection: Bool = false, replayedFrom: Store? = nil
+        ) {
             self.content = content
             self.outcome = outcome
             self.closesConnection = closesConnection
+            self.replayedFrom = replayedFrom
         }
 
         static func problem(_ problem: Problem, _ outcome: RequestOutcome, closesConnection: Bool = false) -> Reply {
@@ -41,10 +50,17 @@ public struct ProtectedRequestMachine: Sendable {
         }
     }
 
-    /// What becomes of the claim once the upstream exchange is over (rules 5, 8, 9).
+    public enum Store: String, Equatable, Sendable {
+        case redis
+        /// The long-term store (SPEC §8).
+        case postgres
+    }
+
+    /// What becomes of a claim in one store: once the upstream exchange is over (rules 5, 8,
+    /// 9), or when PostgreSQL answered for a request that Redis had let claim (§8.1).
     public enum Settlement: Equatable, Sendable {
-        /// Owner-checked: store this completed state for `response_ttl`.
-        case complete(IdempotencyRecord.State)
+        /// Owner-checked: store this completed state, kept for `ttlMs`.
+        case complete(IdempotencyRecord.State, ttlMs: Int64)
         /// Owner-checked: delete the claim, so that a retry runs again.
         case release
     }
@@ -58,6 +74,8 @@ public struct ProtectedRequestMachine: Sendable {
         case collectBody(key: String)
         /// Rule 4: run the claim script.
         case claim
+        /// SPEC §8.1: claim in PostgreSQL too (Redis had no record, or did not answer).
+        case claimInPostgres
         /// `redis_wait_replicas`: `WAIT` for that many replicas, giving up after `timeoutMs`.
         case waitForReplicas(count: Int, timeoutMs: Int64)
         /// Send the request upstream. `protected` false: `on_redis_error = open`, nothing is stored.
@@ -65,7 +83,7 @@ public struct ProtectedRequestMachine: Sendable {
         /// Rule 7 with `inflight_wait`: listen for the first request's end, and report
         /// `woken` on a message or at `until` (the poll; the executor may poll sooner).
         case waitForFirst(until: UInt64)
-        case settle(Settlement)
+        case settle(Settlement, in: Store)
         /// Settling failed and may succeed on another try; report `retryDue` after this long.
         case retrySettle(afterMs: Int64)
         /// The request is finished: send this.
@@ -79,6 +97,16 @@ public struct ProtectedRequestMachine: Sendable {
         /// Someone claimed it before.
         case existing(IdempotencyRecord)
         /// Redis did not answer (rule 11), or answered something unusable.
+        case failed
+    }
+
+    /// What PostgreSQL's claim statement answered (SPEC §8.1).
+    public enum LongTermClaimResult: Equatable, Sendable {
+        /// Nothing there, or a claim or record that had expired: ours now, in flight.
+        case claimed
+        /// A live record: `expiresInMs` is what is left of its `lock_ttl` or `retention`.
+        case existing(IdempotencyRecord, expiresInMs: Int64)
+        /// PostgreSQL did not answer in time, or answered something unusable.
         case failed
     }
 
@@ -106,14 +134,29 @@ public struct ProtectedRequestMachine: Sendable {
         case failed(UpstreamFailure, afterStreaming: Bool)
     }
 
+    /// One settlement in one store.
+    struct Step: Equatable, Sendable {
+        var settlement: Settlement
+        var store: Store
+    }
+
+    /// What follows the settling steps.
+    enum Next: Equatable, Sendable {
+        case answer(Reply)
+        /// SPEC §8.1: PostgreSQL holds a live claim and the retry may wait for it.
+        case waitForFirst(until: UInt64)
+    }
+
     private enum State: Sendable {
         case admitting
         case collectingBody
         case claiming
+        case claimingInPostgres
         case waitingForReplicas
         case forwarding(protected: Bool)
         case waitingForFirst
-        case settling(Settlement, attempt: Int, then: Reply)
+        /// The first of `steps` is being carried out (try `attempt`).
+        case settling(steps: [Step], attempt: Int, then: Next)
         case finished
     }
 
@@ -139,6 +182,11 @@ public struct ProtectedRequestMachine: Sendable {
         let redisTimeoutMs: Int64
         let onRedisError: ProxyConfiguration.OnRedisError
         let store5xx: Bool
+        let responseTTLMs: Int64
+        /// A long-term store is configured (SPEC §8).
+        let longTerm: Bool
+        let retentionMs: Int64
+        let onPostgresError: ProxyConfiguration.OnPostgresError
 
         public init(_ c: ProxyConfiguration) {
             keyHeader = c.keyHeader
@@ -152,6 +200,10 @@ public struct ProtectedRequestMachine: Sendable {
             redisTimeoutMs = c.redisTimeoutMs
             onRedisError = c.onRedisError
             store5xx = c.store5xx
+            responseTTLMs = c.responseTTLMs
+            longTerm = c.postgresURL != nil
+            retentionMs = c.retentionMs
+            onPostgresError = c.onPostgresError
         }
     }
 
@@ -161,6 +213,9 @@ public struct ProtectedRequestMachine: Sendable {
     public private(set) var fingerprint: [UInt8] = []
     /// Until when a retry that finds the request in flight keeps waiting (`inflight_wait`).
     private var waitDeadline: UInt64?
+    /// The stores that hold this request's claim, and so must settle it.
+    private var holdsRedisClaim = false
+    private var holdsPostgresClaim = false
 
     public init(settings: Settings) {
         self.settings = settings
@@ -215,39 +270,61 @@ public struct ProtectedRequestMachine: Sendable {
         return .claim
     }
 
-    /// Rules 4, 6, 7, 9 and 11.
+    /// Rules 4, 6, 7, 9 and 11; with a long-term store, §8.1 and the rows of §8.4 where Redis fails.
     public mutating func claimAnswered(_ result: ClaimResult, now: UInt64) -> Action {
         guard case .claiming = state else { return .nothing }
-        let c = settings
         switch result {
         case .claimed:
-            if c.redisWaitReplicas > 0 {
-                state = .waitingForReplicas
-                // WAIT must give up before our own command timeout does, or its answer would
-                // be lost with the connection.
-                return .waitForReplicas(count: c.redisWaitReplicas, timeoutMs: max(1, c.redisTimeoutMs * 3 / 4))
+            holdsRedisClaim = true
+            if settings.longTerm {
+                state = .claimingInPostgres
+                return .claimInPostgres
             }
-            state = .forwarding(protected: true)
-            return .forward(protected: true)
+            return claimedEverywhere()
         case .failed:
-            switch c.onRedisError {
-            case .closed: return finish(.problem(.redisUnavailable, .redisError))
-            case .open:
-                state = .forwarding(protected: false)
-                return .forward(protected: false)
+            // Redis down, PostgreSQL asked alone: protected, slower, never a 503 for Redis.
+            if settings.longTerm {
+                state = .claimingInPostgres
+                return .claimInPostgres
             }
+            return unprotectable()
         case .existing(let record):
-            guard record.fingerprint == fingerprint else { return finish(.problem(.mismatch, .mismatch)) }
-            switch record.state {
-            case .completed(let response): return finish(Reply(.replay(response), .replayed))
-            case .completedWithoutBody: return finish(.problem(.responseNotReplayable, .replayed))
-            case .inFlight:
-                if let waitDeadline, now < waitDeadline {
-                    state = .waitingForFirst
-                    return .waitForFirst(until: waitDeadline)
-                }
-                return finish(.problem(.inFlight, .conflict))
+            return answer(for: record, from: .redis, now: now)
+        }
+    }
+
+    /// SPEC §8.1, and the rows of §8.4 where PostgreSQL fails.
+    public mutating func postgresClaimAnswered(_ result: LongTermClaimResult, now: UInt64) -> Action {
+        guard case .claimingInPostgres = state else { return .nothing }
+        switch result {
+        case .claimed:
+            holdsPostgresClaim = true
+            return claimedEverywhere()
+        case .failed:
+            guard holdsRedisClaim else { return unprotectable() }
+            switch settings.onPostgresError {
+            case .redis:
+                return claimedEverywhere()
+            case .closed:
+                return settle([Step(settlement: .release, store: .redis)], then: .answer(.problem(.postgresUnavailable, .postgresError)))
             }
+        case .existing(let record, let expiresInMs):
+            // The request does not leave its own Redis claim behind: a completed record
+            // replaces it (for what is left of the record's retention, at most response_ttl),
+            // anything else releases it, so the first request's settling lands in Redis.
+            let action = answer(for: record, from: .postgres, now: now)
+            guard holdsRedisClaim else { return action }
+            holdsRedisClaim = false
+            let next: Next
+            switch action {
+            case .answer(let reply): next = .answer(reply)
+            case .waitForFirst(let until): next = .waitForFirst(until: until)
+            default: preconditionFailure("a record is answered or waited for, got \(action)")
+            }
+            let copy: Settlement =
+                record.fingerprint == fingerprint && record.state != .inFlight
+                ? .complete(record.state, ttlMs: min(settings.responseTTLMs, max(1, expiresInMs))) : .release
+            return settle([Step(settlement: copy, store: .redis)], then: next)
         }
     }
 
@@ -260,7 +337,7 @@ public struct ProtectedRequestMachine: Sendable {
             return .forward(protected: true)
         }
         let problem = Problem.replicasMissing(wanted: wanted, got: count ?? 0)
-        return settle(.release, then: .problem(problem, .redisError))
+        return settle(everyStore { _ in .release }, then: .answer(.problem(problem, .redisError)))
     }
 
     /// The first request ended (a Pub/Sub message), or the poll came due: look again.
@@ -276,7 +353,7 @@ public struct ProtectedRequestMachine: Sendable {
         guard protected else { return finish(Self.unprotectedReply(result)) }
         switch result {
         case .notConnected:
-            return settle(.release, then: .problem(.upstreamUnreachable, .upstreamError))
+            return settle(everyStore { _ in .release }, then: .answer(.problem(.upstreamUnreachable, .upstreamError)))
         case .failed(let failure, let afterStreaming):
             // The upstream may have acted: the claim stays until lock_ttl (rule 8).
             return finish(afterStreaming ? Reply(.abortStreamedResponse, .upstreamError) : .problem(failure.problem, .upstreamError))
@@ -295,23 +372,25 @@ public struct ProtectedRequestMachine: Sendable {
     /// kept, without its body when it is too large to replay (rule 9: a retry gets 502, the
     /// request never runs twice).
     private mutating func settle(status: Int, keeping state: IdempotencyRecord.State, then reply: Reply) -> Action {
-        if status >= 500 && !settings.store5xx { return settle(.release, then: reply) }
-        return settle(.complete(state), then: reply)
+        if status >= 500 && !settings.store5xx { return settle(everyStore { _ in .release }, then: .answer(reply)) }
+        return settle(everyStore { .complete(state, ttlMs: $0) }, then: .answer(reply))
     }
 
+    /// The step in hand is done, refused, or failed; a failure that may pass is tried again.
     public mutating func settled(_ result: SettleResult) -> Action {
-        guard case .settling(let settlement, let attempt, let reply) = state else { return .nothing }
+        guard case .settling(let steps, let attempt, let next) = state else { return .nothing }
         if result == .unavailable && attempt < Self.settleAttempts {
-            state = .settling(settlement, attempt: attempt + 1, then: reply)
+            state = .settling(steps: steps, attempt: attempt + 1, then: next)
             return .retrySettle(afterMs: Self.settleBackoffMs(afterAttempt: attempt))
         }
-        // Given up: the client still gets its answer; retries get 409 until lock_ttl ends.
-        return finish(reply)
+        // Given up on this store: the next one still settles and the client still gets its
+        // answer; retries that this store answers get 409 until lock_ttl ends.
+        return settle(Array(steps.dropFirst()), then: next)
     }
 
     public mutating func retryDue() -> Action {
-        guard case .settling(let settlement, _, _) = state else { return .nothing }
-        return .settle(settlement)
+        guard case .settling(let steps, _, _) = state, let step = steps.first else { return .nothing }
+        return .settle(step.settlement, in: step.store)
     }
 
     // MARK: - helpers
@@ -326,9 +405,66 @@ public struct ProtectedRequestMachine: Sendable {
         }
     }
 
-    private mutating func settle(_ settlement: Settlement, then reply: Reply) -> Action {
-        state = .settling(settlement, attempt: 1, then: reply)
-        return .settle(settlement)
+    /// A settlement in every store that holds the claim, PostgreSQL first (SPEC §8.2); a
+    /// completion is kept for `retention` there and `response_ttl` in Redis.
+    /// `settlement` is given the store's TTL.
+    private func everyStore(_ settlement: (_ ttlMs: Int64) -> Settlement) -> [Step] {
+        var steps: [Step] = []
+        if holdsPostgresClaim { steps.append(Step(settlement: settlement(settings.retentionMs), store: .postgres)) }
+        if holdsRedisClaim { steps.append(Step(settlement: settlement(settings.responseTTLMs), store: .redis)) }
+        return steps
+    }
+
+    private mutating func settle(_ steps: [Step], then next: Next) -> Action {
+        if let step = steps.first {
+            state = .settling(steps: steps, attempt: 1, then: next)
+            return .settle(step.settlement, in: step.store)
+        }
+        switch next {
+        case .answer(let reply): return finish(reply)
+        case .waitForFirst(let until):
+            state = .waitingForFirst
+            return .waitForFirst(until: until)
+        }
+    }
+
+    /// The claim is held by every store there is to hold it: forward (after `WAIT`, when
+    /// Redis holds it and replicas are asked for).
+    private mutating func claimedEverywhere() -> Action {
+        if holdsRedisClaim && settings.redisWaitReplicas > 0 {
+            state = .waitingForReplicas
+            // WAIT must give up before our own command timeout does, or its answer would
+            // be lost with the connection.
+            return .waitForReplicas(count: settings.redisWaitReplicas, timeoutMs: max(1, settings.redisTimeoutMs * 3 / 4))
+        }
+        state = .forwarding(protected: true)
+        return .forward(protected: true)
+    }
+
+    /// No store answered: rule 11.
+    private mutating func unprotectable() -> Action {
+        switch settings.onRedisError {
+        case .closed: return finish(.problem(.redisUnavailable, .redisError))
+        case .open:
+            state = .forwarding(protected: false)
+            return .forward(protected: false)
+        }
+    }
+
+    /// Rules 6, 7 and 9 for a record a store holds.
+    private mutating func answer(for record: IdempotencyRecord, from store: Store, now: UInt64) -> Action {
+        guard record.fingerprint == fingerprint else { return finish(.problem(.mismatch, .mismatch)) }
+        switch record.state {
+        case .completed(let response): return finish(Reply(.replay(response), .replayed, replayedFrom: store))
+        case .completedWithoutBody:
+            return finish(Reply(.problem(.responseNotReplayable), .replayed, replayedFrom: store))
+        case .inFlight:
+            if let waitDeadline, now < waitDeadline {
+                state = .waitingForFirst
+                return .waitForFirst(until: waitDeadline)
+            }
+            return finish(.problem(.inFlight, .conflict))
+        }
     }
 
     private mutating func finish(_ reply: Reply) -> Action {

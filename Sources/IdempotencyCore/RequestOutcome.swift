@@ -6,4 +6,6 @@ public enum RequestOutcome: String, CaseIterable, Sendable {
     case redisError = "redis_error"
     case passthrough
     case upstreamError = "upstream_error"
+    /// A 503 because the long-term store did not answer (`on_postgres_error = closed`).
+    case postgresError = "postgres_error"
 }

@@ -27,6 +27,11 @@ import Testing
         .existing(IdempotencyRecord(owner: owner, fingerprint: fp, state: state))
     }
 
+    /// Redis settles a completion for `response_ttl`.
+    static func completing(_ state: IdempotencyRecord.State) -> Action {
+        .settle(.complete(state, ttlMs: ProxyConfiguration().responseTTLMs), in: .redis)
+    }
+
     static func problem(_ p: Problem, _ outcome: RequestOutcome, closing: Bool = false) -> Action {
         .answer(Reply(.problem(p), outcome, closesConnection: closing))
     }
@@ -117,7 +122,7 @@ import Testing
             claim: .claimed, action: .waitForReplicas(count: 2, timeoutMs: 750)),
         ClaimRow(
             rule: "rule 6: same request, completed: replay", claim: existing(mine, .completed(response)),
-            action: .answer(Reply(.replay(response), .replayed))),
+            action: .answer(Reply(.replay(response), .replayed, replayedFrom: .redis))),
         ClaimRow(rule: "rule 7: same request in flight: 409", claim: existing(mine, .inFlight), action: problem(.inFlight, .conflict)),
         ClaimRow(
             rule: "rule 7: in flight with inflight_wait: wait until the deadline", inflightWaitMs: 500,
@@ -129,13 +134,13 @@ import Testing
         ClaimRow(rule: "rule 7: different request in flight: 422", claim: existing(other, .inFlight), action: problem(.mismatch, .mismatch)),
         ClaimRow(
             rule: "rule 9: same request, too large to replay: 502", claim: existing(mine, .completedWithoutBody(status: 200)),
-            action: problem(.responseNotReplayable, .replayed)),
+            action: .answer(Reply(.problem(.responseNotReplayable), .replayed, replayedFrom: .redis))),
         ClaimRow(
             rule: "rule 9: different request, response not kept: 422", claim: existing(other, .completedWithoutBody(status: 200)),
             action: problem(.mismatch, .mismatch)),
         ClaimRow(
             rule: "fingerprint = false: any request with the key replays", fingerprint: false,
-            claim: existing([UInt8](repeating: 0, count: 32), .completed(response)), action: .answer(Reply(.replay(response), .replayed))),
+            claim: existing([UInt8](repeating: 0, count: 32), .completed(response)), action: .answer(Reply(.replay(response), .replayed, replayedFrom: .redis))),
         ClaimRow(rule: "rule 11: Redis down, closed: 503", claim: .failed, action: problem(.redisUnavailable, .redisError)),
         ClaimRow(rule: "rule 11: Redis down, open: forwarded unprotected", onRedisError: .open, claim: .failed, action: .forward(protected: false)),
     ])
@@ -157,7 +162,7 @@ import Testing
         #expect(m.claimAnswered(Self.existing(Self.mine, .inFlight), now: 120 * Self.ms) == .waitForFirst(until: 500 * Self.ms))
         #expect(m.woken() == .claim)
         #expect(m.claimAnswered(Self.existing(Self.mine, .completed(Self.response)), now: 210 * Self.ms)
-                == .answer(Reply(.replay(Self.response), .replayed)))
+                == .answer(Reply(.replay(Self.response), .replayed, replayedFrom: .redis)))
     }
 
     @Test func rule7_aWaitingRetryRunsWhenTheFirstIsReleased() {
@@ -184,8 +189,8 @@ import Testing
     @Test(arguments: [
         ReplicaRow(rule: "enough replicas: forwarded", acknowledged: 2, action: .forward(protected: true)),
         ReplicaRow(rule: "more replicas than asked: forwarded", acknowledged: 3, action: .forward(protected: true)),
-        ReplicaRow(rule: "too few replicas: the claim is released first", acknowledged: 1, action: .settle(.release)),
-        ReplicaRow(rule: "WAIT failed: the claim is released first", acknowledged: nil, action: .settle(.release)),
+        ReplicaRow(rule: "too few replicas: the claim is released first", acknowledged: 1, action: .settle(.release, in: .redis)),
+        ReplicaRow(rule: "WAIT failed: the claim is released first", acknowledged: nil, action: .settle(.release, in: .redis)),
     ])
     func replicas(_ row: ReplicaRow) {
         var m = Self.claiming(Self.configuration { $0.redisWaitReplicas = 2 })
@@ -238,19 +243,19 @@ import Testing
     @Test(arguments: [
         UpstreamRow(
             rule: "rule 5: a 2xx is stored, then answered", result: collected(201),
-            action: .settle(.complete(.completed(StoredResponse(status: 201, headers: [], body: Array("aa".utf8))))),
+            action: completing(.completed(StoredResponse(status: 201, headers: [], body: Array("aa".utf8)))),
             reply: forwarded),
         UpstreamRow(
             rule: "rule 5: a 4xx is stored", result: collected(404),
-            action: .settle(.complete(.completed(StoredResponse(status: 404, headers: [], body: Array("aa".utf8))))),
+            action: completing(.completed(StoredResponse(status: 404, headers: [], body: Array("aa".utf8)))),
             reply: forwarded),
-        UpstreamRow(rule: "rule 8: a 5xx releases the claim", result: collected(503), action: .settle(.release), reply: forwarded),
+        UpstreamRow(rule: "rule 8: a 5xx releases the claim", result: collected(503), action: .settle(.release, in: .redis), reply: forwarded),
         UpstreamRow(
             rule: "rule 8: store_5xx stores a 5xx", store5xx: true, result: collected(500),
-            action: .settle(.complete(.completed(StoredResponse(status: 500, headers: [], body: Array("aa".utf8))))),
+            action: completing(.completed(StoredResponse(status: 500, headers: [], body: Array("aa".utf8)))),
             reply: forwarded),
         UpstreamRow(
-            rule: "rule 8: no connection releases, then 502", result: .notConnected, action: .settle(.release),
+            rule: "rule 8: no connection releases, then 502", result: .notConnected, action: .settle(.release, in: .redis),
             reply: Reply(.problem(.upstreamUnreachable), .upstreamError)),
         UpstreamRow(
             rule: "rule 8: a timeout keeps the claim: 504 at once", result: .failed(.timedOut, afterStreaming: false),
@@ -268,16 +273,16 @@ import Testing
             reply: Reply(.abortStreamedResponse, .upstreamError)),
         UpstreamRow(
             rule: "rule 9: a streamed (too large) response is completed without its body", result: .streamed(status: 200),
-            action: .settle(.complete(.completedWithoutBody(status: 200))), reply: Reply(.endOfStreamedResponse, .forwarded)),
+            action: completing(.completedWithoutBody(status: 200)), reply: Reply(.endOfStreamedResponse, .forwarded)),
         UpstreamRow(
             rule: "rule 9: a collected response over the limit is completed without its body", result: collected(200, bodyLength: 101),
-            action: .settle(.complete(.completedWithoutBody(status: 200))), reply: forwarded),
+            action: completing(.completedWithoutBody(status: 200)), reply: forwarded),
         UpstreamRow(
             rule: "rule 9: exactly the limit is stored", result: collected(200, bodyLength: 100),
-            action: .settle(.complete(.completed(StoredResponse(status: 200, headers: [], body: [UInt8](repeating: 0x61, count: 100))))),
+            action: completing(.completed(StoredResponse(status: 200, headers: [], body: [UInt8](repeating: 0x61, count: 100)))),
             reply: forwarded),
         UpstreamRow(
-            rule: "rules 8 before 9: a streamed 5xx is released", result: .streamed(status: 502), action: .settle(.release),
+            rule: "rules 8 before 9: a streamed 5xx is released", result: .streamed(status: 502), action: .settle(.release, in: .redis),
             reply: Reply(.endOfStreamedResponse, .forwarded)),
     ])
     func upstream(_ row: UpstreamRow) {
@@ -312,7 +317,7 @@ import Testing
 
     @Test func settling_isRetriedWithBackoffOnRedisErrorsThenGivenUp() {
         var m = Self.forwarding(Self.configuration())
-        let settle = Action.settle(.complete(.completed(StoredResponse(status: 201, headers: [], body: Array("aa".utf8)))))
+        let settle = Self.completing(.completed(StoredResponse(status: 201, headers: [], body: Array("aa".utf8))))
         #expect(m.upstreamFinished(Self.collected(201)) == settle)
         for backoff: Int64 in [100, 200, 400] {
             #expect(m.settled(.unavailable) == .retrySettle(afterMs: backoff))
@@ -333,7 +338,7 @@ import Testing
         var m = Self.forwarding(Self.configuration())
         _ = m.upstreamFinished(.notConnected)
         #expect(m.settled(.unavailable) == .retrySettle(afterMs: 100))
-        #expect(m.retryDue() == .settle(.release))
+        #expect(m.retryDue() == .settle(.release, in: .redis))
         #expect(m.settled(.done) == .answer(Reply(.problem(.upstreamUnreachable), .upstreamError)))
     }
 
@@ -348,5 +353,224 @@ import Testing
         #expect(m.headReceived(keyHeaderValues: ["k"], declaredBodyLength: 1) == .nothing)
         _ = m.upstreamFinished(.failed(.timedOut, afterStreaming: false))
         #expect(m.upstreamFinished(.notConnected) == .nothing, "a finished request stays finished")
+        #expect(m.postgresClaimAnswered(.claimed, now: 0) == .nothing)
+    }
+
+    // MARK: - SPEC §8: the long-term store, every cell of the failure matrix and every transition
+
+    /// One event of a protected request after its body ended.
+    enum Event: Equatable, Sendable {
+        case redis(Machine.ClaimResult)
+        case postgres(Machine.LongTermClaimResult)
+        case replicas(Int?)
+        case upstream(Machine.UpstreamResult)
+        case settled(Machine.SettleResult)
+        case woken
+    }
+
+    struct LongTermRow: Sendable, CustomTestStringConvertible {
+        let rule: String
+        var onPostgresError = ProxyConfiguration.OnPostgresError.closed
+        var onRedisError = ProxyConfiguration.OnRedisError.closed
+        var inflightWaitMs: Int64 = 0
+        var waitReplicas = 0
+        /// Each event, and the action it must lead to.
+        let steps: [(Event, Action)]
+        var testDescription: String { rule }
+    }
+
+    static let day: Int64 = 86_400_000
+    static let responseTTL = day
+    static let retention = 30 * day
+    static let stored = StoredResponse(status: 201, headers: [], body: Array("aa".utf8))
+    static func inPostgres(_ fp: [UInt8], _ state: IdempotencyRecord.State, expiresInMs: Int64 = 30 * day) -> Event {
+        .postgres(.existing(IdempotencyRecord(owner: owner, fingerprint: fp, state: state), expiresInMs: expiresInMs))
+    }
+    static func replayFromPostgres(_ response: StoredResponse) -> Action {
+        .answer(Reply(.replay(response), .replayed, replayedFrom: .postgres))
+    }
+
+    @Test(arguments: [
+        // Both stores answer.
+        LongTermRow(rule: "§8.1: a key Redis grants is claimed in PostgreSQL too, then forwarded", steps: [
+            (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
+        ]),
+        LongTermRow(rule: "§8.2: a response is stored in PostgreSQL for retention, then in Redis for response_ttl, then answered", steps: [
+            (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
+            (.upstream(collected(201)), .settle(.complete(.completed(stored), ttlMs: retention), in: .postgres)),
+            (.settled(.done), .settle(.complete(.completed(stored), ttlMs: responseTTL), in: .redis)),
+            (.settled(.done), .answer(forwarded)),
+        ]),
+        LongTermRow(rule: "§8.2: a 5xx releases the claim in PostgreSQL, then in Redis", steps: [
+            (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
+            (.upstream(collected(503)), .settle(.release, in: .postgres)),
+            (.settled(.done), .settle(.release, in: .redis)), (.settled(.done), .answer(forwarded)),
+        ]),
+        LongTermRow(rule: "§8.2: a response too large to replay is completed without body in both stores", steps: [
+            (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
+            (.upstream(.streamed(status: 200)), .settle(.complete(.completedWithoutBody(status: 200), ttlMs: retention), in: .postgres)),
+            (.settled(.done), .settle(.complete(.completedWithoutBody(status: 200), ttlMs: responseTTL), in: .redis)),
+            (.settled(.done), .answer(Reply(.endOfStreamedResponse, .forwarded))),
+        ]),
+        LongTermRow(rule: "§8.2: no upstream connection releases both claims, then 502", steps: [
+            (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
+            (.upstream(.notConnected), .settle(.release, in: .postgres)),
+            (.settled(.done), .settle(.release, in: .redis)),
+            (.settled(.done), problem(.upstreamUnreachable, .upstreamError)),
+        ]),
+        LongTermRow(rule: "§8.2 with rule 8: a timeout keeps both claims: 504 at once", steps: [
+            (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
+            (.upstream(.failed(.timedOut, afterStreaming: false)), problem(.upstreamTimeout, .upstreamError)),
+        ]),
+        LongTermRow(rule: "§8.2: PostgreSQL failing to settle is retried, given up, and Redis still settles", steps: [
+            (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
+            (.upstream(collected(201)), .settle(.complete(.completed(stored), ttlMs: retention), in: .postgres)),
+            (.settled(.unavailable), .retrySettle(afterMs: 100)), (.settled(.unavailable), .retrySettle(afterMs: 200)),
+            (.settled(.unavailable), .retrySettle(afterMs: 400)),
+            (.settled(.unavailable), .settle(.complete(.completed(stored), ttlMs: responseTTL), in: .redis)),
+            (.settled(.done), .answer(forwarded)),
+        ]),
+        LongTermRow(rule: "§8.2: PostgreSQL refusing a settlement is not retried; Redis settles next", steps: [
+            (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
+            (.upstream(collected(503)), .settle(.release, in: .postgres)),
+            (.settled(.refused), .settle(.release, in: .redis)), (.settled(.done), .answer(forwarded)),
+        ]),
+        LongTermRow(rule: "§8.1: a record PostgreSQL completed is copied back to Redis, then replayed", steps: [
+            (.redis(.claimed), .claimInPostgres),
+            (inPostgres(mine, .completed(stored)), .settle(.complete(.completed(stored), ttlMs: responseTTL), in: .redis)),
+            (.settled(.done), replayFromPostgres(stored)),
+        ]),
+        LongTermRow(rule: "§8.3: a copy back never outlives the record's retention", steps: [
+            (.redis(.claimed), .claimInPostgres),
+            (inPostgres(mine, .completed(stored), expiresInMs: 5_000), .settle(.complete(.completed(stored), ttlMs: 5_000), in: .redis)),
+            (.settled(.done), replayFromPostgres(stored)),
+        ]),
+        LongTermRow(rule: "§8.1: a copy back that Redis fails to take still replays", steps: [
+            (.redis(.claimed), .claimInPostgres),
+            (inPostgres(mine, .completed(stored)), .settle(.complete(.completed(stored), ttlMs: responseTTL), in: .redis)),
+            (.settled(.refused), replayFromPostgres(stored)),
+        ]),
+        LongTermRow(rule: "§8.1 with rule 9: a record without body is copied back, then 502", steps: [
+            (.redis(.claimed), .claimInPostgres),
+            (inPostgres(mine, .completedWithoutBody(status: 200)), .settle(.complete(.completedWithoutBody(status: 200), ttlMs: responseTTL), in: .redis)),
+            (.settled(.done), .answer(Reply(.problem(.responseNotReplayable), .replayed, replayedFrom: .postgres))),
+        ]),
+        LongTermRow(rule: "§8.1: another fingerprint in PostgreSQL releases our Redis claim, then 422", steps: [
+            (.redis(.claimed), .claimInPostgres), (inPostgres(other, .completed(stored)), .settle(.release, in: .redis)),
+            (.settled(.done), problem(.mismatch, .mismatch)),
+        ]),
+        LongTermRow(rule: "§8.1: a live claim in PostgreSQL that Redis lost releases our Redis claim, then 409", steps: [
+            (.redis(.claimed), .claimInPostgres), (inPostgres(mine, .inFlight), .settle(.release, in: .redis)),
+            (.settled(.done), problem(.inFlight, .conflict)),
+        ]),
+        LongTermRow(rule: "§8.1 with inflight_wait: release, wait, claim again, and replay what Redis now holds", inflightWaitMs: 500, steps: [
+            (.redis(.claimed), .claimInPostgres), (inPostgres(mine, .inFlight), .settle(.release, in: .redis)),
+            (.settled(.done), .waitForFirst(until: 500 * ms)), (.woken, .claim),
+            (.redis(existing(mine, .completed(stored))), .answer(Reply(.replay(stored), .replayed, replayedFrom: .redis))),
+        ]),
+        LongTermRow(rule: "§8.1 with inflight_wait: the first released, the waiting request runs", inflightWaitMs: 500, steps: [
+            (.redis(.claimed), .claimInPostgres), (inPostgres(mine, .inFlight), .settle(.release, in: .redis)),
+            (.settled(.done), .waitForFirst(until: 500 * ms)), (.woken, .claim), (.redis(.claimed), .claimInPostgres),
+            (.postgres(.claimed), .forward(protected: true)),
+        ]),
+        LongTermRow(rule: "§8.2: a record Redis holds is answered by Redis alone", steps: [
+            (.redis(existing(mine, .completed(stored))), .answer(Reply(.replay(stored), .replayed, replayedFrom: .redis))),
+        ]),
+        LongTermRow(rule: "§8.2: a claim Redis holds is 409 from Redis alone", steps: [
+            (.redis(existing(mine, .inFlight)), problem(.inFlight, .conflict)),
+        ]),
+        LongTermRow(rule: "redis_wait_replicas: WAIT comes after both claims; too few replicas releases both", waitReplicas: 1, steps: [
+            (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .waitForReplicas(count: 1, timeoutMs: 750)),
+            (.replicas(0), .settle(.release, in: .postgres)), (.settled(.done), .settle(.release, in: .redis)),
+            (.settled(.done), problem(.replicasMissing(wanted: 1, got: 0), .redisError)),
+        ]),
+
+        // Redis down or timing out, PostgreSQL answers: protected by PostgreSQL alone.
+        LongTermRow(rule: "§8.4 Redis down: PostgreSQL alone claims, never a 503 for Redis", steps: [
+            (.redis(.failed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
+            (.upstream(collected(201)), .settle(.complete(.completed(stored), ttlMs: retention), in: .postgres)),
+            (.settled(.done), .answer(forwarded)),
+        ]),
+        LongTermRow(rule: "§8.4 Redis down: a 5xx releases the claim in PostgreSQL only", steps: [
+            (.redis(.failed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
+            (.upstream(collected(500)), .settle(.release, in: .postgres)), (.settled(.done), .answer(forwarded)),
+        ]),
+        LongTermRow(rule: "§8.4 Redis down: replayed from PostgreSQL without a copy back", steps: [
+            (.redis(.failed), .claimInPostgres), (inPostgres(mine, .completed(stored)), replayFromPostgres(stored)),
+        ]),
+        LongTermRow(rule: "§8.4 Redis down: 409 and 422 from PostgreSQL", steps: [
+            (.redis(.failed), .claimInPostgres), (inPostgres(mine, .inFlight), problem(.inFlight, .conflict)),
+        ]),
+        LongTermRow(rule: "§8.4 Redis down: 422 from PostgreSQL", steps: [
+            (.redis(.failed), .claimInPostgres), (inPostgres(other, .inFlight), problem(.mismatch, .mismatch)),
+        ]),
+        LongTermRow(rule: "§8.4 Redis down: no WAIT for replicas Redis does not hold", waitReplicas: 1, steps: [
+            (.redis(.failed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
+        ]),
+
+        // Redis answers, PostgreSQL down or timing out: on_postgres_error.
+        LongTermRow(rule: "§8.4 PostgreSQL down, closed: the Redis claim is released, then 503", steps: [
+            (.redis(.claimed), .claimInPostgres), (.postgres(.failed), .settle(.release, in: .redis)),
+            (.settled(.done), problem(.postgresUnavailable, .postgresError)),
+        ]),
+        LongTermRow(rule: "§8.4 PostgreSQL down, redis: protected by Redis alone", onPostgresError: .redis, steps: [
+            (.redis(.claimed), .claimInPostgres), (.postgres(.failed), .forward(protected: true)),
+            (.upstream(collected(201)), .settle(.complete(.completed(stored), ttlMs: responseTTL), in: .redis)),
+            (.settled(.done), .answer(forwarded)),
+        ]),
+        LongTermRow(rule: "§8.4 PostgreSQL down, redis, with redis_wait_replicas: WAIT still comes first", onPostgresError: .redis, waitReplicas: 1, steps: [
+            (.redis(.claimed), .claimInPostgres), (.postgres(.failed), .waitForReplicas(count: 1, timeoutMs: 750)),
+            (.replicas(1), .forward(protected: true)),
+        ]),
+
+        // Both down: on_redis_error.
+        LongTermRow(rule: "§8.4 both down, closed: 503", steps: [
+            (.redis(.failed), .claimInPostgres), (.postgres(.failed), problem(.redisUnavailable, .redisError)),
+        ]),
+        LongTermRow(rule: "§8.4 both down, open: forwarded unprotected, nothing settled", onRedisError: .open, steps: [
+            (.redis(.failed), .claimInPostgres), (.postgres(.failed), .forward(protected: false)),
+            (.upstream(collected(201)), .answer(Reply(.upstreamResponse, .redisError))),
+        ]),
+        LongTermRow(rule: "§8.4 both down: on_postgres_error = redis has no Redis to fall back on", onPostgresError: .redis, steps: [
+            (.redis(.failed), .claimInPostgres), (.postgres(.failed), problem(.redisUnavailable, .redisError)),
+        ]),
+    ])
+    func longTerm(_ row: LongTermRow) {
+        var m = Self.claiming(Self.configuration {
+            $0.postgresURL = PostgresURL(address: HostPort(host: "db", port: 5432), username: "u", database: "d")
+            $0.onPostgresError = row.onPostgresError
+            $0.onRedisError = row.onRedisError
+            $0.inflightWaitMs = row.inflightWaitMs
+            $0.redisWaitReplicas = row.waitReplicas
+        })
+        for (index, (event, expected)) in row.steps.enumerated() {
+            let action: Action
+            switch event {
+            case .redis(let result): action = m.claimAnswered(result, now: 0)
+            case .postgres(let result): action = m.postgresClaimAnswered(result, now: 0)
+            case .replicas(let count): action = m.replicasAnswered(count)
+            case .upstream(let result): action = m.upstreamFinished(result)
+            case .settled(let result):
+                action = m.settled(result)
+                if case .retrySettle = action {
+                    // The retry is due: the same step again.
+                    let again = m.retryDue()
+                    guard case .settle = again else {
+                        Issue.record("step \(index): a due retry settles again, got \(again)")
+                        return
+                    }
+                }
+            case .woken: action = m.woken()
+            }
+            #expect(action == expected, "step \(index): \(event)")
+            if action != expected { return }
+        }
+    }
+
+    @Test func longTerm_withoutAPostgresURLNothingTouchesPostgres() {
+        var m = Self.claiming(Self.configuration())
+        #expect(m.claimAnswered(.claimed, now: 0) == .forward(protected: true))
+        var down = Self.claiming(Self.configuration())
+        #expect(down.claimAnswered(.failed, now: 0) == Self.problem(.redisUnavailable, .redisError))
     }
 }

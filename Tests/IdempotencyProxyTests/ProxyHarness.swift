@@ -30,10 +30,10 @@ final class ProxyHarness: @unchecked Sendable {
 
     struct RedisUnreachable: Error, CustomStringConvertible {
         let url: String
-        var description: String { "the proxy under test could not reach Redis at \(url) within 2 s" }
+        var description: String { "the proxy under test could not reach Redis at \(url) (or its PostgreSQL) within 2 s" }
     }
 
-    /// Both loops' Redis connections are up (a fresh proxy connects in the background); a
+    /// Both loops' store connections are up (a fresh proxy connects in the background); a
     /// proxy that cannot reach Redis fails the test rather than letting it test nothing.
     fileprivate func waitForRedis() async throws {
         for _ in 0..<100 {
@@ -96,6 +96,8 @@ func withProxy(
     prefix: String? = nil,
     waitPollInterval: TimeAmount = .milliseconds(100),
     clientReadTimeout: TimeAmount = ProxyServer.clientReadTimeout,
+    sweepInterval: TimeAmount = ProxyServer.sweepInterval,
+    waitUntilReady: Bool = true,
     _ body: (ProxyHarness) async throws -> Void
 ) async throws {
     let upstreamServer: DemoUpstream
@@ -121,11 +123,11 @@ func withProxy(
     logger.logLevel = Logger.Level(rawValue: ProcessInfo.processInfo.environment["IDEMPROXY_TEST_LOG"] ?? "") ?? .info
     let server = try await ProxyServer.start(
         configuration: configuration, logger: logger, threads: 2, waitPollInterval: waitPollInterval,
-        clientReadTimeout: clientReadTimeout)
+        clientReadTimeout: clientReadTimeout, sweepInterval: sweepInterval)
     let harness = ProxyHarness(
         upstream: upstreamServer, server: server, prefix: prefix, redisURL: redisURL, ownsUpstream: upstream == nil)
     try await running({
-        try await harness.waitForRedis()
+        if waitUntilReady { try await harness.waitForRedis() }
         try await body(harness)
     }, then: harness.stop)
 }

@@ -61,10 +61,21 @@ final class AdminHandler: ChannelInboundHandler {
         case "/healthz":
             send(.ok, "ok\n", head: head, context: context)
         case "/readyz":
-            loop.store.ping { result in
-                switch result {
-                case .success: self.send(.ok, "ready\n", head: head, context: context)
-                case .failure(let error): self.send(.serviceUnavailable, "not ready: \(error)\n", head: head, context: context)
+            // Every configured store must answer (SPEC §8.6); both are asked at once.
+            let redis = context.eventLoop.makePromise(of: String?.self)
+            let postgres = context.eventLoop.makePromise(of: String?.self)
+            loop.store.ping { redis.succeed($0.failureDescription) }
+            if let longTerm = loop.longTermStore {
+                longTerm.ping { postgres.succeed($0.failureDescription) }
+            } else {
+                postgres.succeed(nil)
+            }
+            redis.futureResult.and(postgres.futureResult).assumeIsolated().whenSuccess { redis, postgres in
+                let problems = [redis.map { "Redis: \($0)" }, postgres].compactMap { $0 }
+                if problems.isEmpty {
+                    self.send(.ok, "ready\n", head: head, context: context)
+                } else {
+                    self.send(.serviceUnavailable, "not ready: \(problems.joined(separator: "; "))\n", head: head, context: context)
                 }
             }
         case "/metrics":
@@ -95,5 +106,13 @@ final class AdminHandler: ChannelInboundHandler {
         context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             if !keepAlive { context.close(promise: nil) }
         }
+    }
+}
+
+extension Result {
+    /// nil on success, else what failed, for `/readyz`.
+    fileprivate var failureDescription: String? {
+        guard case .failure(let error) = self else { return nil }
+        return "\(error)"
     }
 }

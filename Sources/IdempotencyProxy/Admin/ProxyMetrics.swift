@@ -15,6 +15,9 @@ public final class ProxyMetrics: Sendable {
     private let redisLatency: CoreMetrics.Timer
     private let inFlight: Meter
     private let lateCompletions: CoreMetrics.Counter
+    private let postgresLatency: CoreMetrics.Timer
+    private let postgresErrors: CoreMetrics.Counter
+    private let replays: [ProtectedRequestMachine.Store: CoreMetrics.Counter]
 
     public init() {
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -36,6 +39,13 @@ public final class ProxyMetrics: Sendable {
         redisLatency = Timer(label: "idemproxy_redis_command_duration_seconds", factory: factory)
         inFlight = Meter(label: "idemproxy_requests_in_flight", factory: factory)
         lateCompletions = Counter(label: "idemproxy_completions_lost_total", factory: factory)
+        postgresLatency = Timer(label: "idemproxy_postgres_statement_duration_seconds", factory: factory)
+        postgresErrors = Counter(label: "idemproxy_postgres_errors_total", factory: factory)
+        var replays: [ProtectedRequestMachine.Store: CoreMetrics.Counter] = [:]
+        for store in [ProtectedRequestMachine.Store.redis, .postgres] {
+            replays[store] = Counter(label: "idemproxy_replays_total", dimensions: [("store", store.rawValue)], factory: factory)
+        }
+        self.replays = replays
     }
 
     public func count(_ outcome: RequestOutcome) { outcomes[outcome]?.increment() }
@@ -55,6 +65,16 @@ public final class ProxyMetrics: Sendable {
     public func redisCommand(since start: NIODeadline) {
         redisLatency.recordNanoseconds((NIODeadline.now() - start).nanoseconds)
     }
+
+    public func postgresStatement(since start: NIODeadline) {
+        postgresLatency.recordNanoseconds((NIODeadline.now() - start).nanoseconds)
+    }
+
+    /// A PostgreSQL statement that failed or timed out.
+    public func postgresFailed() { postgresErrors.increment() }
+
+    /// A retry answered from a stored record, by the store that held it.
+    public func replayed(from store: ProtectedRequestMachine.Store) { replays[store]?.increment() }
 
     /// A completion that found the key owned by another request (our lease had expired).
     public func completionLost() { lateCompletions.increment() }

@@ -115,6 +115,8 @@ final class ProtectedRequest {
             assertionFailure("\(action) answers a head, which `admit` handles")
         case .claim:
             claim()
+        case .claimInPostgres:
+            claimInPostgres()
         case .waitForReplicas(let count, let timeoutMs):
             loop.store.waitForReplicas(count, key: recordKey, timeoutMs: timeoutMs) { result in
                 if case .failure(let error) = result {
@@ -126,8 +128,11 @@ final class ProtectedRequest {
             forward(protected: protected)
         case .waitForFirst(let until):
             waitForTheFirst(until: until)
-        case .settle(let settlement):
-            settle(settlement)
+        case .settle(let settlement, let store):
+            switch store {
+            case .redis: settle(settlement)
+            case .postgres: settleInPostgres(settlement)
+            }
         case .retrySettle(let afterMs):
             loop.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(afterMs)) {
                 self.run(self.machine.retryDue())
@@ -142,11 +147,42 @@ final class ProtectedRequest {
         loop.store.claim(key: recordKey, record: record, lockTTLMs: loop.configuration.lockTTLMs) { result in
             switch result {
             case .success(let claim):
+                self.loop.outages.redis.answered(logger: self.loop.logger)
                 self.run(self.machine.claimAnswered(claim, now: self.now()))
             case .failure(let error):
                 let action = self.machine.claimAnswered(.failed, now: self.now())
-                let then = action == .forward(protected: false) ? "forwarding unprotected" : "answering 503"
-                self.loop.logger.warning("Redis unavailable, \(then)", metadata: ["error": "\(error)"])
+                let instead: String
+                switch action {
+                case .claimInPostgres: instead = "protecting requests by PostgreSQL alone"
+                case .forward(protected: false): instead = "forwarding requests unprotected (on_redis_error = open)"
+                default: instead = "answering 503 (on_redis_error = closed)"
+                }
+                self.loop.outages.redis.failed(error, instead: instead, logger: self.loop.logger)
+                self.run(action)
+            }
+        }
+    }
+
+    /// SPEC §8.1: the claim in PostgreSQL, after Redis granted one or did not answer.
+    private func claimInPostgres() {
+        guard let longTerm = loop.longTermStore else { preconditionFailure("claimInPostgres without a long-term store") }
+        longTerm.claim(
+            key: recordKey, owner: owner, fingerprint: machine.fingerprint, lockTTLMs: loop.configuration.lockTTLMs
+        ) { result in
+            switch result {
+            case .success(let claim):
+                self.loop.outages.postgres.answered(logger: self.loop.logger)
+                self.run(self.machine.postgresClaimAnswered(claim, now: self.now()))
+            case .failure(let error):
+                let action = self.machine.postgresClaimAnswered(.failed, now: self.now())
+                let instead: String
+                switch action {
+                case .forward(protected: true), .waitForReplicas: instead = "protecting requests by Redis alone (on_postgres_error = redis)"
+                case .forward(protected: false): instead = "Redis is down too: forwarding requests unprotected (on_redis_error = open)"
+                case .answer: instead = "Redis is down too: answering 503 (on_redis_error = closed)"
+                default: instead = "answering 503 (on_postgres_error = closed)"
+                }
+                self.loop.outages.postgres.failed(error, instead: instead, logger: self.loop.logger)
                 self.run(action)
             }
         }
@@ -203,11 +239,9 @@ final class ProtectedRequest {
 
     private func settle(_ settlement: ProtectedRequestMachine.Settlement) {
         switch settlement {
-        case .complete(let state):
+        case .complete(let state, let ttlMs):
             let record = IdempotencyRecord(owner: owner, fingerprint: machine.fingerprint, state: state)
-            loop.store.complete(
-                key: recordKey, owner: owner, record: record, responseTTLMs: loop.configuration.responseTTLMs
-            ) { result in
+            loop.store.complete(key: recordKey, owner: owner, record: record, responseTTLMs: ttlMs) { result in
                 if case .success(.ownedByAnother) = result {
                     self.loop.metrics.completionLost()
                     self.loop.logger.warning(
@@ -223,6 +257,41 @@ final class ProtectedRequest {
         }
     }
 
+    /// SPEC §8.2: PostgreSQL settles first, owner-checked.
+    private func settleInPostgres(_ settlement: ProtectedRequestMachine.Settlement) {
+        guard let longTerm = loop.longTermStore else { preconditionFailure("a PostgreSQL settlement without a long-term store") }
+        let done: (Result<Bool, LongTermStoreError>) -> Void
+        switch settlement {
+        case .complete(let state, let ttlMs):
+            let record = IdempotencyRecord(owner: owner, fingerprint: machine.fingerprint, state: state)
+            done = { result in
+                if case .success(false) = result {
+                    self.loop.metrics.completionLost()
+                    self.loop.logger.warning(
+                        "claim in PostgreSQL expired and was taken over before the response was stored; raise lock_ttl",
+                        metadata: ["record": "\(self.recordKey)"])
+                }
+                self.settledInPostgres(result, failing: "storing a response in PostgreSQL failed; only Redis keeps it, if it answers")
+            }
+            longTerm.complete(key: recordKey, record: record, retentionMs: ttlMs, completion: done)
+        case .release:
+            longTerm.release(key: recordKey, owner: owner) { result in
+                self.settledInPostgres(result, failing: "releasing a claim in PostgreSQL failed; it expires after lock_ttl")
+            }
+        }
+    }
+
+    private func settledInPostgres(_ result: Result<Bool, LongTermStoreError>, failing message: Logger.Message) {
+        guard case .failure(let error) = result else { return run(machine.settled(.done)) }
+        let action: ProtectedRequestMachine.Action
+        switch error {
+        case .unavailable, .timeout: action = machine.settled(.unavailable)
+        case .server, .malformedRecord, .unusableTable: action = machine.settled(.refused)
+        }
+        if case .retrySettle = action {} else { loop.logger.error(message, metadata: ["error": "\(error)"]) }
+        run(action)
+    }
+
     /// A Redis error may pass; a record Redis holds that cannot be read will not. A
     /// settlement given up on is logged once.
     private func settled(_ result: Result<Void, StoreError>, failing message: Logger.Message) {
@@ -232,7 +301,7 @@ final class ProtectedRequest {
         case .redis: action = machine.settled(.unavailable)
         case .malformedRecord: action = machine.settled(.refused)
         }
-        if case .answer = action { loop.logger.error(message, metadata: ["error": "\(error)"]) }
+        if case .retrySettle = action {} else { loop.logger.error(message, metadata: ["error": "\(error)"]) }
         run(action)
     }
 
@@ -244,6 +313,7 @@ final class ProtectedRequest {
         poll = nil
         if let subscription { loop.subscriber.unsubscribe(recordKey, id: subscription) }
         if bodyComplete { loop.protectedInFlight -= 1 }
+        if let store = reply.replayedFrom { loop.metrics.replayed(from: store) }
         let requestEnded = bodyComplete
         let response: ProxyResponse
         switch reply.content {

@@ -13,6 +13,11 @@ final class LoopContext {
     let metrics: ProxyMetrics
     let logger: Logger
     let store: any RecordStore
+    /// PostgreSQL behind Redis (SPEC §8), when `postgres_url` is set.
+    let longTermStore: (any LongTermStore)?
+    private let sweeper: RecordSweeper?
+    /// Shared by every loop of the process, so that an outage is logged once.
+    let outages: Outages
     /// Wakes retries waiting for an in-flight request (`inflight_wait`).
     let subscriber: any RedisPubSub
     /// How often a waiting retry looks at the record even without a Pub/Sub message: the
@@ -32,13 +37,18 @@ final class LoopContext {
 
     init(
         eventLoop: any EventLoop, configuration: ProxyConfiguration, metrics: ProxyMetrics, logger: Logger,
-        store: any RecordStore, subscriber: any RedisPubSub, pool: UpstreamPool, waitPollInterval: TimeAmount
+        store: any RecordStore, longTermStore: (any LongTermStore)? = nil, sweeper: RecordSweeper? = nil,
+        outages: Outages = Outages(),
+        subscriber: any RedisPubSub, pool: UpstreamPool, waitPollInterval: TimeAmount
     ) {
         self.eventLoop = eventLoop
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
         self.store = store
+        self.longTermStore = longTermStore
+        self.sweeper = sweeper
+        self.outages = outages
         self.subscriber = subscriber
         self.pool = pool
         self.waitPollInterval = waitPollInterval
@@ -50,6 +60,14 @@ final class LoopContext {
     func close() {
         pool.close()
         store.close()
+        sweeper?.stop()
+        longTermStore?.close()
         subscriber.close()
     }
+}
+
+/// The outage logs of both stores, one pair per process.
+struct Outages: Sendable {
+    let redis = OutageLog(store: "Redis")
+    let postgres = OutageLog(store: "PostgreSQL")
 }

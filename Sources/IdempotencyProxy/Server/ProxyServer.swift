@@ -11,6 +11,9 @@ public final class ProxyServer: Sendable {
     /// A client that sends nothing for this long while we wait on it is disconnected; long
     /// enough for a keep-alive connection between bursts, short enough to shed slowloris.
     public static let clientReadTimeout = TimeAmount.seconds(60)
+    /// How often expired rows of the long-term store are deleted: well within SPEC §8.3's
+    /// minute; tests shorten it.
+    public static let sweepInterval = TimeAmount.seconds(10)
 
     public let configuration: ProxyConfiguration
     public let metrics: ProxyMetrics
@@ -37,13 +40,14 @@ public final class ProxyServer: Sendable {
         logger: Logger,
         threads: Int = System.coreCount,
         waitPollInterval: TimeAmount = .milliseconds(100),
-        clientReadTimeout: TimeAmount = ProxyServer.clientReadTimeout
+        clientReadTimeout: TimeAmount = ProxyServer.clientReadTimeout,
+        sweepInterval: TimeAmount = ProxyServer.sweepInterval
     ) async throws -> ProxyServer {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         do {
             return try await start(
                 configuration: configuration, logger: logger, group: group, waitPollInterval: waitPollInterval,
-                clientReadTimeout: clientReadTimeout)
+                clientReadTimeout: clientReadTimeout, sweepInterval: sweepInterval)
         } catch {
             try? await group.shutdownGracefully()
             throw error
@@ -55,19 +59,35 @@ public final class ProxyServer: Sendable {
         logger: Logger,
         group: MultiThreadedEventLoopGroup,
         waitPollInterval: TimeAmount,
-        clientReadTimeout: TimeAmount
+        clientReadTimeout: TimeAmount,
+        sweepInterval: TimeAmount
     ) async throws -> ProxyServer {
         let metrics = ProxyMetrics()
+        let outages = Outages()
+        var postgres: PostgresWiring?
+        if let url = configuration.postgresURL {
+            let wiring = try PostgresWiring(url: url, configuration: configuration)
+            try await wiring.prepare(on: group.next(), logger: logger)
+            postgres = wiring
+        }
         var contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>] = [:]
-        for loop in group.makeIterator() {
-            contexts[ObjectIdentifier(loop)] = try await loop.submit {
+        for (index, loop) in group.makeIterator().enumerated() {
+            contexts[ObjectIdentifier(loop)] = try await loop.submit { [postgres] in
                 let redis = RedisWiring.make(configuration: configuration, eventLoop: loop, metrics: metrics, logger: logger)
+                let longTerm = postgres?.store(on: loop, metrics: metrics, logger: logger)
+                // Every proxy sweeps from one of its loops; the sweep's lock keeps it to one
+                // proxy of a fleet at a time.
+                let sweeper = index == 0 ? longTerm.map {
+                    RecordSweeper(eventLoop: loop, store: $0, interval: sweepInterval, logger: logger)
+                } : nil
+                sweeper?.start()
                 let pool = UpstreamPool(
                     eventLoop: loop, upstream: configuration.upstream,
                     connectTimeout: .milliseconds(min(configuration.upstreamTimeoutMs, 5_000)), logger: logger)
                 let context = LoopContext(
                     eventLoop: loop, configuration: configuration, metrics: metrics, logger: logger, store: redis.store,
-                    subscriber: redis.subscriber, pool: pool, waitPollInterval: waitPollInterval)
+                    longTermStore: longTerm, sweeper: sweeper, outages: outages, subscriber: redis.subscriber, pool: pool,
+                    waitPollInterval: waitPollInterval)
                 return NIOLoopBound(context, eventLoop: loop)
             }.get()
         }
@@ -120,6 +140,7 @@ public final class ProxyServer: Sendable {
             metadata: [
                 "listen": "\(display(server.localAddress))", "upstream": "\(configuration.upstream)",
                 "admin": "\(server.adminAddress.map(display) ?? "off")", "redis": "\(redis)",
+                "postgres": "\(configuration.postgresURL.map { "\($0)" } ?? "off")",
             ])
         return server
     }

@@ -1,0 +1,26 @@
+import IdempotencyCore
+
+/// The record operations of the long-term store (SPEC §8), answered on the request's event
+/// loop. `PostgresRecordStore` answers them from PostgreSQL.
+protocol LongTermStore: AnyObject {
+    /// Claims `key` unless a live claim or record is there; that one is answered instead.
+    func claim(
+        key: String, owner: [UInt8], fingerprint: [UInt8], lockTTLMs: Int64,
+        completion: @escaping (Result<ProtectedRequestMachine.LongTermClaimResult, LongTermStoreError>) -> Void)
+
+    /// Owner-checked. Result: false when another request had taken the key over.
+    func complete(
+        key: String, record: IdempotencyRecord, retentionMs: Int64,
+        completion: @escaping (Result<Bool, LongTermStoreError>) -> Void)
+
+    /// Owner-checked. Result: true when the claim was ours and is gone.
+    func release(key: String, owner: [UInt8], completion: @escaping (Result<Bool, LongTermStoreError>) -> Void)
+
+    /// Deletes up to `limit` expired rows, if no other proxy is sweeping. Result: how many.
+    func sweep(limit: Int, completion: @escaping (Result<Int, LongTermStoreError>) -> Void)
+
+    /// Succeeds when PostgreSQL answers (`/readyz`).
+    func ping(completion: @escaping (Result<Void, LongTermStoreError>) -> Void)
+
+    func close()
+}

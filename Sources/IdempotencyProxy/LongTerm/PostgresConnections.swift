@@ -1,0 +1,205 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import PostgresNIO
+
+/// One event loop's connections to PostgreSQL: at most `size`, opened when the load needs them,
+/// each with the store's statements prepared on it, all on the loop (no thread hop). A
+/// connection runs one statement at a time, so a statement goes to the connection with the
+/// fewest waiting. A connection that breaks, fails to open, or lets a statement run past
+/// `postgres_timeout` is closed and opened again after `reconnectDelay`; meanwhile statements
+/// fail at once, so a PostgreSQL outage costs requests no waiting.
+final class PostgresConnections {
+    /// The statements prepared on every connection.
+    enum Statement: Int, CaseIterable {
+        case claim, complete, release, sweep, ping
+    }
+
+    private struct Ready: Sendable {
+        let connection: PostgresConnection
+        let prepared: [PreparedQuery]
+    }
+
+    private enum SlotState {
+        case idle
+        case opening(EventLoopFuture<Ready>)
+        case ready(Ready)
+        /// Broken or failed to open: not tried again before `retryAt`.
+        case resting(retryAt: NIODeadline)
+    }
+
+    private final class Slot {
+        var state = SlotState.idle
+        /// Statements sent on it and not answered yet.
+        var waiting = 0
+    }
+
+    static let reconnectDelay = TimeAmount.milliseconds(500)
+
+    private let eventLoop: any EventLoop
+    private let configuration: PostgresConnection.Configuration
+    private let sql: PostgresSQL
+    private let schema: PostgresSchema
+    private let timeout: TimeAmount
+    private let logger: Logger
+    private var slots: [Slot]
+    private var nextID = 0
+    private var closed = false
+
+    init(
+        eventLoop: any EventLoop, configuration: PostgresConnection.Configuration, sql: PostgresSQL,
+        schema: PostgresSchema, size: Int, timeout: TimeAmount, logger: Logger
+    ) {
+        self.eventLoop = eventLoop
+        self.configuration = configuration
+        self.sql = sql
+        self.schema = schema
+        self.timeout = timeout
+        self.logger = logger
+        slots = (0..<size).map { _ in Slot() }
+    }
+
+    /// Runs a prepared statement; its rows, or why there are none, within `postgres_timeout`.
+    func execute(
+        _ statement: Statement, _ binds: [PostgresData],
+        completion: @escaping (Result<[PostgresRow], LongTermStoreError>) -> Void
+    ) {
+        guard let slot = pick() else {
+            return completion(.failure(.unavailable("no connection; reconnecting")))
+        }
+        let answer = AnswerOnce(completion)
+        slot.waiting += 1
+        let timer = eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            // The connection is stuck (a paused server, a lost network): statements queued
+            // behind this one would wait too; closing it fails them and makes a fresh one.
+            self.rest(slot, closing: true)
+            answer(.failure(.timeout))
+        }
+        ready(slot).flatMap { ready in
+            ready.prepared[statement.rawValue].execute(binds)
+        }.assumeIsolated().whenComplete { result in
+            slot.waiting -= 1
+            timer.cancel()
+            switch result {
+            case .success(let rows): answer(.success(rows))
+            case .failure(let error):
+                let failure = LongTermStoreError(error)
+                if failure.brokeConnection { self.rest(slot, closing: true) }
+                answer(.failure(failure))
+            }
+        }
+    }
+
+    func close() {
+        closed = true
+        for slot in slots {
+            switch slot.state {
+            case .ready(let ready): ready.connection.closeNow()
+            case .opening(let future): future.whenSuccess { $0.connection.closeNow() }
+            case .idle, .resting: break
+            }
+            slot.state = .resting(retryAt: .distantFuture)
+        }
+    }
+
+    // MARK: - slots
+
+    /// The usable slot with the fewest statements waiting; an unopened one counts as empty, so
+    /// connections are opened as the load grows.
+    private func pick() -> Slot? {
+        let now = NIODeadline.now()
+        var best: Slot?
+        for slot in slots {
+            if case .resting(let retryAt) = slot.state, now < retryAt { continue }
+            if best == nil || slot.waiting < best!.waiting { best = slot }
+        }
+        return best
+    }
+
+    private func ready(_ slot: Slot) -> EventLoopFuture<Ready> {
+        switch slot.state {
+        case .ready(let ready): return eventLoop.makeSucceededFuture(ready)
+        case .opening(let future): return future
+        case .idle, .resting: return open(slot)
+        }
+    }
+
+    private func open(_ slot: Slot) -> EventLoopFuture<Ready> {
+        nextID += 1
+        let sql = self.sql
+        let schema = self.schema
+        let logger = self.logger
+        let future = PostgresConnection.connect(on: eventLoop, configuration: configuration, id: nextID, logger: logger)
+            .flatMap { connection in
+                schema.ensure(on: connection, sql: sql, logger: logger)
+                    .flatMap {
+                        let prepares = Statement.allCases.map { connection.prepare(query: sql.text(of: $0)) }
+                        return EventLoopFuture.whenAllSucceed(prepares, on: connection.eventLoop)
+                    }
+                    .map { Ready(connection: connection, prepared: $0) }
+                    .flatMapErrorThrowing { error in
+                        connection.closeNow()
+                        throw error
+                    }
+            }
+        slot.state = .opening(future)
+        future.assumeIsolated().whenComplete { result in
+            guard case .opening(let opening) = slot.state, opening === future else {
+                if case .success(let ready) = result { ready.connection.closeNow() }
+                return
+            }
+            switch result {
+            case .success(let ready):
+                slot.state = .ready(ready)
+                ready.connection.closeFuture.assumeIsolated().whenComplete { _ in
+                    if case .ready(let current) = slot.state, current.connection === ready.connection {
+                        self.rest(slot, closing: false)
+                    }
+                }
+            case .failure(let error):
+                self.logger.debug("PostgreSQL connection failed", metadata: ["error": "\(LongTermStoreError(error))"])
+                self.rest(slot, closing: false)
+            }
+        }
+        return future
+    }
+
+    /// Out of use until `reconnectDelay` has passed.
+    private func rest(_ slot: Slot, closing: Bool) {
+        if closing, case .ready(let ready) = slot.state { ready.connection.closeNow() }
+        slot.state = .resting(retryAt: closed ? .distantFuture : .now() + Self.reconnectDelay)
+    }
+}
+
+extension PostgresSQL {
+    fileprivate func text(of statement: PostgresConnections.Statement) -> String {
+        switch statement {
+        case .claim: return claim
+        case .complete: return complete
+        case .release: return release
+        case .sweep: return sweep
+        case .ping: return "SELECT 1"
+        }
+    }
+}
+
+extension PostgresConnection {
+    /// Closes without waiting (`close()` alone is ambiguous beside its async overload).
+    ///
+    /// The connection is kept until it is closed: it must not be freed open.
+    func closeNow() {
+        let closed: EventLoopFuture<Void> = close()
+        closed.whenComplete { _ in withExtendedLifetime(self) {} }
+    }
+}
+
+/// Completes once: the first of the answer and the timeout wins.
+private final class AnswerOnce<T> {
+    private var completion: ((T) -> Void)?
+    init(_ completion: @escaping (T) -> Void) { self.completion = completion }
+    func callAsFunction(_ value: T) {
+        guard let completion else { return }
+        self.completion = nil
+        completion(value)
+    }
+}

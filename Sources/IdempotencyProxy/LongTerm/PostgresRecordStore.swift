@@ -1,0 +1,87 @@
+import IdempotencyCore
+import NIOCore
+import PostgresNIO
+
+/// The long-term store over one loop's PostgreSQL connections; callbacks run on that loop.
+final class PostgresRecordStore: LongTermStore {
+    private let connections: PostgresConnections
+    private let metrics: ProxyMetrics
+
+    init(connections: PostgresConnections, metrics: ProxyMetrics) {
+        self.connections = connections
+        self.metrics = metrics
+    }
+
+    func claim(
+        key: String, owner: [UInt8], fingerprint: [UInt8], lockTTLMs: Int64,
+        completion: @escaping (Result<ProtectedRequestMachine.LongTermClaimResult, LongTermStoreError>) -> Void
+    ) {
+        let binds = [PostgresData(string: key), PostgresData(bytes: owner), PostgresData(bytes: fingerprint), PostgresData(int64: lockTTLMs)]
+        run(.claim, binds) { result in
+            completion(result.flatMap { rows in
+                guard let row = rows.first else { return .failure(.malformedRecord("the claim returned no row")) }
+                do {
+                    // The int8 is read as raw bytes: a prepared statement's rows come in binary
+                    // (as bound) but are described as text, which `Int64` decoding refuses.
+                    let (rowOwner, rowFingerprint, record, expiresIn) = try row.decode((ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self)
+                    guard var expiresIn = Optional(expiresIn), expiresIn.readableBytes == 8, let expiresInMs = expiresIn.readInteger(as: Int64.self) else {
+                        return .failure(.malformedRecord("the claim returned an expiry of \(expiresIn.readableBytes) bytes"))
+                    }
+                    let existingOwner = Array(rowOwner.readableBytesView)
+                    if existingOwner == owner { return .success(.claimed) }
+                    let existing: IdempotencyRecord
+                    if let record {
+                        existing = try IdempotencyRecord.decode(Array(record.readableBytesView))
+                    } else {
+                        let existingFingerprint = Array(rowFingerprint.readableBytesView)
+                        guard existingOwner.count == IdempotencyRecord.ownerLength,
+                            existingFingerprint.count == IdempotencyRecord.fingerprintLength
+                        else { return .failure(.malformedRecord("owner or fingerprint of the wrong length")) }
+                        existing = IdempotencyRecord(owner: existingOwner, fingerprint: existingFingerprint, state: .inFlight)
+                    }
+                    return .success(.existing(existing, expiresInMs: expiresInMs))
+                } catch {
+                    return .failure(.malformedRecord(String(reflecting: error)))
+                }
+            })
+        }
+    }
+
+    func complete(
+        key: String, record: IdempotencyRecord, retentionMs: Int64,
+        completion: @escaping (Result<Bool, LongTermStoreError>) -> Void
+    ) {
+        let binds = [
+            PostgresData(string: key), PostgresData(bytes: record.owner), PostgresData(bytes: record.fingerprint),
+            PostgresData(bytes: record.encoded()), PostgresData(int64: retentionMs),
+        ]
+        run(.complete, binds) { completion($0.map { !$0.isEmpty }) }
+    }
+
+    func release(key: String, owner: [UInt8], completion: @escaping (Result<Bool, LongTermStoreError>) -> Void) {
+        run(.release, [PostgresData(string: key), PostgresData(bytes: owner)]) { completion($0.map { !$0.isEmpty }) }
+    }
+
+    func sweep(limit: Int, completion: @escaping (Result<Int, LongTermStoreError>) -> Void) {
+        run(.sweep, [PostgresData(int64: Int64(limit))]) { completion($0.map(\.count)) }
+    }
+
+    func ping(completion: @escaping (Result<Void, LongTermStoreError>) -> Void) {
+        run(.ping, []) { completion($0.map { _ in }) }
+    }
+
+    func close() { connections.close() }
+
+    /// Runs one statement and records its latency and any failure.
+    private func run(
+        _ statement: PostgresConnections.Statement, _ binds: [PostgresData],
+        completion: @escaping (Result<[PostgresRow], LongTermStoreError>) -> Void
+    ) {
+        let started = NIODeadline.now()
+        connections.execute(statement, binds) { result in
+            self.metrics.postgresStatement(since: started)
+            if case .failure = result { self.metrics.postgresFailed() }
+            completion(result)
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import Foundation
+import IdempotencyCore
+import Logging
+import PostgresNIO
+import RedisClient
+import TestSupport
+
+/// A table of its own in a real PostgreSQL for one test, and a way to look into it.
+struct TestTable: Sendable {
+    let name: String
+    let url: String
+
+    init(url: String = SharedPostgres.url) {
+        name = "t_" + UUID().uuidString.prefix(8).lowercased()
+        self.url = url
+    }
+
+    /// The proxy settings that put this table behind Redis; `extra` adds to or overrides them.
+    func settings(_ extra: [String: String] = [:]) -> [String: String] {
+        ["postgres_url": url, "postgres_table": name, "postgres_timeout": "1s"].merging(extra) { $1 }
+    }
+
+    /// Runs `sql` (with `$TABLE` replaced by the table's name) on a connection of its own.
+    @discardableResult
+    func query(_ sql: String) async throws -> [PostgresRow] {
+        let parsed = try PostgresURL.parse(url)
+        let configuration = PostgresConnection.Configuration(
+            host: parsed.address.host, port: parsed.address.port, username: parsed.username, password: parsed.password,
+            database: parsed.database, tls: .disable)
+        let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: Logger(label: "test-sql"))
+        do {
+            let rows = try await connection.query(PostgresQuery(unsafeSQL: sql.replacingOccurrences(of: "$TABLE", with: name)), logger: Logger(label: "test-sql"))
+            var all: [PostgresRow] = []
+            for try await row in rows { all.append(row) }
+            try await connection.close()
+            return all
+        } catch {
+            try? await connection.close()
+            throw TestSupportError(String(reflecting: error))
+        }
+    }
+
+    /// One integer the query selects.
+    func integer(_ sql: String) async throws -> Int {
+        guard let row = try await query(sql).first else { return -1 }
+        return Int(try row.decode(Int64.self))
+    }
+
+    func rowCount() async throws -> Int { try await integer("SELECT count(*) FROM $TABLE") }
+}
+
+extension ProxyHarness {
+    /// Deletes every record this test's proxy wrote to Redis, as a Redis restart would.
+    func forgetRedisRecords() async throws {
+        let redis = try await TestRedisClient(port: Self.port(of: redisURL))
+        guard case .array(let keys) = try await redis.send(["KEYS", .string(prefix + "*")]) else { return }
+        for case .bulk(let key) in keys { _ = try await redis.send(["DEL", .bytes(Array(key.readableBytesView))]) }
+        await redis.close()
+    }
+
+    /// The remaining life (PTTL, ms) of each record this test's proxy wrote to Redis.
+    func redisTTLs() async throws -> [Int64] {
+        let redis = try await TestRedisClient(port: Self.port(of: redisURL))
+        var ttls: [Int64] = []
+        if case .array(let keys) = try await redis.send(["KEYS", .string(prefix + "*")]) {
+            for case .bulk(let key) in keys {
+                if case .integer(let ttl) = try await redis.send(["PTTL", .bytes(Array(key.readableBytesView))]) { ttls.append(ttl) }
+            }
+        }
+        await redis.close()
+        return ttls
+    }
+
+    /// A metric line's value by its full name and labels, e.g. `idemproxy_replays_total{store="postgres"}`.
+    func counter(_ series: String) throws -> Int {
+        let text = try admin("/metrics").text
+        let line = text.split(separator: "\n").first { $0.hasPrefix(series + " ") }
+        return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
+    }
+}

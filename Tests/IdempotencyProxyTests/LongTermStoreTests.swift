@@ -1,0 +1,431 @@
+import Foundation
+import IdempotencyCore
+import LoadKit
+import Logging
+import NIOPosix
+import PostgresNIO
+import TestSupport
+import Testing
+
+/// SPEC §8 against a real PostgreSQL and a real Redis: every test has a table of its own in
+/// the shared server, or a server of its own when it stops or pauses it.
+@Suite struct LongTermStoreTests {
+    // MARK: - §8.1, §8.3: what PostgreSQL remembers
+
+    @Test func withoutTheLongTermStoreARequestRunsAgainOnceRedisForgetsIt() async throws {
+        try await withProxy { h in
+            #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 201)
+            try await h.forgetRedisRecords()
+            let retry = try await h.send("POST", "/charges", key: "k", body: "x")
+            #expect(!retry.replayed)
+            #expect(h.upstream.executions("/charges") == 2, "the hazard the long-term store removes")
+        }
+    }
+
+    @Test func aRecordIsReplayedFromPostgresAfterRedisForgetsItAndCopiedBack() async throws {
+        let table = TestTable()
+        try await withProxy(table.settings()) { h in
+            let first = try await h.send("POST", "/charges", key: "k", body: "x")
+            #expect(first.status == 201)
+            try await h.forgetRedisRecords()
+            #expect(try await h.recordCount() == 0)
+
+            let retry = try await h.send("POST", "/charges", key: "k", body: "x")
+            #expect(retry.replayed)
+            #expect(retry.status == 201)
+            #expect(retry.body == first.body)
+            #expect(h.upstream.executions("/charges") == 1)
+            #expect(try h.counter("idemproxy_replays_total{store=\"postgres\"}") == 1)
+            // Copied back: the next retry is Redis's.
+            #expect(try await h.recordCount() == 1)
+            #expect(try await h.send("POST", "/charges", key: "k", body: "x").replayed)
+            #expect(try h.counter("idemproxy_replays_total{store=\"redis\"}") == 1)
+            #expect(try h.counter("idemproxy_replays_total{store=\"postgres\"}") == 1)
+            // Another body with the key: 422, from PostgreSQL as well.
+            try await h.forgetRedisRecords()
+            #expect(try await h.send("POST", "/charges", key: "k", body: "y").status == 422)
+            #expect(try await h.recordCount() == 0, "a 422 from PostgreSQL leaves no Redis claim behind")
+        }
+    }
+
+    @Test func afterResponseTTLPostgresStillReplays() async throws {
+        let table = TestTable()
+        try await withProxy(table.settings(["response_ttl": "1s", "retention": "1h"])) { h in
+            let first = try await h.send("POST", "/charges", key: "k", body: "x")
+            try await Task.sleep(for: .milliseconds(1_300))
+            #expect(try await h.recordCount() == 0, "Redis let the record expire")
+            let retry = try await h.send("POST", "/charges", key: "k", body: "x")
+            #expect(retry.replayed)
+            #expect(retry.body == first.body)
+            #expect(h.upstream.executions("/charges") == 1)
+        }
+    }
+
+    @Test func afterRetentionARecordIsNeverReplayedEvenBeforeTheSweep() async throws {
+        let table = TestTable()
+        try await withProxy(table.settings(["response_ttl": "1s", "retention": "1s"])) { h in
+            #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 201)
+            try await Task.sleep(for: .milliseconds(1_300))
+            #expect(try await table.rowCount() == 1, "not swept yet: the lookup must check the expiry itself")
+            let retry = try await h.send("POST", "/charges", key: "k", body: "x")
+            #expect(!retry.replayed)
+            #expect(retry.status == 201)
+            #expect(h.upstream.executions("/charges") == 2)
+        }
+    }
+
+    @Test func aCopyBackNeverOutlivesTheRecordsRetention() async throws {
+        let table = TestTable()
+        try await withProxy(table.settings(["response_ttl": "10s", "retention": "10s"])) { (h: ProxyHarness) async throws in
+            #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 201)
+            try await h.forgetRedisRecords()
+            try await Task.sleep(for: .seconds(1))
+            // Replayed from PostgreSQL with less than 9 s of retention left: Redis keeps the
+            // copy that long, not response_ttl.
+            #expect(try await h.send("POST", "/charges", key: "k", body: "x").replayed)
+            let ttl = try await h.redisTTLs()
+            #expect(ttl.count == 1)
+            #expect(ttl.allSatisfy { $0 > 0 && $0 <= 9_000 }, "copy-back TTLs \(ttl) ms")
+        }
+    }
+
+    // MARK: - §8.1: a claim Redis lost
+
+    @Test func aClaimSurvivesRedisLosingIt() async throws {
+        let table = TestTable()
+        let prefix = "test:\(UUID().uuidString.prefix(8)):"
+        try await withDemoUpstream { upstream in
+            try await withProxy(table.settings(), upstream: upstream, prefix: prefix) { a in
+                try await withProxy(table.settings(), upstream: upstream, prefix: prefix) { b in
+                    async let first = a.send("POST", "/charges?delay=1000", key: "k", body: "x")
+                    try await upstream.waitUntilExecuting("/charges")
+                    try await a.forgetRedisRecords()
+
+                    let retry = try await b.send("POST", "/charges?delay=1000", key: "k", body: "x")
+                    #expect(retry.status == 409)
+                    #expect(retry.header("Retry-After") != nil)
+                    #expect(try await b.recordCount() == 0, "the 409 from PostgreSQL leaves no Redis claim behind")
+
+                    let firstAnswer = try await first
+                    #expect(firstAnswer.status == 201)
+                    let later = try await b.send("POST", "/charges?delay=1000", key: "k", body: "x")
+                    #expect(later.replayed)
+                    #expect(later.body == firstAnswer.body)
+                    #expect(upstream.executions("/charges") == 1)
+                }
+            }
+        }
+    }
+
+    @Test func aRetryWaitingOnAClaimOnlyPostgresHoldsGetsTheReplay() async throws {
+        let table = TestTable()
+        try await withProxy(table.settings(["inflight_wait": "5s"])) { h in
+            async let first = h.send("POST", "/charges?delay=600", key: "k", body: "x")
+            try await h.upstream.waitUntilExecuting("/charges")
+            try await h.forgetRedisRecords()
+            let waiting = try await h.send("POST", "/charges?delay=600", key: "k", body: "x")
+            #expect(waiting.replayed)
+            #expect(try await waiting.body == first.body)
+            #expect(h.upstream.executions("/charges") == 1)
+        }
+    }
+
+    // MARK: - §8.2: owner-checked settling
+
+    @Test func anExpiredClaimThatNobodyTookOverIsStillCompleted() async throws {
+        let table = TestTable()
+        try await withProxy(table.settings()) { h in
+            async let first = h.send("POST", "/charges?delay=500", key: "k", body: "x")
+            try await h.upstream.waitUntilExecuting("/charges")
+            try await table.query("UPDATE $TABLE SET expires_at = now() - interval '1 second'")
+            #expect(try await first.status == 201)
+            #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record IS NOT NULL AND expires_at > now() + interval '29 days'") == 1)
+        }
+    }
+
+    @Test func anExpiredClaimTakenOverIsNotOverwrittenByItsFirstOwner() async throws {
+        let table = TestTable()
+        try await withProxy(table.settings()) { h in
+            async let first = h.send("POST", "/charges?delay=800", key: "k", body: "x")
+            try await h.upstream.waitUntilExecuting("/charges")
+            // The first claim's lock_ttl ends (as if the upstream took that long) and Redis
+            // forgets it: a retry takes the key over and runs.
+            try await table.query("UPDATE $TABLE SET expires_at = now() - interval '1 second'")
+            try await h.forgetRedisRecords()
+            async let second = h.send("POST", "/charges?delay=800", key: "k", body: "x")
+            try await h.upstream.waitUntilExecuting("/charges", count: 2)
+
+            let firstAnswer = try await first
+            let secondAnswer = try await second
+            #expect(firstAnswer.status == 201)
+            #expect(secondAnswer.status == 201)
+            #expect(try h.counter("idemproxy_completions_lost_total") >= 1)
+            // Retries get the newer owner's answer, from either store.
+            let retry = try await h.send("POST", "/charges?delay=800", key: "k", body: "x")
+            #expect(retry.body == secondAnswer.body)
+            try await h.forgetRedisRecords()
+            #expect(try await h.send("POST", "/charges?delay=800", key: "k", body: "x").body == secondAnswer.body)
+        }
+    }
+
+    @Test func aFiveHundredReleasesTheClaimInBothStores() async throws {
+        let table = TestTable()
+        try await withProxy(table.settings()) { (h: ProxyHarness) async throws in
+            #expect(try await h.send("POST", "/status/503", key: "k", body: "x").status == 503)
+            #expect(try await table.rowCount() == 0)
+            #expect(try await h.recordCount() == 0)
+            #expect(try await h.send("POST", "/status/503", key: "k", body: "x").status == 503)
+            #expect(h.upstream.executions("/status/503") == 2)
+        }
+    }
+
+    // MARK: - §8.4: the failure matrix
+
+    @Test func redisDownIsProtectedByPostgresAlone() async throws {
+        let table = TestTable()
+        let closed = try ClosedPort()
+        let settings = table.settings(["redis_url": "redis://127.0.0.1:\(closed.port)/0", "redis_timeout": "200ms"])
+        try await withProxy(settings, waitUntilReady: false) { h in
+            let first = try await h.send("POST", "/charges", key: "k", body: "x")
+            #expect(first.status == 201)
+            let retry = try await h.send("POST", "/charges", key: "k", body: "x")
+            #expect(retry.replayed)
+            #expect(retry.body == first.body)
+            #expect(try await h.send("POST", "/charges", key: "k", body: "other").status == 422)
+            #expect(h.upstream.executions("/charges") == 1)
+            #expect(try h.metric("redis_error") == 0)
+            #expect(try h.admin("/readyz").status == 503)
+
+            async let slow = h.send("POST", "/charges?delay=500", key: "slow", body: "x")
+            try await h.upstream.waitUntilExecuting("/charges", count: 2)
+            #expect(try await h.send("POST", "/charges?delay=500", key: "slow", body: "x").status == 409)
+            #expect(try await slow.status == 201)
+        }
+    }
+
+    @Test func postgresDownClosedAnswers503AndLeavesNothingInRedis() async throws {
+        let closed = try ClosedPort()
+        let table = TestTable(url: "postgres://postgres:pw@127.0.0.1:\(closed.port)/postgres")
+        try await withProxy(table.settings(["postgres_timeout": "300ms"]), waitUntilReady: false) { h in
+            let r = try await h.send("POST", "/charges", key: "k", body: "x")
+            #expect(r.status == 503)
+            #expect(r.isProblem)
+            #expect(r.header("Retry-After") == "1")
+            #expect(r.text.contains("PostgreSQL"))
+            #expect(h.upstream.executions("/charges") == 0)
+            #expect(try await h.recordCount() == 0, "the Redis claim was released")
+            #expect(try h.metric("postgres_error") == 1)
+            #expect(try h.counter("idemproxy_postgres_errors_total") >= 1)
+            let ready = try h.admin("/readyz")
+            #expect(ready.status == 503)
+            #expect(ready.text.contains("PostgreSQL"))
+        }
+    }
+
+    @Test func postgresDownInRedisModeIsProtectedByRedisAlone() async throws {
+        let closed = try ClosedPort()
+        let table = TestTable(url: "postgres://postgres:pw@127.0.0.1:\(closed.port)/postgres")
+        try await withProxy(table.settings(["on_postgres_error": "redis"]), waitUntilReady: false) { h in
+            let first = try await h.send("POST", "/charges", key: "k", body: "x")
+            #expect(first.status == 201)
+            let retry = try await h.send("POST", "/charges", key: "k", body: "x")
+            #expect(retry.replayed)
+            #expect(h.upstream.executions("/charges") == 1)
+        }
+    }
+
+    @Test func bothStoresDownFollowOnRedisError() async throws {
+        let redisPort = try ClosedPort()
+        let postgresPort = try ClosedPort()
+        let table = TestTable(url: "postgres://postgres:pw@127.0.0.1:\(postgresPort.port)/postgres")
+        var settings = table.settings([
+            "redis_url": "redis://127.0.0.1:\(redisPort.port)/0", "redis_timeout": "200ms", "postgres_timeout": "200ms",
+        ])
+        try await withProxy(settings, waitUntilReady: false) { (h: ProxyHarness) async throws in
+            let r = try await h.send("POST", "/charges", key: "k", body: "x")
+            #expect(r.status == 503)
+            #expect(r.text.contains("Redis"))
+            #expect(try h.metric("redis_error") == 1)
+        }
+        settings["on_redis_error"] = "open"
+        try await withProxy(settings, waitUntilReady: false) { (h: ProxyHarness) async throws in
+            #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 201)
+            #expect(!(try await h.send("POST", "/charges", key: "k", body: "x").replayed))
+            #expect(h.upstream.executions("/charges") == 2)
+        }
+    }
+
+    @Test func pausedPostgresHitsPostgresTimeoutThenIsUsedAgain() async throws {
+        let postgres = try PostgresServerProcess()
+        let table = TestTable(url: postgres.url)
+        try await withProxy(table.settings(["postgres_timeout": "400ms"])) { h in
+            #expect(try await h.send("POST", "/charges", key: "before", body: "x").status == 201)
+            postgres.pause()
+            let clock = ContinuousClock()
+            let start = clock.now
+            let paused = try await h.send("POST", "/charges", key: "paused", body: "x")
+            postgres.resume()
+            #expect(paused.status == 503)
+            #expect(clock.now - start < .seconds(3))
+            #expect(h.upstream.executions("/charges") == 1)
+            try await expectProtectedAgainWithin5s(h)
+        }
+    }
+
+    @Test func postgresRestartedIsUsedAgainWithin5s() async throws {
+        let postgres = try PostgresServerProcess()
+        let table = TestTable(url: postgres.url)
+        try await withProxy(table.settings(["postgres_timeout": "400ms"])) { h in
+            #expect(try await h.send("POST", "/charges", key: "before", body: "x").status == 201)
+            postgres.stop()
+            #expect(try await h.send("POST", "/charges", key: "down", body: "x").status == 503)
+            try postgres.start()
+            try await expectProtectedAgainWithin5s(h)
+            // What PostgreSQL kept across its restart is replayed.
+            try await h.forgetRedisRecords()
+            #expect(try await h.send("POST", "/charges", key: "before", body: "x").replayed)
+        }
+    }
+
+    /// Six protected requests in a row succeed within 5 s (every event loop reconnected).
+    private func expectProtectedAgainWithin5s(_ h: ProxyHarness) async throws {
+        let clock = ContinuousClock()
+        let start = clock.now
+        var streak = 0
+        var attempt = 0
+        while clock.now - start < .seconds(5) && streak < 6 {
+            attempt += 1
+            let status = try await h.send("POST", "/charges", key: "after-\(attempt)", body: "x").status
+            streak = status == 201 ? streak + 1 : 0
+            if status != 201 { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(streak == 6, "PostgreSQL was not used again within 5 s")
+        #expect(try h.admin("/readyz").status == 200)
+    }
+
+    // MARK: - §8.3: the sweep
+
+    @Test func twoProxiesSweepOneTableOneAtATime() async throws {
+        let table = TestTable()
+        try await withProxy(table.settings(), sweepInterval: .milliseconds(200)) { a in
+            try await withProxy(table.settings(), sweepInterval: .milliseconds(200)) { (b: ProxyHarness) async throws in
+                // Someone else holds the sweep lock: nobody sweeps.
+                var left = -1
+                try await TestTable.withSession(url: table.url) { holder in
+                    try await holder.run("SELECT pg_advisory_lock(\(0x6964_656D), hashtext('\(table.name)'))")
+                    try await table.query("""
+                        INSERT INTO $TABLE (record_key, owner, fingerprint, record, expires_at)
+                        SELECT 'expired-' || i, decode('00', 'hex'), decode('00', 'hex'), NULL::bytea, now() - interval '1 second' FROM generate_series(1, 2500) i
+                        UNION ALL
+                        SELECT 'live-' || i, decode('00', 'hex'), decode('00', 'hex'), NULL::bytea, now() + interval '1 hour' FROM generate_series(1, 10) i
+                        """)
+                    try await Task.sleep(for: .milliseconds(800))
+                    #expect(try await table.rowCount() == 2_510)
+
+                    try await holder.run("SELECT pg_advisory_unlock_all()")
+                    left = try await retrying(times: 100, pause: .milliseconds(100), while: { $0 > 10 }) {
+                        try await table.rowCount()
+                    }
+                }
+                #expect(left == 10, "expired rows deleted, in batches, live ones kept")
+                #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key LIKE 'live-%'") == 10)
+            }
+        }
+    }
+
+    // MARK: - §8.5: the table
+
+    @Test func aTableThatCannotBeUsedStopsTheStart() async throws {
+        let table = TestTable()
+        try await table.query("CREATE TABLE $TABLE (record_key text PRIMARY KEY, payload text)")
+        await #expect {
+            try await withProxy(table.settings()) { _ in }
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains(table.name) && text.contains("cannot be used") && text.contains("owner bytea")
+        }
+    }
+
+    @Test func theTableAndItsIndexAreCreatedAsConfigPostgresSQLSays() async throws {
+        let table = TestTable()
+        try await withProxy(table.settings()) { (h: ProxyHarness) async throws in
+            #expect(try await table.integer("SELECT count(*) FROM pg_indexes WHERE tablename = '\(table.name)' AND indexdef LIKE '%(expires_at)%'") == 1)
+        }
+        // The operators' schema file makes the same table.
+        let file = try String(contentsOfFile: "config/postgres.sql", encoding: .utf8)
+        let other = TestTable()
+        try await TestTable.withSession(url: other.url) { session in
+            let script = file.replacingOccurrences(of: "idempotency_records", with: other.name)
+            let code = script.split(separator: "\n").filter { !$0.hasPrefix("--") }.joined(separator: "\n")
+            for statement in code.split(separator: ";") where !statement.allSatisfy(\.isWhitespace) {
+                try await session.run(String(statement))
+            }
+        }
+        try await withProxy(other.settings()) { (h: ProxyHarness) async throws in
+            #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 201)
+            #expect(try await other.rowCount() == 1)
+        }
+    }
+
+    // MARK: - exactly once with Redis restarted empty
+
+    @Test func exactlyOnceThroughTwoProxiesWithRedisRestartedEmptyMidRun() async throws {
+        let redis = try RedisServerProcess()
+        let table = TestTable()
+        let prefix = "test:\(UUID().uuidString.prefix(8)):"
+        try await withDemoUpstream { upstream in
+            try await withProxy(table.settings(), upstream: upstream, redisURL: redis.url, prefix: prefix) { a in
+                try await withProxy(table.settings(), upstream: upstream, redisURL: redis.url, prefix: prefix) { b in
+                    var options = LoadOptions(target: HTTPTarget(host: "127.0.0.1", port: a.port, path: "/charges"))
+                    options.moreTargets = [HTTPTarget(host: "127.0.0.1", port: b.port, path: "/charges")]
+                    options.requests = 1_500
+                    options.concurrency = 8
+                    options.loseRate = 0.25
+                    options.maxRetries = 30
+                    options.statsTarget = HTTPTarget(host: "127.0.0.1", port: upstream.port, path: "/stats")
+                    async let report = LoadRunner(options: options).run(group: MultiThreadedEventLoopGroup.singleton)
+                    try await Task.sleep(for: .milliseconds(700))
+                    redis.stop()
+                    try redis.start()
+                    let result = try await report
+                    #expect(result.losses > 0)
+                    #expect(result.duplicates == 0)
+                    #expect(result.mismatches == 0)
+                    #expect(result.unanswered == 0)
+                    #expect(result.passed)
+                    #expect(upstream.snapshot().charges == 1_500)
+                }
+            }
+        }
+    }
+}
+
+extension TestTable {
+    /// One connection held across statements (a session-level advisory lock lives with it),
+    /// closed however `body` ends.
+    static func withSession(url: String, _ body: (PostgresConnection) async throws -> Void) async throws {
+        let parsed = try PostgresURL.parse(url)
+        let connection = try await PostgresConnection.connect(
+            configuration: PostgresConnection.Configuration(
+                host: parsed.address.host, port: parsed.address.port, username: parsed.username,
+                password: parsed.password, database: parsed.database, tls: .disable),
+            id: 2, logger: Logger(label: "test-sql"))
+        do {
+            try await body(connection)
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+        try await connection.close()
+    }
+}
+
+extension PostgresConnection {
+    func run(_ sql: String) async throws {
+        do {
+            _ = try await query(PostgresQuery(unsafeSQL: sql), logger: Logger(label: "test-sql")).collect()
+        } catch {
+            throw TestSupportError(String(reflecting: error))
+        }
+    }
+}
