@@ -104,7 +104,8 @@ public struct ConfigLoader {
             // own would surface only as AUTH failures at run time.
             findings.append(Finding(location: origin("redis_url"), message: "Redis Cluster seeds share one user and password (the first seed's open every node); give later seeds the same or none"))
         }
-        if c.retentionMs < c.responseTTLMs {
+        // Without a long-term store, retention matters only where the user set it.
+        if c.retentionMs < c.responseTTLMs && (c.postgresURL != nil || origins["retention"] != nil) {
             findings.append(Finding(
                 location: origin("retention", "response_ttl"),
                 message: "retention (\(ConfigValues.renderDuration(c.retentionMs))) must be at least response_ttl (\(ConfigValues.renderDuration(c.responseTTLMs))): PostgreSQL must keep a record as long as Redis replays it"))

@@ -61,8 +61,13 @@ public struct ProtectedRequestMachine: Sendable {
     public enum Settlement: Equatable, Sendable {
         /// Owner-checked: store this completed state, kept for `ttlMs`.
         case complete(IdempotencyRecord.State, ttlMs: Int64)
-        /// Owner-checked: delete the claim, so that a retry runs again.
+        /// Owner-checked: delete the claim, so that a retry runs again (and wake the retries
+        /// waiting for it).
         case release
+        /// Owner-checked: delete a Redis claim that PostgreSQL overruled, waking nobody: a
+        /// waiting retry would only meet PostgreSQL's answer again, and two such retries would
+        /// wake each other without pause.
+        case withdraw
     }
 
     public enum Action: Equatable, Sendable {
@@ -106,8 +111,14 @@ public struct ProtectedRequestMachine: Sendable {
         case claimed
         /// A live record: `expiresInMs` is what is left of its `lock_ttl` or `retention`.
         case existing(IdempotencyRecord, expiresInMs: Int64)
-        /// PostgreSQL did not answer in time, or answered something unusable.
+        /// PostgreSQL could not be asked (not connected, or it refused the statement).
         case failed
+        /// No answer within `postgres_timeout`: the statement may still have claimed the key,
+        /// so the claim is settled (owner-checked) as if it had.
+        case timedOut
+        /// A record is there that this proxy cannot read: the request may have run, so it is
+        /// never forwarded, whatever `on_postgres_error` says.
+        case unreadable
     }
 
     /// How carrying out a settlement went.
@@ -117,8 +128,13 @@ public struct ProtectedRequestMachine: Sendable {
         case done
         /// The store did not answer: another try may succeed.
         case unavailable
-        /// The store answered with something no retry changes.
+        /// The store answered with something no retry changes (or timed out, which another
+        /// try would most likely repeat while the client waits).
         case refused
+        /// PostgreSQL found the claim taken over by a newer request: that request's record is
+        /// the truth, so Redis gets no completion from this one (its own Redis claim is
+        /// withdrawn instead).
+        case lost
     }
 
     /// How the upstream exchange ended.
@@ -300,14 +316,17 @@ public struct ProtectedRequestMachine: Sendable {
         case .claimed:
             holdsPostgresClaim = true
             return claimedEverywhere()
-        case .failed:
+        case .failed, .timedOut:
+            if result == .timedOut { holdsPostgresClaim = true }
             guard holdsRedisClaim else { return unprotectable() }
             switch settings.onPostgresError {
             case .redis:
                 return claimedEverywhere()
             case .closed:
-                return settle([Step(settlement: .release, store: .redis)], then: .answer(.problem(.postgresUnavailable, .postgresError)))
+                return settle(everyStore { _ in .release }, then: .answer(.problem(.postgresUnavailable, .postgresError)))
             }
+        case .unreadable:
+            return settle(everyStore { _ in .release }, then: .answer(.problem(.longTermRecordUnreadable, .postgresError)))
         case .existing(let record, let expiresInMs):
             // The request does not leave its own Redis claim behind: a completed record
             // replaces it (for what is left of the record's retention, at most response_ttl),
@@ -323,7 +342,7 @@ public struct ProtectedRequestMachine: Sendable {
             }
             let copy: Settlement =
                 record.fingerprint == fingerprint && record.state != .inFlight
-                ? .complete(record.state, ttlMs: min(settings.responseTTLMs, max(1, expiresInMs))) : .release
+                ? .complete(record.state, ttlMs: min(settings.responseTTLMs, max(1, expiresInMs))) : .withdraw
             return settle([Step(settlement: copy, store: .redis)], then: next)
         }
     }
@@ -385,7 +404,14 @@ public struct ProtectedRequestMachine: Sendable {
         }
         // Given up on this store: the next one still settles and the client still gets its
         // answer; retries that this store answers get 409 until lock_ttl ends.
-        return settle(Array(steps.dropFirst()), then: next)
+        var rest = Array(steps.dropFirst())
+        if result == .lost {
+            rest = rest.map { step in
+                guard case .complete = step.settlement else { return step }
+                return Step(settlement: .withdraw, store: step.store)
+            }
+        }
+        return settle(rest, then: next)
     }
 
     public mutating func retryDue() -> Action {
@@ -441,10 +467,12 @@ public struct ProtectedRequestMachine: Sendable {
         return .forward(protected: true)
     }
 
-    /// No store answered: rule 11.
+    /// No store answered: rule 11. A claim PostgreSQL may hold (a statement that timed out)
+    /// is released first when nothing is forwarded; when the request is forwarded unprotected,
+    /// it expires after lock_ttl.
     private mutating func unprotectable() -> Action {
         switch settings.onRedisError {
-        case .closed: return finish(.problem(.redisUnavailable, .redisError))
+        case .closed: return settle(everyStore { _ in .release }, then: .answer(.problem(.redisUnavailable, .redisError)))
         case .open:
             state = .forwarding(protected: false)
             return .forward(protected: false)

@@ -99,6 +99,7 @@ import Testing
         ValidCase(line: "retention = 7d", check: { $0.retentionMs == 7 * 86_400_000 }),
         ValidCase(line: "retention = 24h", check: { $0.retentionMs == 86_400_000 }),
         ValidCase(line: "on_postgres_error = redis", check: { $0.onPostgresError == .redis }),
+        ValidCase(line: "response_ttl = 40d", check: { $0.responseTTLMs == 40 * 86_400_000 }),
         ValidCase(line: "redis_cluster = true\nredis_url = redis://h1:7000,h2:7001", check: { $0.redisURLs.count == 2 && $0.redisCluster }),
         ValidCase(
             line: "redis_cluster = true\nredis_url = redis://u:p@h1:7000,redis://u:p@h2:7001,h3:7002",
@@ -152,7 +153,7 @@ import Testing
         ("postgres_timeout = 0s", "test.conf:1: postgres_timeout: must be more than 0, got \"0s\""),
         ("on_postgres_error = open", "test.conf:1: on_postgres_error: expected closed or redis, got \"open\""),
         ("retention = 12h", "test.conf:1: retention (12h) must be at least response_ttl (24h): PostgreSQL must keep a record as long as Redis replays it"),
-        ("response_ttl = 40d", "test.conf:1: retention (30d) must be at least response_ttl (40d): PostgreSQL must keep a record as long as Redis replays it"),
+        ("postgres_url = postgres://db/x\nresponse_ttl = 40d", "test.conf:2: retention (30d) must be at least response_ttl (40d): PostgreSQL must keep a record as long as Redis replays it"),
     ])
     func reportsInvalidLine(line: String, message: String) {
         #expect(errors(line) == [message])

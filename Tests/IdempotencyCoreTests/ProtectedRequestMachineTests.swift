@@ -456,20 +456,20 @@ import Testing
             (.settled(.done), .answer(Reply(.problem(.responseNotReplayable), .replayed, replayedFrom: .postgres))),
         ]),
         LongTermRow(rule: "§8.1: another fingerprint in PostgreSQL releases our Redis claim, then 422", steps: [
-            (.redis(.claimed), .claimInPostgres), (inPostgres(other, .completed(stored)), .settle(.release, in: .redis)),
+            (.redis(.claimed), .claimInPostgres), (inPostgres(other, .completed(stored)), .settle(.withdraw, in: .redis)),
             (.settled(.done), problem(.mismatch, .mismatch)),
         ]),
         LongTermRow(rule: "§8.1: a live claim in PostgreSQL that Redis lost releases our Redis claim, then 409", steps: [
-            (.redis(.claimed), .claimInPostgres), (inPostgres(mine, .inFlight), .settle(.release, in: .redis)),
+            (.redis(.claimed), .claimInPostgres), (inPostgres(mine, .inFlight), .settle(.withdraw, in: .redis)),
             (.settled(.done), problem(.inFlight, .conflict)),
         ]),
         LongTermRow(rule: "§8.1 with inflight_wait: release, wait, claim again, and replay what Redis now holds", inflightWaitMs: 500, steps: [
-            (.redis(.claimed), .claimInPostgres), (inPostgres(mine, .inFlight), .settle(.release, in: .redis)),
+            (.redis(.claimed), .claimInPostgres), (inPostgres(mine, .inFlight), .settle(.withdraw, in: .redis)),
             (.settled(.done), .waitForFirst(until: 500 * ms)), (.woken, .claim),
             (.redis(existing(mine, .completed(stored))), .answer(Reply(.replay(stored), .replayed, replayedFrom: .redis))),
         ]),
         LongTermRow(rule: "§8.1 with inflight_wait: the first released, the waiting request runs", inflightWaitMs: 500, steps: [
-            (.redis(.claimed), .claimInPostgres), (inPostgres(mine, .inFlight), .settle(.release, in: .redis)),
+            (.redis(.claimed), .claimInPostgres), (inPostgres(mine, .inFlight), .settle(.withdraw, in: .redis)),
             (.settled(.done), .waitForFirst(until: 500 * ms)), (.woken, .claim), (.redis(.claimed), .claimInPostgres),
             (.postgres(.claimed), .forward(protected: true)),
         ]),
@@ -498,11 +498,15 @@ import Testing
         LongTermRow(rule: "§8.4 Redis down: replayed from PostgreSQL without a copy back", steps: [
             (.redis(.failed), .claimInPostgres), (inPostgres(mine, .completed(stored)), replayFromPostgres(stored)),
         ]),
-        LongTermRow(rule: "§8.4 Redis down: 409 and 422 from PostgreSQL", steps: [
+        LongTermRow(rule: "§8.4 Redis down: 409 from PostgreSQL", steps: [
             (.redis(.failed), .claimInPostgres), (inPostgres(mine, .inFlight), problem(.inFlight, .conflict)),
         ]),
         LongTermRow(rule: "§8.4 Redis down: 422 from PostgreSQL", steps: [
             (.redis(.failed), .claimInPostgres), (inPostgres(other, .inFlight), problem(.mismatch, .mismatch)),
+        ]),
+        LongTermRow(rule: "§8.4 Redis down, with inflight_wait: waits on PostgreSQL's claim, no Redis claim to withdraw", inflightWaitMs: 500, steps: [
+            (.redis(.failed), .claimInPostgres), (inPostgres(mine, .inFlight), .waitForFirst(until: 500 * ms)), (.woken, .claim),
+            (.redis(.failed), .claimInPostgres), (inPostgres(mine, .completed(stored)), replayFromPostgres(stored)),
         ]),
         LongTermRow(rule: "§8.4 Redis down: no WAIT for replicas Redis does not hold", waitReplicas: 1, steps: [
             (.redis(.failed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
@@ -523,6 +527,26 @@ import Testing
             (.replicas(1), .forward(protected: true)),
         ]),
 
+        LongTermRow(rule: "§8.4 PostgreSQL timing out, closed: the claim it may have made is released too, then 503", steps: [
+            (.redis(.claimed), .claimInPostgres), (.postgres(.timedOut), .settle(.release, in: .postgres)),
+            (.settled(.refused), .settle(.release, in: .redis)), (.settled(.done), problem(.postgresUnavailable, .postgresError)),
+        ]),
+        LongTermRow(rule: "§8.4 PostgreSQL timing out, redis: the response is offered to PostgreSQL once, then Redis", onPostgresError: .redis, steps: [
+            (.redis(.claimed), .claimInPostgres), (.postgres(.timedOut), .forward(protected: true)),
+            (.upstream(collected(201)), .settle(.complete(.completed(stored), ttlMs: retention), in: .postgres)),
+            (.settled(.refused), .settle(.complete(.completed(stored), ttlMs: responseTTL), in: .redis)),
+            (.settled(.done), .answer(forwarded)),
+        ]),
+        LongTermRow(rule: "§8.4: an unreadable record in PostgreSQL is never forwarded, even with on_postgres_error = redis", onPostgresError: .redis, steps: [
+            (.redis(.claimed), .claimInPostgres), (.postgres(.unreadable), .settle(.release, in: .redis)),
+            (.settled(.done), problem(.longTermRecordUnreadable, .postgresError)),
+        ]),
+        LongTermRow(rule: "§8.2: a claim PostgreSQL gave to a newer request: Redis gets no completion, our Redis claim is withdrawn", steps: [
+            (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
+            (.upstream(collected(201)), .settle(.complete(.completed(stored), ttlMs: retention), in: .postgres)),
+            (.settled(.lost), .settle(.withdraw, in: .redis)), (.settled(.done), .answer(forwarded)),
+        ]),
+
         // Both down: on_redis_error.
         LongTermRow(rule: "§8.4 both down, closed: 503", steps: [
             (.redis(.failed), .claimInPostgres), (.postgres(.failed), problem(.redisUnavailable, .redisError)),
@@ -533,6 +557,10 @@ import Testing
         ]),
         LongTermRow(rule: "§8.4 both down: on_postgres_error = redis has no Redis to fall back on", onPostgresError: .redis, steps: [
             (.redis(.failed), .claimInPostgres), (.postgres(.failed), problem(.redisUnavailable, .redisError)),
+        ]),
+        LongTermRow(rule: "§8.4 both down, PostgreSQL timing out: the claim it may have made is released, then 503", steps: [
+            (.redis(.failed), .claimInPostgres), (.postgres(.timedOut), .settle(.release, in: .postgres)),
+            (.settled(.refused), problem(.redisUnavailable, .redisError)),
         ]),
     ])
     func longTerm(_ row: LongTermRow) {
@@ -553,10 +581,11 @@ import Testing
             case .settled(let result):
                 action = m.settled(result)
                 if case .retrySettle = action {
-                    // The retry is due: the same step again.
+                    // The retry is due: the step that failed, again.
                     let again = m.retryDue()
-                    guard case .settle = again else {
-                        Issue.record("step \(index): a due retry settles again, got \(again)")
+                    let failed = row.steps[..<index].last { if case .settle = $0.1 { return true } else { return false } }
+                    guard let failed, again == failed.1 else {
+                        Issue.record("step \(index): a due retry repeats the step that failed, got \(again)")
                         return
                     }
                 }

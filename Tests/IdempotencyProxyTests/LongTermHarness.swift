@@ -10,9 +10,18 @@ struct TestTable: Sendable {
     let name: String
     let url: String
 
-    init(url: String = SharedPostgres.url) {
-        name = "t_" + UUID().uuidString.prefix(8).lowercased()
+    init(url: String = SharedPostgres.url, name: String? = nil) {
+        self.name = name ?? "t_" + UUID().uuidString.prefix(8).lowercased()
         self.url = url
+    }
+
+    /// A connection of the test's own to `url`.
+    static func connect(_ url: String) async throws -> PostgresConnection {
+        let parsed = try PostgresURL.parse(url)
+        let configuration = PostgresConnection.Configuration(
+            host: parsed.address.host, port: parsed.address.port, username: parsed.username, password: parsed.password,
+            database: parsed.database, tls: .disable)
+        return try await PostgresConnection.connect(configuration: configuration, id: 1, logger: Logger(label: "test-sql"))
     }
 
     /// The proxy settings that put this table behind Redis; `extra` adds to or overrides them.
@@ -23,11 +32,7 @@ struct TestTable: Sendable {
     /// Runs `sql` (with `$TABLE` replaced by the table's name) on a connection of its own.
     @discardableResult
     func query(_ sql: String) async throws -> [PostgresRow] {
-        let parsed = try PostgresURL.parse(url)
-        let configuration = PostgresConnection.Configuration(
-            host: parsed.address.host, port: parsed.address.port, username: parsed.username, password: parsed.password,
-            database: parsed.database, tls: .disable)
-        let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: Logger(label: "test-sql"))
+        let connection = try await Self.connect(url)
         do {
             let rows = try await connection.query(PostgresQuery(unsafeSQL: sql.replacingOccurrences(of: "$TABLE", with: name)), logger: Logger(label: "test-sql"))
             var all: [PostgresRow] = []

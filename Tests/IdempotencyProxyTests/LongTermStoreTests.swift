@@ -305,7 +305,8 @@ import Testing
 
     // MARK: - §8.3: the sweep
 
-    @Test func twoProxiesSweepOneTableOneAtATime() async throws {
+    /// Both proxies sweep the table; while another session holds the sweep lock, neither does.
+    @Test func twoProxiesSweepOneTableAndNeitherWhileTheLockIsHeld() async throws {
         let table = TestTable()
         try await withProxy(table.settings(), sweepInterval: .milliseconds(200)) { a in
             try await withProxy(table.settings(), sweepInterval: .milliseconds(200)) { (b: ProxyHarness) async throws in
@@ -355,16 +356,93 @@ import Testing
         let file = try String(contentsOfFile: "config/postgres.sql", encoding: .utf8)
         let other = TestTable()
         try await TestTable.withSession(url: other.url) { session in
-            let script = file.replacingOccurrences(of: "idempotency_records", with: other.name)
-            let code = script.split(separator: "\n").filter { !$0.hasPrefix("--") }.joined(separator: "\n")
-            for statement in code.split(separator: ";") where !statement.allSatisfy(\.isWhitespace) {
-                try await session.run(String(statement))
+            for statement in Self.statements(of: file.replacingOccurrences(of: "idempotency_records", with: other.name)) {
+                try await session.run(statement)
             }
         }
         try await withProxy(other.settings()) { (h: ProxyHarness) async throws in
             #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 201)
             #expect(try await other.rowCount() == 1)
         }
+    }
+
+    @Test func aTableWithoutItsPrimaryKeyStopsTheStart() async throws {
+        let table = TestTable()
+        try await table.query("CREATE TABLE $TABLE (record_key text, owner bytea, fingerprint bytea, record bytea, expires_at timestamptz)")
+        await #expect {
+            try await withProxy(table.settings()) { _ in }
+        } throws: { error in
+            "\(error)".contains(table.name) && "\(error)".contains("cannot be used")
+        }
+    }
+
+    @Test func aRoleWithOnlyTheRightsConfigPostgresSQLNamesUsesAnOperatorsTable() async throws {
+        let table = TestTable()
+        let role = "r_" + table.name
+        let file = try String(contentsOfFile: "config/postgres.sql", encoding: .utf8)
+        try await TestTable.withSession(url: table.url) { admin in
+            for statement in Self.statements(of: file.replacingOccurrences(of: "idempotency_records", with: table.name)) {
+                try await admin.run(statement)
+            }
+            try await admin.run("CREATE ROLE \(role) LOGIN PASSWORD 'pw'")
+            try await admin.run("GRANT SELECT, INSERT, UPDATE, DELETE ON \(table.name) TO \(role)")
+        }
+        let parsed = try PostgresURL.parse(table.url)
+        let url = "postgres://\(role):pw@127.0.0.1:\(parsed.address.port)/\(parsed.database)"
+        try await withProxy(TestTable(url: url, name: table.name).settings()) { h in
+            let first = try await h.send("POST", "/charges", key: "k", body: "x")
+            #expect(first.status == 201)
+            try await h.forgetRedisRecords()
+            #expect(try await h.send("POST", "/charges", key: "k", body: "x").replayed)
+            #expect(h.upstream.executions("/charges") == 1)
+        }
+    }
+
+    @Test func aTableNamedLikeAKeywordWorks() async throws {
+        let table = TestTable(name: "order")
+        try await withProxy(table.settings()) { (h: ProxyHarness) async throws in
+            #expect(try await h.send("POST", "/charges", key: "k-\(UUID().uuidString)", body: "x").status == 201)
+        }
+    }
+
+    @Test func twoProxiesWithRedisDownRunAKeyOnceBetweenThem() async throws {
+        let table = TestTable()
+        let closed = try ClosedPort()
+        let settings = table.settings(["redis_url": "redis://127.0.0.1:\(closed.port)/0", "redis_timeout": "200ms"])
+        let prefix = "test:\(UUID().uuidString.prefix(8)):"
+        try await withDemoUpstream { upstream in
+            try await withProxy(settings, upstream: upstream, prefix: prefix, waitUntilReady: false) { a in
+                try await withProxy(settings, upstream: upstream, prefix: prefix, waitUntilReady: false) { b in
+                    async let first = a.send("POST", "/charges?delay=400", key: "k", body: "x")
+                    async let second = b.send("POST", "/charges?delay=400", key: "k", body: "x")
+                    let statuses = try await [first.status, second.status].sorted()
+                    #expect(statuses == [201, 409])
+                    #expect(upstream.executions("/charges") == 1)
+                }
+            }
+        }
+    }
+
+    @Test func postgresLostWhileTheUpstreamWorksStillAnswersAndRedisKeepsTheRecord() async throws {
+        let postgres = try PostgresServerProcess()
+        let table = TestTable(url: postgres.url)
+        try await withProxy(table.settings(["postgres_timeout": "400ms"])) { h in
+            async let first = h.send("POST", "/charges?delay=500", key: "k", body: "x")
+            try await h.upstream.waitUntilExecuting("/charges")
+            postgres.stop()
+            let answer = try await first
+            #expect(answer.status == 201)
+            let retry = try await h.send("POST", "/charges?delay=500", key: "k", body: "x")
+            #expect(retry.replayed)
+            #expect(retry.body == answer.body)
+            #expect(h.upstream.executions("/charges") == 1)
+        }
+    }
+
+    /// The statements of a SQL file, as psql would run them one by one.
+    static func statements(of file: String) -> [String] {
+        let code = file.split(separator: "\n").filter { !$0.hasPrefix("--") }.joined(separator: "\n")
+        return code.split(separator: ";").map(String.init).filter { !$0.allSatisfy(\.isWhitespace) }
     }
 
     // MARK: - exactly once with Redis restarted empty
@@ -384,9 +462,12 @@ import Testing
                     options.maxRetries = 30
                     options.statsTarget = HTTPTarget(host: "127.0.0.1", port: upstream.port, path: "/stats")
                     async let report = LoadRunner(options: options).run(group: MultiThreadedEventLoopGroup.singleton)
-                    try await Task.sleep(for: .milliseconds(700))
+                    let chargedBeforeRestart = try await retrying(times: 1_000, pause: .milliseconds(10), while: { $0 < 300 }) {
+                        upstream.snapshot().charges
+                    }
                     redis.stop()
                     try redis.start()
+                    #expect(chargedBeforeRestart < 1_500, "Redis restarted mid-run, not after it")
                     let result = try await report
                     #expect(result.losses > 0)
                     #expect(result.duplicates == 0)
@@ -404,12 +485,7 @@ extension TestTable {
     /// One connection held across statements (a session-level advisory lock lives with it),
     /// closed however `body` ends.
     static func withSession(url: String, _ body: (PostgresConnection) async throws -> Void) async throws {
-        let parsed = try PostgresURL.parse(url)
-        let connection = try await PostgresConnection.connect(
-            configuration: PostgresConnection.Configuration(
-                host: parsed.address.host, port: parsed.address.port, username: parsed.username,
-                password: parsed.password, database: parsed.database, tls: .disable),
-            id: 2, logger: Logger(label: "test-sql"))
+        let connection = try await connect(url)
         do {
             try await body(connection)
         } catch {

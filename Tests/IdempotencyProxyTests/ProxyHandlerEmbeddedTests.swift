@@ -309,7 +309,7 @@ final class ScriptedStore: RecordStore {
         completion(.success(.stored))
     }
 
-    func release(key: String, owner: [UInt8], completion: @escaping (Result<Bool, StoreError>) -> Void) {
+    func release(key: String, owner: [UInt8], wakeWaiters: Bool, completion: @escaping (Result<Bool, StoreError>) -> Void) {
         settled.append("release")
         completion(.success(true))
     }

@@ -28,21 +28,21 @@ final class ProxyHarness: @unchecked Sendable {
         self.ownsUpstream = ownsUpstream
     }
 
-    struct RedisUnreachable: Error, CustomStringConvertible {
+    struct StoresUnreachable: Error, CustomStringConvertible {
         let url: String
         var description: String { "the proxy under test could not reach Redis at \(url) (or its PostgreSQL) within 2 s" }
     }
 
     /// Both loops' store connections are up (a fresh proxy connects in the background); a
     /// proxy that cannot reach Redis fails the test rather than letting it test nothing.
-    fileprivate func waitForRedis() async throws {
+    fileprivate func waitUntilReady() async throws {
         for _ in 0..<100 {
             let a = try? admin("/readyz")
             let b = try? admin("/readyz")
             if a?.status == 200 && b?.status == 200 { return }
             try await Task.sleep(for: .milliseconds(20))
         }
-        throw RedisUnreachable(url: redisURL)
+        throw StoresUnreachable(url: redisURL)
     }
 
     func stop() async {
@@ -127,7 +127,7 @@ func withProxy(
     let harness = ProxyHarness(
         upstream: upstreamServer, server: server, prefix: prefix, redisURL: redisURL, ownsUpstream: upstream == nil)
     try await running({
-        if waitUntilReady { try await harness.waitForRedis() }
+        if waitUntilReady { try await harness.waitUntilReady() }
         try await body(harness)
     }, then: harness.stop)
 }

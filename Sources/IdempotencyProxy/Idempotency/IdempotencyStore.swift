@@ -71,8 +71,11 @@ final class IdempotencyStore: RecordStore {
         }
     }
 
-    func release(key: String, owner: [UInt8], completion: @escaping (Result<Bool, StoreError>) -> Void) {
-        run(.release, key: key, arguments: [.bytes(owner), .string(publishCommand)]) { result in
+    func release(
+        key: String, owner: [UInt8], wakeWaiters: Bool, completion: @escaping (Result<Bool, StoreError>) -> Void
+    ) {
+        let wakeUp = wakeWaiters ? CompletionWakeUp.publish(publishCommand) : .nobody
+        run(.release, key: key, arguments: [.bytes(owner), .string(wakeUp.argument)]) { result in
             completion(result.map { $0 == .integer(1) })
         }
     }

@@ -42,6 +42,8 @@ final class ProtectedRequest {
     /// the poll, which is the safety net for a message lost to a reconnect.
     private var subscription: Int?
     private var poll: Scheduled<Void>?
+    /// PostgreSQL stored this request's response: it is the record of truth from now on.
+    private var keptInPostgres = false
 
     /// Rules 1–3 on a request head of a protected method.
     static func admit(
@@ -151,13 +153,7 @@ final class ProtectedRequest {
                 self.run(self.machine.claimAnswered(claim, now: self.now()))
             case .failure(let error):
                 let action = self.machine.claimAnswered(.failed, now: self.now())
-                let instead: String
-                switch action {
-                case .claimInPostgres: instead = "protecting requests by PostgreSQL alone"
-                case .forward(protected: false): instead = "forwarding requests unprotected (on_redis_error = open)"
-                default: instead = "answering 503 (on_redis_error = closed)"
-                }
-                self.loop.outages.redis.failed(error, instead: instead, logger: self.loop.logger)
+                self.loop.outages.redis.failed(error, instead: Self.fallback(action), logger: self.loop.logger)
                 self.run(action)
             }
         }
@@ -173,18 +169,25 @@ final class ProtectedRequest {
             case .success(let claim):
                 self.loop.outages.postgres.answered(logger: self.loop.logger)
                 self.run(self.machine.postgresClaimAnswered(claim, now: self.now()))
+            case .failure(.malformedRecord(let why)):
+                self.loop.logger.error(
+                    "a record in PostgreSQL cannot be read; answering 503", metadata: ["record": "\(self.recordKey)", "error": "\(why)"])
+                self.run(self.machine.postgresClaimAnswered(.unreadable, now: self.now()))
             case .failure(let error):
-                let action = self.machine.postgresClaimAnswered(.failed, now: self.now())
-                let instead: String
-                switch action {
-                case .forward(protected: true), .waitForReplicas: instead = "protecting requests by Redis alone (on_postgres_error = redis)"
-                case .forward(protected: false): instead = "Redis is down too: forwarding requests unprotected (on_redis_error = open)"
-                case .answer: instead = "Redis is down too: answering 503 (on_redis_error = closed)"
-                default: instead = "answering 503 (on_postgres_error = closed)"
-                }
-                self.loop.outages.postgres.failed(error, instead: instead, logger: self.loop.logger)
+                let action = self.machine.postgresClaimAnswered(error == .timeout ? .timedOut : .failed, now: self.now())
+                self.loop.outages.postgres.failed(error, instead: Self.fallback(action), logger: self.loop.logger)
                 self.run(action)
             }
+        }
+    }
+
+    /// What the proxy does instead while a store is down, for the outage log.
+    private static func fallback(_ action: ProtectedRequestMachine.Action) -> String {
+        switch action {
+        case .claimInPostgres: return "protecting requests by PostgreSQL alone"
+        case .forward(protected: true), .waitForReplicas: return "protecting requests by Redis alone (on_postgres_error = redis)"
+        case .forward(protected: false): return "no store answers: forwarding requests unprotected (on_redis_error = open)"
+        default: return "answering 503"
         }
     }
 
@@ -242,17 +245,14 @@ final class ProtectedRequest {
         case .complete(let state, let ttlMs):
             let record = IdempotencyRecord(owner: owner, fingerprint: machine.fingerprint, state: state)
             loop.store.complete(key: recordKey, owner: owner, record: record, responseTTLMs: ttlMs) { result in
-                if case .success(.ownedByAnother) = result {
-                    self.loop.metrics.completionLost()
-                    self.loop.logger.warning(
-                        "claim expired and was taken over before the response was stored; raise lock_ttl",
-                        metadata: ["record": "\(self.recordKey)"])
-                }
-                self.settled(result.map { _ in () }, failing: "storing a response failed; retries get 409 until lock_ttl ends")
+                // Behind PostgreSQL, another owner in Redis is a retry's copy of the record
+                // PostgreSQL just took: nothing was lost.
+                if case .success(.ownedByAnother) = result, !self.keptInPostgres { self.completionLost(in: "Redis") }
+                self.settledInRedis(result.map { _ in () }, failing: "storing a response failed; retries get 409 until lock_ttl ends")
             }
-        case .release:
-            loop.store.release(key: recordKey, owner: owner) { result in
-                self.settled(result.map { _ in () }, failing: "releasing a claim failed; it expires after lock_ttl")
+        case .release, .withdraw:
+            loop.store.release(key: recordKey, owner: owner, wakeWaiters: settlement == .release) { result in
+                self.settledInRedis(result.map { _ in () }, failing: "releasing a claim failed; it expires after lock_ttl")
             }
         }
     }
@@ -260,47 +260,51 @@ final class ProtectedRequest {
     /// SPEC §8.2: PostgreSQL settles first, owner-checked.
     private func settleInPostgres(_ settlement: ProtectedRequestMachine.Settlement) {
         guard let longTerm = loop.longTermStore else { preconditionFailure("a PostgreSQL settlement without a long-term store") }
-        let done: (Result<Bool, LongTermStoreError>) -> Void
         switch settlement {
         case .complete(let state, let ttlMs):
             let record = IdempotencyRecord(owner: owner, fingerprint: machine.fingerprint, state: state)
-            done = { result in
-                if case .success(false) = result {
-                    self.loop.metrics.completionLost()
-                    self.loop.logger.warning(
-                        "claim in PostgreSQL expired and was taken over before the response was stored; raise lock_ttl",
-                        metadata: ["record": "\(self.recordKey)"])
+            longTerm.complete(key: recordKey, record: record, retentionMs: ttlMs) { result in
+                switch result {
+                case .success(true):
+                    self.keptInPostgres = true
+                    self.run(self.machine.settled(.done))
+                case .success(false):
+                    self.completionLost(in: "PostgreSQL")
+                    self.run(self.machine.settled(.lost))
+                case .failure(let error):
+                    self.settledInPostgres(error, failing: "storing a response in PostgreSQL failed; only Redis keeps it, if it answers")
                 }
-                self.settledInPostgres(result, failing: "storing a response in PostgreSQL failed; only Redis keeps it, if it answers")
             }
-            longTerm.complete(key: recordKey, record: record, retentionMs: ttlMs, completion: done)
-        case .release:
+        case .release, .withdraw:
             longTerm.release(key: recordKey, owner: owner) { result in
-                self.settledInPostgres(result, failing: "releasing a claim in PostgreSQL failed; it expires after lock_ttl")
+                guard case .failure(let error) = result else { return self.run(self.machine.settled(.done)) }
+                self.settledInPostgres(error, failing: "releasing a claim in PostgreSQL failed; it expires after lock_ttl")
             }
         }
     }
 
-    private func settledInPostgres(_ result: Result<Bool, LongTermStoreError>, failing message: Logger.Message) {
-        guard case .failure(let error) = result else { return run(machine.settled(.done)) }
-        let action: ProtectedRequestMachine.Action
-        switch error {
-        case .unavailable, .timeout: action = machine.settled(.unavailable)
-        case .server, .malformedRecord, .unusableTable: action = machine.settled(.refused)
-        }
-        if case .retrySettle = action {} else { loop.logger.error(message, metadata: ["error": "\(error)"]) }
-        run(action)
+    private func completionLost(in store: String) {
+        loop.metrics.completionLost()
+        loop.logger.warning(
+            "claim in \(store) expired and was taken over before the response was stored; raise lock_ttl",
+            metadata: ["record": "\(recordKey)"])
     }
 
-    /// A Redis error may pass; a record Redis holds that cannot be read will not. A
-    /// settlement given up on is logged once.
-    private func settled(_ result: Result<Void, StoreError>, failing message: Logger.Message) {
+    /// A Redis error may pass; a record Redis holds that cannot be read will not.
+    private func settledInRedis(_ result: Result<Void, StoreError>, failing message: Logger.Message) {
         guard case .failure(let error) = result else { return run(machine.settled(.done)) }
-        let action: ProtectedRequestMachine.Action
-        switch error {
-        case .redis: action = machine.settled(.unavailable)
-        case .malformedRecord: action = machine.settled(.refused)
-        }
+        if case .redis = error { settled(.unavailable, error, failing: message) } else { settled(.refused, error, failing: message) }
+    }
+
+    /// A PostgreSQL that is not connected may be back soon; one that timed out would most
+    /// likely time out again while the client waits.
+    private func settledInPostgres(_ error: LongTermStoreError, failing message: Logger.Message) {
+        if case .unavailable = error { settled(.unavailable, error, failing: message) } else { settled(.refused, error, failing: message) }
+    }
+
+    /// A settlement given up on is logged once.
+    private func settled(_ result: ProtectedRequestMachine.SettleResult, _ error: any Error, failing message: Logger.Message) {
+        let action = machine.settled(result)
         if case .retrySettle = action {} else { loop.logger.error(message, metadata: ["error": "\(error)"]) }
         run(action)
     }

@@ -13,8 +13,10 @@ protocol RecordStore: AnyObject {
         key: String, owner: [UInt8], record: IdempotencyRecord, responseTTLMs: Int64,
         completion: @escaping (Result<CompleteResult, StoreError>) -> Void)
 
-    /// Result: true when the claim was ours and is gone.
-    func release(key: String, owner: [UInt8], completion: @escaping (Result<Bool, StoreError>) -> Void)
+    /// Result: true when the claim was ours and is gone. `wakeWaiters`: announce it to the
+    /// retries waiting for the key.
+    func release(
+        key: String, owner: [UInt8], wakeWaiters: Bool, completion: @escaping (Result<Bool, StoreError>) -> Void)
 
     /// How many replicas acknowledged the writes so far, waiting up to `timeoutMs` for `count`.
     func waitForReplicas(

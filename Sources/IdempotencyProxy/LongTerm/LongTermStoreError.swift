@@ -36,12 +36,24 @@ enum LongTermStoreError: Error, Equatable, CustomStringConvertible {
     }
 
     /// The connection cannot be trusted with the next statement. A statement the server
-    /// refused leaves it usable, except for a failed login (SQLSTATE class 28).
+    /// refused leaves it usable, except for a failed login (SQLSTATE class 28) and a server
+    /// shutting the session down (57P: admin shutdown, crash, cannot connect now).
     var brokeConnection: Bool {
         switch self {
         case .unavailable, .timeout: return true
         case .server(let sqlState, _): return sqlState.hasPrefix("28") || sqlState.hasPrefix("57P")
         case .malformedRecord, .unusableTable: return false
+        }
+    }
+
+    /// Something only a change of configuration, rights or schema mends: a failed login
+    /// (class 28), a missing database (3D000), a missing right, object or constraint
+    /// (class 42), an unusable table. A server starting up or out of connections is not one.
+    var isMisconfiguration: Bool {
+        switch self {
+        case .unusableTable: return true
+        case .server(let sqlState, _): return sqlState.hasPrefix("28") || sqlState == "3D000" || sqlState.hasPrefix("42")
+        case .unavailable, .timeout, .malformedRecord: return false
         }
     }
 

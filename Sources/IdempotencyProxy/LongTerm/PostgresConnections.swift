@@ -69,22 +69,25 @@ final class PostgresConnections {
         }
         let answer = AnswerOnce(completion)
         slot.waiting += 1
+        let opened = ready(slot)
+        let sent = SentOn()
         let timer = eventLoop.assumeIsolated().scheduleTask(in: timeout) {
             // The connection is stuck (a paused server, a lost network): statements queued
             // behind this one would wait too; closing it fails them and makes a fresh one.
-            self.rest(slot, closing: true)
+            self.rest(slot, ifStill: opened, sentOn: sent.connection)
             answer(.failure(.timeout))
         }
-        ready(slot).flatMap { ready in
-            ready.prepared[statement.rawValue].execute(binds)
-        }.assumeIsolated().whenComplete { result in
+        opened.assumeIsolated().flatMap { ready in
+            sent.connection = ready.connection
+            return ready.prepared[statement.rawValue].execute(binds)
+        }.whenComplete { result in
             slot.waiting -= 1
             timer.cancel()
             switch result {
             case .success(let rows): answer(.success(rows))
             case .failure(let error):
                 let failure = LongTermStoreError(error)
-                if failure.brokeConnection { self.rest(slot, closing: true) }
+                if failure.brokeConnection { self.rest(slot, ifStill: opened, sentOn: sent.connection) }
                 answer(.failure(failure))
             }
         }
@@ -124,6 +127,16 @@ final class PostgresConnections {
         }
     }
 
+    /// Rests the slot if it still holds the connection the statement went out on, or is
+    /// still opening it: a late timer or failure never closes a newer connection.
+    private func rest(_ slot: Slot, ifStill opened: EventLoopFuture<Ready>, sentOn connection: PostgresConnection?) {
+        switch slot.state {
+        case .opening(let future) where future === opened: rest(slot, closing: false)
+        case .ready(let ready) where ready.connection === connection: rest(slot, closing: true)
+        default: break
+        }
+    }
+
     private func open(_ slot: Slot) -> EventLoopFuture<Ready> {
         nextID += 1
         let sql = self.sql
@@ -132,10 +145,7 @@ final class PostgresConnections {
         let future = PostgresConnection.connect(on: eventLoop, configuration: configuration, id: nextID, logger: logger)
             .flatMap { connection in
                 schema.ensure(on: connection, sql: sql, logger: logger)
-                    .flatMap {
-                        let prepares = Statement.allCases.map { connection.prepare(query: sql.text(of: $0)) }
-                        return EventLoopFuture.whenAllSucceed(prepares, on: connection.eventLoop)
-                    }
+                    .flatMap { Self.prepareStatements(on: connection, sql: sql) }
                     .map { Ready(connection: connection, prepared: $0) }
                     .flatMapErrorThrowing { error in
                         connection.closeNow()
@@ -162,6 +172,13 @@ final class PostgresConnections {
             }
         }
         return future
+    }
+
+    /// Every statement, prepared on `connection`: a table PostgreSQL cannot run them on (one
+    /// without its primary key, say) fails here.
+    static func prepareStatements(on connection: PostgresConnection, sql: PostgresSQL) -> EventLoopFuture<[PreparedQuery]> {
+        let prepares = Statement.allCases.map { connection.prepare(query: sql.text(of: $0)) }
+        return EventLoopFuture.whenAllSucceed(prepares, on: connection.eventLoop)
     }
 
     /// Out of use until `reconnectDelay` has passed.
@@ -191,6 +208,11 @@ extension PostgresConnection {
         let closed: EventLoopFuture<Void> = close()
         closed.whenComplete { _ in withExtendedLifetime(self) {} }
     }
+}
+
+/// The connection a statement went out on, once it has.
+private final class SentOn {
+    var connection: PostgresConnection?
 }
 
 /// Completes once: the first of the answer and the timeout wins.

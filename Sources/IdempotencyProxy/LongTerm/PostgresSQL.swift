@@ -1,10 +1,14 @@
 /// The SQL of the long-term store (SPEC §8), for one table. `config/postgres.sql` holds the same
-/// schema for operators; a test keeps the two equal.
+/// schema for operators (a test makes a table from it and runs the proxy on it).
 ///
 /// Times are the server's (`now()`), so proxies whose clocks disagree still agree on expiry.
 /// `record` is the encoded `IdempotencyRecord` of a completed request, NULL while in flight.
 struct PostgresSQL: Sendable {
+    /// A lower-case identifier (the configuration allows no other).
     let table: String
+
+    /// Quoted, so that a name such as `order` is a table, not a keyword.
+    private var name: String { "\"\(table)\"" }
 
     /// The columns a usable table has, and their `information_schema` types.
     static let columns: [(name: String, type: String)] = [
@@ -12,10 +16,9 @@ struct PostgresSQL: Sendable {
         ("expires_at", "timestamp with time zone"),
     ]
 
-    /// The schema, in two statements (the extended protocol takes one at a time).
     var createTable: String {
         """
-        CREATE TABLE IF NOT EXISTS \(table) (
+        CREATE TABLE IF NOT EXISTS \(name) (
             record_key  text        PRIMARY KEY,
             owner       bytea       NOT NULL,
             fingerprint bytea       NOT NULL,
@@ -25,7 +28,20 @@ struct PostgresSQL: Sendable {
         """
     }
 
-    var createIndex: String { "CREATE INDEX IF NOT EXISTS \(table)_expires_at ON \(table) (expires_at)" }
+    var createIndex: String { "CREATE INDEX IF NOT EXISTS \"\(table)_expires_at\" ON \(name) (expires_at)" }
+
+    /// Whether the table exists, in the session's search path.
+    var tableExists: String { "SELECT to_regclass('\(name)') IS NOT NULL" }
+
+    /// Whether an index leads with `expires_at` (the sweep needs one not to scan the table).
+    var expiryIndexExists: String {
+        "SELECT count(*) > 0 FROM pg_indexes WHERE schemaname = current_schema() AND tablename = '\(table)' AND indexdef LIKE '%(expires_at%'"
+    }
+
+    /// The columns of the table in the session's schema.
+    var columnsQuery: String {
+        "SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = '\(table)'"
+    }
 
     /// $1 key, $2 owner, $3 fingerprint, $4 lock_ttl in ms. One statement that claims the key
     /// when nothing live is there (a row whose `expires_at` passed is taken over, so an expired
@@ -34,7 +50,7 @@ struct PostgresSQL: Sendable {
     /// latest version, so two proxies claiming at once cannot both win.
     var claim: String {
         """
-        INSERT INTO \(table) AS r (record_key, owner, fingerprint, record, expires_at)
+        INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
         VALUES ($1::text, $2::bytea, $3::bytea, NULL, now() + $4::int8 * interval '1 millisecond')
         ON CONFLICT (record_key) DO UPDATE SET
             owner = CASE WHEN r.expires_at <= now() THEN excluded.owner ELSE r.owner END,
@@ -46,11 +62,11 @@ struct PostgresSQL: Sendable {
     }
 
     /// $1 key, $2 owner, $3 fingerprint, $4 record, $5 retention in ms. Owner-checked: a row
-    /// that another request took over is left alone (no row returned); a row the sweeper
+    /// that another request took over is left alone (no row returned); a row the sweep
     /// deleted after our claim expired is written again, as Redis's script does.
     var complete: String {
         """
-        INSERT INTO \(table) AS r (record_key, owner, fingerprint, record, expires_at)
+        INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
         VALUES ($1::text, $2::bytea, $3::bytea, $4::bytea, now() + $5::int8 * interval '1 millisecond')
         ON CONFLICT (record_key) DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at
             WHERE r.owner = excluded.owner
@@ -60,20 +76,21 @@ struct PostgresSQL: Sendable {
 
     /// $1 key, $2 owner. Owner-checked, and only an in-flight claim.
     var release: String {
-        "DELETE FROM \(table) WHERE record_key = $1::text AND owner = $2::bytea AND record IS NULL RETURNING 1"
+        "DELETE FROM \(name) WHERE record_key = $1::text AND owner = $2::bytea AND record IS NULL RETURNING 1"
     }
 
     /// $1 batch size. Deletes up to a batch of expired rows, oldest first, if this session gets
-    /// the table's sweep lock (a transaction-scoped advisory lock: one proxy of a fleet at a
-    /// time, released when the statement ends); rows a claim is taking over are skipped.
+    /// the table's sweep lock (a transaction-scoped advisory lock, taken once per statement:
+    /// one proxy of a fleet at a time, released when the statement ends); rows a claim is
+    /// taking over are skipped. The keys are collected first (an index scan on `expires_at`),
+    /// then deleted by primary key, so that no plan joins the whole table.
     var sweep: String {
         """
-        WITH turn AS (SELECT pg_try_advisory_xact_lock(\(Self.sweepLockClass), hashtext('\(table)')) AS ours)
-        DELETE FROM \(table) WHERE record_key IN (
-            SELECT record_key FROM \(table)
-            WHERE (SELECT ours FROM turn) AND expires_at <= now()
+        DELETE FROM \(name) WHERE record_key = ANY (ARRAY(
+            SELECT record_key FROM \(name)
+            WHERE (SELECT pg_try_advisory_xact_lock(\(Self.sweepLockClass), hashtext('\(table)'))) AND expires_at <= now()
             ORDER BY expires_at LIMIT $1::int8
-            FOR UPDATE SKIP LOCKED)
+            FOR UPDATE SKIP LOCKED))
         RETURNING 1
         """
     }
@@ -81,9 +98,4 @@ struct PostgresSQL: Sendable {
     /// The first key of the sweep's advisory lock: "idem" in ASCII, so that it does not
     /// collide with an application's own locks on the table's hash.
     static let sweepLockClass: Int32 = 0x6964_656D
-
-    /// Selects the columns of the table in the session's schema.
-    var columnsQuery: String {
-        "SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = '\(table)'"
-    }
 }

@@ -1,18 +1,25 @@
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import IdempotencyCore
 import PostgresNIO
 
 /// Makes sure the table exists and has the columns the statements need (SPEC §8.5), once per
 /// process: at start when PostgreSQL answers then, else on the first connection that opens.
+/// Only what is missing is created, so a role with no more than the rights
+/// `config/postgres.sql` names can use a table an operator made.
 final class PostgresSchema: Sendable {
     private let verified = NIOLockedValueBox(false)
 
-    /// Creates the table and its index when missing, then checks the columns: an unusable
-    /// table fails with `.unusableTable`, naming it.
+    /// An unusable table fails with `.unusableTable`, naming it.
     func ensure(on connection: PostgresConnection, sql: PostgresSQL, logger: Logger) -> EventLoopFuture<Void> {
         if verified.withLockedValue({ $0 }) { return connection.eventLoop.makeSucceededVoidFuture() }
-        func run(_ statement: String) -> EventLoopFuture<Void> {
+        func ask(_ query: String) -> EventLoopFuture<Bool> {
+            connection.query(PostgresQuery(unsafeSQL: query), logger: logger).flatMapThrowing { result in
+                try result.rows.first?.decode(Bool.self) ?? false
+            }
+        }
+        func create(_ statement: String) -> EventLoopFuture<Void> {
             connection.query(PostgresQuery(unsafeSQL: statement), logger: logger).map { _ in }
                 .flatMapErrorThrowing { error in
                     // Another proxy creating the same table or index at the same moment.
@@ -20,8 +27,9 @@ final class PostgresSchema: Sendable {
                     throw Self.unusable(sql.table, LongTermStoreError(error))
                 }
         }
-        // The columns are checked before the index is made on one of them.
-        return run(sql.createTable).flatMap {
+        return ask(sql.tableExists).flatMap { exists in
+            exists ? connection.eventLoop.makeSucceededVoidFuture() : create(sql.createTable)
+        }.flatMap {
             connection.query(PostgresQuery(unsafeSQL: sql.columnsQuery), logger: logger)
         }.flatMapThrowing { result in
             var found: [String: String] = [:]
@@ -36,9 +44,45 @@ final class PostgresSchema: Sendable {
                     "PostgreSQL table \(sql.table) cannot be used: it lacks the columns \(wanted) (config/postgres.sql has the schema)")
             }
         }.flatMap {
-            run(sql.createIndex)
+            ask(sql.expiryIndexExists)
+        }.flatMap { indexed in
+            guard !indexed else { return connection.eventLoop.makeSucceededVoidFuture() }
+            return create(sql.createIndex).flatMapErrorThrowing { error in
+                // Usable without it; only the sweep gets slow.
+                logger.warning(
+                    "PostgreSQL table \(sql.table) has no index on expires_at and the proxy cannot make one; the sweep of expired rows scans the table",
+                    metadata: ["error": "\(error)"])
+            }
+        }.flatMap {
+            Self.trial(on: connection, sql: sql, logger: logger)
         }.map {
             self.verified.withLockedValue { $0 = true }
+        }
+    }
+
+    /// Runs the claim, the completion and the release once on a key of its own, in a
+    /// transaction that is rolled back: what only running them shows (a table without its
+    /// primary key, a missing right) fails here, not on every request.
+    private static func trial(on connection: PostgresConnection, sql: PostgresSQL, logger: Logger) -> EventLoopFuture<Void> {
+        func run(_ text: String, _ bind: (inout PostgresBindings) -> Void = { _ in }) -> EventLoopFuture<Void> {
+            var binds = PostgresBindings()
+            bind(&binds)
+            return connection.query(PostgresQuery(unsafeSQL: text, binds: binds), logger: logger).map { _ in }
+        }
+        let key = "idemproxy-start-check"
+        let token = ByteBuffer(bytes: [UInt8](repeating: 0, count: IdempotencyRecord.ownerLength))
+        let fingerprint = ByteBuffer(bytes: [UInt8](repeating: 0, count: IdempotencyRecord.fingerprintLength))
+        let checked = run("BEGIN").flatMap {
+            run(sql.claim) { $0.append(key); $0.append(token); $0.append(fingerprint); $0.append(Int64(1)) }
+        }.flatMap {
+            run(sql.complete) { $0.append(key); $0.append(token); $0.append(fingerprint); $0.append(token); $0.append(Int64(1)) }
+        }.flatMap {
+            run(sql.release) { $0.append(key); $0.append(token) }
+        }
+        return checked.flatMap { run("ROLLBACK") }.flatMapError { error in
+            run("ROLLBACK").flatMapErrorThrowing { _ in }.flatMapThrowing {
+                throw Self.unusable(sql.table, LongTermStoreError(error))
+            }
         }
     }
 

@@ -29,31 +29,33 @@ struct PostgresWiring: Sendable {
         self.connection = connection
     }
 
-    /// Creates or checks the table before serving. A table that cannot be used, or a server
-    /// that refuses us, stops the start; a server that does not answer yet does not (the first
-    /// connection that opens makes the same check).
+    /// Creates or checks the table, and prepares every statement on it, before serving. A
+    /// table that cannot be used, or a server that refuses us (a login, a database, a right),
+    /// stops the start; a server that does not answer yet, or is starting up, does not (the
+    /// first connection that opens makes the same check).
     func prepare(on eventLoop: any EventLoop, logger: Logger) async throws {
         do {
             let connection = try await PostgresConnection.connect(on: eventLoop, configuration: connection, id: 0, logger: logger).get()
             defer { connection.closeNow() }
             try await schema.ensure(on: connection, sql: sql, logger: logger).get()
+            _ = try await PostgresConnections.prepareStatements(on: connection, sql: sql).get()
         } catch {
             let failure = LongTermStoreError(error)
-            switch failure {
-            case .unusableTable, .server:
-                throw StartError("the long-term store cannot be used (\(url)): \(failure)")
-            case .unavailable, .timeout, .malformedRecord:
-                logger.warning(
-                    "PostgreSQL does not answer at start; the table is checked once it does",
-                    metadata: ["postgres": "\(url)", "error": "\(failure)"])
-            }
+            if failure.isMisconfiguration { throw StartError("the long-term store cannot be used (\(url)): \(failure)") }
+            logger.warning(
+                "PostgreSQL does not answer at start; the table is checked once it does",
+                metadata: ["postgres": "\(url)", "error": "\(failure)"])
         }
     }
 
-    func store(on eventLoop: any EventLoop, metrics: ProxyMetrics, logger: Logger) -> PostgresRecordStore {
+    /// One loop's store; `connections` of its own (the sweeper has one, so that requests never
+    /// queue behind a sweep).
+    func store(on eventLoop: any EventLoop, connections size: Int = Self.connectionsPerLoop, metrics: ProxyMetrics, logger: Logger)
+        -> PostgresRecordStore
+    {
         let connections = PostgresConnections(
-            eventLoop: eventLoop, configuration: connection, sql: sql, schema: schema, size: Self.connectionsPerLoop,
-            timeout: timeout, logger: logger)
+            eventLoop: eventLoop, configuration: connection, sql: sql, schema: schema, size: size, timeout: timeout,
+            logger: logger)
         return PostgresRecordStore(connections: connections, metrics: metrics)
     }
 

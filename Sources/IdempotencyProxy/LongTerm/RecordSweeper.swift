@@ -4,7 +4,8 @@ import NIOCore
 /// Deletes expired rows of the long-term store in the background (SPEC §8.3): every
 /// `interval`, batches of `batchSize` until a batch comes back short (or `maxBatches`, so one
 /// tick never runs long). The lookups check the expiry themselves; the sweep only keeps the
-/// table small. Every proxy runs one; the statement's advisory lock lets one sweep at a time.
+/// table small. Every proxy runs one, on a connection of its own; the statement's advisory
+/// lock lets one sweep at a time.
 final class RecordSweeper {
     static let batchSize = 1_000
     static let maxBatches = 50
@@ -31,10 +32,12 @@ final class RecordSweeper {
         }
     }
 
+    /// Stops and closes the sweeper's own store.
     func stop() {
         stopped = true
         next?.cancel()
         next = nil
+        store.close()
     }
 
     private func sweep(batch: Int, deleted: Int) {

@@ -77,8 +77,10 @@ public final class ProxyServer: Sendable {
                 let longTerm = postgres?.store(on: loop, metrics: metrics, logger: logger)
                 // Every proxy sweeps from one of its loops; the sweep's lock keeps it to one
                 // proxy of a fleet at a time.
-                let sweeper = index == 0 ? longTerm.map {
-                    RecordSweeper(eventLoop: loop, store: $0, interval: sweepInterval, logger: logger)
+                let sweeper = index == 0 ? postgres.map {
+                    RecordSweeper(
+                        eventLoop: loop, store: $0.store(on: loop, connections: 1, metrics: metrics, logger: logger),
+                        interval: sweepInterval, logger: logger)
                 } : nil
                 sweeper?.start()
                 let pool = UpstreamPool(
