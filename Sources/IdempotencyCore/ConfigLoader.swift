@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Builds a `ProxyConfiguration` from its sources, strictly: every error in every source is
 /// reported, each with where it came from, and nothing is half-applied.
 ///
@@ -109,6 +115,9 @@ public struct ConfigLoader {
             findings.append(Finding(
                 location: origin("retention", "response_ttl"),
                 message: "retention (\(ConfigValues.renderDuration(c.retentionMs))) must be at least response_ttl (\(ConfigValues.renderDuration(c.responseTTLMs))): PostgreSQL must keep a record as long as Redis replays it"))
+        }
+        if let file = c.postgresURL?.sslRootCert, access(file, R_OK) != 0 {
+            findings.append(Finding(location: origin("postgres_url"), message: "postgres_url: sslrootcert \(file) cannot be read"))
         }
         if c.scopeHeaders.contains(where: { $0.lowercased() == c.keyHeader.lowercased() }) {
             findings.append(Finding(location: origin("scope_headers"), message: "scope_headers must not contain the key header \(c.keyHeader)"))

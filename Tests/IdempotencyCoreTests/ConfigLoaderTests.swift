@@ -89,9 +89,9 @@ import Testing
         ValidCase(line: "postgres_url = postgresql://10.0.0.7/idem", check: {
             $0.postgresURL == PostgresURL(address: HostPort(host: "10.0.0.7", port: 5432), username: "postgres", database: "idem")
         }),
-        ValidCase(line: "postgres_url = postgres://u@[::1]/d?sslmode=verify-full&sslrootcert=/etc/ca.pem", check: {
+        ValidCase(line: "postgres_url = postgres://u@[::1]/d?sslmode=verify-full&sslrootcert=/etc/hostname", check: {
             $0.postgresURL?.address == HostPort(host: "::1", port: 5432) && $0.postgresURL?.sslMode == .verifyFull
-                && $0.postgresURL?.sslRootCert == "/etc/ca.pem"
+                && $0.postgresURL?.sslRootCert == "/etc/hostname"
         }),
         ValidCase(line: "postgres_url =", check: { $0.postgresURL == nil }),
         ValidCase(line: "postgres_table = idem_records_2", check: { $0.postgresTable == "idem_records_2" }),
@@ -146,6 +146,7 @@ import Testing
         ("postgres_url = postgres://db:0/x", "test.conf:1: postgres_url: port 0 is not a PostgreSQL port in \"postgres://db:0/x\""),
         ("postgres_url = postgres://db/x?sslmode=prefer", "test.conf:1: postgres_url: sslmode must be disable, require or verify-full, got \"prefer\""),
         ("postgres_url = postgres://db/x?sslrootcert=/ca.pem", "test.conf:1: postgres_url: sslrootcert is used only with sslmode=verify-full"),
+        ("postgres_url = postgres://db/x?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem", "test.conf:1: postgres_url: sslrootcert /nonexistent/ca.pem cannot be read"),
         ("postgres_url = postgres://db/x?connect_timeout=3", "test.conf:1: postgres_url: unknown parameter \"connect_timeout\" in postgres_url (sslmode and sslrootcert are known)"),
         ("postgres_table = idem-records", "test.conf:1: postgres_table: expected a table name of lower-case letters, digits and _ (at most 63, not starting with a digit), got \"idem-records\""),
         ("postgres_table = Records", "test.conf:1: postgres_table: expected a table name of lower-case letters, digits and _ (at most 63, not starting with a digit), got \"Records\""),

@@ -9,8 +9,11 @@ public final class PostgresServerProcess: @unchecked Sendable {
     public let password: String
     private let directory: String
     private let runAs: [String]
+    private let tls: Bool
 
-    public init() throws {
+    /// `certificates`: the server speaks TLS with their server certificate and accepts only
+    /// TLS connections (pg_hba `hostssl`), so a client that does not encrypt is refused.
+    public init(certificates: TestCertificates? = nil) throws {
         let bin = Self.binDirectory
         directory = "/tmp/idemproxy-pg-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -27,6 +30,21 @@ public final class PostgresServerProcess: @unchecked Sendable {
             "--pwfile=" + passwordFile, "-E", "UTF8", "--no-sync",
         ])
         try? FileManager.default.removeItem(atPath: passwordFile)
+        tls = certificates != nil
+        if let certificates {
+            let data = directory + "/data"
+            try? FileManager.default.removeItem(atPath: data + "/server.crt")
+            try FileManager.default.copyItem(atPath: certificates.serverCertFile, toPath: data + "/server.crt")
+            try FileManager.default.copyItem(atPath: certificates.serverKeyFile, toPath: data + "/server.key")
+            try "hostssl all all 127.0.0.1/32 scram-sha-256\nlocal all all trust\n".write(
+                toFile: data + "/pg_hba.conf", atomically: true, encoding: .utf8)
+            if getuid() == 0, let user = getpwnam("postgres") {
+                for file in ["server.crt", "server.key", "pg_hba.conf"] {
+                    chown(data + "/" + file, user.pointee.pw_uid, user.pointee.pw_gid)
+                }
+            }
+            chmod(data + "/server.key", 0o600)
+        }
         port = try FreePort.next()
         try start()
     }
@@ -48,8 +66,9 @@ public final class PostgresServerProcess: @unchecked Sendable {
 
     /// Starts (or restarts) the server on the same port and data.
     public func start() throws {
-        let options =
+        var options =
             "-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+        if tls { options += " -c ssl=on" }
         try Self.run(runAs + [
             Self.binDirectory + "/pg_ctl", "-D", directory + "/data", "-l", directory + "/postgres.log", "-w", "-t", "30",
             "-o", options, "start",

@@ -61,6 +61,14 @@ struct PostgresWiring: Sendable {
 
     /// SPEC §9: `sslmode`.
     private static func tls(_ url: PostgresURL) throws -> PostgresConnection.Configuration.TLS {
+        do {
+            return try tlsContext(url)
+        } catch {
+            throw StartError("postgres_url: sslrootcert \(url.sslRootCert ?? "") is not a usable CA bundle: \(error)")
+        }
+    }
+
+    private static func tlsContext(_ url: PostgresURL) throws -> PostgresConnection.Configuration.TLS {
         switch url.sslMode {
         case .disable:
             return .disable

@@ -1,0 +1,61 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// SPEC §9 for the long-term store: `sslmode` against a real PostgreSQL with `ssl = on` that
+/// accepts only encrypted connections, with certificates `openssl` made for the test.
+@Suite struct PostgresTLSTests {
+    private static func url(_ postgres: PostgresServerProcess, _ parameters: String) -> String {
+        "postgres://postgres:\(postgres.password)@127.0.0.1:\(postgres.port)/postgres?\(parameters)"
+    }
+
+    private static func expectProtected(_ h: ProxyHarness) async throws {
+        let first = try await h.send("POST", "/charges", key: "k", body: "x")
+        #expect(first.status == 201)
+        try await h.forgetRedisRecords()
+        #expect(try await h.send("POST", "/charges", key: "k", body: "x").replayed, "replayed from PostgreSQL")
+        #expect(h.upstream.executions("/charges") == 1)
+    }
+
+    @Test func requireEncryptsWithoutVerifying() async throws {
+        let certificates = try TestCertificates()
+        let postgres = try PostgresServerProcess(certificates: certificates)
+        let table = TestTable(url: Self.url(postgres, "sslmode=require"))
+        try await withProxy(table.settings()) { h in try await Self.expectProtected(h) }
+    }
+
+    @Test func verifyFullAcceptsTheServerItsCAVouchesFor() async throws {
+        let certificates = try TestCertificates()
+        let postgres = try PostgresServerProcess(certificates: certificates)
+        let table = TestTable(url: Self.url(postgres, "sslmode=verify-full&sslrootcert=\(certificates.caFile)"))
+        try await withProxy(table.settings()) { h in try await Self.expectProtected(h) }
+    }
+
+    @Test func aServerThatRequiresTLSRefusesDisableAtStart() async throws {
+        let certificates = try TestCertificates()
+        let postgres = try PostgresServerProcess(certificates: certificates)
+        let table = TestTable(url: Self.url(postgres, "sslmode=disable"))
+        await #expect {
+            try await withProxy(table.settings()) { _ in }
+        } throws: { error in
+            "\(error)".contains("no encryption") || "\(error)".contains("pg_hba.conf")
+        }
+    }
+
+    /// Never a silent downgrade: a certificate that does not verify is a failed connection.
+    @Test(arguments: ["other-ca", "system"])
+    func verifyFullRefusesAServerItCannotVerify(_ trust: String) async throws {
+        let certificates = try TestCertificates()
+        let postgres = try PostgresServerProcess(certificates: certificates)
+        let parameters = trust == "system" ? "sslmode=verify-full" : "sslmode=verify-full&sslrootcert=\(certificates.otherCAFile)"
+        let table = TestTable(url: Self.url(postgres, parameters))
+        try await withProxy(table.settings(), waitUntilReady: false) { h in
+            let r = try await h.send("POST", "/charges", key: "k", body: "x")
+            #expect(r.status == 503)
+            #expect(h.upstream.executions("/charges") == 0)
+            let ready = try h.admin("/readyz")
+            #expect(ready.status == 503)
+            #expect(ready.text.contains("PostgreSQL"))
+        }
+    }
+}

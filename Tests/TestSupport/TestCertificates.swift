@@ -1,0 +1,52 @@
+import Foundation
+
+/// Certificates made by `openssl` for a test, never committed: a CA, a server certificate it
+/// signed for `127.0.0.1` and `localhost`, a client certificate it signed, and a second CA
+/// that signed nothing the servers present.
+public final class TestCertificates: @unchecked Sendable {
+    public let directory: String
+
+    public var caFile: String { directory + "/ca.pem" }
+    public var otherCAFile: String { directory + "/other-ca.pem" }
+    public var serverCertFile: String { directory + "/server.pem" }
+    public var serverKeyFile: String { directory + "/server.key" }
+    public var clientCertFile: String { directory + "/client.pem" }
+    public var clientKeyFile: String { directory + "/client.key" }
+
+    public init() throws {
+        directory = "/tmp/idemproxy-certs-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try makeCA("ca", subject: "/CN=idemproxy test CA")
+        try makeCA("other-ca", subject: "/CN=another CA")
+        try makeSigned("server", subject: "/CN=localhost", extensions: "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth")
+        try makeSigned("client", subject: "/CN=idemproxy client", extensions: "extendedKeyUsage=clientAuth")
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
+
+    private func makeCA(_ name: String, subject: String) throws {
+        try openssl([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", subject,
+            "-keyout", "\(directory)/\(name).key", "-out", "\(directory)/\(name).pem",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        ])
+    }
+
+    private func makeSigned(_ name: String, subject: String, extensions: String) throws {
+        let ext = "\(directory)/\(name).ext"
+        try extensions.write(toFile: ext, atomically: true, encoding: .utf8)
+        try openssl([
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", "\(directory)/\(name).key",
+            "-out", "\(directory)/\(name).csr",
+        ])
+        try openssl([
+            "x509", "-req", "-in", "\(directory)/\(name).csr", "-CA", caFile, "-CAkey", "\(directory)/ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", "\(directory)/\(name).pem",
+        ])
+    }
+
+    private func openssl(_ arguments: [String]) throws {
+        let child = try ChildProcess("/usr/bin/openssl", arguments)
+        guard child.wait(timeout: 30) == 0 else { throw TestSupportError("openssl \(arguments[0]) failed: \(child.stderr)") }
+    }
+}
