@@ -17,13 +17,18 @@ extension ConfigKey {
         value(
             "redis_url", \.redisURLs,
             parse: { v throws(ConfigValueError) in
-                // Cluster seeds share one scheme: redis://h1:p1,h2:p2 (the cross-key check
-                // rejects several seeds without redis_cluster = true).
+                // Cluster seeds share one scheme: redis://h1:p1,h2:p2 or rediss://… (the
+                // cross-key check rejects several seeds without redis_cluster = true).
                 let parts = ConfigValues.list(v)
                 guard let first = parts.first else { throw ConfigValueError("redis_url must not be empty") }
                 var urls = [try RedisURL.parse(first)]
+                let scheme = urls[0].tls ? "rediss://" : "redis://"
                 for seed in parts.dropFirst() {
-                    urls.append(try RedisURL.parse(seed.hasPrefix("redis://") ? seed : "redis://" + seed))
+                    let url = try RedisURL.parse(seed.contains("://") ? seed : scheme + seed)
+                    guard url.tls == urls[0].tls else {
+                        throw ConfigValueError("every Redis Cluster seed is redis:// or every one is rediss://, got \"\(seed)\"")
+                    }
+                    urls.append(url)
                 }
                 return urls
             },
@@ -71,6 +76,9 @@ extension ConfigKey {
             }),
         token("replay_header", \.replayHeader, what: "header name"),
         choice("log_level", \.logLevel),
+        path("redis_tls_ca_file", \.redisTLSCAFile),
+        path("redis_tls_cert_file", \.redisTLSCertFile),
+        path("redis_tls_key_file", \.redisTLSKeyFile),
         value(
             "postgres_url", \.postgresURL,
             parse: { v throws(ConfigValueError) in v.isEmpty ? nil : try PostgresURL.parse(v) },
@@ -97,6 +105,11 @@ extension ConfigKey {
             name: name,
             apply: { c, v throws(ConfigValueError) in c[keyPath: path] = try parse(v) },
             render: { print($0[keyPath: path]) })
+    }
+
+    /// A file name; empty for none. Whether it can be read is checked across keys.
+    static func path(_ name: String, _ path: Path<String>) -> ConfigKey {
+        value(name, path, parse: { $0 })
     }
 
     static func bool(_ name: String, _ path: Path<Bool>) -> ConfigKey {

@@ -116,6 +116,18 @@ public struct ConfigLoader {
                 location: origin("retention", "response_ttl"),
                 message: "retention (\(ConfigValues.renderDuration(c.retentionMs))) must be at least response_ttl (\(ConfigValues.renderDuration(c.responseTTLMs))): PostgreSQL must keep a record as long as Redis replays it"))
         }
+        let redisTLSKeys = [("redis_tls_ca_file", c.redisTLSCAFile), ("redis_tls_cert_file", c.redisTLSCertFile), ("redis_tls_key_file", c.redisTLSKeyFile)]
+        for (key, file) in redisTLSKeys where !file.isEmpty {
+            if !c.redisURL.tls {
+                findings.append(Finding(location: origin(key), message: "\(key) is set, but redis_url is not rediss://"))
+            } else if access(file, R_OK) != 0 {
+                findings.append(Finding(location: origin(key), message: "\(key): \(file) cannot be read"))
+            }
+        }
+        if c.redisTLSCertFile.isEmpty != c.redisTLSKeyFile.isEmpty {
+            let set = c.redisTLSCertFile.isEmpty ? "redis_tls_key_file" : "redis_tls_cert_file"
+            findings.append(Finding(location: origin(set), message: "redis_tls_cert_file and redis_tls_key_file are a pair: set both or neither"))
+        }
         if let file = c.postgresURL?.sslRootCert, access(file, R_OK) != 0 {
             findings.append(Finding(location: origin("postgres_url"), message: "postgres_url: sslrootcert \(file) cannot be read"))
         }
@@ -124,6 +136,10 @@ public struct ConfigLoader {
         }
         return findings.isEmpty ? .success(c) : .failure(Findings(all: findings))
     }
+
+    /// Where `key`'s effective value was set (`FILE:LINE`, `--set KEY`, `IDEMPROXY_KEY`), for
+    /// a problem found after loading.
+    public func location(of key: String) -> String { origins[key] ?? "configuration" }
 
     /// The effective configuration as `key = value` lines, in SPEC order.
     public static func render(_ configuration: ProxyConfiguration) -> String {

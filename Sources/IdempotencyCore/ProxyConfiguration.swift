@@ -35,6 +35,11 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var keyPrefix = "idem:"
     public var replayHeader = "Idempotent-Replayed"
     public var logLevel = LogLevel.info
+    /// CA bundle for `rediss://`; empty: the system's trust store (SPEC §9).
+    public var redisTLSCAFile = ""
+    /// Client certificate and key for `rediss://`: both or neither.
+    public var redisTLSCertFile = ""
+    public var redisTLSKeyFile = ""
     /// nil: no long-term store (SPEC §8).
     public var postgresURL: PostgresURL?
     public var postgresTable = "idempotency_records"

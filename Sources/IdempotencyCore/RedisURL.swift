@@ -1,4 +1,5 @@
-/// Where Redis is: `redis://[user:password@]host:port[/db]` or `unix:///path.sock[?db=N]`.
+/// Where Redis is: `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS, SPEC §9) or
+/// `unix:///path.sock[?db=N]` (never TLS).
 public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
     public enum Location: Sendable, Equatable {
         case tcp(HostPort)
@@ -9,12 +10,15 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
     public var username: String?
     public var password: String?
     public var database: Int
+    /// `rediss://`.
+    public var tls: Bool
 
-    public init(location: Location, username: String? = nil, password: String? = nil, database: Int = 0) {
+    public init(location: Location, username: String? = nil, password: String? = nil, database: Int = 0, tls: Bool = false) {
         self.location = location
         self.username = username
         self.password = password
         self.database = database
+        self.tls = tls
     }
 
     public static func parse(_ text: String) throws(ConfigValueError) -> RedisURL {
@@ -34,10 +38,11 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
             }
             return RedisURL(location: .unix(path: String(rest)), database: database)
         }
-        guard text.hasPrefix("redis://") else {
-            throw ConfigValueError("expected redis://host:port[/db] or unix:///path.sock, got \"\(text)\"")
+        let tls = text.hasPrefix("rediss://")
+        guard tls || text.hasPrefix("redis://") else {
+            throw ConfigValueError("expected redis://host:port[/db], rediss://host:port[/db] or unix:///path.sock, got \"\(text)\"")
         }
-        var rest = Substring(text.dropFirst("redis://".count))
+        var rest = Substring(text.dropFirst(tls ? "rediss://".count : "redis://".count))
         var username: String?
         var password: String?
         if let at = rest.lastIndex(of: "@") {
@@ -64,7 +69,7 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
         }
         let address = try ConfigValues.hostPort(String(rest))
         guard address.port > 0 else { throw ConfigValueError("port 0 is not a Redis port in \"\(text)\"") }
-        return RedisURL(location: .tcp(address), username: username, password: password, database: database)
+        return RedisURL(location: .tcp(address), username: username, password: password, database: database, tls: tls)
     }
 
     /// The URL with the password masked, for `--check` and logs.
@@ -75,7 +80,7 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
         case .tcp(let address):
             var credentials = ""
             if password != nil { credentials = "\(username ?? ""):***@" }
-            return "redis://\(credentials)\(address)/\(database)"
+            return "\(tls ? "rediss" : "redis")://\(credentials)\(address)/\(database)"
         }
     }
 }

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOSSL
 import NIOPosix
 
 /// A pipelined connection to one Redis server that stays confined to one event loop.
@@ -200,10 +201,19 @@ public final class RedisConnection {
         lastAttempt = .now()
         state = .connecting
         let timeout = configuration.commandTimeout
+        var tls: (RedisTLS, serverName: String?)?
+        if let context = configuration.tls, case .tcp(let host, _) = configuration.address {
+            // SNI takes a name only; an address is verified against the certificate's.
+            tls = (context, (try? SocketAddress(ipAddress: host, port: 0)) == nil ? host : nil)
+        }
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
-            .channelInitializer { channel in
+            .channelInitializer { [tls] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let (context, serverName) = tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: context.context, serverHostname: serverName))
+                    }
                     try channel.pipeline.syncOperations.addHandler(RedisChannelHandler(timeout: timeout))
                 }
             }

@@ -42,6 +42,9 @@ struct IdemproxyCommand: AsyncParsableCommand {
         case .failure(let findings): fail(findings.all.map(\.description))
         case .success(let c): configuration = c
         }
+        // Certificate files are loaded as the proxy would load them (SPEC §9).
+        let tlsProblems = ClientTLS.problems(configuration)
+        if !tlsProblems.isEmpty { fail(tlsProblems.map { "\(loader.location(of: $0.key)): \($0.description)" }) }
         if check {
             print(ConfigLoader.render(configuration))
             return

@@ -44,6 +44,9 @@ import Testing
             key_prefix = idem:
             replay_header = Idempotent-Replayed
             log_level = info
+            redis_tls_ca_file = 
+            redis_tls_cert_file = 
+            redis_tls_key_file = 
             postgres_url = 
             postgres_table = idempotency_records
             postgres_timeout = 2s
@@ -70,6 +73,10 @@ import Testing
         }),
         ValidCase(line: "redis_url = redis://:pw@h:1", check: { $0.redisURL.username == nil && $0.redisURL.password == "pw" }),
         ValidCase(line: "redis_url = unix:///run/redis.sock?db=2", check: { $0.redisURL == RedisURL(location: .unix(path: "/run/redis.sock"), database: 2) }),
+        ValidCase(line: "redis_url = rediss://:pw@cache.example:6380/1", check: {
+            $0.redisURL == RedisURL(location: .tcp(HostPort(host: "cache.example", port: 6380)), password: "pw", database: 1, tls: true)
+        }),
+        ValidCase(line: "redis_cluster = true\nredis_url = rediss://h1:7000,h2:7001", check: { $0.redisURLs.allSatisfy(\.tls) && $0.redisURLs.count == 2 }),
         ValidCase(line: "redis_timeout = 250ms", check: { $0.redisTimeoutMs == 250 }),
         ValidCase(line: "response_ttl = 2h", check: { $0.responseTTLMs == 7_200_000 }),
         ValidCase(line: "inflight_wait = 5s", check: { $0.inflightWaitMs == 5_000 }),
@@ -127,7 +134,7 @@ import Testing
         ("upstream = http://254.0y can also be set", "test.conf:1: upstream: invalid host \"254.0y can also be set\" in \"http://254.0y can also be set\": expected a name, an IPv4 address or an [IPv6] address"),
         ("listen = a<b:80", "test.conf:1: listen: invalid host \"a<b\" in \"a<b:80\": expected a name, an IPv4 address or an [IPv6] address"),
         ("redis_url = redis://[fe80::z]:6379", "test.conf:1: redis_url: invalid host \"fe80::z\" in \"[fe80::z]:6379\": expected a name, an IPv4 address or an [IPv6] address"),
-        ("redis_url = mysql://x", "test.conf:1: redis_url: expected redis://host:port[/db] or unix:///path.sock, got \"mysql://x\""),
+        ("redis_url = mysql://x", "test.conf:1: redis_url: expected redis://host:port[/db], rediss://host:port[/db] or unix:///path.sock, got \"mysql://x\""),
         ("redis_url = redis://h:1/x", "test.conf:1: redis_url: database in \"redis://h:1/x\" must be a number"),
         ("methods = ,", "test.conf:1: methods: methods must name at least one method"),
         ("methods = PO ST", "test.conf:1: methods: \"PO ST\" is not a valid HTTP method"),
@@ -141,6 +148,10 @@ import Testing
         ("redis_cluster = true\nredis_url = redis://u:p@a:1,redis://u:q@b:2", "test.conf:2: Redis Cluster seeds share one user and password (the first seed's open every node); give later seeds the same or none"),
         ("redis_cluster = true\nredis_url = redis://a:1,redis://:p@b:2", "test.conf:2: Redis Cluster seeds share one user and password (the first seed's open every node); give later seeds the same or none"),
         ("lock_ttl = 30s", "test.conf:1: lock_ttl (30s) must exceed upstream_timeout (30s), or a slow upstream could run a request twice"),
+        ("redis_tls_ca_file = /etc/hostname", "test.conf:1: redis_tls_ca_file is set, but redis_url is not rediss://"),
+        ("redis_url = rediss://h:1\nredis_tls_ca_file = /nonexistent.pem", "test.conf:2: redis_tls_ca_file: /nonexistent.pem cannot be read"),
+        ("redis_url = rediss://h:1\nredis_tls_cert_file = /etc/hostname", "test.conf:2: redis_tls_cert_file and redis_tls_key_file are a pair: set both or neither"),
+        ("redis_cluster = true\nredis_url = rediss://a:1,redis://b:2", "test.conf:2: redis_url: every Redis Cluster seed is redis:// or every one is rediss://, got \"redis://b:2\""),
         ("postgres_url = mysql://db/x", "test.conf:1: postgres_url: expected postgres://[user[:password]@]host[:port]/dbname, got \"mysql://db/x\""),
         ("postgres_url = postgres://u:secret@db", "test.conf:1: postgres_url: missing /dbname in \"postgres://u:***@db\""),
         ("postgres_url = postgres://db:0/x", "test.conf:1: postgres_url: port 0 is not a PostgreSQL port in \"postgres://db:0/x\""),

@@ -20,9 +20,27 @@ import Testing
         let (status, out, _) = try await run(["--config", Self.repository.appendingPathComponent("config/idemproxy.conf").path, "--check"])
         #expect(status == 0)
         let lines = out.split(separator: "\n")
-        #expect(lines.count == 30)
+        #expect(lines.count == 33)
         #expect(lines.allSatisfy { $0.contains(" = ") })
         #expect(out.contains("listen = 127.0.0.1:8081\n"))
+    }
+
+    @Test func checkFindsACertificateAndAKeyThatDoNotBelongTogether() async throws {
+        let certificates = try TestCertificates()
+        let file = certificates.directory + "/idemproxy.conf"
+        try """
+            redis_url = rediss://127.0.0.1:6380/0
+            redis_tls_cert_file = \(certificates.clientCertFile)
+            redis_tls_key_file = \(certificates.serverKeyFile)
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        let (status, _, err) = try await run(["--config", file, "--check"])
+        #expect(status == 2)
+        #expect(err.hasPrefix("\(file):3: redis_tls_key_file: \(certificates.serverKeyFile) is not the private key of \(certificates.clientCertFile)"))
+
+        try "redis_url = rediss://127.0.0.1:6380/0\nredis_tls_ca_file = \(file)\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let (notPEM, _, notPEMErr) = try await run(["--config", file, "--check"])
+        #expect(notPEM == 2)
+        #expect(notPEMErr.hasPrefix("\(file):2: redis_tls_ca_file: \(file) is not a PEM certificate bundle"))
     }
 
     @Test func precedenceAppliesOnTheCommandLine() async throws {

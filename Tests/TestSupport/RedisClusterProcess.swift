@@ -1,4 +1,5 @@
 import Foundation
+import NIOSSL
 import RedisClient
 
 /// A real Redis Cluster on loopback: `count` primaries with the slots split evenly, and, when
@@ -10,11 +11,22 @@ public final class RedisClusterProcess: @unchecked Sendable {
     public let replicas: [RedisServerProcess]
     /// `requirepass` of every node (and `masterauth` of the replicas), if any.
     public let password: String?
+    /// TLS on every node's port and on the cluster bus (`rediss://` seeds).
+    public let tls: RedisTLS?
 
     public init(
-        primaries count: Int = 3, withReplicas: Bool = false, nodeTimeoutMs: Int = 5000, password: String? = nil
+        primaries count: Int = 3, withReplicas: Bool = false, nodeTimeoutMs: Int = 5000, password: String? = nil,
+        tls certificates: TestCertificates? = nil
     ) async throws {
         self.password = password
+        if let certificates {
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(certificates.caFile))
+            tls = RedisTLS(context: try NIOSSLContext(configuration: configuration))
+        } else {
+            tls = nil
+        }
+        let tlsCluster = certificates == nil ? [] : ["--tls-cluster", "yes", "--tls-replication", "yes"]
         let auth = password.map { ["--requirepass", $0, "--masterauth", $0] } ?? []
         let total = withReplicas ? 2 * count : count
         var busPorts: [Int] = []
@@ -29,9 +41,9 @@ public final class RedisClusterProcess: @unchecked Sendable {
                 let bus = try ClosedPort()
                 let arguments = [
                     "--cluster-enabled", "yes", "--cluster-port", "\(bus.port)", "--cluster-node-timeout", "\(nodeTimeoutMs)",
-                ] + auth
+                ] + auth + tlsCluster
                 do {
-                    let server = try RedisServerProcess(arguments: arguments) { bus.open() }
+                    let server = try RedisServerProcess(arguments: arguments, tls: certificates) { bus.open() }
                     busPorts.append(bus.port)
                     servers.append(server)
                     break
@@ -65,7 +77,7 @@ public final class RedisClusterProcess: @unchecked Sendable {
 
     /// `redis_url` for the proxy: two of the primaries as seeds.
     public var seedsURL: String {
-        "redis://\(password.map { ":\($0)@" } ?? "")127.0.0.1:\(nodes[0].port),127.0.0.1:\(nodes[1].port)"
+        "\(tls == nil ? "redis" : "rediss")://\(password.map { ":\($0)@" } ?? "")127.0.0.1:\(nodes[0].port),127.0.0.1:\(nodes[1].port)"
     }
 
     /// The port of the primary that served `slot` when the cluster was made.
@@ -109,7 +121,8 @@ public final class RedisClusterProcess: @unchecked Sendable {
 
     /// A client for one node, authenticated when the cluster has a password.
     public func client(_ server: RedisServerProcess) async throws -> TestRedisClient {
-        try await TestRedisClient(RedisConfiguration(address: .tcp(host: "127.0.0.1", port: server.port), password: password))
+        try await TestRedisClient(
+            RedisConfiguration(address: .tcp(host: "127.0.0.1", port: server.port), password: password, tls: tls))
     }
 
     /// The node's cluster id (`CLUSTER MYID`).

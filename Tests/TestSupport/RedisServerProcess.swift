@@ -9,10 +9,18 @@ public final class RedisServerProcess: @unchecked Sendable {
     public let directory: URL
     private let extraArguments: [String]
     private var process: Process?
+    /// TLS on the port (no plain port): `rediss://`.
+    private let tls: (certificates: TestCertificates, clientAuth: Bool)?
 
     /// Starts a server on a free port (and a unix socket when asked). `beforeStart` runs once
     /// the port is picked (a caller holding another port for the server frees it there).
-    public init(unixSocket: Bool = false, arguments: [String] = [], beforeStart: () -> Void = {}) throws {
+    /// `tls`: the port speaks TLS only, with the certificates' server certificate; `clientAuth`:
+    /// clients must present a certificate the certificates' CA signed.
+    public init(
+        unixSocket: Bool = false, arguments: [String] = [], tls: TestCertificates? = nil, clientAuth: Bool = false,
+        beforeStart: () -> Void = {}
+    ) throws {
+        self.tls = tls.map { ($0, clientAuth) }
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("idemproxy-redis-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         port = try FreePort.next()
@@ -35,7 +43,7 @@ public final class RedisServerProcess: @unchecked Sendable {
         try? FileManager.default.removeItem(at: directory)
     }
 
-    public var url: String { "redis://127.0.0.1:\(port)/0" }
+    public var url: String { "\(tls == nil ? "redis" : "rediss")://127.0.0.1:\(port)/0" }
 
     public static var binary: String {
         ProcessInfo.processInfo.environment["REDIS_SERVER_BIN"] ?? "/usr/bin/redis-server"
@@ -47,6 +55,14 @@ public final class RedisServerProcess: @unchecked Sendable {
         p.executableURL = URL(fileURLWithPath: Self.binary)
         var args = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                     "--dir", directory.path]
+        if let (certificates, clientAuth) = tls {
+            args[1] = "0"
+            args += [
+                "--tls-port", "\(port)", "--tls-cert-file", certificates.serverCertFile, "--tls-key-file",
+                certificates.serverKeyFile, "--tls-ca-cert-file", certificates.caFile, "--tls-auth-clients",
+                clientAuth ? "yes" : "no",
+            ]
+        }
         if let unixSocket { args += ["--unixsocket", unixSocket, "--unixsocketperm", "700"] }
         p.arguments = args + extraArguments
         p.standardOutput = FileHandle.nullDevice

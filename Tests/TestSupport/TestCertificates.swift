@@ -1,8 +1,9 @@
 import Foundation
 
 /// Certificates made by `openssl` for a test, never committed: a CA, a server certificate it
-/// signed for `127.0.0.1` and `localhost`, a client certificate it signed, and a second CA
-/// that signed nothing the servers present.
+/// signed for `127.0.0.1` and `localhost` (also good as a client's, as Redis Cluster nodes use
+/// it on their bus), a client certificate it signed, and a second CA that signed nothing the
+/// servers present.
 public final class TestCertificates: @unchecked Sendable {
     public let directory: String
 
@@ -18,7 +19,7 @@ public final class TestCertificates: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try makeCA("ca", subject: "/CN=idemproxy test CA")
         try makeCA("other-ca", subject: "/CN=another CA")
-        try makeSigned("server", subject: "/CN=localhost", extensions: "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth")
+        try makeSigned("server", subject: "/CN=localhost", extensions: "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth")
         try makeSigned("client", subject: "/CN=idemproxy client", extensions: "extendedKeyUsage=clientAuth")
     }
 

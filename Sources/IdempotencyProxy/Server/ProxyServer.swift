@@ -5,6 +5,7 @@ import NIOCore
 import NIOExtras
 import NIOHTTP1
 import NIOPosix
+import RedisClient
 
 /// The running proxy: the client listener, the admin listener and one `LoopContext` per event loop.
 public final class ProxyServer: Sendable {
@@ -64,6 +65,12 @@ public final class ProxyServer: Sendable {
     ) async throws -> ProxyServer {
         let metrics = ProxyMetrics()
         let outages = Outages()
+        let redisTLS: RedisTLS?
+        do {
+            redisTLS = try ClientTLS.redis(configuration)
+        } catch {
+            throw StartError("\(error)")
+        }
         var postgres: PostgresWiring?
         if let url = configuration.postgresURL {
             let wiring = try PostgresWiring(url: url, configuration: configuration)
@@ -73,7 +80,8 @@ public final class ProxyServer: Sendable {
         var contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>] = [:]
         for (index, loop) in group.makeIterator().enumerated() {
             contexts[ObjectIdentifier(loop)] = try await loop.submit { [postgres] in
-                let redis = RedisWiring.make(configuration: configuration, eventLoop: loop, metrics: metrics, logger: logger)
+                let redis = RedisWiring.make(
+                    configuration: configuration, tls: redisTLS, eventLoop: loop, metrics: metrics, logger: logger)
                 let longTerm = postgres?.store(on: loop, metrics: metrics, logger: logger)
                 // Every proxy sweeps from one of its loops; the sweep's lock keeps it to one
                 // proxy of a fleet at a time.

@@ -8,9 +8,10 @@ import RedisClient
 /// single server and a cluster.
 enum RedisWiring {
     static func make(
-        configuration: ProxyConfiguration, eventLoop: any EventLoop, metrics: ProxyMetrics, logger: Logger
+        configuration: ProxyConfiguration, tls: RedisTLS?, eventLoop: any EventLoop, metrics: ProxyMetrics, logger: Logger
     ) -> (store: IdempotencyStore, subscriber: any RedisPubSub) {
-        let redisConfiguration = Self.redisConfiguration(configuration)
+        var redisConfiguration = Self.redisConfiguration(configuration)
+        redisConfiguration.tls = tls
         var redis: any RedisCommands
         var subscriber: any RedisPubSub
         if configuration.redisCluster {
