@@ -64,6 +64,8 @@ start_postgres() {
     chown postgres "$PG_DIR"
     as=(runuser -u postgres --)
   fi
+  # Known before anything can fail, so that stop_postgres stops what did start.
+  PG_AS="${as[*]}"
   echo "$PG_PASSWORD" >"$PG_DIR/pwfile"
   chmod 644 "$PG_DIR/pwfile"
   "${as[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=scram-sha-256 --pwfile="$PG_DIR/pwfile" \
@@ -73,12 +75,13 @@ start_postgres() {
     -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200" \
     >/dev/null || { cat "$PG_DIR/postgres.log" >&2; return 1; }
   POSTGRES_URL="postgres://postgres:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"
-  PG_AS="${as[*]}"
 }
 
 # Stops the server start_postgres started, if any, and removes its data.
 stop_postgres() {
-  [[ -n ${PG_DIR:-} && -d $PG_DIR/data ]] || return 0
-  ${PG_AS:-} "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+  [[ -n ${PG_DIR:-} ]] || return 0
+  if [[ -f $PG_DIR/data/postmaster.pid ]]; then
+    ${PG_AS:-} "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+  fi
   rm -rf "$PG_DIR"
 }

@@ -111,11 +111,11 @@ public struct ProtectedRequestMachine: Sendable {
         case claimed
         /// A live record: `expiresInMs` is what is left of its `lock_ttl` or `retention`.
         case existing(IdempotencyRecord, expiresInMs: Int64)
-        /// PostgreSQL could not be asked (not connected, or it refused the statement).
+        /// PostgreSQL did not answer in time, or could not be asked. A statement that timed out
+        /// may still have claimed the key: that claim stays until lock_ttl ends (retries get
+        /// 409), as after an upstream timeout; settling it would hold the client for another
+        /// postgres_timeout.
         case failed
-        /// No answer within `postgres_timeout`: the statement may still have claimed the key,
-        /// so the claim is settled (owner-checked) as if it had.
-        case timedOut
         /// A record is there that this proxy cannot read: the request may have run, so it is
         /// never forwarded, whatever `on_postgres_error` says.
         case unreadable
@@ -316,8 +316,7 @@ public struct ProtectedRequestMachine: Sendable {
         case .claimed:
             holdsPostgresClaim = true
             return claimedEverywhere()
-        case .failed, .timedOut:
-            if result == .timedOut { holdsPostgresClaim = true }
+        case .failed:
             guard holdsRedisClaim else { return unprotectable() }
             switch settings.onPostgresError {
             case .redis:
@@ -326,7 +325,9 @@ public struct ProtectedRequestMachine: Sendable {
                 return settle(everyStore { _ in .release }, then: .answer(.problem(.postgresUnavailable, .postgresError)))
             }
         case .unreadable:
-            return settle(everyStore { _ in .release }, then: .answer(.problem(.longTermRecordUnreadable, .postgresError)))
+            let withdraw = holdsRedisClaim ? [Step(settlement: .withdraw, store: .redis)] : []
+            holdsRedisClaim = false
+            return settle(withdraw, then: .answer(.problem(.longTermRecordUnreadable, .postgresError)))
         case .existing(let record, let expiresInMs):
             // The request does not leave its own Redis claim behind: a completed record
             // replaces it (for what is left of the record's retention, at most response_ttl),
@@ -467,12 +468,10 @@ public struct ProtectedRequestMachine: Sendable {
         return .forward(protected: true)
     }
 
-    /// No store answered: rule 11. A claim PostgreSQL may hold (a statement that timed out)
-    /// is released first when nothing is forwarded; when the request is forwarded unprotected,
-    /// it expires after lock_ttl.
+    /// No store answered: rule 11.
     private mutating func unprotectable() -> Action {
         switch settings.onRedisError {
-        case .closed: return settle(everyStore { _ in .release }, then: .answer(.problem(.redisUnavailable, .redisError)))
+        case .closed: return finish(.problem(.redisUnavailable, .redisError))
         case .open:
             state = .forwarding(protected: false)
             return .forward(protected: false)

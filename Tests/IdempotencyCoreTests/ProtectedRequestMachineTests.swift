@@ -527,18 +527,8 @@ import Testing
             (.replicas(1), .forward(protected: true)),
         ]),
 
-        LongTermRow(rule: "§8.4 PostgreSQL timing out, closed: the claim it may have made is released too, then 503", steps: [
-            (.redis(.claimed), .claimInPostgres), (.postgres(.timedOut), .settle(.release, in: .postgres)),
-            (.settled(.refused), .settle(.release, in: .redis)), (.settled(.done), problem(.postgresUnavailable, .postgresError)),
-        ]),
-        LongTermRow(rule: "§8.4 PostgreSQL timing out, redis: the response is offered to PostgreSQL once, then Redis", onPostgresError: .redis, steps: [
-            (.redis(.claimed), .claimInPostgres), (.postgres(.timedOut), .forward(protected: true)),
-            (.upstream(collected(201)), .settle(.complete(.completed(stored), ttlMs: retention), in: .postgres)),
-            (.settled(.refused), .settle(.complete(.completed(stored), ttlMs: responseTTL), in: .redis)),
-            (.settled(.done), .answer(forwarded)),
-        ]),
         LongTermRow(rule: "§8.4: an unreadable record in PostgreSQL is never forwarded, even with on_postgres_error = redis", onPostgresError: .redis, steps: [
-            (.redis(.claimed), .claimInPostgres), (.postgres(.unreadable), .settle(.release, in: .redis)),
+            (.redis(.claimed), .claimInPostgres), (.postgres(.unreadable), .settle(.withdraw, in: .redis)),
             (.settled(.done), problem(.longTermRecordUnreadable, .postgresError)),
         ]),
         LongTermRow(rule: "§8.2: a claim PostgreSQL gave to a newer request: Redis gets no completion, our Redis claim is withdrawn", steps: [
@@ -557,10 +547,6 @@ import Testing
         ]),
         LongTermRow(rule: "§8.4 both down: on_postgres_error = redis has no Redis to fall back on", onPostgresError: .redis, steps: [
             (.redis(.failed), .claimInPostgres), (.postgres(.failed), problem(.redisUnavailable, .redisError)),
-        ]),
-        LongTermRow(rule: "§8.4 both down, PostgreSQL timing out: the claim it may have made is released, then 503", steps: [
-            (.redis(.failed), .claimInPostgres), (.postgres(.timedOut), .settle(.release, in: .postgres)),
-            (.settled(.refused), problem(.redisUnavailable, .redisError)),
         ]),
     ])
     func longTerm(_ row: LongTermRow) {

@@ -73,20 +73,20 @@ import Testing
             let prefix = "test:\(UUID().uuidString.prefix(8)):"
             let relay = try TCPRelay(targetPort: SharedRedis.port)
             defer { relay.stop() }
-            // A: lease 1 s, talks to Redis through the relay. B: direct. The upstream takes
-            // 600 ms: time enough to hold the relay before A's completion, even on a busy machine.
+            // A: lease 3 s, talks to Redis through the relay. B: direct. The upstream takes
+            // 2.5 s: time enough to hold the relay before A's completion, even on a busy machine.
             try await withProxy(
-                ["lock_ttl": "1s", "upstream_timeout": "900ms", "redis_timeout": "3s"],
+                ["lock_ttl": "3s", "upstream_timeout": "2900ms", "redis_timeout": "5s"],
                 upstream: upstream, redisURL: "redis://127.0.0.1:\(relay.port)/0", prefix: prefix) { (a: ProxyHarness) async throws in
                 try await withProxy(upstream: upstream, prefix: prefix) { (b: ProxyHarness) async throws in
 
-                    // A claims; once the upstream is working on A's request (600 ms), A's Redis traffic is
+                    // A claims; once the upstream is working on A's request (2.5 s), A's Redis traffic is
                     // held beyond its lease; B takes the expired key over and completes first.
-                    let first = Task { try await a.send("POST", "/charges?delay=600", key: "k", body: "x") }
+                    let first = Task { try await a.send("POST", "/charges?delay=2500", key: "k", body: "x") }
                     try await upstream.waitUntilExecuting("/charges")
                     relay.hold()
-                    try await Task.sleep(for: .milliseconds(1_100))
-                    let second = try await b.send("POST", "/charges?delay=600", key: "k", body: "x")
+                    try await Task.sleep(for: .milliseconds(3_200))
+                    let second = try await b.send("POST", "/charges?delay=2500", key: "k", body: "x")
                     #expect(second.status == 201)
                     #expect(!second.replayed)
                     relay.release()
@@ -94,7 +94,7 @@ import Testing
                     #expect(late.status == 201)
                     #expect(late.body != second.body)
                     // The record is B's: every retry replays B's answer.
-                    let retry = try await b.send("POST", "/charges?delay=600", key: "k", body: "x")
+                    let retry = try await b.send("POST", "/charges?delay=2500", key: "k", body: "x")
                     #expect(retry.replayed)
                     #expect(retry.body == second.body)
                     #expect(try a.metricLine("idemproxy_completions_lost_total") == 1)

@@ -1,11 +1,14 @@
 import Foundation
 import IdempotencyCore
 import LoadKit
+import NIOCore
 import Logging
 import NIOPosix
 import PostgresNIO
 import TestSupport
 import Testing
+
+@testable import IdempotencyProxy
 
 /// SPEC §8 against a real PostgreSQL and a real Redis: every test has a table of its own in
 /// the shared server, or a server of its own when it stops or pauses it.
@@ -135,7 +138,7 @@ import Testing
     @Test func anExpiredClaimThatNobodyTookOverIsStillCompleted() async throws {
         let table = TestTable()
         try await withProxy(table.settings()) { h in
-            async let first = h.send("POST", "/charges?delay=500", key: "k", body: "x")
+            async let first = h.send("POST", "/charges?delay=2000", key: "k", body: "x")
             try await h.upstream.waitUntilExecuting("/charges")
             try await table.query("UPDATE $TABLE SET expires_at = now() - interval '1 second'")
             #expect(try await first.status == 201)
@@ -146,13 +149,14 @@ import Testing
     @Test func anExpiredClaimTakenOverIsNotOverwrittenByItsFirstOwner() async throws {
         let table = TestTable()
         try await withProxy(table.settings()) { h in
-            async let first = h.send("POST", "/charges?delay=800", key: "k", body: "x")
+            async let first = h.send("POST", "/charges?delay=2000", key: "k", body: "x")
             try await h.upstream.waitUntilExecuting("/charges")
             // The first claim's lock_ttl ends (as if the upstream took that long) and Redis
-            // forgets it: a retry takes the key over and runs.
+            // forgets it: a retry takes the key over and runs. The upstream takes 2 s, time
+            // enough for the retry's claim to come first even on a busy machine.
             try await table.query("UPDATE $TABLE SET expires_at = now() - interval '1 second'")
             try await h.forgetRedisRecords()
-            async let second = h.send("POST", "/charges?delay=800", key: "k", body: "x")
+            async let second = h.send("POST", "/charges?delay=2000", key: "k", body: "x")
             try await h.upstream.waitUntilExecuting("/charges", count: 2)
 
             let firstAnswer = try await first
@@ -161,10 +165,37 @@ import Testing
             #expect(secondAnswer.status == 201)
             #expect(try h.counter("idemproxy_completions_lost_total") >= 1)
             // Retries get the newer owner's answer, from either store.
-            let retry = try await h.send("POST", "/charges?delay=800", key: "k", body: "x")
+            let retry = try await h.send("POST", "/charges?delay=2000", key: "k", body: "x")
             #expect(retry.body == secondAnswer.body)
             try await h.forgetRedisRecords()
-            #expect(try await h.send("POST", "/charges?delay=800", key: "k", body: "x").body == secondAnswer.body)
+            #expect(try await h.send("POST", "/charges?delay=2000", key: "k", body: "x").body == secondAnswer.body)
+        }
+    }
+
+    /// The completion statement itself: it writes over an expired row of another request (a
+    /// claim that was never settled), as a claim would take it over, but never a live one.
+    @Test func aCompletionTakesOverAnExpiredRowButNeverALiveOne() async throws {
+        let table = TestTable()
+        try await withProxy(table.settings()) { (h: ProxyHarness) async throws in
+            try await table.query("""
+                INSERT INTO $TABLE (record_key, owner, fingerprint, record, expires_at) VALUES
+                    ('expired', decode('01', 'hex'), decode('00', 'hex'), NULL, now() - interval '1 second'),
+                    ('live', decode('01', 'hex'), decode('00', 'hex'), NULL, now() + interval '1 hour')
+                """)
+            let sql = PostgresSQL(table: table.name)
+            try await TestTable.withSession(url: table.url) { session in
+                for key in ["expired", "live"] {
+                    var binds = PostgresBindings()
+                    binds.append(key)
+                    binds.append(ByteBuffer(bytes: [2]))
+                    binds.append(ByteBuffer(bytes: [0]))
+                    binds.append(ByteBuffer(bytes: [9, 9]))
+                    binds.append(Int64(60_000))
+                    _ = try await session.query(PostgresQuery(unsafeSQL: sql.complete, binds: binds), logger: Logger(label: "test-sql")).collect()
+                }
+            }
+            #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key = 'expired' AND owner = decode('02', 'hex') AND record IS NOT NULL") == 1)
+            #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key = 'live' AND owner = decode('01', 'hex') AND record IS NULL") == 1)
         }
     }
 
@@ -196,9 +227,9 @@ import Testing
             #expect(try h.metric("redis_error") == 0)
             #expect(try h.admin("/readyz").status == 503)
 
-            async let slow = h.send("POST", "/charges?delay=500", key: "slow", body: "x")
+            async let slow = h.send("POST", "/charges?delay=1500", key: "slow", body: "x")
             try await h.upstream.waitUntilExecuting("/charges", count: 2)
-            #expect(try await h.send("POST", "/charges?delay=500", key: "slow", body: "x").status == 409)
+            #expect(try await h.send("POST", "/charges?delay=1500", key: "slow", body: "x").status == 409)
             #expect(try await slow.status == 201)
         }
     }

@@ -204,8 +204,8 @@ import Testing
     @Test func aRequestInFlightAtShutdownIsAnsweredWithConnectionClose() async throws {
         try await withProxy { h in
             let client = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
-            try await blocking { try client.sendRequest("GET", "/sleep/1500") }
-            try await h.upstream.waitUntilExecuting("/sleep/1500")
+            try await blocking { try client.sendRequest("GET", "/sleep/3000") }
+            try await h.upstream.waitUntilExecuting("/sleep/3000")
             let stopping = Task { await h.server.shutdown(grace: .seconds(30)) }
             // The listener closes as the quiesce event goes out to the connections.
             let port = h.port

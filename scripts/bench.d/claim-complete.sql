@@ -13,6 +13,7 @@ ON CONFLICT (record_key) DO UPDATE SET
 RETURNING owner, fingerprint, record, (extract(epoch FROM expires_at - now()) * 1000)::int8;
 INSERT INTO idempotency_records AS r (record_key, owner, fingerprint, record, expires_at)
 VALUES ('pgbench:' || :client_id || ':' || :n, decode(md5(:n::text), 'hex'), sha256(:n::text::bytea), decode(repeat('ab', 200), 'hex'), now() + 2592000000 * interval '1 millisecond')
-ON CONFLICT (record_key) DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at
-    WHERE r.owner = excluded.owner
+ON CONFLICT (record_key) DO UPDATE SET
+    owner = excluded.owner, fingerprint = excluded.fingerprint, record = excluded.record, expires_at = excluded.expires_at
+    WHERE r.owner = excluded.owner OR r.expires_at <= now()
 RETURNING 1;

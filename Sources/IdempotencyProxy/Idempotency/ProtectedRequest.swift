@@ -170,11 +170,12 @@ final class ProtectedRequest {
                 self.loop.outages.postgres.answered(logger: self.loop.logger)
                 self.run(self.machine.postgresClaimAnswered(claim, now: self.now()))
             case .failure(.malformedRecord(let why)):
+                self.loop.outages.postgres.answered(logger: self.loop.logger)
                 self.loop.logger.error(
                     "a record in PostgreSQL cannot be read; answering 503", metadata: ["record": "\(self.recordKey)", "error": "\(why)"])
                 self.run(self.machine.postgresClaimAnswered(.unreadable, now: self.now()))
             case .failure(let error):
-                let action = self.machine.postgresClaimAnswered(error == .timeout ? .timedOut : .failed, now: self.now())
+                let action = self.machine.postgresClaimAnswered(.failed, now: self.now())
                 self.loop.outages.postgres.failed(error, instead: Self.fallback(action), logger: self.loop.logger)
                 self.run(action)
             }

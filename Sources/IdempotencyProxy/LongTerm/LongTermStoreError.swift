@@ -47,12 +47,12 @@ enum LongTermStoreError: Error, Equatable, CustomStringConvertible {
     }
 
     /// Something only a change of configuration, rights or schema mends: a failed login
-    /// (class 28), a missing database (3D000), a missing right, object or constraint
-    /// (class 42), an unusable table. A server starting up or out of connections is not one.
+    /// (class 28), a missing database (3D000), an unusable table. A server starting up or out
+    /// of connections is not one.
     var isMisconfiguration: Bool {
         switch self {
         case .unusableTable: return true
-        case .server(let sqlState, _): return sqlState.hasPrefix("28") || sqlState == "3D000" || sqlState.hasPrefix("42")
+        case .server(let sqlState, _): return sqlState.hasPrefix("28") || sqlState == "3D000"
         case .unavailable, .timeout, .malformedRecord: return false
         }
     }

@@ -30,17 +30,23 @@ struct PostgresSQL: Sendable {
 
     var createIndex: String { "CREATE INDEX IF NOT EXISTS \"\(table)_expires_at\" ON \(name) (expires_at)" }
 
-    /// Whether the table exists, in the session's search path.
+    /// Whether the table exists, in the session's search path (as the statements find it).
     var tableExists: String { "SELECT to_regclass('\(name)') IS NOT NULL" }
 
-    /// Whether an index leads with `expires_at` (the sweep needs one not to scan the table).
+    /// Whether a whole-table index leads with `expires_at` (the sweep needs one not to scan).
     var expiryIndexExists: String {
-        "SELECT count(*) > 0 FROM pg_indexes WHERE schemaname = current_schema() AND tablename = '\(table)' AND indexdef LIKE '%(expires_at%'"
+        """
+        SELECT count(*) > 0 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+        WHERE i.indrelid = to_regclass('\(name)') AND a.attname = 'expires_at' AND i.indpred IS NULL
+        """
     }
 
-    /// The columns of the table in the session's schema.
+    /// The columns of the table the statements find, with their types as `columns` names them.
     var columnsQuery: String {
-        "SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = '\(table)'"
+        """
+        SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
+        WHERE attrelid = to_regclass('\(name)') AND attnum > 0 AND NOT attisdropped
+        """
     }
 
     /// $1 key, $2 owner, $3 fingerprint, $4 lock_ttl in ms. One statement that claims the key
@@ -61,15 +67,17 @@ struct PostgresSQL: Sendable {
         """
     }
 
-    /// $1 key, $2 owner, $3 fingerprint, $4 record, $5 retention in ms. Owner-checked: a row
-    /// that another request took over is left alone (no row returned); a row the sweep
-    /// deleted after our claim expired is written again, as Redis's script does.
+    /// $1 key, $2 owner, $3 fingerprint, $4 record, $5 retention in ms. Owner-checked: a live
+    /// row of another request is left alone (no row returned); an expired one, or none (the
+    /// sweep deleted our expired claim), is written over, as a claim would take it over and as
+    /// Redis's script does.
     var complete: String {
         """
         INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
         VALUES ($1::text, $2::bytea, $3::bytea, $4::bytea, now() + $5::int8 * interval '1 millisecond')
-        ON CONFLICT (record_key) DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at
-            WHERE r.owner = excluded.owner
+        ON CONFLICT (record_key) DO UPDATE SET
+            owner = excluded.owner, fingerprint = excluded.fingerprint, record = excluded.record, expires_at = excluded.expires_at
+            WHERE r.owner = excluded.owner OR r.expires_at <= now()
         RETURNING 1
         """
     }

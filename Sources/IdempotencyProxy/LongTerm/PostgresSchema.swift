@@ -69,7 +69,8 @@ final class PostgresSchema: Sendable {
             bind(&binds)
             return connection.query(PostgresQuery(unsafeSQL: text, binds: binds), logger: logger).map { _ in }
         }
-        let key = "idemproxy-start-check"
+        // A key of its own, so that proxies starting together never wait for each other's trial.
+        let key = "idemproxy-start-check-\(UInt64.random(in: 0...UInt64.max))"
         let token = ByteBuffer(bytes: [UInt8](repeating: 0, count: IdempotencyRecord.ownerLength))
         let fingerprint = ByteBuffer(bytes: [UInt8](repeating: 0, count: IdempotencyRecord.fingerprintLength))
         let checked = run("BEGIN").flatMap {
@@ -86,8 +87,12 @@ final class PostgresSchema: Sendable {
         }
     }
 
+    /// What the table or the rights are to blame for (a missing right, column, constraint or
+    /// feature: class 42, 23502, 0A000) makes the table unusable; anything else (a server
+    /// restarting, a lock wait cut by statement_timeout, a read-only standby) passes, to be
+    /// tried again.
     private static func unusable(_ table: String, _ error: LongTermStoreError) -> LongTermStoreError {
-        guard case .server = error else { return error }
+        guard case .server(let state, _) = error, state.hasPrefix("42") || state == "23502" || state == "0A000" else { return error }
         return .unusableTable("PostgreSQL table \(table) cannot be created or used: \(error)")
     }
 }
