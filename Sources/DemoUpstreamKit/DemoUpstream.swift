@@ -2,6 +2,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// A deliberately non-idempotent payments API (SPEC §7): every `POST /charges` creates a new
 /// charge. Besides the SPEC's endpoints it has a few that tests use to make an upstream
@@ -45,9 +46,10 @@ public final class DemoUpstream: Sendable {
     public func executions(_ path: String) -> Int { counters.withLockedValue { $0.executions[path] ?? 0 } }
     public func reset() { counters.withLockedValue { $0 = Counters() } }
 
-    public static func start(host: String = "127.0.0.1", port: Int = 0, latency: TimeAmount = .zero, threads: Int = 1)
-        async throws -> DemoUpstream
-    {
+    /// `tls`: serve HTTPS with this server context (tests of `https://` upstreams).
+    public static func start(
+        host: String = "127.0.0.1", port: Int = 0, latency: TimeAmount = .zero, threads: Int = 1, tls: NIOSSLContext? = nil
+    ) async throws -> DemoUpstream {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let counters = NIOLockedValueBox(Counters())
         let channel = try await ServerBootstrap(group: group)
@@ -57,6 +59,7 @@ public final class DemoUpstream: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     counters.withLockedValue { $0.connections += 1 }
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(DemoUpstreamHandler(counters: counters, latency: latency))
                 }

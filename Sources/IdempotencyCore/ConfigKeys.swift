@@ -76,6 +76,15 @@ extension ConfigKey {
             }),
         token("replay_header", \.replayHeader, what: "header name"),
         choice("log_level", \.logLevel),
+        path("upstream_tls_ca_file", \.upstreamTLSCAFile),
+        value(
+            "upstream_tls_server_name", \.upstreamTLSServerName,
+            parse: { v throws(ConfigValueError) in
+                if !v.isEmpty { try ConfigValues.validateHost(v, in: v) }
+                return v
+            }),
+        path("upstream_tls_cert_file", \.upstreamTLSCertFile),
+        path("upstream_tls_key_file", \.upstreamTLSKeyFile),
         path("redis_tls_ca_file", \.redisTLSCAFile),
         path("redis_tls_cert_file", \.redisTLSCertFile),
         path("redis_tls_key_file", \.redisTLSKeyFile),

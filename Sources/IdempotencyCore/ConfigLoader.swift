@@ -116,18 +116,32 @@ public struct ConfigLoader {
                 location: origin("retention", "response_ttl"),
                 message: "retention (\(ConfigValues.renderDuration(c.retentionMs))) must be at least response_ttl (\(ConfigValues.renderDuration(c.responseTTLMs))): PostgreSQL must keep a record as long as Redis replays it"))
         }
-        let redisTLSKeys = [("redis_tls_ca_file", c.redisTLSCAFile), ("redis_tls_cert_file", c.redisTLSCertFile), ("redis_tls_key_file", c.redisTLSKeyFile)]
-        for (key, file) in redisTLSKeys where !file.isEmpty {
-            if !c.redisURL.tls {
-                findings.append(Finding(location: origin(key), message: "\(key) is set, but redis_url is not rediss://"))
-            } else if access(file, R_OK) != 0 {
-                findings.append(Finding(location: origin(key), message: "\(key): \(file) cannot be read"))
+        func tlsFiles(_ prefix: String, _ files: [(String, String)], usedBy url: String, tls: Bool) {
+            for (key, file) in files where !file.isEmpty {
+                if !tls {
+                    findings.append(Finding(location: origin(key), message: "\(key) is set, but \(url)"))
+                } else if key.hasSuffix("_file") && access(file, R_OK) != 0 {
+                    findings.append(Finding(location: origin(key), message: "\(key): \(file) cannot be read"))
+                }
+            }
+            let cert = files.first { $0.0 == prefix + "_cert_file" }!.1, key = files.first { $0.0 == prefix + "_key_file" }!.1
+            if cert.isEmpty != key.isEmpty {
+                findings.append(Finding(
+                    location: origin(cert.isEmpty ? prefix + "_key_file" : prefix + "_cert_file"),
+                    message: "\(prefix)_cert_file and \(prefix)_key_file are a pair: set both or neither"))
             }
         }
-        if c.redisTLSCertFile.isEmpty != c.redisTLSKeyFile.isEmpty {
-            let set = c.redisTLSCertFile.isEmpty ? "redis_tls_key_file" : "redis_tls_cert_file"
-            findings.append(Finding(location: origin(set), message: "redis_tls_cert_file and redis_tls_key_file are a pair: set both or neither"))
-        }
+        tlsFiles(
+            "redis_tls",
+            [("redis_tls_ca_file", c.redisTLSCAFile), ("redis_tls_cert_file", c.redisTLSCertFile), ("redis_tls_key_file", c.redisTLSKeyFile)],
+            usedBy: "redis_url is not rediss://", tls: c.redisURL.tls)
+        tlsFiles(
+            "upstream_tls",
+            [
+                ("upstream_tls_ca_file", c.upstreamTLSCAFile), ("upstream_tls_server_name", c.upstreamTLSServerName),
+                ("upstream_tls_cert_file", c.upstreamTLSCertFile), ("upstream_tls_key_file", c.upstreamTLSKeyFile),
+            ],
+            usedBy: "upstream is not https://", tls: c.upstream.tls)
         if let file = c.postgresURL?.sslRootCert, access(file, R_OK) != 0 {
             findings.append(Finding(location: origin("postgres_url"), message: "postgres_url: sslrootcert \(file) cannot be read"))
         }

@@ -35,6 +35,13 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var keyPrefix = "idem:"
     public var replayHeader = "Idempotent-Replayed"
     public var logLevel = LogLevel.info
+    /// CA bundle for an `https://` upstream; empty: the system's trust store (SPEC §9).
+    public var upstreamTLSCAFile = ""
+    /// Name verified and sent as SNI; empty: the URL's host.
+    public var upstreamTLSServerName = ""
+    /// Client certificate and key for an `https://` upstream: both or neither.
+    public var upstreamTLSCertFile = ""
+    public var upstreamTLSKeyFile = ""
     /// CA bundle for `rediss://`; empty: the system's trust store (SPEC §9).
     public var redisTLSCAFile = ""
     /// Client certificate and key for `rediss://`: both or neither.
@@ -52,27 +59,28 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var redisURL: RedisURL { redisURLs[0] }
 }
 
-/// The protected API: `http://host[:port][/base/path]`.
+/// The protected API: `http://host[:port][/base/path]` or `https://…` (SPEC §9).
 public struct UpstreamURL: Sendable, Equatable, CustomStringConvertible {
     public var host: String
     public var port: Int
     /// Prepended to every forwarded request target; "" for none.
     public var basePath: String
+    /// `https://`.
+    public var tls: Bool
 
-    public init(host: String, port: Int, basePath: String) {
+    public init(host: String, port: Int, basePath: String, tls: Bool = false) {
         self.host = host
         self.port = port
         self.basePath = basePath
+        self.tls = tls
     }
 
     static func parse(_ text: String) throws(ConfigValueError) -> UpstreamURL {
-        if text.hasPrefix("https://") {
-            throw ConfigValueError("https upstreams are not supported: idemproxy is a sidecar and speaks plain HTTP to its upstream (use http://)")
+        let tls = text.hasPrefix("https://")
+        guard tls || text.hasPrefix("http://") else {
+            throw ConfigValueError("expected http://host:port or https://host:port, got \"\(text)\"")
         }
-        guard text.hasPrefix("http://") else {
-            throw ConfigValueError("expected http://host:port, got \"\(text)\"")
-        }
-        var rest = Substring(text.dropFirst("http://".count))
+        var rest = Substring(text.dropFirst(tls ? "https://".count : "http://".count))
         var basePath = ""
         if let slash = rest.firstIndex(of: "/") {
             basePath = String(rest[slash...])
@@ -89,21 +97,21 @@ public struct UpstreamURL: Sendable, Equatable, CustomStringConvertible {
         } else {
             var host = String(rest)
             if host.hasPrefix("[") { host = String(host.dropFirst().dropLast()) }
-            address = HostPort(host: host, port: 80)
+            address = HostPort(host: host, port: tls ? 443 : 80)
         }
         guard !address.host.isEmpty else { throw ConfigValueError("missing host in \"\(text)\"") }
         try ConfigValues.validateHost(address.host, in: text)
         guard address.port > 0 else { throw ConfigValueError("upstream port must not be 0") }
-        return UpstreamURL(host: address.host, port: address.port, basePath: basePath)
+        return UpstreamURL(host: address.host, port: address.port, basePath: basePath, tls: tls)
     }
 
     public var description: String {
-        "http://\(HostPort(host: host, port: port))\(basePath)"
+        "\(tls ? "https" : "http")://\(HostPort(host: host, port: port))\(basePath)"
     }
 
     /// The value of the `Host` header sent upstream.
     public var hostHeader: String {
         let h = host.contains(":") ? "[\(host)]" : host
-        return port == 80 ? h : "\(h):\(port)"
+        return port == (tls ? 443 : 80) ? h : "\(h):\(port)"
     }
 }

@@ -44,6 +44,10 @@ import Testing
             key_prefix = idem:
             replay_header = Idempotent-Replayed
             log_level = info
+            upstream_tls_ca_file = 
+            upstream_tls_server_name = 
+            upstream_tls_cert_file = 
+            upstream_tls_key_file = 
             redis_tls_ca_file = 
             redis_tls_cert_file = 
             redis_tls_key_file = 
@@ -66,6 +70,9 @@ import Testing
         ValidCase(line: "listen = [::1]:8081", check: { $0.listen == HostPort(host: "::1", port: 8081) }),
         ValidCase(line: "upstream = http://api.internal:9000/v1/", check: { $0.upstream == UpstreamURL(host: "api.internal", port: 9000, basePath: "/v1") }),
         ValidCase(line: "upstream = http://localhost", check: { $0.upstream.port == 80 }),
+        ValidCase(line: "upstream = https://api.example/v2", check: {
+            $0.upstream == UpstreamURL(host: "api.example", port: 443, basePath: "/v2", tls: true) && $0.upstream.hostHeader == "api.example"
+        }),
         ValidCase(line: "response_ttl = 2d", check: { $0.responseTTLMs == 2 * 86_400_000 }),
         ValidCase(line: "admin_listen = off", check: { $0.adminListen == nil }),
         ValidCase(line: "redis_url = redis://app:s%40cret@10.0.0.5:6380/3", check: {
@@ -128,8 +135,10 @@ import Testing
         ("fingerprint = yes", "test.conf:1: fingerprint: expected true or false, got \"yes\""),
         ("listen = localhost", "test.conf:1: listen: expected host:port, got \"localhost\""),
         ("listen = 127.0.0.1:99999", "test.conf:1: listen: port in \"127.0.0.1:99999\" must be a number from 0 to 65535"),
-        ("upstream = https://api", "test.conf:1: upstream: https upstreams are not supported: idemproxy is a sidecar and speaks plain HTTP to its upstream (use http://)"),
-        ("upstream = ftp://x", "test.conf:1: upstream: expected http://host:port, got \"ftp://x\""),
+        ("upstream = ftp://x", "test.conf:1: upstream: expected http://host:port or https://host:port, got \"ftp://x\""),
+        ("upstream_tls_ca_file = /etc/hostname", "test.conf:1: upstream_tls_ca_file is set, but upstream is not https://"),
+        ("upstream = https://api\nupstream_tls_key_file = /etc/hostname", "test.conf:2: upstream_tls_cert_file and upstream_tls_key_file are a pair: set both or neither"),
+        ("upstream = https://api\nupstream_tls_server_name = bad name", "test.conf:2: upstream_tls_server_name: invalid host \"bad name\" in \"bad name\": expected a name, an IPv4 address or an [IPv6] address"),
         // Found by the fuzzer: a host that cannot be printed back as a URL.
         ("upstream = http://254.0y can also be set", "test.conf:1: upstream: invalid host \"254.0y can also be set\" in \"http://254.0y can also be set\": expected a name, an IPv4 address or an [IPv6] address"),
         ("listen = a<b:80", "test.conf:1: listen: invalid host \"a<b\" in \"a<b:80\": expected a name, an IPv4 address or an [IPv6] address"),

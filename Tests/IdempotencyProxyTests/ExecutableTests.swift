@@ -20,7 +20,7 @@ import Testing
         let (status, out, _) = try await run(["--config", Self.repository.appendingPathComponent("config/idemproxy.conf").path, "--check"])
         #expect(status == 0)
         let lines = out.split(separator: "\n")
-        #expect(lines.count == 33)
+        #expect(lines.count == 37)
         #expect(lines.allSatisfy { $0.contains(" = ") })
         #expect(out.contains("listen = 127.0.0.1:8081\n"))
     }

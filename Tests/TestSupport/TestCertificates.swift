@@ -3,7 +3,7 @@ import Foundation
 /// Certificates made by `openssl` for a test, never committed: a CA, a server certificate it
 /// signed for `127.0.0.1` and `localhost` (also good as a client's, as Redis Cluster nodes use
 /// it on their bus), a client certificate it signed, and a second CA that signed nothing the
-/// servers present.
+/// servers present; and a certificate for another name.
 public final class TestCertificates: @unchecked Sendable {
     public let directory: String
 
@@ -11,6 +11,9 @@ public final class TestCertificates: @unchecked Sendable {
     public var otherCAFile: String { directory + "/other-ca.pem" }
     public var serverCertFile: String { directory + "/server.pem" }
     public var serverKeyFile: String { directory + "/server.key" }
+    /// Signed by the CA for `api.other.example` only: a server presenting the wrong name.
+    public var wrongNameCertFile: String { directory + "/wrong-name.pem" }
+    public var wrongNameKeyFile: String { directory + "/wrong-name.key" }
     public var clientCertFile: String { directory + "/client.pem" }
     public var clientKeyFile: String { directory + "/client.key" }
 
@@ -20,6 +23,7 @@ public final class TestCertificates: @unchecked Sendable {
         try makeCA("ca", subject: "/CN=idemproxy test CA")
         try makeCA("other-ca", subject: "/CN=another CA")
         try makeSigned("server", subject: "/CN=localhost", extensions: "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth")
+        try makeSigned("wrong-name", subject: "/CN=api.other.example", extensions: "subjectAltName=DNS:api.other.example\nextendedKeyUsage=serverAuth")
         try makeSigned("client", subject: "/CN=idemproxy client", extensions: "extendedKeyUsage=clientAuth")
     }
 

@@ -17,6 +17,7 @@ public final class ProxyMetrics: Sendable {
     private let lateCompletions: CoreMetrics.Counter
     private let postgresLatency: CoreMetrics.Timer
     private let postgresErrors: CoreMetrics.Counter
+    private let upstreamTLSFailures: CoreMetrics.Counter
     private let replays: [ProtectedRequestMachine.Store: CoreMetrics.Counter]
 
     public init() {
@@ -41,6 +42,7 @@ public final class ProxyMetrics: Sendable {
         lateCompletions = Counter(label: "idemproxy_completions_lost_total", factory: factory)
         postgresLatency = Timer(label: "idemproxy_postgres_statement_duration_seconds", factory: factory)
         postgresErrors = Counter(label: "idemproxy_postgres_errors_total", factory: factory)
+        upstreamTLSFailures = Counter(label: "idemproxy_upstream_tls_failures_total", factory: factory)
         var replays: [ProtectedRequestMachine.Store: CoreMetrics.Counter] = [:]
         for store in [ProtectedRequestMachine.Store.redis, .postgres] {
             replays[store] = Counter(label: "idemproxy_replays_total", dimensions: [("store", store.rawValue)], factory: factory)
@@ -72,6 +74,9 @@ public final class ProxyMetrics: Sendable {
 
     /// A PostgreSQL statement that failed or timed out.
     public func postgresFailed() { postgresErrors.increment() }
+
+    /// A connection to an `https://` upstream whose TLS handshake failed.
+    public func upstreamTLSFailed() { upstreamTLSFailures.increment() }
 
     /// A retry answered from a stored record, by the store that held it.
     public func replayed(from store: ProtectedRequestMachine.Store) { replays[store]?.increment() }

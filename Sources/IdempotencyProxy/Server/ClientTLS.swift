@@ -1,6 +1,13 @@
 import IdempotencyCore
+import NIOCore
 import NIOSSL
 import RedisClient
+
+/// TLS to an `https://` upstream: the context, and the name verified and sent as SNI.
+struct UpstreamTLS: Sendable {
+    let context: NIOSSLContext
+    let serverName: String?
+}
 
 /// The TLS client contexts of SPEC §9, made once at start (never on an event loop: making
 /// one reads files), and the certificate checks `--check` runs.
@@ -22,15 +29,26 @@ public enum ClientTLS {
         return RedisTLS(context: context)
     }
 
+    /// `https://` upstream: verified against `upstream_tls_ca_file` (or the system's trust
+    /// store) and `upstream_tls_server_name` (or the URL's host), which is also sent as SNI
+    /// (an address is verified against the certificate's, and sends no SNI). nil for http://.
+    static func upstream(_ c: ProxyConfiguration) throws(Problem) -> UpstreamTLS? {
+        guard c.upstream.tls else { return nil }
+        let context = try context(
+            ca: (c.upstreamTLSCAFile, "upstream_tls_ca_file"), certificate: (c.upstreamTLSCertFile, "upstream_tls_cert_file"),
+            key: (c.upstreamTLSKeyFile, "upstream_tls_key_file"))
+        let name = c.upstreamTLSServerName.isEmpty ? c.upstream.host : c.upstreamTLSServerName
+        let isAddress = (try? SocketAddress(ipAddress: name, port: 0)) != nil
+        return UpstreamTLS(context: context, serverName: isAddress ? nil : name)
+    }
+
     /// Every TLS file of the configuration, loaded as the proxy would at start: unreadable
     /// files, files that are not PEM, and a key that does not belong to its certificate.
     public static func problems(_ c: ProxyConfiguration) -> [Problem] {
-        do {
-            _ = try redis(c)
-            return []
-        } catch {
-            return [error]
-        }
+        var problems: [Problem] = []
+        do { _ = try redis(c) } catch { problems.append(error) }
+        do { _ = try upstream(c) } catch { problems.append(error) }
+        return problems
     }
 
     private static func context(

@@ -66,8 +66,10 @@ public final class ProxyServer: Sendable {
         let metrics = ProxyMetrics()
         let outages = Outages()
         let redisTLS: RedisTLS?
+        let upstreamTLS: UpstreamTLS?
         do {
             redisTLS = try ClientTLS.redis(configuration)
+            upstreamTLS = try ClientTLS.upstream(configuration)
         } catch {
             throw StartError("\(error)")
         }
@@ -92,8 +94,9 @@ public final class ProxyServer: Sendable {
                 } : nil
                 sweeper?.start()
                 let pool = UpstreamPool(
-                    eventLoop: loop, upstream: configuration.upstream,
-                    connectTimeout: .milliseconds(min(configuration.upstreamTimeoutMs, 5_000)), logger: logger)
+                    eventLoop: loop, upstream: configuration.upstream, tls: upstreamTLS,
+                    connectTimeout: .milliseconds(min(configuration.upstreamTimeoutMs, 5_000)), logger: logger,
+                    metrics: metrics)
                 let context = LoopContext(
                     eventLoop: loop, configuration: configuration, metrics: metrics, logger: logger, store: redis.store,
                     longTermStore: longTerm, sweeper: sweeper, outages: outages, subscriber: redis.subscriber, pool: pool,

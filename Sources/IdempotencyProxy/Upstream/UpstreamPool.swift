@@ -2,6 +2,7 @@ import IdempotencyCore
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// Keep-alive connections to the upstream, one pool per event loop so that an exchange never
 /// leaves the loop of the client connection that caused it.
@@ -24,17 +25,21 @@ final class UpstreamPool {
 
     private let eventLoop: any EventLoop
     private let upstream: UpstreamURL
+    private let tls: UpstreamTLS?
     private let connectTimeout: TimeAmount
     private let logger: Logger
+    private let metrics: ProxyMetrics?
     private var idle: [UpstreamConnection] = []
     private var closed = false
     private let connector: Connector?
 
     init(
-        eventLoop: any EventLoop, upstream: UpstreamURL, connectTimeout: TimeAmount, logger: Logger,
-        connector: Connector? = nil
+        eventLoop: any EventLoop, upstream: UpstreamURL, tls: UpstreamTLS? = nil, connectTimeout: TimeAmount,
+        logger: Logger, metrics: ProxyMetrics? = nil, connector: Connector? = nil
     ) {
         self.logger = logger
+        self.metrics = metrics
+        self.tls = tls
         self.eventLoop = eventLoop
         self.upstream = upstream
         self.connectTimeout = connectTimeout
@@ -86,19 +91,37 @@ final class UpstreamPool {
     }
 
     private func connect(_ completion: @escaping (Result<UpstreamConnection, Error>) -> Void) {
-        (connector ?? connectOverTCP)().assumeIsolated().whenComplete(completion)
+        (connector ?? connectOverTCP)().assumeIsolated().whenComplete { result in
+            if case .failure(let error) = result, error is UpstreamTLSError { self.metrics?.upstreamTLSFailed() }
+            completion(result)
+        }
     }
 
+    /// For `https://`, the connection is made once its TLS handshake is (`UpstreamHandshake`),
+    /// within the same connect timeout; it is then pooled and kept alive like a plain one, so a
+    /// handshake is paid once per connection, not per request.
     private func connectOverTCP() -> EventLoopFuture<UpstreamConnection> {
-        ClientBootstrap(group: eventLoop)
+        let tls = self.tls
+        let timeout = connectTimeout
+        return ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [logger] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(UpstreamConnection(logger: logger))
+                    let sync = channel.pipeline.syncOperations
+                    if let tls {
+                        try sync.addHandler(NIOSSLClientHandler(context: tls.context, serverHostname: tls.serverName))
+                        try sync.addHandler(UpstreamHandshake(eventLoop: channel.eventLoop, timeout: timeout))
+                    }
+                    try sync.addHandler(UpstreamConnection(logger: logger))
                 }
             }
             .connect(host: upstream.host, port: upstream.port)
-            .flatMapThrowing { channel in try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self) }
+            .flatMap { channel in
+                let handshake = try? channel.pipeline.syncOperations.handler(type: UpstreamHandshake.self)
+                return (handshake?.done ?? channel.eventLoop.makeSucceededVoidFuture()).flatMapThrowing {
+                    try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self)
+                }
+            }
     }
 }

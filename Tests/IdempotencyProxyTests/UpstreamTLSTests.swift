@@ -1,0 +1,104 @@
+import DemoUpstreamKit
+import Foundation
+import NIOSSL
+import TestSupport
+import Testing
+
+/// SPEC §9 for the upstream: an `https://` API (the demo upstream serving HTTPS with
+/// certificates `openssl` made for the test), verified, pooled and kept alive.
+@Suite struct UpstreamTLSTests {
+    private static func server(
+        _ certificates: TestCertificates, demandClientCertificate: Bool = false, wrongName: Bool = false
+    ) throws -> NIOSSLContext {
+        var tls = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(wrongName ? certificates.wrongNameCertFile : certificates.serverCertFile)
+                .map { .certificate($0) },
+            privateKey: .privateKey(
+                try NIOSSLPrivateKey(file: wrongName ? certificates.wrongNameKeyFile : certificates.serverKeyFile, format: .pem)))
+        if demandClientCertificate {
+            tls.certificateVerification = .noHostnameVerification
+            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(certificates.caFile))
+        }
+        return try NIOSSLContext(configuration: tls)
+    }
+
+    /// Runs `body` with a proxy in front of an HTTPS demo upstream.
+    private static func withHTTPSUpstream(
+        _ certificates: TestCertificates, demandClientCertificate: Bool = false, wrongName: Bool = false,
+        settings: [String: String], _ body: (ProxyHarness) async throws -> Void
+    ) async throws {
+        let upstream = try await DemoUpstream.start(
+            tls: server(certificates, demandClientCertificate: demandClientCertificate, wrongName: wrongName))
+        do {
+            try await withProxy(settings, upstream: upstream, upstreamURL: "https://127.0.0.1:\(upstream.port)", body)
+        } catch {
+            await upstream.stop()
+            throw error
+        }
+        await upstream.stop()
+    }
+
+    @Test func anHTTPSUpstreamIsVerifiedAndItsConnectionsKeptAlive() async throws {
+        let certificates = try TestCertificates()
+        try await Self.withHTTPSUpstream(certificates, settings: ["upstream_tls_ca_file": certificates.caFile]) { h in
+            let first = try await h.send("POST", "/charges", key: "k", body: "x")
+            #expect(first.status == 201)
+            #expect(try await h.send("POST", "/charges", key: "k", body: "x").replayed)
+            #expect(try await h.send("GET", "/echo").status == 200)
+            // One client connection after another: the upstream connections are reused, so
+            // there is no handshake per request.
+            for i in 0..<20 { #expect(try await h.send("POST", "/charges", key: "n-\(i)", body: "x").status == 201) }
+            #expect(h.upstream.executions("/charges") == 21)
+            #expect(h.upstream.snapshot().connections <= 4, "\(h.upstream.snapshot().connections) TLS connections for 22 requests")
+        }
+    }
+
+    @Test func theServerNameIsVerifiedAndSentAsSNI() async throws {
+        let certificates = try TestCertificates()
+        // The certificate names localhost: reaching 127.0.0.1 by that name verifies.
+        try await Self.withHTTPSUpstream(
+            certificates, settings: ["upstream_tls_ca_file": certificates.caFile, "upstream_tls_server_name": "localhost"]
+        ) { (h: ProxyHarness) async throws in
+            #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 201)
+        }
+    }
+
+    /// A failed handshake is no connection: nothing was sent, so the claim is released and a
+    /// retry runs (and fails the same way) rather than getting 409.
+    @Test(arguments: ["wrong-name", "wrong-name-for-server-name", "other-ca", "system"])
+    func anUpstreamThatDoesNotVerifyIs502AndNothingIsSent(_ trust: String) async throws {
+        let certificates = try TestCertificates()
+        var settings = ["upstream_tls_ca_file": certificates.caFile]
+        switch trust {
+        case "wrong-name-for-server-name": settings["upstream_tls_server_name"] = "localhost"
+        case "other-ca": settings["upstream_tls_ca_file"] = certificates.otherCAFile
+        case "system": settings = [:]
+        default: break
+        }
+        try await Self.withHTTPSUpstream(certificates, wrongName: trust.hasPrefix("wrong-name"), settings: settings) { h in
+            let r = try await h.send("POST", "/charges", key: "k", body: "x")
+            #expect(r.status == 502)
+            #expect(r.isProblem)
+            #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 502, "released, not 409")
+            #expect(h.upstream.executions("/charges") == 0)
+            #expect(try h.counter("idemproxy_upstream_tls_failures_total") >= 2)
+        }
+    }
+
+    @Test func aClientCertificateForAnUpstreamThatDemandsOne() async throws {
+        let certificates = try TestCertificates()
+        let with = [
+            "upstream_tls_ca_file": certificates.caFile, "upstream_tls_cert_file": certificates.clientCertFile,
+            "upstream_tls_key_file": certificates.clientKeyFile,
+        ]
+        try await Self.withHTTPSUpstream(certificates, demandClientCertificate: true, settings: with) { (h: ProxyHarness) async throws in
+            #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 201)
+        }
+        try await Self.withHTTPSUpstream(
+            certificates, demandClientCertificate: true, settings: ["upstream_tls_ca_file": certificates.caFile]
+        ) { (h: ProxyHarness) async throws in
+            #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 502)
+            #expect(h.upstream.executions("/charges") == 0)
+        }
+    }
+}
