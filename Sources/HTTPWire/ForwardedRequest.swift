@@ -15,8 +15,10 @@ public struct ForwardedRequest {
 
     /// Framing: `bodyLength` (a body the proxy holds whole) is sent as `Content-Length`;
     /// otherwise the client's own framing is kept (a chunked body stays chunked).
+    /// `clientProtocol`: what `X-Forwarded-Proto` says the client spoke (`http` or `https`).
     public init(
-        from client: RequestHead, basePath: String, hostHeader: String, clientAddress: String?, bodyLength: Int? = nil
+        from client: RequestHead, basePath: String, hostHeader: String, clientAddress: String?, bodyLength: Int? = nil,
+        clientProtocol: String = "http"
     ) {
         var head = ByteBuffer()
         head.reserveCapacity(client.headerLines.readableBytes + client.target.utf8.count + basePath.utf8.count + 160)
@@ -76,7 +78,7 @@ public struct ForwardedRequest {
         if !forwardedFor.isEmpty || clientAddress != nil {
             head.writeHeader("X-Forwarded-For", forwardedFor, clientAddress)
         }
-        head.writeHeader("X-Forwarded-Proto", forwardedProto, "http")
+        head.writeHeader("X-Forwarded-Proto", forwardedProto, clientProtocol)
         if !hasHost { head.writeHeader("Host", [], hostHeader) }
         head.writeStaticString("\r\n")
         self.head = head

@@ -76,6 +76,8 @@ extension ConfigKey {
             }),
         token("replay_header", \.replayHeader, what: "header name"),
         choice("log_level", \.logLevel),
+        path("tls_cert_file", \.tlsCertFile),
+        path("tls_key_file", \.tlsKeyFile),
         path("upstream_tls_ca_file", \.upstreamTLSCAFile),
         value(
             "upstream_tls_server_name", \.upstreamTLSServerName,

@@ -116,9 +116,9 @@ public struct ConfigLoader {
                 location: origin("retention", "response_ttl"),
                 message: "retention (\(ConfigValues.renderDuration(c.retentionMs))) must be at least response_ttl (\(ConfigValues.renderDuration(c.responseTTLMs))): PostgreSQL must keep a record as long as Redis replays it"))
         }
-        func tlsFiles(_ prefix: String, _ files: [(String, String)], usedBy url: String, tls: Bool) {
+        func tlsFiles(_ prefix: String, _ files: [(String, String)], usedBy url: String?, tls: Bool) {
             for (key, file) in files where !file.isEmpty {
-                if !tls {
+                if !tls, let url {
                     findings.append(Finding(location: origin(key), message: "\(key) is set, but \(url)"))
                 } else if key.hasSuffix("_file") && access(file, R_OK) != 0 {
                     findings.append(Finding(location: origin(key), message: "\(key): \(file) cannot be read"))
@@ -131,6 +131,7 @@ public struct ConfigLoader {
                     message: "\(prefix)_cert_file and \(prefix)_key_file are a pair: set both or neither"))
             }
         }
+        tlsFiles("tls", [("tls_cert_file", c.tlsCertFile), ("tls_key_file", c.tlsKeyFile)], usedBy: nil, tls: true)
         tlsFiles(
             "redis_tls",
             [("redis_tls_ca_file", c.redisTLSCAFile), ("redis_tls_cert_file", c.redisTLSCertFile), ("redis_tls_key_file", c.redisTLSKeyFile)],

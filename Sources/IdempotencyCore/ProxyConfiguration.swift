@@ -35,6 +35,9 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var keyPrefix = "idem:"
     public var replayHeader = "Idempotent-Replayed"
     public var logLevel = LogLevel.info
+    /// Both set: `listen` serves HTTPS with this certificate (PEM) and key (SPEC §9).
+    public var tlsCertFile = ""
+    public var tlsKeyFile = ""
     /// CA bundle for an `https://` upstream; empty: the system's trust store (SPEC §9).
     public var upstreamTLSCAFile = ""
     /// Name verified and sent as SNI; empty: the URL's host.

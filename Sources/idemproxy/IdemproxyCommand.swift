@@ -43,7 +43,7 @@ struct IdemproxyCommand: AsyncParsableCommand {
         case .success(let c): configuration = c
         }
         // Certificate files are loaded as the proxy would load them (SPEC §9).
-        let tlsProblems = ClientTLS.problems(configuration)
+        let tlsProblems = TLSContexts.problems(configuration)
         if !tlsProblems.isEmpty { fail(tlsProblems.map { "\(loader.location(of: $0.key)): \($0.description)" }) }
         if check {
             print(ConfigLoader.render(configuration))

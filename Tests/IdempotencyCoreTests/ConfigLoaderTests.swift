@@ -44,6 +44,8 @@ import Testing
             key_prefix = idem:
             replay_header = Idempotent-Replayed
             log_level = info
+            tls_cert_file = 
+            tls_key_file = 
             upstream_tls_ca_file = 
             upstream_tls_server_name = 
             upstream_tls_cert_file = 
@@ -136,6 +138,8 @@ import Testing
         ("listen = localhost", "test.conf:1: listen: expected host:port, got \"localhost\""),
         ("listen = 127.0.0.1:99999", "test.conf:1: listen: port in \"127.0.0.1:99999\" must be a number from 0 to 65535"),
         ("upstream = ftp://x", "test.conf:1: upstream: expected http://host:port or https://host:port, got \"ftp://x\""),
+        ("tls_cert_file = /etc/hostname", "test.conf:1: tls_cert_file and tls_key_file are a pair: set both or neither"),
+        ("tls_cert_file = /nonexistent.pem\ntls_key_file = /etc/hostname", "test.conf:1: tls_cert_file: /nonexistent.pem cannot be read"),
         ("upstream_tls_ca_file = /etc/hostname", "test.conf:1: upstream_tls_ca_file is set, but upstream is not https://"),
         ("upstream = https://api\nupstream_tls_key_file = /etc/hostname", "test.conf:2: upstream_tls_cert_file and upstream_tls_key_file are a pair: set both or neither"),
         ("upstream = https://api\nupstream_tls_server_name = bad name", "test.conf:2: upstream_tls_server_name: invalid host \"bad name\" in \"bad name\": expected a name, an IPv4 address or an [IPv6] address"),

@@ -20,7 +20,7 @@ import Testing
         let (status, out, _) = try await run(["--config", Self.repository.appendingPathComponent("config/idemproxy.conf").path, "--check"])
         #expect(status == 0)
         let lines = out.split(separator: "\n")
-        #expect(lines.count == 37)
+        #expect(lines.count == 39)
         #expect(lines.allSatisfy { $0.contains(" = ") })
         #expect(out.contains("listen = 127.0.0.1:8081\n"))
     }
@@ -36,6 +36,11 @@ import Testing
         let (status, _, err) = try await run(["--config", file, "--check"])
         #expect(status == 2)
         #expect(err.hasPrefix("\(file):3: redis_tls_key_file: \(certificates.serverKeyFile) is not the private key of \(certificates.clientCertFile)"))
+
+        try "tls_cert_file = \(certificates.serverCertFile)\ntls_key_file = \(certificates.clientKeyFile)\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let (listen, _, listenErr) = try await run(["--config", file, "--check"])
+        #expect(listen == 2)
+        #expect(listenErr.hasPrefix("\(file):2: tls_key_file: \(certificates.clientKeyFile) is not the private key of \(certificates.serverCertFile)"))
 
         try "redis_url = rediss://127.0.0.1:6380/0\nredis_tls_ca_file = \(file)\n".write(toFile: file, atomically: true, encoding: .utf8)
         let (notPEM, _, notPEMErr) = try await run(["--config", file, "--check"])

@@ -213,7 +213,7 @@ final class ProtectedRequest {
         let started = NIODeadline.now()
         let upstreamHead = ForwardedRequest(
             from: head, basePath: c.upstream.basePath, hostHeader: loop.upstreamHostHeader, clientAddress: clientAddress,
-            bodyLength: body.readableBytes)
+            bodyLength: body.readableBytes, clientProtocol: loop.clientProtocol)
         exchange = BufferedExchange.run(
             pool: loop.pool, head: upstreamHead, body: body, timeout: .milliseconds(c.upstreamTimeoutMs),
             allocator: ByteBufferAllocator(), spillAfter: protected ? c.maxStoredResponse : nil, spill: self

@@ -34,6 +34,8 @@ final class LoopContext {
     let protectedMethods: Set<String>
     /// The `Host` sent upstream when a client sent none (made once, not per request).
     let upstreamHostHeader: String
+    /// What clients speak on `listen`, for `X-Forwarded-Proto`.
+    let clientProtocol: String
 
     init(
         eventLoop: any EventLoop, configuration: ProxyConfiguration, metrics: ProxyMetrics, logger: Logger,
@@ -53,6 +55,7 @@ final class LoopContext {
         self.pool = pool
         self.waitPollInterval = waitPollInterval
         upstreamHostHeader = configuration.upstream.hostHeader
+        clientProtocol = configuration.tlsCertFile.isEmpty ? "http" : "https"
         protectedMethods = Set(configuration.methods)
         requestSettings = ProtectedRequestMachine.Settings(configuration)
     }

@@ -25,7 +25,7 @@ final class PassthroughExchange: UpstreamReceiver {
         self.loop = loop
         let head = ForwardedRequest(
             from: clientHead, basePath: loop.configuration.upstream.basePath, hostHeader: loop.upstreamHostHeader,
-            clientAddress: clientAddress)
+            clientAddress: clientAddress, clientProtocol: loop.clientProtocol)
         // Usually a pooled connection is ready: the head goes out at once, with no callback.
         if let connection = loop.pool.takeIdle() {
             connected(connection, head: head, flush: false)

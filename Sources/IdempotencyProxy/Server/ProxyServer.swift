@@ -5,6 +5,7 @@ import NIOCore
 import NIOExtras
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import RedisClient
 
 /// The running proxy: the client listener, the admin listener and one `LoopContext` per event loop.
@@ -67,9 +68,11 @@ public final class ProxyServer: Sendable {
         let outages = Outages()
         let redisTLS: RedisTLS?
         let upstreamTLS: UpstreamTLS?
+        let listenerTLS: NIOSSLContext?
         do {
-            redisTLS = try ClientTLS.redis(configuration)
-            upstreamTLS = try ClientTLS.upstream(configuration)
+            redisTLS = try TLSContexts.redis(configuration)
+            upstreamTLS = try TLSContexts.upstream(configuration)
+            listenerTLS = try TLSContexts.listener(configuration)
         } catch {
             throw StartError("\(error)")
         }
@@ -125,6 +128,11 @@ public final class ProxyServer: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     guard let loop = frozenContexts[ObjectIdentifier(channel.eventLoop)]?.value else {
                         preconditionFailure("no loop context for a channel of our own group")
+                    }
+                    // HTTPS: TLS in front of the same handler, whose read timeout also cuts off a
+                    // client that stalls in the handshake (nothing reaches it meanwhile).
+                    if let listenerTLS {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: listenerTLS))
                     }
                     // ProxyHandler parses requests, frames responses and serves pipelined requests itself.
                     try channel.pipeline.syncOperations.addHandler(ProxyHandler(loop: loop, readTimeout: clientReadTimeout))

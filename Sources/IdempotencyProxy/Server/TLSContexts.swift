@@ -9,9 +9,9 @@ struct UpstreamTLS: Sendable {
     let serverName: String?
 }
 
-/// The TLS client contexts of SPEC §9, made once at start (never on an event loop: making
-/// one reads files), and the certificate checks `--check` runs.
-public enum ClientTLS {
+/// The TLS contexts of SPEC §9, made once at start (never on an event loop: making one reads
+/// files), and the certificate checks `--check` runs.
+public enum TLSContexts {
     /// Why a set of TLS files cannot be used, naming the configuration key to blame.
     public struct Problem: Error, CustomStringConvertible {
         public let key: String
@@ -42,10 +42,36 @@ public enum ClientTLS {
         return UpstreamTLS(context: context, serverName: isAddress ? nil : name)
     }
 
+    /// HTTPS on `listen` (`tls_cert_file` and `tls_key_file`): TLS 1.2 or later, no client
+    /// certificates. nil for plain HTTP.
+    static func listener(_ c: ProxyConfiguration) throws(Problem) -> NIOSSLContext? {
+        guard !c.tlsCertFile.isEmpty else { return nil }
+        let chain: [NIOSSLCertificate]
+        let key: NIOSSLPrivateKey
+        do {
+            chain = try NIOSSLCertificate.fromPEMFile(c.tlsCertFile)
+        } catch {
+            throw Problem(key: "tls_cert_file", message: "\(c.tlsCertFile) is not a PEM certificate (\(error))")
+        }
+        do {
+            key = try NIOSSLPrivateKey(file: c.tlsKeyFile, format: .pem)
+        } catch {
+            throw Problem(key: "tls_key_file", message: "\(c.tlsKeyFile) is not a PEM private key (\(error))")
+        }
+        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        tls.minimumTLSVersion = .tlsv12
+        do {
+            return try NIOSSLContext(configuration: tls)
+        } catch {
+            throw Problem(key: "tls_key_file", message: "\(c.tlsKeyFile) is not the private key of \(c.tlsCertFile) (\(error))")
+        }
+    }
+
     /// Every TLS file of the configuration, loaded as the proxy would at start: unreadable
     /// files, files that are not PEM, and a key that does not belong to its certificate.
     public static func problems(_ c: ProxyConfiguration) -> [Problem] {
         var problems: [Problem] = []
+        do { _ = try listener(c) } catch { problems.append(error) }
         do { _ = try redis(c) } catch { problems.append(error) }
         do { _ = try upstream(c) } catch { problems.append(error) }
         return problems

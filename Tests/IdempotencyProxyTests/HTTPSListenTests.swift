@@ -1,0 +1,54 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// SPEC §9 on `listen`: HTTPS with `tls_cert_file` and `tls_key_file`, tried with curl as the
+/// client and certificates `openssl` made for the test.
+@Suite struct HTTPSListenTests {
+    /// curl's output (`-i`: the head, then the body) and exit status.
+    private static func curl(_ arguments: [String]) async throws -> (status: Int32?, output: String) {
+        try await blocking {
+            let child = try ChildProcess("/usr/bin/curl", ["-s", "-i", "--max-time", "10"] + arguments)
+            let status = child.wait(timeout: 15)
+            return (status, child.stdout)
+        }
+    }
+
+    private static func settings(_ certificates: TestCertificates) -> [String: String] {
+        ["tls_cert_file": certificates.serverCertFile, "tls_key_file": certificates.serverKeyFile]
+    }
+
+    @Test func clientsSpeakHTTPSAndTheUpstreamHearsItFromXForwardedProto() async throws {
+        let certificates = try TestCertificates()
+        try await withProxy(Self.settings(certificates)) { h in
+            let url = "https://127.0.0.1:\(h.port)"
+            let post = ["--cacert", certificates.caFile, "-X", "POST", "-H", "Idempotency-Key: k", "-d", "x", url + "/charges"]
+            let first = try await Self.curl(post)
+            #expect(first.status == 0)
+            #expect(first.output.hasPrefix("HTTP/1.1 201"))
+            let retry = try await Self.curl(post)
+            #expect(retry.output.lowercased().contains("idempotent-replayed: true"))
+            #expect(h.upstream.executions("/charges") == 1)
+
+            let echo = try await Self.curl(["--cacert", certificates.caFile, url + "/echo"])
+            #expect(echo.output.lowercased().contains("x-forwarded-proto: https"))
+            // By name, as the certificate says, too.
+            let byName = try await Self.curl(["--cacert", certificates.caFile, "--resolve", "localhost:\(h.port):127.0.0.1", "https://localhost:\(h.port)/echo"])
+            #expect(byName.output.hasPrefix("HTTP/1.1 200"))
+            // HTTPS only: plain HTTP gets no HTTP answer.
+            let plain = try await Self.curl(["http://127.0.0.1:\(h.port)/echo"])
+            #expect(!plain.output.hasPrefix("HTTP/1.1 200"))
+        }
+    }
+
+    @Test func aClientThatStallsInTheHandshakeIsCutOff() async throws {
+        let certificates = try TestCertificates()
+        try await withProxy(Self.settings(certificates), clientReadTimeout: .milliseconds(500)) { h in
+            let silent = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
+            let clock = ContinuousClock()
+            let start = clock.now
+            #expect(try await blocking { silent.isClosedByPeer() })
+            #expect(clock.now - start < .seconds(4))
+        }
+    }
+}
