@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// One simulated client. It keeps a keep-alive connection for as long as it can and opens a
 /// new one after it dropped a response on purpose, the server closed, or the network failed.
@@ -161,11 +162,19 @@ struct LoadClient {
     }
 
     private func connect(_ target: HTTPTarget) async throws -> Connection {
-        try await ClientBootstrap(group: group)
+        var tls: (NIOSSLContext, String?)?
+        if target.tls {
+            guard let context = options.tls else { throw LoadError("an https:// target needs a TLS context") }
+            tls = (context, (try? SocketAddress(ipAddress: target.host, port: 0)) == nil ? target.host : nil)
+        }
+        return try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(5))
-            .connect(host: target.host, port: target.port) { channel in
+            .connect(host: target.host, port: target.port) { [tls] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let (context, name) = tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: name))
+                    }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     return try Connection(wrappingChannelSynchronously: channel)
                 }

@@ -1,3 +1,5 @@
+import NIOSSL
+
 /// Settings of one load run (SPEC §6).
 public struct LoadOptions: Sendable {
     public var target: HTTPTarget
@@ -17,6 +19,9 @@ public struct LoadOptions: Sendable {
     public var backoff = Backoff()
     /// Print a progress line every second.
     public var progress = false
+    /// For `https://` targets: the client context (trust roots from `--ca-file`, or the
+    /// system's), made once per run.
+    public var tls: NIOSSLContext?
 
     public init(target: HTTPTarget) {
         self.target = target
@@ -28,21 +33,24 @@ public struct LoadOptions: Sendable {
     }
 }
 
-/// `http://host:port/path`.
+/// `http://host:port/path` or `https://…`.
 public struct HTTPTarget: Sendable, Equatable {
     public var host: String
     public var port: Int
     public var path: String
+    public var tls: Bool
 
-    public init(host: String, port: Int, path: String) {
+    public init(host: String, port: Int, path: String, tls: Bool = false) {
         self.host = host
         self.port = port
         self.path = path
+        self.tls = tls
     }
 
     public init?(_ url: String) {
-        guard url.hasPrefix("http://") else { return nil }
-        let rest = url.dropFirst("http://".count)
+        tls = url.hasPrefix("https://")
+        guard tls || url.hasPrefix("http://") else { return nil }
+        let rest = url.dropFirst(tls ? "https://".count : "http://".count)
         let slash = rest.firstIndex(of: "/") ?? rest.endIndex
         let authority = rest[..<slash]
         path = slash == rest.endIndex ? "/" : String(rest[slash...])
@@ -51,7 +59,7 @@ public struct HTTPTarget: Sendable, Equatable {
             self.port = port
         } else {
             host = String(authority)
-            port = 80
+            port = tls ? 443 : 80
         }
         if host.isEmpty { return nil }
     }

@@ -2,6 +2,7 @@ import ArgumentParser
 import IdempotencyCore
 import LoadKit
 import NIOPosix
+import NIOSSL
 
 #if canImport(Glibc)
 import Glibc
@@ -37,13 +38,16 @@ struct LoadCommand: AsyncParsableCommand {
     @Option(name: .customLong("body-bytes"), help: "Size of each request body.")
     var bodyBytes = 64
 
+    @Option(name: .customLong("ca-file"), help: "CA bundle (PEM) that verifies https:// targets; default: the system's trust store.")
+    var caFile: String?
+
     @Flag(help: "Print the report as one JSON object.")
     var json = false
 
     func validate() throws {
         guard !url.isEmpty else { throw ValidationError("--url is required") }
-        for u in url where HTTPTarget(u) == nil { throw ValidationError("--url must be http://host:port/path, got \(u)") }
-        if let statsURL, HTTPTarget(statsURL) == nil { throw ValidationError("--stats-url must be http://host:port/path") }
+        for u in url where HTTPTarget(u) == nil { throw ValidationError("--url must be http://host:port/path or https://…, got \(u)") }
+        if let statsURL, HTTPTarget(statsURL) == nil { throw ValidationError("--stats-url must be http://host:port/path or https://…") }
         guard requests > 0, concurrency > 0, maxRetries >= 0, bodyBytes >= 0 else {
             throw ValidationError("--requests and --concurrency must be positive, --max-retries and --body-bytes not negative")
         }
@@ -60,6 +64,17 @@ struct LoadCommand: AsyncParsableCommand {
         options.statsTarget = statsURL.flatMap(HTTPTarget.init)
         options.bodyBytes = bodyBytes
         options.progress = !json && isatty(STDOUT_FILENO) == 1
+        if url.contains(where: { $0.hasPrefix("https://") }) || statsURL?.hasPrefix("https://") == true {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            if let caFile {
+                do {
+                    tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+                } catch {
+                    throw ValidationError("--ca-file \(caFile): not a PEM certificate bundle (\(error))")
+                }
+            }
+            options.tls = try NIOSSLContext(configuration: tls)
+        }
         let report = try await LoadRunner(options: options).run(group: MultiThreadedEventLoopGroup.singleton)
         print(json ? report.json() : report.text(title: "idemproxy-load → \(url.joined(separator: ", "))"))
         if !report.passed { throw ExitCode(1) }

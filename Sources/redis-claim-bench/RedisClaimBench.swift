@@ -2,6 +2,7 @@ import IdempotencyCore
 import IdempotencyScripts
 import NIOCore
 import NIOPosix
+import NIOSSL
 import RedisClient
 
 #if canImport(Glibc)
@@ -12,6 +13,9 @@ import Glibc
 /// commands kept in flight (closed loop). Used by `scripts/bench-redis`.
 ///
 ///     redis-claim-bench PORT SECONDS INFLIGHT...
+///
+/// With `REDIS_TLS_CA=FILE` in the environment it speaks TLS (`rediss://`), verifying the
+/// server against that CA.
 @main
 struct RedisClaimBench {
     static func main() async throws {
@@ -21,11 +25,15 @@ struct RedisClaimBench {
             exit(2)
         }
         let (port, seconds, depths) = (args[0], args[1], Array(args[2...]))
+        var configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port))
+        if let ca = getenv("REDIS_TLS_CA").map({ String(cString: $0) }) {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
+            configuration.tls = RedisTLS(context: try NIOSSLContext(configuration: tls))
+        }
         let loop = MultiThreadedEventLoopGroup.singleton.next()
-        let connection = try await loop.submit {
-            NIOLoopBound(
-                RedisConnection(configuration: RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port)), eventLoop: loop),
-                eventLoop: loop)
+        let connection = try await loop.submit { [configuration] in
+            NIOLoopBound(RedisConnection(configuration: configuration, eventLoop: loop), eventLoop: loop)
         }.get()
         // A realistic in-flight record: version, state, owner, fingerprint.
         let record = IdempotencyRecord(

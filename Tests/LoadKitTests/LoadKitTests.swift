@@ -102,6 +102,8 @@ import Testing
     @Test func parsesTargets() {
         #expect(HTTPTarget("http://127.0.0.1:8081/charges") == HTTPTarget(host: "127.0.0.1", port: 8081, path: "/charges"))
         #expect(HTTPTarget("http://h") == HTTPTarget(host: "h", port: 80, path: "/"))
-        #expect(HTTPTarget("https://h") == nil)
+        #expect(HTTPTarget("https://h") == HTTPTarget(host: "h", port: 443, path: "/", tls: true))
+        #expect(HTTPTarget("https://10.0.0.1:8443/p") == HTTPTarget(host: "10.0.0.1", port: 8443, path: "/p", tls: true))
+        #expect(HTTPTarget("ftp://h") == nil)
     }
 }
