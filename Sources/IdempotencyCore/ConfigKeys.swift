@@ -82,7 +82,13 @@ extension ConfigKey {
         value(
             "upstream_tls_server_name", \.upstreamTLSServerName,
             parse: { v throws(ConfigValueError) in
-                if !v.isEmpty { try ConfigValues.validateHost(v, in: v) }
+                guard !v.isEmpty else { return v }
+                try ConfigValues.validateHost(v, in: v)
+                // An address cannot be sent as SNI, and the TLS library verifies the address it
+                // connected to; an address here would be silently not checked.
+                guard !v.contains(":"), !v.split(separator: ".").allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isNumber) }) else {
+                    throw ConfigValueError("upstream_tls_server_name must be a host name, not an address (an https:// upstream given by address is verified against the addresses in its certificate)")
+                }
                 return v
             }),
         path("upstream_tls_cert_file", \.upstreamTLSCertFile),

@@ -240,7 +240,10 @@ public final class RedisConnection {
         }
     }
 
-    /// AUTH and SELECT, pipelined, before any queued command is released.
+    /// AUTH and SELECT, pipelined, before any queued command is released. Over TLS there is
+    /// always at least a PING: its answer proves the handshake completed, so a server whose
+    /// certificate does not verify is a failed attempt (with the growing backoff), never a
+    /// connection that comes up and drops at once.
     private func handshake(channel: any Channel, handler: RedisChannelHandler) {
         handler.onPush = onPush
         handler.onClose = { [weak handler] error in
@@ -253,6 +256,7 @@ public final class RedisConnection {
             steps.append(("AUTH", ["AUTH"] + user + [.string(password)]))
         }
         if configuration.database != 0 { steps.append(("SELECT", ["SELECT", RedisArgument(configuration.database)])) }
+        if configuration.tls != nil && steps.isEmpty { steps.append(("PING", ["PING"])) }
         var remaining = steps.count
         var failed = false
         guard remaining > 0 else { return becomeReady(channel: channel, handler: handler) }

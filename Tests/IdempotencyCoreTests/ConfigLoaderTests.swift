@@ -142,6 +142,7 @@ import Testing
         ("tls_cert_file = /nonexistent.pem\ntls_key_file = /etc/hostname", "test.conf:1: tls_cert_file: /nonexistent.pem cannot be read"),
         ("upstream_tls_ca_file = /etc/hostname", "test.conf:1: upstream_tls_ca_file is set, but upstream is not https://"),
         ("upstream = https://api\nupstream_tls_key_file = /etc/hostname", "test.conf:2: upstream_tls_cert_file and upstream_tls_key_file are a pair: set both or neither"),
+        ("upstream = https://api\nupstream_tls_server_name = 10.0.0.9", "test.conf:2: upstream_tls_server_name: upstream_tls_server_name must be a host name, not an address (an https:// upstream given by address is verified against the addresses in its certificate)"),
         ("upstream = https://api\nupstream_tls_server_name = bad name", "test.conf:2: upstream_tls_server_name: invalid host \"bad name\" in \"bad name\": expected a name, an IPv4 address or an [IPv6] address"),
         // Found by the fuzzer: a host that cannot be printed back as a URL.
         ("upstream = http://254.0y can also be set", "test.conf:1: upstream: invalid host \"254.0y can also be set\" in \"http://254.0y can also be set\": expected a name, an IPv4 address or an [IPv6] address"),

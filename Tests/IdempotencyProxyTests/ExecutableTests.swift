@@ -42,6 +42,20 @@ import Testing
         #expect(listen == 2)
         #expect(listenErr.hasPrefix("\(file):2: tls_key_file: \(certificates.clientKeyFile) is not the private key of \(certificates.serverCertFile)"))
 
+        try """
+            upstream = https://127.0.0.1:8443
+            upstream_tls_cert_file = \(certificates.clientCertFile)
+            upstream_tls_key_file = \(certificates.serverKeyFile)
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        let (upstream, _, upstreamErr) = try await run(["--config", file, "--check"])
+        #expect(upstream == 2)
+        #expect(upstreamErr.hasPrefix("\(file):3: upstream_tls_key_file: \(certificates.serverKeyFile) is not the private key of \(certificates.clientCertFile)"))
+
+        try "postgres_url = postgres://db/x?sslmode=verify-full&sslrootcert=\(certificates.serverKeyFile)\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let (postgres, _, postgresErr) = try await run(["--config", file, "--check"])
+        #expect(postgres == 2)
+        #expect(postgresErr.hasPrefix("\(file):1: postgres_url: sslrootcert \(certificates.serverKeyFile) is not a PEM certificate bundle"))
+
         try "redis_url = rediss://127.0.0.1:6380/0\nredis_tls_ca_file = \(file)\n".write(toFile: file, atomically: true, encoding: .utf8)
         let (notPEM, _, notPEMErr) = try await run(["--config", file, "--check"])
         #expect(notPEM == 2)

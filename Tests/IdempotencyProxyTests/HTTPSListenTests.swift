@@ -32,6 +32,11 @@ import Testing
 
             let echo = try await Self.curl(["--cacert", certificates.caFile, url + "/echo"])
             #expect(echo.output.lowercased().contains("x-forwarded-proto: https"))
+            let protected = try await Self.curl(
+                ["--cacert", certificates.caFile, "-X", "POST", "-H", "Idempotency-Key: e", "-d", "x", url + "/echo"])
+            #expect(protected.output.lowercased().contains("x-forwarded-proto: https"))
+            // The admin listener stays plain HTTP.
+            #expect(try h.admin("/healthz").status == 200)
             // By name, as the certificate says, too.
             let byName = try await Self.curl(["--cacert", certificates.caFile, "--resolve", "localhost:\(h.port):127.0.0.1", "https://localhost:\(h.port)/echo"])
             #expect(byName.output.hasPrefix("HTTP/1.1 200"))

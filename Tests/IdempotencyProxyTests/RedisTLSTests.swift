@@ -1,4 +1,8 @@
 import Foundation
+import RedisClient
+import NIOSSL
+import NIOPosix
+import NIOConcurrencyHelpers
 import NIOCore
 import TestSupport
 import Testing
@@ -104,5 +108,31 @@ import Testing
             #expect(clock.now - start < .seconds(3))
             #expect(try await waiting.body == first.body)
         }
+    }
+
+    /// A server whose certificate does not verify never counts as up: every attempt fails and
+    /// the reconnect backoff grows, instead of a connection that comes up and drops at once.
+    @Test func aServerThatDoesNotVerifyIsNeverUp() async throws {
+        let certificates = try TestCertificates()
+        let redis = try RedisServerProcess(tls: certificates)
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(certificates.otherCAFile))
+        let configuration = RedisConfiguration(
+            address: .tcp(host: "127.0.0.1", port: redis.port), commandTimeout: .milliseconds(300),
+            tls: RedisTLS(context: try NIOSSLContext(configuration: tls)))
+        let events = NIOLockedValueBox<[Bool]>([])
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let connection = try await loop.submit {
+            let connection = RedisConnection(configuration: configuration, eventLoop: loop)
+            connection.onAvailabilityChange = { _, available, _ in events.withLockedValue { $0.append(available) } }
+            return NIOLoopBound(connection, eventLoop: loop)
+        }.get()
+        try await Task.sleep(for: .seconds(1))
+        let reply = try? await loop.flatSubmit { connection.value.send(["PING"]) }.get()
+        try await loop.submit { connection.value.close() }.get()
+        #expect(reply == nil)
+        let seen = events.withLockedValue { $0 }
+        #expect(!seen.contains(true), "never up")
+        #expect(seen.count < 15, "\(seen.count) attempts in a second: the backoff grew")
     }
 }

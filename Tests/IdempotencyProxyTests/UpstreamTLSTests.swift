@@ -53,13 +53,31 @@ import Testing
         }
     }
 
-    @Test func theServerNameIsVerifiedAndSentAsSNI() async throws {
+    /// The certificate names only api.other.example (no address): reached at 127.0.0.1, it
+    /// verifies only under that name.
+    @Test func theServerNameIsWhatIsVerified() async throws {
         let certificates = try TestCertificates()
-        // The certificate names localhost: reaching 127.0.0.1 by that name verifies.
         try await Self.withHTTPSUpstream(
-            certificates, settings: ["upstream_tls_ca_file": certificates.caFile, "upstream_tls_server_name": "localhost"]
+            certificates, wrongName: true,
+            settings: ["upstream_tls_ca_file": certificates.caFile, "upstream_tls_server_name": "api.other.example"]
         ) { (h: ProxyHarness) async throws in
             #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 201)
+        }
+    }
+
+    /// An upstream that accepts the connection and never answers the handshake: the connect
+    /// timeout ends it, as no connection.
+    @Test func aStalledHandshakeIsNoConnection() async throws {
+        let certificates = try TestCertificates()
+        let (listener, port) = try LoopbackSocket.bound()
+        defer { close(listener) }
+        guard listen(listener, 16) == 0 else { throw TestSupportError("cannot listen") }
+        let settings = ["upstream_tls_ca_file": certificates.caFile, "upstream_timeout": "1s"]
+        try await withProxy(settings, upstreamURL: "https://127.0.0.1:\(port)") { h in
+            let r = try await h.send("POST", "/charges", key: "k", body: "x")
+            #expect(r.status == 502)
+            #expect(try h.counter("idemproxy_upstream_tls_failures_total") == 1)
+            #expect(try await h.recordCount() == 0, "released: nothing was sent")
         }
     }
 
@@ -81,7 +99,8 @@ import Testing
             #expect(r.isProblem)
             #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 502, "released, not 409")
             #expect(h.upstream.executions("/charges") == 0)
-            #expect(try h.counter("idemproxy_upstream_tls_failures_total") >= 2)
+            #expect(try await h.send("GET", "/echo").status == 502, "passthrough too")
+            #expect(try h.counter("idemproxy_upstream_tls_failures_total") >= 3)
         }
     }
 

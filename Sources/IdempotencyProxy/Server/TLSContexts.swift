@@ -74,6 +74,7 @@ public enum TLSContexts {
         do { _ = try listener(c) } catch { problems.append(error) }
         do { _ = try redis(c) } catch { problems.append(error) }
         do { _ = try upstream(c) } catch { problems.append(error) }
+        do { try postgresRootCertificates(c) } catch { problems.append(error) }
         return problems
     }
 
@@ -105,7 +106,19 @@ public enum TLSContexts {
         do {
             return try NIOSSLContext(configuration: tls)
         } catch {
+            guard !certificate.file.isEmpty else { throw Problem(key: ca.key, message: "cannot make a TLS context (\(error))") }
             throw Problem(key: key.key, message: "\(key.file) is not the private key of \(certificate.file) (\(error))")
+        }
+    }
+
+    /// `sslrootcert` of `postgres_url`: the CA bundle PostgreSQL's certificate is verified
+    /// against (the context itself is postgres-nio's, made by `PostgresWiring`).
+    static func postgresRootCertificates(_ c: ProxyConfiguration) throws(Problem) {
+        guard let file = c.postgresURL?.sslRootCert else { return }
+        do {
+            _ = try NIOSSLCertificate.fromPEMFile(file)
+        } catch {
+            throw Problem(key: "postgres_url", message: "sslrootcert \(file) is not a PEM certificate bundle (\(error))")
         }
     }
 }
