@@ -36,7 +36,15 @@ struct LoadClient {
                     var responses = inbound.makeAsyncIterator()
                     // Attempts run on this connection until one is lost or the server closes.
                     while var current = job {
-                        let outcome = try await attempt(&current, target: target, responses: &responses, outbound: outbound)
+                        let outcome: AttemptOutcome
+                        do {
+                            outcome = try await attempt(&current, target: target, responses: &responses, outbound: outbound)
+                        } catch {
+                            // The attempt counted (and its ledger entry) stands: without it a key
+                            // that always fails would be retried forever, without backoff.
+                            job = current
+                            throw error
+                        }
                         job = current
                         switch outcome {
                         case .finished(let latency):

@@ -22,6 +22,21 @@ import Testing
         }
     }
 
+    /// Every attempt fails mid-exchange (the upstream drops the connection unanswered): each
+    /// counts, so the keys end after their retries instead of being retried forever.
+    @Test(.timeLimit(.minutes(1))) func attemptsThatAlwaysFailEndAfterTheirRetries() async throws {
+        try await withDemoUpstream { upstream in
+            var o = LoadOptions(target: HTTPTarget(host: "127.0.0.1", port: upstream.port, path: "/drop"))
+            o.requests = 3
+            o.concurrency = 1
+            o.maxRetries = 2
+            let report = try await LoadRunner(options: o).run(group: MultiThreadedEventLoopGroup.singleton)
+            #expect(report.unanswered == 3)
+            #expect(!report.passed)
+            #expect(upstream.executions("/drop") == 9, "3 keys × (1 + 2 retries)")
+        }
+    }
+
     @Test func throughTheProxyEveryKeyRunsExactlyOnce() async throws {
         try await withProxy { h in
             let report = try await LoadRunner(options: options(h.port, stats: h.upstream.port))
