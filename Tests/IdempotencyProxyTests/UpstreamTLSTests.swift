@@ -120,4 +120,23 @@ import Testing
             #expect(h.upstream.executions("/charges") == 0)
         }
     }
+
+    /// Debian's nginx with `ssl` as the upstream: one presenting the right certificate, one
+    /// presenting a certificate for another name.
+    @Test func nginxServingHTTPSAsTheUpstream() async throws {
+        let certificates = try TestCertificates()
+        let good = try NginxProcess(certificateFile: certificates.serverCertFile, keyFile: certificates.serverKeyFile)
+        try await withProxy(["upstream_tls_ca_file": certificates.caFile], upstreamURL: "https://127.0.0.1:\(good.port)") { h in
+            let first = try await h.send("POST", "/charges", key: "k", body: "x")
+            #expect(first.status == 201)
+            #expect(first.text.contains("nginx"))
+            #expect(try await h.send("POST", "/charges", key: "k", body: "x").replayed)
+        }
+        let wrong = try NginxProcess(certificateFile: certificates.wrongNameCertFile, keyFile: certificates.wrongNameKeyFile)
+        try await withProxy(["upstream_tls_ca_file": certificates.caFile], upstreamURL: "https://127.0.0.1:\(wrong.port)") {
+            (h: ProxyHarness) async throws in
+            #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 502)
+            #expect(try h.counter("idemproxy_upstream_tls_failures_total") == 1)
+        }
+    }
 }
