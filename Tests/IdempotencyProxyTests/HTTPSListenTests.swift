@@ -56,4 +56,32 @@ import Testing
             #expect(clock.now - start < .seconds(4))
         }
     }
+
+    /// A TLS 1.1 client (Python's ssl, allowed to offer it) is refused by the server itself.
+    @Test func tls11IsRefused() async throws {
+        let certificates = try TestCertificates()
+        try await withProxy(Self.settings(certificates)) { h in
+            let script = """
+                import socket, ssl, sys
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.load_verify_locations(sys.argv[2])
+                ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+                ctx.minimum_version = ssl.TLSVersion.TLSv1_1
+                ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+                try:
+                    with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5) as s:
+                        with ctx.wrap_socket(s, server_hostname="localhost"):
+                            print("accepted")
+                except ssl.SSLError as e:
+                    print("refused: " + str(e))
+                """
+            let output = try await blocking {
+                let child = try ChildProcess("/usr/bin/python3", ["-c", script, "\(h.port)", certificates.caFile])
+                _ = child.wait(timeout: 15)
+                return child.stdout
+            }
+            // The server's alert, not the client's own refusal to offer TLS 1.1.
+            #expect(output.contains("refused") && output.lowercased().contains("protocol version"), "\(output)")
+        }
+    }
 }

@@ -14,12 +14,12 @@ final class PostgresSchema: Sendable {
     /// An unusable table fails with `.unusableTable`, naming it.
     func ensure(on connection: PostgresConnection, sql: PostgresSQL, logger: Logger) -> EventLoopFuture<Void> {
         if verified.withLockedValue({ $0 }) { return connection.eventLoop.makeSucceededVoidFuture() }
-        func ask(_ query: String) -> EventLoopFuture<Bool> {
+        @Sendable func ask(_ query: String) -> EventLoopFuture<Bool> {
             connection.query(PostgresQuery(unsafeSQL: query), logger: logger).flatMapThrowing { result in
                 try result.rows.first?.decode(Bool.self) ?? false
             }
         }
-        func create(_ statement: String) -> EventLoopFuture<Void> {
+        @Sendable func create(_ statement: String) -> EventLoopFuture<Void> {
             connection.query(PostgresQuery(unsafeSQL: statement), logger: logger).map { _ in }
                 .flatMapErrorThrowing { error in
                     // Another proxy creating the same table or index at the same moment.
@@ -64,7 +64,7 @@ final class PostgresSchema: Sendable {
     /// transaction that is rolled back: what only running them shows (a table without its
     /// primary key, a missing right) fails here, not on every request.
     private static func trial(on connection: PostgresConnection, sql: PostgresSQL, logger: Logger) -> EventLoopFuture<Void> {
-        func run(_ text: String, _ bind: (inout PostgresBindings) -> Void = { _ in }) -> EventLoopFuture<Void> {
+        @Sendable func run(_ text: String, _ bind: (inout PostgresBindings) -> Void = { _ in }) -> EventLoopFuture<Void> {
             var binds = PostgresBindings()
             bind(&binds)
             return connection.query(PostgresQuery(unsafeSQL: text, binds: binds), logger: logger).map { _ in }

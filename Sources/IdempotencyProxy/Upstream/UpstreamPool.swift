@@ -119,9 +119,8 @@ final class UpstreamPool {
             .connect(host: upstream.host, port: upstream.port)
             .flatMap { channel in
                 let handshake = try? channel.pipeline.syncOperations.handler(type: UpstreamHandshake.self)
-                return (handshake?.done ?? channel.eventLoop.makeSucceededVoidFuture()).flatMapThrowing {
-                    try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self)
-                }
+                return (handshake?.done ?? channel.eventLoop.makeSucceededVoidFuture()).map { channel }
             }
+            .flatMapThrowing { channel in try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self) }
     }
 }
