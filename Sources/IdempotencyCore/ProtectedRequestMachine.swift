@@ -1,6 +1,7 @@
-/// One protected request (SPEC §3, rules 1–11, and §8 with a long-term store) as a pure state machine, in the style of
-/// AsyncHTTPClient's `HTTP1ConnectionStateMachine`: the executor (`ProtectedRequest`) feeds it
-/// what happened and carries out the action it returns, nothing else. Time comes in as an
+/// One protected request (SPEC §3, rules 1–11; §8 with a long-term store) as a pure state
+/// machine, in the style of AsyncHTTPClient's `HTTP1ConnectionStateMachine`: the executor
+/// (`ProtectedRequest`) feeds it what happened and carries out the action it returns, nothing
+/// else. Time comes in as an
 /// argument (monotonic nanoseconds), never from a clock read here, so every rule is a row of a
 /// table test.
 ///
@@ -331,7 +332,7 @@ public struct ProtectedRequestMachine: Sendable {
         case .existing(let record, let expiresInMs):
             // The request does not leave its own Redis claim behind: a completed record
             // replaces it (for what is left of the record's retention, at most response_ttl),
-            // anything else releases it, so the first request's settling lands in Redis.
+            // anything else withdraws it, so the first request's settling lands in Redis.
             let action = answer(for: record, from: .postgres, now: now)
             guard holdsRedisClaim else { return action }
             holdsRedisClaim = false
