@@ -1,5 +1,6 @@
 import DemoUpstreamKit
 import Foundation
+import NIOConcurrencyHelpers
 import NIOSSL
 import TestSupport
 import Testing
@@ -8,13 +9,21 @@ import Testing
 /// certificates `openssl` made for the test), verified, pooled and kept alive.
 @Suite struct UpstreamTLSTests {
     private static func server(
-        _ certificates: TestCertificates, demandClientCertificate: Bool = false, wrongName: Bool = false
+        _ certificates: TestCertificates, demandClientCertificate: Bool = false, wrongName: Bool = false,
+        serverNames: NIOLockedValueBox<[String?]>? = nil
     ) throws -> NIOSSLContext {
         var tls = TLSConfiguration.makeServerConfiguration(
             certificateChain: try NIOSSLCertificate.fromPEMFile(wrongName ? certificates.wrongNameCertFile : certificates.serverCertFile)
                 .map { .certificate($0) },
             privateKey: .privateKey(
                 try NIOSSLPrivateKey(file: wrongName ? certificates.wrongNameKeyFile : certificates.serverKeyFile, format: .pem)))
+        if let serverNames {
+            // Records the SNI of every handshake, changing nothing.
+            tls.sslContextCallback = { values, promise in
+                serverNames.withLockedValue { $0.append(values.serverHostname) }
+                promise.succeed(.noChanges)
+            }
+        }
         if demandClientCertificate {
             tls.certificateVerification = .noHostnameVerification
             tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(certificates.caFile))
@@ -54,15 +63,24 @@ import Testing
     }
 
     /// The certificate names only api.other.example (no address): reached at 127.0.0.1, it
-    /// verifies only under that name.
-    @Test func theServerNameIsWhatIsVerified() async throws {
+    /// verifies only under that name, which goes out as SNI.
+    @Test func theServerNameIsWhatIsVerifiedAndSentAsSNI() async throws {
         let certificates = try TestCertificates()
-        try await Self.withHTTPSUpstream(
-            certificates, wrongName: true,
-            settings: ["upstream_tls_ca_file": certificates.caFile, "upstream_tls_server_name": "api.other.example"]
-        ) { (h: ProxyHarness) async throws in
-            #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 201)
+        let serverNames = NIOLockedValueBox<[String?]>([])
+        let upstream = try await DemoUpstream.start(tls: Self.server(certificates, wrongName: true, serverNames: serverNames))
+        let settings = ["upstream_tls_ca_file": certificates.caFile, "upstream_tls_server_name": "api.other.example"]
+        do {
+            try await withProxy(settings, upstream: upstream, upstreamURL: "https://127.0.0.1:\(upstream.port)") {
+                (h: ProxyHarness) async throws in
+                #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 201)
+            }
+        } catch {
+            await upstream.stop()
+            throw error
         }
+        await upstream.stop()
+        #expect(serverNames.withLockedValue { $0 } .allSatisfy { $0 == "api.other.example" })
+        #expect(!serverNames.withLockedValue { $0 }.isEmpty)
     }
 
     /// An upstream that accepts the connection and never answers the handshake: the connect
