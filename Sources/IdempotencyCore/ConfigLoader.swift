@@ -116,33 +116,35 @@ public struct ConfigLoader {
                 location: origin("retention", "response_ttl"),
                 message: "retention (\(ConfigValues.renderDuration(c.retentionMs))) must be at least response_ttl (\(ConfigValues.renderDuration(c.responseTTLMs))): PostgreSQL must keep a record as long as Redis replays it"))
         }
-        func tlsFiles(_ prefix: String, _ files: [(String, String)], usedBy url: String?, tls: Bool) {
-            for (key, file) in files where !file.isEmpty {
-                if !tls, let url {
-                    findings.append(Finding(location: origin(key), message: "\(key) is set, but \(url)"))
-                } else if key.hasSuffix("_file") && access(file, R_OK) != 0 {
-                    findings.append(Finding(location: origin(key), message: "\(key): \(file) cannot be read"))
+        /// One group of TLS keys (`prefix_…`): set only where its scheme is (`unused`: why not),
+        /// its files readable, its certificate and key a pair.
+        func tlsKeys(_ prefix: String, _ settings: [(suffix: String, value: String)], unused: String?) {
+            for (suffix, value) in settings where !value.isEmpty {
+                let key = prefix + suffix
+                if let unused {
+                    findings.append(Finding(location: origin(key), message: "\(key) is set, but \(unused)"))
+                } else if suffix.hasSuffix("_file") && access(value, R_OK) != 0 {
+                    findings.append(Finding(location: origin(key), message: "\(key): \(value) cannot be read"))
                 }
             }
-            let cert = files.first { $0.0 == prefix + "_cert_file" }!.1, key = files.first { $0.0 == prefix + "_key_file" }!.1
-            if cert.isEmpty != key.isEmpty {
+            let certificate = settings.first { $0.suffix == "_cert_file" }!.value, key = settings.first { $0.suffix == "_key_file" }!.value
+            if certificate.isEmpty != key.isEmpty {
                 findings.append(Finding(
-                    location: origin(cert.isEmpty ? prefix + "_key_file" : prefix + "_cert_file"),
+                    location: origin(prefix + (certificate.isEmpty ? "_key_file" : "_cert_file")),
                     message: "\(prefix)_cert_file and \(prefix)_key_file are a pair: set both or neither"))
             }
         }
-        tlsFiles("tls", [("tls_cert_file", c.tlsCertFile), ("tls_key_file", c.tlsKeyFile)], usedBy: nil, tls: true)
-        tlsFiles(
-            "redis_tls",
-            [("redis_tls_ca_file", c.redisTLSCAFile), ("redis_tls_cert_file", c.redisTLSCertFile), ("redis_tls_key_file", c.redisTLSKeyFile)],
-            usedBy: "redis_url is not rediss://", tls: c.redisURL.tls)
-        tlsFiles(
+        tlsKeys("tls", [("_cert_file", c.tlsCertFile), ("_key_file", c.tlsKeyFile)], unused: nil)
+        tlsKeys(
+            "redis_tls", [("_ca_file", c.redisTLSCAFile), ("_cert_file", c.redisTLSCertFile), ("_key_file", c.redisTLSKeyFile)],
+            unused: c.redisURL.tls ? nil : "redis_url is not rediss://")
+        tlsKeys(
             "upstream_tls",
             [
-                ("upstream_tls_ca_file", c.upstreamTLSCAFile), ("upstream_tls_server_name", c.upstreamTLSServerName),
-                ("upstream_tls_cert_file", c.upstreamTLSCertFile), ("upstream_tls_key_file", c.upstreamTLSKeyFile),
+                ("_ca_file", c.upstreamTLSCAFile), ("_server_name", c.upstreamTLSServerName), ("_cert_file", c.upstreamTLSCertFile),
+                ("_key_file", c.upstreamTLSKeyFile),
             ],
-            usedBy: "upstream is not https://", tls: c.upstream.tls)
+            unused: c.upstream.tls ? nil : "upstream is not https://")
         if let file = c.postgresURL?.sslRootCert, access(file, R_OK) != 0 {
             findings.append(Finding(location: origin("postgres_url"), message: "postgres_url: sslrootcert \(file) cannot be read"))
         }

@@ -352,12 +352,13 @@ public final class RedisConnection {
 }
 
 /// A completion called at most once: by the reply or by the deadline, whichever comes first.
-private final class AnswerOnce {
-    private var completion: RedisCompletion?
+/// (The long-term store's statements use it too.)
+public final class AnswerOnce<Value> {
+    private var completion: ((Value) -> Void)?
 
-    init(_ completion: @escaping RedisCompletion) { self.completion = completion }
+    public init(_ completion: @escaping (Value) -> Void) { self.completion = completion }
 
-    func complete(_ result: Result<RedisReply, RedisError>) {
+    public func complete(_ result: Value) {
         let completion = self.completion
         self.completion = nil
         completion?(result)

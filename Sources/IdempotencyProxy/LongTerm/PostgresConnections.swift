@@ -2,6 +2,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import PostgresNIO
+import RedisClient
 
 /// One event loop's connections to PostgreSQL: at most `size`, opened when the load needs them,
 /// each with the store's statements prepared on it, all on the loop (no thread hop). A
@@ -75,7 +76,7 @@ final class PostgresConnections {
             // The connection is stuck (a paused server, a lost network): statements queued
             // behind this one would wait too; closing it fails them and makes a fresh one.
             self.rest(slot, ifStill: opened, sentOn: sent.connection)
-            answer(.failure(.timeout))
+            answer.complete(.failure(.timeout))
         }
         opened.assumeIsolated().flatMap { ready in
             sent.connection = ready.connection
@@ -84,11 +85,11 @@ final class PostgresConnections {
             slot.waiting -= 1
             timer.cancel()
             switch result {
-            case .success(let rows): answer(.success(rows))
+            case .success(let rows): answer.complete(.success(rows))
             case .failure(let error):
                 let failure = LongTermStoreError(error)
                 if failure.brokeConnection { self.rest(slot, ifStill: opened, sentOn: sent.connection) }
-                answer(.failure(failure))
+                answer.complete(.failure(failure))
             }
         }
     }
@@ -174,9 +175,8 @@ final class PostgresConnections {
         return future
     }
 
-    /// Every statement, prepared on `connection`: a table PostgreSQL cannot run them on (one
-    /// without its primary key, say) fails here.
-    static func prepareStatements(on connection: PostgresConnection, sql: PostgresSQL) -> EventLoopFuture<[PreparedQuery]> {
+    /// Every statement, prepared on `connection`.
+    private static func prepareStatements(on connection: PostgresConnection, sql: PostgresSQL) -> EventLoopFuture<[PreparedQuery]> {
         let prepares = Statement.allCases.map { connection.prepare(query: sql.text(of: $0)) }
         return EventLoopFuture.whenAllSucceed(prepares, on: connection.eventLoop)
     }
@@ -213,15 +213,4 @@ extension PostgresConnection {
 /// The connection a statement went out on, once it has.
 private final class SentOn {
     var connection: PostgresConnection?
-}
-
-/// Completes once: the first of the answer and the timeout wins.
-private final class AnswerOnce<T> {
-    private var completion: ((T) -> Void)?
-    init(_ completion: @escaping (T) -> Void) { self.completion = completion }
-    func callAsFunction(_ value: T) {
-        guard let completion else { return }
-        self.completion = nil
-        completion(value)
-    }
 }

@@ -19,32 +19,34 @@ final class PostgresRecordStore: LongTermStore {
         let binds = [PostgresData(string: key), PostgresData(bytes: owner), PostgresData(bytes: fingerprint), PostgresData(int64: lockTTLMs)]
         run(.claim, binds) { result in
             completion(result.flatMap { rows in
-                guard let row = rows.first else { return .failure(.malformedRecord("the claim returned no row")) }
                 do {
-                    // The int8 is read as raw bytes: a prepared statement's rows come in binary
-                    // (as bound) but are described as text, which `Int64` decoding refuses.
-                    let (rowOwner, rowFingerprint, record, expiresIn) = try row.decode((ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self)
-                    guard var expiresIn = Optional(expiresIn), expiresIn.readableBytes == 8, let expiresInMs = expiresIn.readInteger(as: Int64.self) else {
-                        return .failure(.malformedRecord("the claim returned an expiry of \(expiresIn.readableBytes) bytes"))
-                    }
-                    let existingOwner = Array(rowOwner.readableBytesView)
-                    if existingOwner == owner { return .success(.claimed) }
-                    let existing: IdempotencyRecord
-                    if let record {
-                        existing = try IdempotencyRecord.decode(Array(record.readableBytesView))
-                    } else {
-                        let existingFingerprint = Array(rowFingerprint.readableBytesView)
-                        guard existingOwner.count == IdempotencyRecord.ownerLength,
-                            existingFingerprint.count == IdempotencyRecord.fingerprintLength
-                        else { return .failure(.malformedRecord("owner or fingerprint of the wrong length")) }
-                        existing = IdempotencyRecord(owner: existingOwner, fingerprint: existingFingerprint, state: .inFlight)
-                    }
-                    return .success(.existing(existing, expiresInMs: expiresInMs))
+                    return .success(try Self.claimResult(rows, owner: owner))
+                } catch let error as LongTermStoreError {
+                    return .failure(error)
                 } catch {
                     return .failure(.malformedRecord(String(reflecting: error)))
                 }
             })
         }
+    }
+
+    /// The claim statement's row: ours (claimed), or what was there.
+    private static func claimResult(_ rows: [PostgresRow], owner: [UInt8]) throws -> ProtectedRequestMachine.LongTermClaimResult {
+        guard let row = rows.first else { throw LongTermStoreError.malformedRecord("the claim returned no row") }
+        // The int8 is read as raw bytes: a prepared statement's rows come in binary (as bound)
+        // but are described as text, which `Int64` decoding refuses.
+        var (rowOwner, rowFingerprint, record, expiresIn) = try row.decode((ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self)
+        guard expiresIn.readableBytes == 8, let expiresInMs = expiresIn.readInteger(as: Int64.self) else {
+            throw LongTermStoreError.malformedRecord("the claim returned an expiry of \(expiresIn.readableBytes) bytes")
+        }
+        let existingOwner = Array(rowOwner.readableBytesView)
+        if existingOwner == owner { return .claimed }
+        if let record { return .existing(try IdempotencyRecord.decode(Array(record.readableBytesView)), expiresInMs: expiresInMs) }
+        let existingFingerprint = Array(rowFingerprint.readableBytesView)
+        guard existingOwner.count == IdempotencyRecord.ownerLength, existingFingerprint.count == IdempotencyRecord.fingerprintLength else {
+            throw LongTermStoreError.malformedRecord("owner or fingerprint of the wrong length")
+        }
+        return .existing(IdempotencyRecord(owner: existingOwner, fingerprint: existingFingerprint, state: .inFlight), expiresInMs: expiresInMs)
     }
 
     func complete(

@@ -15,13 +15,14 @@ struct PostgresWiring: Sendable {
     let schema = PostgresSchema()
     let connection: PostgresConnection.Configuration
 
-    init(url: PostgresURL, configuration c: ProxyConfiguration) throws {
+    /// `tls`: `TLSContexts.postgres`.
+    init(url: PostgresURL, tls: PostgresConnection.Configuration.TLS, configuration c: ProxyConfiguration) {
         self.url = url
         sql = PostgresSQL(table: c.postgresTable)
         timeout = .milliseconds(c.postgresTimeoutMs)
         var connection = PostgresConnection.Configuration(
             host: url.address.host, port: url.address.port, username: url.username, password: url.password,
-            database: url.database, tls: try Self.tls(url))
+            database: url.database, tls: tls)
         connection.options.connectTimeout = timeout
         // The server gives up on a statement a little after we do, so that a statement stuck on
         // a row lock does not hold a connection for long.
@@ -29,16 +30,15 @@ struct PostgresWiring: Sendable {
         self.connection = connection
     }
 
-    /// Creates or checks the table, and prepares every statement on it, before serving. A
-    /// table that cannot be used, or a server that refuses us (a login, a database, a right),
-    /// stops the start; a server that does not answer yet, or is starting up, does not (the
-    /// first connection that opens makes the same check).
+    /// Creates or checks the table (which runs its statements once) before serving. A table
+    /// that cannot be used, or a server that refuses us (a login, a database, a right), stops
+    /// the start; a server that does not answer yet, or is starting up, does not (the first
+    /// connection that opens makes the same check).
     func prepare(on eventLoop: any EventLoop, logger: Logger) async throws {
         do {
             let connection = try await PostgresConnection.connect(on: eventLoop, configuration: connection, id: 0, logger: logger).get()
             defer { connection.closeNow() }
             try await schema.ensure(on: connection, sql: sql, logger: logger).get()
-            _ = try await PostgresConnections.prepareStatements(on: connection, sql: sql).get()
         } catch {
             let failure = LongTermStoreError(error)
             if failure.isMisconfiguration { throw StartError("the long-term store cannot be used (\(url)): \(failure)") }
@@ -57,31 +57,6 @@ struct PostgresWiring: Sendable {
             eventLoop: eventLoop, configuration: connection, sql: sql, schema: schema, size: size, timeout: timeout,
             logger: logger)
         return PostgresRecordStore(connections: connections, metrics: metrics)
-    }
-
-    /// SPEC §9: `sslmode`.
-    private static func tls(_ url: PostgresURL) throws -> PostgresConnection.Configuration.TLS {
-        do {
-            return try tlsContext(url)
-        } catch {
-            throw StartError("postgres_url: sslrootcert \(url.sslRootCert ?? "") is not a usable CA bundle: \(error)")
-        }
-    }
-
-    private static func tlsContext(_ url: PostgresURL) throws -> PostgresConnection.Configuration.TLS {
-        switch url.sslMode {
-        case .disable:
-            return .disable
-        case .require:
-            var tls = TLSConfiguration.makeClientConfiguration()
-            tls.certificateVerification = .none
-            return .require(try NIOSSLContext(configuration: tls))
-        case .verifyFull:
-            var tls = TLSConfiguration.makeClientConfiguration()
-            tls.certificateVerification = .fullVerification
-            if let file = url.sslRootCert { tls.trustRoots = .file(file) }
-            return .require(try NIOSSLContext(configuration: tls))
-        }
     }
 }
 

@@ -6,6 +6,7 @@ import NIOExtras
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import PostgresNIO
 import RedisClient
 
 /// The running proxy: the client listener, the admin listener and one `LoopContext` per event loop.
@@ -69,16 +70,18 @@ public final class ProxyServer: Sendable {
         let redisTLS: RedisTLS?
         let upstreamTLS: UpstreamTLS?
         let listenerTLS: NIOSSLContext?
+        let postgresTLS: PostgresConnection.Configuration.TLS
         do {
             redisTLS = try TLSContexts.redis(configuration)
             upstreamTLS = try TLSContexts.upstream(configuration)
             listenerTLS = try TLSContexts.listener(configuration)
+            postgresTLS = try TLSContexts.postgres(configuration)
         } catch {
             throw StartError("\(error)")
         }
         var postgres: PostgresWiring?
         if let url = configuration.postgresURL {
-            let wiring = try PostgresWiring(url: url, configuration: configuration)
+            let wiring = PostgresWiring(url: url, tls: postgresTLS, configuration: configuration)
             try await wiring.prepare(on: group.next(), logger: logger)
             postgres = wiring
         }

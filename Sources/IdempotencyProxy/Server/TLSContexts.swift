@@ -1,6 +1,7 @@
 import IdempotencyCore
 import NIOCore
 import NIOSSL
+import PostgresNIO
 import RedisClient
 
 /// TLS to an `https://` upstream: the context, and the name verified and sent as SNI.
@@ -46,25 +47,27 @@ public enum TLSContexts {
     /// certificates. nil for plain HTTP.
     static func listener(_ c: ProxyConfiguration) throws(Problem) -> NIOSSLContext? {
         guard !c.tlsCertFile.isEmpty else { return nil }
-        let chain: [NIOSSLCertificate]
-        let key: NIOSSLPrivateKey
-        do {
-            chain = try NIOSSLCertificate.fromPEMFile(c.tlsCertFile)
-        } catch {
-            throw Problem(key: "tls_cert_file", message: "\(c.tlsCertFile) is not a PEM certificate (\(error))")
-        }
-        do {
-            key = try NIOSSLPrivateKey(file: c.tlsKeyFile, format: .pem)
-        } catch {
-            throw Problem(key: "tls_key_file", message: "\(c.tlsKeyFile) is not a PEM private key (\(error))")
-        }
-        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        let certificate = (file: c.tlsCertFile, key: "tls_cert_file"), key = (file: c.tlsKeyFile, key: "tls_key_file")
+        let (chain, privateKey) = try identity(certificate: certificate, key: key)
+        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: privateKey)
         tls.minimumTLSVersion = .tlsv12
-        do {
-            return try NIOSSLContext(configuration: tls)
-        } catch {
-            throw Problem(key: "tls_key_file", message: "\(c.tlsKeyFile) is not the private key of \(c.tlsCertFile) (\(error))")
+        return try made(tls, certificate: certificate, key: key, otherwise: "tls_cert_file")
+    }
+
+    /// PostgreSQL's `sslmode` (and `sslrootcert`) in `postgres_url`; `.disable` without one.
+    static func postgres(_ c: ProxyConfiguration) throws(Problem) -> PostgresConnection.Configuration.TLS {
+        guard let url = c.postgresURL, url.sslMode != .disable else { return .disable }
+        var tls = TLSConfiguration.makeClientConfiguration()
+        if url.sslMode == .require {
+            tls.certificateVerification = .none
+        } else if let file = url.sslRootCert {
+            do {
+                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(file))
+            } catch {
+                throw Problem(key: "postgres_url", message: "sslrootcert \(file) is not a PEM certificate bundle (\(error))")
+            }
         }
+        return .require(try made(tls, otherwise: "postgres_url"))
     }
 
     /// Every TLS file of the configuration, loaded as the proxy would at start: unreadable
@@ -74,7 +77,7 @@ public enum TLSContexts {
         do { _ = try listener(c) } catch { problems.append(error) }
         do { _ = try redis(c) } catch { problems.append(error) }
         do { _ = try upstream(c) } catch { problems.append(error) }
-        do { try postgresRootCertificates(c) } catch { problems.append(error) }
+        do { _ = try postgres(c) } catch { problems.append(error) }
         return problems
     }
 
@@ -92,33 +95,39 @@ public enum TLSContexts {
             }
         }
         if !certificate.file.isEmpty {
-            do {
-                tls.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate.file).map { .certificate($0) }
-            } catch {
-                throw Problem(key: certificate.key, message: "\(certificate.file) is not a PEM certificate (\(error))")
-            }
-            do {
-                tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: key.file, format: .pem))
-            } catch {
-                throw Problem(key: key.key, message: "\(key.file) is not a PEM private key (\(error))")
-            }
+            (tls.certificateChain, tls.privateKey) = try identity(certificate: certificate, key: key)
+            return try made(tls, certificate: certificate, key: key, otherwise: ca.key)
+        }
+        return try made(tls, otherwise: ca.key)
+    }
+
+    /// A certificate chain and its private key, from PEM files.
+    private static func identity(
+        certificate: (file: String, key: String), key: (file: String, key: String)
+    ) throws(Problem) -> ([NIOSSLCertificateSource], NIOSSLPrivateKeySource) {
+        let chain: [NIOSSLCertificate]
+        do {
+            chain = try NIOSSLCertificate.fromPEMFile(certificate.file)
+        } catch {
+            throw Problem(key: certificate.key, message: "\(certificate.file) is not a PEM certificate (\(error))")
         }
         do {
-            return try NIOSSLContext(configuration: tls)
+            return (chain.map { .certificate($0) }, .privateKey(try NIOSSLPrivateKey(file: key.file, format: .pem)))
         } catch {
-            guard !certificate.file.isEmpty else { throw Problem(key: ca.key, message: "cannot make a TLS context (\(error))") }
-            throw Problem(key: key.key, message: "\(key.file) is not the private key of \(certificate.file) (\(error))")
+            throw Problem(key: key.key, message: "\(key.file) is not a PEM private key (\(error))")
         }
     }
 
-    /// `sslrootcert` of `postgres_url`: the CA bundle PostgreSQL's certificate is verified
-    /// against (the context itself is postgres-nio's, made by `PostgresWiring`).
-    static func postgresRootCertificates(_ c: ProxyConfiguration) throws(Problem) {
-        guard let file = c.postgresURL?.sslRootCert else { return }
+    /// The context; with a certificate, a failure means its key is another's.
+    private static func made(
+        _ tls: TLSConfiguration, certificate: (file: String, key: String)? = nil, key: (file: String, key: String)? = nil,
+        otherwise blame: String
+    ) throws(Problem) -> NIOSSLContext {
         do {
-            _ = try NIOSSLCertificate.fromPEMFile(file)
+            return try NIOSSLContext(configuration: tls)
         } catch {
-            throw Problem(key: "postgres_url", message: "sslrootcert \(file) is not a PEM certificate bundle (\(error))")
+            guard let certificate, let key else { throw Problem(key: blame, message: "cannot make a TLS context (\(error))") }
+            throw Problem(key: key.key, message: "\(key.file) is not the private key of \(certificate.file) (\(error))")
         }
     }
 }
