@@ -28,36 +28,35 @@ import Testing
     @Test func checkFindsACertificateAndAKeyThatDoNotBelongTogether() async throws {
         let certificates = try TestCertificates()
         let file = certificates.directory + "/idemproxy.conf"
-        try """
-            redis_url = rediss://127.0.0.1:6380/0
-            redis_tls_cert_file = \(certificates.clientCertFile)
-            redis_tls_key_file = \(certificates.serverKeyFile)
-            """.write(toFile: file, atomically: true, encoding: .utf8)
-        let (status, _, err) = try await run(["--config", file, "--check"])
+        /// `--check` of a file holding `lines`: its exit status and standard error.
+        func check(_ lines: String...) async throws -> (Int32?, String) {
+            try lines.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+            let (status, _, err) = try await run(["--config", file, "--check"])
+            return (status, err)
+        }
+        let (status, err) = try await check(
+            "redis_url = rediss://127.0.0.1:6380/0", "redis_tls_cert_file = \(certificates.clientCertFile)",
+            "redis_tls_key_file = \(certificates.serverKeyFile)")
         #expect(status == 2)
         #expect(err.hasPrefix("\(file):3: redis_tls_key_file: \(certificates.serverKeyFile) is not the private key of \(certificates.clientCertFile)"))
 
-        try "tls_cert_file = \(certificates.serverCertFile)\ntls_key_file = \(certificates.clientKeyFile)\n".write(toFile: file, atomically: true, encoding: .utf8)
-        let (listen, _, listenErr) = try await run(["--config", file, "--check"])
+        let (listen, listenErr) = try await check(
+            "tls_cert_file = \(certificates.serverCertFile)", "tls_key_file = \(certificates.clientKeyFile)")
         #expect(listen == 2)
         #expect(listenErr.hasPrefix("\(file):2: tls_key_file: \(certificates.clientKeyFile) is not the private key of \(certificates.serverCertFile)"))
 
-        try """
-            upstream = https://127.0.0.1:8443
-            upstream_tls_cert_file = \(certificates.clientCertFile)
-            upstream_tls_key_file = \(certificates.serverKeyFile)
-            """.write(toFile: file, atomically: true, encoding: .utf8)
-        let (upstream, _, upstreamErr) = try await run(["--config", file, "--check"])
+        let (upstream, upstreamErr) = try await check(
+            "upstream = https://127.0.0.1:8443", "upstream_tls_cert_file = \(certificates.clientCertFile)",
+            "upstream_tls_key_file = \(certificates.serverKeyFile)")
         #expect(upstream == 2)
         #expect(upstreamErr.hasPrefix("\(file):3: upstream_tls_key_file: \(certificates.serverKeyFile) is not the private key of \(certificates.clientCertFile)"))
 
-        try "postgres_url = postgres://db/x?sslmode=verify-full&sslrootcert=\(certificates.serverKeyFile)\n".write(toFile: file, atomically: true, encoding: .utf8)
-        let (postgres, _, postgresErr) = try await run(["--config", file, "--check"])
+        let (postgres, postgresErr) = try await check(
+            "postgres_url = postgres://db/x?sslmode=verify-full&sslrootcert=\(certificates.serverKeyFile)")
         #expect(postgres == 2)
         #expect(postgresErr.hasPrefix("\(file):1: postgres_url: sslrootcert \(certificates.serverKeyFile) is not a PEM certificate bundle"))
 
-        try "redis_url = rediss://127.0.0.1:6380/0\nredis_tls_ca_file = \(file)\n".write(toFile: file, atomically: true, encoding: .utf8)
-        let (notPEM, _, notPEMErr) = try await run(["--config", file, "--check"])
+        let (notPEM, notPEMErr) = try await check("redis_url = rediss://127.0.0.1:6380/0", "redis_tls_ca_file = \(file)")
         #expect(notPEM == 2)
         #expect(notPEMErr.hasPrefix("\(file):2: redis_tls_ca_file: \(file) is not a PEM certificate bundle"))
     }

@@ -3,6 +3,7 @@ import Foundation
 import IdempotencyCore
 import Logging
 import NIOCore
+import NIOSSL
 import RedisClient
 import TestSupport
 
@@ -132,9 +133,10 @@ func withProxy(
     }, then: harness.stop)
 }
 
-/// Runs `body` with a `DemoUpstream` of its own, stopped afterwards whether `body` returned or threw.
-func withDemoUpstream(port: Int = 0, _ body: (DemoUpstream) async throws -> Void) async throws {
-    let upstream = try await DemoUpstream.start(port: port)
+/// Runs `body` with a `DemoUpstream` of its own (serving HTTPS with `tls`), stopped
+/// afterwards whether `body` returned or threw.
+func withDemoUpstream(port: Int = 0, tls: NIOSSLContext? = nil, _ body: (DemoUpstream) async throws -> Void) async throws {
+    let upstream = try await DemoUpstream.start(port: port, tls: tls)
     try await running({ try await body(upstream) }, then: upstream.stop)
 }
 
@@ -157,6 +159,23 @@ func blocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async thr
 }
 
 extension ProxyHarness {
+    /// Sends protected requests, each with a fresh key, until `count` in a row get 201 or
+    /// `limit` passes: every event loop has its stores back. The streak reached, and the key
+    /// of the last request.
+    func protectedStreak(_ count: Int, within limit: Duration) async throws -> (streak: Int, lastKey: String) {
+        let clock = ContinuousClock()
+        let start = clock.now
+        var streak = 0
+        var attempt = 0
+        while clock.now - start < limit && streak < count {
+            attempt += 1
+            let status = try await send("POST", "/charges", key: "after-\(attempt)", body: "x").status
+            streak = status == 201 ? streak + 1 : 0
+            if status != 201 { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        return (streak, "after-\(attempt)")
+    }
+
     /// `request` off the cooperative pool.
     func send(
         _ method: String, _ path: String, key: String? = nil, headers: [(String, String)] = [], body: String = ""

@@ -20,19 +20,10 @@ import Testing
             #expect(try h.metric("redis_error") == 1)
 
             try redis.start()
-            let clock = ContinuousClock()
-            let start = clock.now
             // Every event loop reconnects on its own; count consecutive protected successes.
-            var streak = 0
-            var attempt = 0
-            while clock.now - start < .seconds(5) && streak < 6 {
-                attempt += 1
-                let status = try await h.send("POST", "/charges", key: "after-\(attempt)", body: "x").status
-                streak = status == 201 ? streak + 1 : 0
-                if status != 201 { try await Task.sleep(for: .milliseconds(50)) }
-            }
+            let (streak, lastKey) = try await h.protectedStreak(6, within: .seconds(5))
             #expect(streak == 6, "protection did not come back within 5 s")
-            #expect(try await h.send("POST", "/charges", key: "after-\(attempt)", body: "x").replayed)
+            #expect(try await h.send("POST", "/charges", key: lastKey, body: "x").replayed)
             #expect(try h.admin("/readyz").status == 200)
         }
     }

@@ -34,17 +34,13 @@ import Testing
     /// Runs `body` with a proxy in front of an HTTPS demo upstream.
     private static func withHTTPSUpstream(
         _ certificates: TestCertificates, demandClientCertificate: Bool = false, wrongName: Bool = false,
-        settings: [String: String], _ body: (ProxyHarness) async throws -> Void
+        serverNames: NIOLockedValueBox<[String?]>? = nil, settings: [String: String],
+        _ body: (ProxyHarness) async throws -> Void
     ) async throws {
-        let upstream = try await DemoUpstream.start(
-            tls: server(certificates, demandClientCertificate: demandClientCertificate, wrongName: wrongName))
-        do {
+        let tls = try server(certificates, demandClientCertificate: demandClientCertificate, wrongName: wrongName, serverNames: serverNames)
+        try await withDemoUpstream(tls: tls) { upstream in
             try await withProxy(settings, upstream: upstream, upstreamURL: "https://127.0.0.1:\(upstream.port)", body)
-        } catch {
-            await upstream.stop()
-            throw error
         }
-        await upstream.stop()
     }
 
     @Test func anHTTPSUpstreamIsVerifiedAndItsConnectionsKeptAlive() async throws {
@@ -67,18 +63,11 @@ import Testing
     @Test func theServerNameIsWhatIsVerifiedAndSentAsSNI() async throws {
         let certificates = try TestCertificates()
         let serverNames = NIOLockedValueBox<[String?]>([])
-        let upstream = try await DemoUpstream.start(tls: Self.server(certificates, wrongName: true, serverNames: serverNames))
         let settings = ["upstream_tls_ca_file": certificates.caFile, "upstream_tls_server_name": "api.other.example"]
-        do {
-            try await withProxy(settings, upstream: upstream, upstreamURL: "https://127.0.0.1:\(upstream.port)") {
-                (h: ProxyHarness) async throws in
-                #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 201)
-            }
-        } catch {
-            await upstream.stop()
-            throw error
+        try await Self.withHTTPSUpstream(certificates, wrongName: true, serverNames: serverNames, settings: settings) {
+            (h: ProxyHarness) async throws in
+            #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 201)
         }
-        await upstream.stop()
         #expect(serverNames.withLockedValue { $0 } .allSatisfy { $0 == "api.other.example" })
         #expect(!serverNames.withLockedValue { $0 }.isEmpty)
     }
