@@ -14,18 +14,25 @@ import Testing
     /// Sends `count` identical requests at the same moment, each on its own connection.
     private func burst(_ h: ProxyHarness, count: Int, path: String, key: String) async throws -> [RawHTTPClient.Response] {
         try await blocking {
+            // A thread per request: all of them in flight at once, whatever the number of cores.
             let clients = try (0..<count).map { _ in try RawHTTPClient(port: h.port) }
             let results = NIOLockedResults(count: count)
-            DispatchQueue.concurrentPerform(iterations: count) { i in
-                results.set(i, Result { try clients[i].request("POST", path, headers: [("Idempotency-Key", key)], body: Array("amount=1".utf8)) })
+            let done = DispatchGroup()
+            for i in 0..<count {
+                done.enter()
+                Thread {
+                    results.set(i, Result { try clients[i].request("POST", path, headers: [("Idempotency-Key", key)], body: Array("amount=1".utf8)) })
+                    done.leave()
+                }.start()
             }
+            done.wait()
             return try results.all()
         }
     }
 
     @Test func fiftySimultaneousDuplicatesRunOnceAndTheRestGet409() async throws {
         try await withProxy { h in
-            let responses = try await burst(h, count: 50, path: "/charges?delay=1000", key: "dup")
+            let responses = try await burst(h, count: 50, path: "/charges?delay=3000", key: "dup")
             #expect(h.upstream.executions("/charges") == 1)
             let original = responses.filter { $0.status == 201 && !$0.replayed }
             #expect(original.count == 1)
@@ -74,19 +81,20 @@ import Testing
             let relay = try TCPRelay(targetPort: SharedRedis.port)
             defer { relay.stop() }
             // A: lease 3 s, talks to Redis through the relay. B: direct. The upstream takes
-            // 2.5 s: time enough to hold the relay before A's completion, even on a busy machine.
+            // 1.5 s: time enough to hold the relay before A's completion, and well inside A's
+            // upstream_timeout, even on a busy machine.
             try await withProxy(
                 ["lock_ttl": "3s", "upstream_timeout": "2900ms", "redis_timeout": "5s"],
                 upstream: upstream, redisURL: "redis://127.0.0.1:\(relay.port)/0", prefix: prefix) { (a: ProxyHarness) async throws in
                 try await withProxy(upstream: upstream, prefix: prefix) { (b: ProxyHarness) async throws in
 
-                    // A claims; once the upstream is working on A's request (2.5 s), A's Redis traffic is
+                    // A claims; once the upstream is working on A's request (1.5 s), A's Redis traffic is
                     // held beyond its lease; B takes the expired key over and completes first.
-                    let first = Task { try await a.send("POST", "/charges?delay=2500", key: "k", body: "x") }
+                    let first = Task { try await a.send("POST", "/charges?delay=1500", key: "k", body: "x") }
                     try await upstream.waitUntilExecuting("/charges")
                     relay.hold()
                     try await Task.sleep(for: .milliseconds(3_200))
-                    let second = try await b.send("POST", "/charges?delay=2500", key: "k", body: "x")
+                    let second = try await b.send("POST", "/charges?delay=1500", key: "k", body: "x")
                     #expect(second.status == 201)
                     #expect(!second.replayed)
                     relay.release()
@@ -94,7 +102,7 @@ import Testing
                     #expect(late.status == 201)
                     #expect(late.body != second.body)
                     // The record is B's: every retry replays B's answer.
-                    let retry = try await b.send("POST", "/charges?delay=2500", key: "k", body: "x")
+                    let retry = try await b.send("POST", "/charges?delay=1500", key: "k", body: "x")
                     #expect(retry.replayed)
                     #expect(retry.body == second.body)
                     #expect(try a.metricLine("idemproxy_completions_lost_total") == 1)
@@ -123,20 +131,20 @@ final class NIOLockedResults: @unchecked Sendable {
 
 /// `inflight_wait` is driven by Redis Pub/Sub: with the safety-net poll stretched beyond the
 /// wait, only a published message can wake the waiting retry before its deadline (without
-/// one it would only look again when the 3 s wait ends; the first completes after ~250 ms).
+/// one it would only look again when the 10 s wait ends; the first ends after 2 s).
 @Suite struct InflightWaitPubSubTests {
     @Test func aRetryOnAnotherProxyIsWokenByTheFirstCompletion() async throws {
         try await withDemoUpstream { upstream in
             let prefix = "test:\(UUID().uuidString.prefix(8)):"
-            try await withProxy(["inflight_wait": "3s"], upstream: upstream, prefix: prefix) { (a: ProxyHarness) async throws in
+            try await withProxy(["inflight_wait": "10s"], upstream: upstream, prefix: prefix) { (a: ProxyHarness) async throws in
                 try await withProxy(
-                    ["inflight_wait": "3s"], upstream: upstream, prefix: prefix, waitPollInterval: .seconds(60)) { (b: ProxyHarness) async throws in
-                    let first = Task { try await a.send("POST", "/charges?delay=400", key: "k", body: "x") }
+                    ["inflight_wait": "10s"], upstream: upstream, prefix: prefix, waitPollInterval: .seconds(60)) { (b: ProxyHarness) async throws in
+                    let first = Task { try await a.send("POST", "/charges?delay=2000", key: "k", body: "x") }
                     try await upstream.waitUntilExecuting("/charges")
                     let clock = ContinuousClock()
                     let sent = clock.now
-                    let waiter = try await b.send("POST", "/charges?delay=400", key: "k", body: "x")
-                    #expect(clock.now - sent < .seconds(2), "the waiter was not woken by the completion")
+                    let waiter = try await b.send("POST", "/charges?delay=2000", key: "k", body: "x")
+                    #expect(clock.now - sent < .seconds(6), "the waiter was not woken by the completion")
                     let original = try await first.value
                     #expect(waiter.status == 201)
                     #expect(waiter.replayed)
@@ -187,13 +195,13 @@ final class NIOLockedResults: @unchecked Sendable {
     }
 
     @Test func aWaiterTakesOverAReleasedKeyWhenWoken() async throws {
-        try await withProxy(["inflight_wait": "3s"], waitPollInterval: .seconds(60)) { h in
-            let failing = Task { try await h.send("POST", "/status/500?delay=300", key: "k", body: "x") }
+        try await withProxy(["inflight_wait": "10s"], waitPollInterval: .seconds(60)) { h in
+            let failing = Task { try await h.send("POST", "/status/500?delay=2000", key: "k", body: "x") }
             try await h.upstream.waitUntilExecuting("/status/500")
             let clock = ContinuousClock()
             let sent = clock.now
-            let waiter = try await h.send("POST", "/status/500?delay=300", key: "k", body: "x")
-            #expect(clock.now - sent < .seconds(2), "the waiter was not woken by the release")
+            let waiter = try await h.send("POST", "/status/500?delay=2000", key: "k", body: "x")
+            #expect(clock.now - sent < .seconds(6), "the waiter was not woken by the release")
             #expect(try await failing.value.status == 500)
             #expect(waiter.status == 500)
             #expect(!waiter.replayed)

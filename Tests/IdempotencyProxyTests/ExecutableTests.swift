@@ -90,6 +90,8 @@ import Testing
             let child = try ChildProcess(Self.binary, [
                 "--set", "listen=127.0.0.1:\(port)", "--set", "upstream=http://127.0.0.1:\(upstream.port)",
                 "--set", "redis_cluster=true", "--set", "redis_url=\(cluster.seedsURL)", "--set", "admin_listen=off",
+                // The first request may meet the cluster's discovery, slow on a busy machine.
+                "--set", "redis_timeout=5s",
             ])
             defer { child.signal(SIGKILL); _ = child.wait() }
             try FreePort.waitUntilListening(port: port)

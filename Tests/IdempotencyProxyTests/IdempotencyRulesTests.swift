@@ -157,16 +157,16 @@ import Testing
 
     @Test func rule7_retryWhileInFlightGets409WithRetryAfter() async throws {
         try await withProxy { h in
-            let slow = Task { try await h.send("POST", "/charges?delay=1200", key: "k", body: "x") }
+            let slow = Task { try await h.send("POST", "/charges?delay=3000", key: "k", body: "x") }
             try await h.upstream.waitUntilExecuting("/charges")
-            let retry = try await h.send("POST", "/charges?delay=1200", key: "k", body: "x")
+            let retry = try await h.send("POST", "/charges?delay=3000", key: "k", body: "x")
             #expect(retry.status == 409)
             #expect(retry.isProblem)
             #expect(retry.header("Retry-After") != nil)
             #expect(try await slow.value.status == 201)
             #expect(h.upstream.executions("/charges") == 1)
             // After completion the retry is a replay.
-            #expect(try await h.send("POST", "/charges?delay=1200", key: "k", body: "x").replayed)
+            #expect(try await h.send("POST", "/charges?delay=3000", key: "k", body: "x").replayed)
         }
     }
 
@@ -185,9 +185,9 @@ import Testing
 
     @Test func rule7_inflightWaitGives409WhenTheFirstTakesTooLong() async throws {
         try await withProxy(["inflight_wait": "200ms"]) { h in
-            let slow = Task { try await h.send("POST", "/charges?delay=1200", key: "k", body: "x") }
+            let slow = Task { try await h.send("POST", "/charges?delay=3000", key: "k", body: "x") }
             try await h.upstream.waitUntilExecuting("/charges")
-            let retry = try await h.send("POST", "/charges?delay=1200", key: "k", body: "x")
+            let retry = try await h.send("POST", "/charges?delay=3000", key: "k", body: "x")
             #expect(retry.status == 409)
             #expect(retry.header("Retry-After") != nil)
             _ = try await slow.value

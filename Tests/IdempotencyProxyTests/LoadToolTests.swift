@@ -9,6 +9,9 @@ import Testing
         o.requests = 300
         o.concurrency = 8
         o.loseRate = 0.3
+        // A retry that meets its first attempt still in flight backs off and tries again: on a
+        // busy machine that can take more than the default 10 retries.
+        o.maxRetries = 30
         o.statsTarget = HTTPTarget(host: "127.0.0.1", port: stats, path: "/stats")
         return o
     }

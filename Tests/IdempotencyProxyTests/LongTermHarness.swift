@@ -25,8 +25,10 @@ struct TestTable: Sendable {
     }
 
     /// The proxy settings that put this table behind Redis; `extra` adds to or overrides them.
+    /// The timeout also bounds opening a connection, slow when the whole suite runs at once;
+    /// the tests of the timeout itself set a short one.
     func settings(_ extra: [String: String] = [:]) -> [String: String] {
-        ["postgres_url": url, "postgres_table": name, "postgres_timeout": "1s"].merging(extra) { $1 }
+        ["postgres_url": url, "postgres_table": name, "postgres_timeout": "5s"].merging(extra) { $1 }
     }
 
     /// Runs `sql` (with `$TABLE` replaced by the table's name) on a connection of its own.

@@ -13,6 +13,10 @@ import Testing
 /// SPEC §8 against a real PostgreSQL and a real Redis: every test has a table of its own in
 /// the shared server, or a server of its own when it stops or pauses it.
 @Suite struct LongTermStoreTests {
+    /// For the race tests, whose upstream takes 6 s so that the competing steps fit in it even
+    /// on a busy machine.
+    static let slowUpstream = ["upstream_timeout": "15s", "lock_ttl": "30s"]
+
     // MARK: - §8.1, §8.3: what PostgreSQL remembers
 
     @Test func withoutTheLongTermStoreARequestRunsAgainOnceRedisForgetsIt() async throws {
@@ -66,7 +70,7 @@ import Testing
 
     @Test func afterRetentionARecordIsNeverReplayedEvenBeforeTheSweep() async throws {
         let table = TestTable()
-        try await withProxy(table.settings(["response_ttl": "1s", "retention": "1s"])) { h in
+        try await withProxy(table.settings(["response_ttl": "1s", "retention": "1s"]), sweepInterval: .seconds(3_600)) { h in
             #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 201)
             try await Task.sleep(for: .milliseconds(1_300))
             #expect(try await table.rowCount() == 1, "not swept yet: the lookup must check the expiry itself")
@@ -98,20 +102,22 @@ import Testing
         let table = TestTable()
         let prefix = "test:\(UUID().uuidString.prefix(8)):"
         try await withDemoUpstream { upstream in
-            try await withProxy(table.settings(), upstream: upstream, prefix: prefix) { a in
-                try await withProxy(table.settings(), upstream: upstream, prefix: prefix) { b in
-                    async let first = a.send("POST", "/charges?delay=1000", key: "k", body: "x")
+            try await withProxy(table.settings(Self.slowUpstream), upstream: upstream, prefix: prefix) { a in
+                try await withProxy(table.settings(Self.slowUpstream), upstream: upstream, prefix: prefix) { b in
+                    // The upstream takes 6 s: time for the retry to find the claim in flight,
+                    // and to be counted, even on a busy machine.
+                    async let first = a.send("POST", "/charges?delay=6000", key: "k", body: "x")
                     try await upstream.waitUntilExecuting("/charges")
                     try await a.forgetRedisRecords()
 
-                    let retry = try await b.send("POST", "/charges?delay=1000", key: "k", body: "x")
+                    let retry = try await b.send("POST", "/charges?delay=6000", key: "k", body: "x")
                     #expect(retry.status == 409)
                     #expect(retry.header("Retry-After") != nil)
                     #expect(try await b.recordCount() == 0, "the 409 from PostgreSQL leaves no Redis claim behind")
 
                     let firstAnswer = try await first
                     #expect(firstAnswer.status == 201)
-                    let later = try await b.send("POST", "/charges?delay=1000", key: "k", body: "x")
+                    let later = try await b.send("POST", "/charges?delay=6000", key: "k", body: "x")
                     #expect(later.replayed)
                     #expect(later.body == firstAnswer.body)
                     #expect(upstream.executions("/charges") == 1)
@@ -137,10 +143,11 @@ import Testing
 
     @Test func anExpiredClaimThatNobodyTookOverIsStillCompleted() async throws {
         let table = TestTable()
-        try await withProxy(table.settings()) { h in
-            async let first = h.send("POST", "/charges?delay=2000", key: "k", body: "x")
+        try await withProxy(table.settings(Self.slowUpstream)) { h in
+            async let first = h.send("POST", "/charges?delay=6000", key: "k", body: "x")
             try await h.upstream.waitUntilExecuting("/charges")
-            try await table.query("UPDATE $TABLE SET expires_at = now() - interval '1 second'")
+            let expired = try await table.query("UPDATE $TABLE SET expires_at = now() - interval '1 second' WHERE record IS NULL RETURNING 1")
+            #expect(expired.count == 1, "the claim was still in flight when it expired")
             #expect(try await first.status == 201)
             #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record IS NOT NULL AND expires_at > now() + interval '29 days'") == 1)
         }
@@ -148,15 +155,15 @@ import Testing
 
     @Test func anExpiredClaimTakenOverIsNotOverwrittenByItsFirstOwner() async throws {
         let table = TestTable()
-        try await withProxy(table.settings()) { h in
-            async let first = h.send("POST", "/charges?delay=2000", key: "k", body: "x")
+        try await withProxy(table.settings(Self.slowUpstream)) { h in
+            async let first = h.send("POST", "/charges?delay=6000", key: "k", body: "x")
             try await h.upstream.waitUntilExecuting("/charges")
             // The first claim's lock_ttl ends (as if the upstream took that long) and Redis
-            // forgets it: a retry takes the key over and runs. The upstream takes 2 s, time
+            // forgets it: a retry takes the key over and runs. The upstream takes 6 s, time
             // enough for the retry's claim to come first even on a busy machine.
             try await table.query("UPDATE $TABLE SET expires_at = now() - interval '1 second'")
             try await h.forgetRedisRecords()
-            async let second = h.send("POST", "/charges?delay=2000", key: "k", body: "x")
+            async let second = h.send("POST", "/charges?delay=6000", key: "k", body: "x")
             try await h.upstream.waitUntilExecuting("/charges", count: 2)
 
             let firstAnswer = try await first
@@ -165,10 +172,10 @@ import Testing
             #expect(secondAnswer.status == 201)
             #expect(try h.counter("idemproxy_completions_lost_total") >= 1)
             // Retries get the newer owner's answer, from either store.
-            let retry = try await h.send("POST", "/charges?delay=2000", key: "k", body: "x")
+            let retry = try await h.send("POST", "/charges?delay=6000", key: "k", body: "x")
             #expect(retry.body == secondAnswer.body)
             try await h.forgetRedisRecords()
-            #expect(try await h.send("POST", "/charges?delay=2000", key: "k", body: "x").body == secondAnswer.body)
+            #expect(try await h.send("POST", "/charges?delay=6000", key: "k", body: "x").body == secondAnswer.body)
         }
     }
 
@@ -227,9 +234,9 @@ import Testing
             #expect(try h.metric("redis_error") == 0)
             #expect(try h.admin("/readyz").status == 503)
 
-            async let slow = h.send("POST", "/charges?delay=1500", key: "slow", body: "x")
+            async let slow = h.send("POST", "/charges?delay=4000", key: "slow", body: "x")
             try await h.upstream.waitUntilExecuting("/charges", count: 2)
-            #expect(try await h.send("POST", "/charges?delay=1500", key: "slow", body: "x").status == 409)
+            #expect(try await h.send("POST", "/charges?delay=4000", key: "slow", body: "x").status == 409)
             #expect(try await slow.status == 201)
         }
     }
@@ -434,8 +441,9 @@ import Testing
         try await withDemoUpstream { upstream in
             try await withProxy(settings, upstream: upstream, prefix: prefix, waitUntilReady: false) { a in
                 try await withProxy(settings, upstream: upstream, prefix: prefix, waitUntilReady: false) { b in
-                    async let first = a.send("POST", "/charges?delay=400", key: "k", body: "x")
-                    async let second = b.send("POST", "/charges?delay=400", key: "k", body: "x")
+                    // The upstream takes 3 s, so the two start together even on a busy machine.
+                    async let first = a.send("POST", "/charges?delay=3000", key: "k", body: "x")
+                    async let second = b.send("POST", "/charges?delay=3000", key: "k", body: "x")
                     let statuses = try await [first.status, second.status].sorted()
                     #expect(statuses == [201, 409])
                     #expect(upstream.executions("/charges") == 1)

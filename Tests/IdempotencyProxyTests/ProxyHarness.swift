@@ -31,13 +31,14 @@ final class ProxyHarness: @unchecked Sendable {
 
     struct StoresUnreachable: Error, CustomStringConvertible {
         let url: String
-        var description: String { "the proxy under test could not reach Redis at \(url) (or its PostgreSQL) within 2 s" }
+        var description: String { "the proxy under test could not reach Redis at \(url) (or its PostgreSQL) within 30 s" }
     }
 
     /// Both loops' store connections are up (a fresh proxy connects in the background); a
     /// proxy that cannot reach Redis fails the test rather than letting it test nothing.
     fileprivate func waitUntilReady() async throws {
-        for _ in 0..<100 {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
             let a = try? admin("/readyz")
             let b = try? admin("/readyz")
             if a?.status == 200 && b?.status == 200 { return }
@@ -195,9 +196,16 @@ extension RawHTTPClient.Response {
 }
 
 extension DemoUpstream {
-    /// Waits (up to 5 s) until the upstream has started executing `count` requests for `path`:
-    /// the moment a race test may send its competing request.
+    /// Waits until the upstream has started executing `count` requests for `path`: the moment a
+    /// race test may send its competing request. It throws rather than let the race begin
+    /// early, and it allows 30 s because a suite run in parallel on two cores can be that slow.
     func waitUntilExecuting(_ path: String, count: Int = 1) async throws {
-        _ = try await retrying(times: 1_000, pause: .milliseconds(5), while: { $0 < count }) { executions(path) }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while executions(path) < count {
+            guard ContinuousClock.now < deadline else {
+                throw TestSupportError("\(path) was not executing \(count) time(s) within 30 s")
+            }
+            try await Task.sleep(for: .milliseconds(5))
+        }
     }
 }

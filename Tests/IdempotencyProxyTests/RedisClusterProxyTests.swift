@@ -154,7 +154,7 @@ import TestSupport
                     let record = RequestDigest.recordKey(prefix: prefix, scope: scope, key: keys[0])
                     let replica = try await TestRedisClient(port: cluster.replicas[2].port)
                     defer { Task { await replica.close() } }
-                    for _ in 0..<100 {
+                    for _ in 0..<1_500 {
                         let read = try await replica.pipeline([["READONLY"], ["GET", .string(record)]])
                         if case .success(.bulk(let value)) = read[1], value.getInteger(at: value.readerIndex + 1, as: UInt8.self) == 2 { break }
                         try await Task.sleep(for: .milliseconds(20))

@@ -113,7 +113,7 @@ import Testing
         let admin = try await TestRedisClient(port: primary.port)
         defer { Task { await admin.close() } }
         // Wait until the replica is attached.
-        _ = try await retrying(times: 100, pause: .milliseconds(50), while: { !$0.contains("state=online") }) {
+        _ = try await retrying(times: 600, pause: .milliseconds(50), while: { !$0.contains("state=online") }) {
             try await admin.send(["INFO", "replication"]).string ?? ""
         }
         try await withProxy(["redis_wait_replicas": "1", "redis_timeout": "2s"], redisURL: primary.url) { (h: ProxyHarness) async throws in
@@ -125,7 +125,7 @@ import Testing
     }
 
     @Test func waitForReplicasWithoutReplicasReleasesAndGets503() async throws {
-        try await withProxy(["redis_wait_replicas": "1", "redis_timeout": "200ms"]) { h in
+        try await withProxy(["redis_wait_replicas": "1", "redis_timeout": "1s"]) { h in
             let r = try await h.send("POST", "/charges", key: "k", body: "x")
             #expect(r.status == 503)
             #expect(r.detail.contains("0 of 1"))

@@ -22,6 +22,7 @@ import Testing
             options.requests = 400
             options.concurrency = 8
             options.loseRate = 0.25
+            options.maxRetries = 30
             options.statsTarget = HTTPTarget(host: "127.0.0.1", port: h.upstream.port, path: "/stats")
             let report = try await LoadRunner(options: options).run(group: MultiThreadedEventLoopGroup.singleton)
             #expect(report.losses > 0)

@@ -209,7 +209,7 @@ import Testing
             let stopping = Task { await h.server.shutdown(grace: .seconds(30)) }
             // The listener closes as the quiesce event goes out to the connections.
             let port = h.port
-            _ = try await retrying(times: 200, pause: .milliseconds(5), while: { $0 }) {
+            _ = try await retrying(times: 2_000, pause: .milliseconds(5), while: { $0 }) {
                 LoopbackSocket.connect(port: port).map { close($0); return true } ?? false
             }
             let response = try await blocking { try client.readResponse() }

@@ -141,7 +141,7 @@ private final class TestClusterClient: Sendable {
     var knownNodes: Int { get async throws { try await loop.submit { self.client.value.knownNodes.count }.get() } }
 
     func waitForTheSlotMap() async throws {
-        for _ in 0..<200 where try await knownNodes < 3 { try await Task.sleep(for: .milliseconds(10)) }
+        for _ in 0..<1_000 where try await knownNodes < 3 { try await Task.sleep(for: .milliseconds(10)) }
         #expect(try await knownNodes == 3)
     }
 
@@ -243,14 +243,14 @@ private final class TestClusterClient: Sendable {
         func reached(_ channel: String, on port: Int) async throws -> Bool {
             let publisher = try await TestRedisClient(port: port)
             defer { Task { await publisher.close() } }
-            for _ in 0..<100 {
+            for _ in 0..<200 {
                 if try await publisher.send(["SPUBLISH", .string(channel), "m"]) == .integer(1) { return true }
                 try await Task.sleep(for: .milliseconds(50))
             }
             return false
         }
         func heardOnce(_ channel: String) async throws -> Bool {
-            for _ in 0..<100 where heard[channel]!.withLockedValue({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            for _ in 0..<1_000 where heard[channel]!.withLockedValue({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(10)) }
             return heard[channel]!.withLockedValue { $0 } == 1
         }
         for channel in channels {
@@ -284,7 +284,7 @@ private final class TestClusterClient: Sendable {
         defer { Task { await client.close() } }
         try await client.waitForTheSlotMap()
         for index in 0..<6 { _ = try await client.subscribe("wake:\(index)") }
-        for _ in 0..<100 where refusals.withLockedValue({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(20)) }
+        for _ in 0..<500 where refusals.withLockedValue({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(20)) }
         try await Task.sleep(for: .milliseconds(300))  // several refresh intervals: no storm of retries
         let told = refusals.withLockedValue { $0 }
         #expect(told.count == 1)
@@ -308,7 +308,7 @@ private final class TestClusterClient: Sendable {
         }
         defer { Task { await client.close() } }
         #expect(try await client.run(Self.setScript, key: "k", argument: "v") == .status("OK"))
-        for _ in 0..<100 where reasons.withLockedValue({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(20)) }
+        for _ in 0..<500 where reasons.withLockedValue({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(20)) }
         let told = reasons.withLockedValue { $0 }
         #expect(told.count == 1)
         #expect(told.first?.contains("cluster support disabled") == true, "\(told)")

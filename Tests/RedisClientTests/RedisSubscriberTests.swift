@@ -27,7 +27,7 @@ import Testing
             for channel in ["a", "b", "c"] { _ = subscriber.subscribe(channel) {} }
             return NIOLoopBound(subscriber, eventLoop: loop)
         }.get()
-        for _ in 0..<100 where refusals.withLockedValue({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(20)) }
+        for _ in 0..<500 where refusals.withLockedValue({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(20)) }
         try await Task.sleep(for: .milliseconds(100))  // room for the other two refusals
         let told = refusals.withLockedValue { $0 }
         #expect(told.count == 1)

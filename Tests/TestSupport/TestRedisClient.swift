@@ -17,7 +17,9 @@ public final class TestRedisClient: Sendable {
         }.get()
     }
 
-    public convenience init(port: Int, timeout: TimeAmount = .seconds(1)) async throws {
+    /// The default timeout is long: the tests look into Redis while the whole suite loads the
+    /// machine; a test of a timeout sets its own.
+    public convenience init(port: Int, timeout: TimeAmount = .seconds(10)) async throws {
         try await self.init(RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port), commandTimeout: timeout))
     }
 
