@@ -172,18 +172,21 @@ public struct ProtectedRequestMachine: Sendable {
         case waitingForReplicas
         case forwarding(protected: Bool)
         case waitingForFirst
-        /// The first of `steps` is being carried out (try `attempt`).
-        case settling(steps: [Step], attempt: Int, then: Next)
+        /// The first of `steps` is being carried out (try `attempt`); its store has not answered
+        /// since `failingSince`, if it failed before.
+        case settling(steps: [Step], attempt: Int, failingSince: UInt64?, then: Next)
         case finished
     }
 
-    /// Tries of a settlement before giving up; with the backoff of `settleBackoffMs` they span
-    /// about a second, enough for a Redis reconnect (which starts at once for a waiting
-    /// command). A repeat is harmless: settling is owner-checked.
-    public static let settleAttempts = 4
+    /// How long a settlement whose store does not answer is tried again, from its first
+    /// failure: as long as a store that is back may take to be used again (rule 11). A
+    /// completion given up on leaves retries at 409 until `lock_ttl` ends, and then free to run
+    /// the request again, so a short outage must not end it. A repeat is harmless: settling is
+    /// owner-checked.
+    public static let settleWindowNs: UInt64 = 5_000_000_000
 
-    /// 100, 200, 400 ms.
-    static func settleBackoffMs(afterAttempt attempt: Int) -> Int64 { 100 << Int64(attempt - 1) }
+    /// 100, 200, 400, 800 ms, then 1 s.
+    static func settleBackoffMs(afterAttempt attempt: Int) -> Int64 { min(1_000, 100 << Int64(min(attempt - 1, 4))) }
 
     /// The configuration a protected request needs: made once per event loop, since a copy of
     /// the whole `ProxyConfiguration` (strings and arrays) per request costs retains for nothing.
@@ -397,12 +400,16 @@ public struct ProtectedRequestMachine: Sendable {
         return settle(everyStore { .complete(state, ttlMs: $0) }, then: .answer(reply))
     }
 
-    /// The step in hand is done, refused, or failed; a failure that may pass is tried again.
-    public mutating func settled(_ result: SettleResult) -> Action {
-        guard case .settling(let steps, let attempt, let next) = state else { return .nothing }
-        if result == .unavailable && attempt < Self.settleAttempts {
-            state = .settling(steps: steps, attempt: attempt + 1, then: next)
-            return .retrySettle(afterMs: Self.settleBackoffMs(afterAttempt: attempt))
+    /// The step in hand is done, refused, or failed; a failure that may pass is tried again
+    /// for `settleWindowNs`.
+    public mutating func settled(_ result: SettleResult, now: UInt64) -> Action {
+        guard case .settling(let steps, let attempt, let failingSince, let next) = state else { return .nothing }
+        if result == .unavailable {
+            let since = failingSince ?? now
+            if now < since + Self.settleWindowNs {
+                state = .settling(steps: steps, attempt: attempt + 1, failingSince: since, then: next)
+                return .retrySettle(afterMs: Self.settleBackoffMs(afterAttempt: attempt))
+            }
         }
         // Given up on this store: the next one still settles and the client still gets its
         // answer; retries that this store answers get 409 until lock_ttl ends.
@@ -417,7 +424,7 @@ public struct ProtectedRequestMachine: Sendable {
     }
 
     public mutating func retryDue() -> Action {
-        guard case .settling(let steps, _, _) = state, let step = steps.first else { return .nothing }
+        guard case .settling(let steps, _, _, _) = state, let step = steps.first else { return .nothing }
         return .settle(step.settlement, in: step.store)
     }
 
@@ -445,7 +452,7 @@ public struct ProtectedRequestMachine: Sendable {
 
     private mutating func settle(_ steps: [Step], then next: Next) -> Action {
         if let step = steps.first {
-            state = .settling(steps: steps, attempt: 1, then: next)
+            state = .settling(steps: steps, attempt: 1, failingSince: nil, then: next)
             return .settle(step.settlement, in: step.store)
         }
         switch next {

@@ -202,7 +202,7 @@ import Testing
         var m = Self.claiming(Self.configuration { $0.redisWaitReplicas = 2 })
         _ = m.claimAnswered(.claimed, now: 0)
         _ = m.replicasAnswered(nil)
-        #expect(m.settled(.done) == Self.problem(.replicasMissing(wanted: 2, got: 0), .redisError))
+        #expect(m.settled(.done, now: 0) == Self.problem(.replicasMissing(wanted: 2, got: 0), .redisError))
     }
 
     @Test func fingerprintOff_theRequestIsNotHashed() {
@@ -219,7 +219,7 @@ import Testing
         var m = Self.claiming(Self.configuration { $0.redisWaitReplicas = 2 })
         _ = m.claimAnswered(.claimed, now: 0)
         _ = m.replicasAnswered(1)
-        #expect(m.settled(.done) == Self.problem(.replicasMissing(wanted: 2, got: 1), .redisError))
+        #expect(m.settled(.done, now: 0) == Self.problem(.replicasMissing(wanted: 2, got: 1), .redisError))
     }
 
     // MARK: - rules 5, 8, 9: the upstream's outcome
@@ -290,7 +290,7 @@ import Testing
         let action = m.upstreamFinished(row.result)
         #expect(action == row.action)
         if case .settle = action {
-            #expect(m.settled(.done) == .answer(row.reply))
+            #expect(m.settled(.done, now: 0) == .answer(row.reply))
         }
     }
 
@@ -315,31 +315,49 @@ import Testing
 
     // MARK: - settling on a flaky Redis
 
+    /// Redis refusing at once: tries 100 ms doubling to 1 s apart, for 5 s from the first failure.
     @Test func settling_isRetriedWithBackoffOnRedisErrorsThenGivenUp() {
         var m = Self.forwarding(Self.configuration())
         let settle = Self.completing(.completed(StoredResponse(status: 201, headers: [], body: Array("aa".utf8))))
         #expect(m.upstreamFinished(Self.collected(201)) == settle)
-        for backoff: Int64 in [100, 200, 400] {
-            #expect(m.settled(.unavailable) == .retrySettle(afterMs: backoff))
+        var now: UInt64 = 7_000_000_000
+        for backoff: Int64 in Self.settleBackoffs {
+            #expect(m.settled(.unavailable, now: now) == .retrySettle(afterMs: backoff))
             #expect(m.retryDue() == settle)
+            now += UInt64(backoff) * 1_000_000
         }
-        // The fourth failure: the client still gets its answer.
-        #expect(m.settled(.unavailable) == .answer(Self.forwarded))
+        // 5.5 s after the first failure: the client still gets its answer.
+        #expect(m.settled(.unavailable, now: now) == .answer(Self.forwarded))
         #expect(m.retryDue() == .nothing)
+    }
+
+    /// What `settling_isRetriedWithBackoffOnRedisErrorsThenGivenUp` waits between tries.
+    static let settleBackoffs: [Int64] = [100, 200, 400, 800, 1_000, 1_000, 1_000, 1_000]
+
+    /// Redis timing out: each try takes `redis_timeout`, so fewer fit in the 5 s.
+    @Test func settling_onTimeoutsEndsFiveSecondsAfterTheFirstFailure() {
+        var m = Self.forwarding(Self.configuration())
+        _ = m.upstreamFinished(.notConnected)
+        let second: UInt64 = 1_000_000_000
+        #expect(m.settled(.unavailable, now: 1 * second) == .retrySettle(afterMs: 100))
+        #expect(m.settled(.unavailable, now: 2_100_000_000) == .retrySettle(afterMs: 200))
+        #expect(m.settled(.unavailable, now: 3_300_000_000) == .retrySettle(afterMs: 400))
+        #expect(m.settled(.unavailable, now: 4_700_000_000) == .retrySettle(afterMs: 800))
+        #expect(m.settled(.unavailable, now: 6 * second) == .answer(Reply(.problem(.upstreamUnreachable), .upstreamError)))
     }
 
     @Test func settling_refusedByTheStoreIsNotRetried() {
         var m = Self.forwarding(Self.configuration())
         _ = m.upstreamFinished(.notConnected)
-        #expect(m.settled(.refused) == .answer(Reply(.problem(.upstreamUnreachable), .upstreamError)))
+        #expect(m.settled(.refused, now: 0) == .answer(Reply(.problem(.upstreamUnreachable), .upstreamError)))
     }
 
     @Test func settling_thatSucceedsOnARetryAnswers() {
         var m = Self.forwarding(Self.configuration())
         _ = m.upstreamFinished(.notConnected)
-        #expect(m.settled(.unavailable) == .retrySettle(afterMs: 100))
+        #expect(m.settled(.unavailable, now: 0) == .retrySettle(afterMs: 100))
         #expect(m.retryDue() == .settle(.release, in: .redis))
-        #expect(m.settled(.done) == .answer(Reply(.problem(.upstreamUnreachable), .upstreamError)))
+        #expect(m.settled(.done, now: 0) == .answer(Reply(.problem(.upstreamUnreachable), .upstreamError)))
     }
 
     // MARK: - events out of turn
@@ -349,7 +367,7 @@ import Testing
         #expect(m.claimAnswered(.claimed, now: 0) == .nothing)
         #expect(m.woken() == .nothing)
         #expect(m.replicasAnswered(1) == .nothing)
-        #expect(m.settled(.done) == .nothing)
+        #expect(m.settled(.done, now: 0) == .nothing)
         #expect(m.headReceived(keyHeaderValues: ["k"], declaredBodyLength: 1) == .nothing)
         _ = m.upstreamFinished(.failed(.timedOut, afterStreaming: false))
         #expect(m.upstreamFinished(.notConnected) == .nothing, "a finished request stays finished")
@@ -422,12 +440,12 @@ import Testing
             (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
             (.upstream(.failed(.timedOut, afterStreaming: false)), problem(.upstreamTimeout, .upstreamError)),
         ]),
-        LongTermRow(rule: "§8.2: PostgreSQL failing to settle is retried, given up, and Redis still settles", steps: [
+        LongTermRow(rule: "§8.2: PostgreSQL failing to settle is retried for 5 s, given up, and Redis still settles, in a window of its own", steps: [
             (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
             (.upstream(collected(201)), .settle(.complete(.completed(stored), ttlMs: retention), in: .postgres)),
-            (.settled(.unavailable), .retrySettle(afterMs: 100)), (.settled(.unavailable), .retrySettle(afterMs: 200)),
-            (.settled(.unavailable), .retrySettle(afterMs: 400)),
+        ] + settleBackoffs.map { (.settled(.unavailable), .retrySettle(afterMs: $0)) } + [
             (.settled(.unavailable), .settle(.complete(.completed(stored), ttlMs: responseTTL), in: .redis)),
+            (.settled(.unavailable), .retrySettle(afterMs: 100)),
             (.settled(.done), .answer(forwarded)),
         ]),
         LongTermRow(rule: "§8.2: PostgreSQL refusing a settlement is not retried; Redis settles next", steps: [
@@ -557,6 +575,8 @@ import Testing
             $0.inflightWaitMs = row.inflightWaitMs
             $0.redisWaitReplicas = row.waitReplicas
         })
+        // Time passes as the retries wait.
+        var now: UInt64 = 0
         for (index, (event, expected)) in row.steps.enumerated() {
             let action: Action
             switch event {
@@ -565,8 +585,9 @@ import Testing
             case .replicas(let count): action = m.replicasAnswered(count)
             case .upstream(let result): action = m.upstreamFinished(result)
             case .settled(let result):
-                action = m.settled(result)
-                if case .retrySettle = action {
+                action = m.settled(result, now: now)
+                if case .retrySettle(let afterMs) = action {
+                    now += UInt64(afterMs) * 1_000_000
                     // The retry is due: the step that failed, again.
                     let again = m.retryDue()
                     let failed = row.steps[..<index].last { if case .settle = $0.1 { return true } else { return false } }

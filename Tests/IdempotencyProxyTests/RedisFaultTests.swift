@@ -136,8 +136,9 @@ import Testing
 }
 
 @Suite struct RedisBlipTests {
-    /// Redis is unreachable when the upstream's answer comes back: the completion is retried
-    /// after the reconnect, so the response is stored and a retry gets the replay, not 409.
+    /// Redis is unreachable when the upstream's answer comes back, and stays so for 1.5 s: the
+    /// completion is retried after the reconnect, so the response is stored and a retry gets
+    /// the replay, not 409 (and, after lock_ttl, a second run).
     @Test func aCompletionSurvivesARedisOutage() async throws {
         let relay = try TCPRelay(targetPort: SharedRedis.port)
         defer { relay.stop() }
@@ -148,7 +149,8 @@ import Testing
             try await h.upstream.waitUntilExecuting("/charges")
             relay.outage(true)
             // The claim was one command; the first try to store the answer is the next one.
-            _ = try await retrying(times: 500, pause: .milliseconds(5), while: { $0 < before + 2 }) { try h.metricLine(commands) }
+            _ = try await retrying(times: 2_000, pause: .milliseconds(5), while: { $0 < before + 2 }) { try h.metricLine(commands) }
+            try await Task.sleep(for: .milliseconds(1_500))
             relay.outage(false)
             #expect(try await first.value.status == 201)
             // Whichever loop it lands on, a connection that is still down reconnects for it.

@@ -268,17 +268,17 @@ final class ProtectedRequest {
                 switch result {
                 case .success(true):
                     self.keptInPostgres = true
-                    self.run(self.machine.settled(.done))
+                    self.run(self.machine.settled(.done, now: self.now()))
                 case .success(false):
                     self.completionLost(in: "PostgreSQL")
-                    self.run(self.machine.settled(.lost))
+                    self.run(self.machine.settled(.lost, now: self.now()))
                 case .failure(let error):
                     self.settledInPostgres(error, failing: "storing a response in PostgreSQL failed; only Redis keeps it, if it answers")
                 }
             }
         case .release, .withdraw:
             longTerm.release(key: recordKey, owner: owner) { result in
-                guard case .failure(let error) = result else { return self.run(self.machine.settled(.done)) }
+                guard case .failure(let error) = result else { return self.run(self.machine.settled(.done, now: self.now())) }
                 self.settledInPostgres(error, failing: "releasing a claim in PostgreSQL failed; it expires after lock_ttl")
             }
         }
@@ -293,7 +293,7 @@ final class ProtectedRequest {
 
     /// A Redis error may pass; a record Redis holds that cannot be read will not.
     private func settledInRedis(_ result: Result<Void, StoreError>, failing message: Logger.Message) {
-        guard case .failure(let error) = result else { return run(machine.settled(.done)) }
+        guard case .failure(let error) = result else { return run(machine.settled(.done, now: now())) }
         if case .redis = error { settled(.unavailable, error, failing: message) } else { settled(.refused, error, failing: message) }
     }
 
@@ -305,7 +305,7 @@ final class ProtectedRequest {
 
     /// A settlement given up on is logged once.
     private func settled(_ result: ProtectedRequestMachine.SettleResult, _ error: any Error, failing message: Logger.Message) {
-        let action = machine.settled(result)
+        let action = machine.settled(result, now: now())
         if case .retrySettle = action {} else { loop.logger.error(message, metadata: ["error": "\(error)"]) }
         run(action)
     }
