@@ -129,8 +129,8 @@ public struct ProtectedRequestMachine: Sendable {
         case done
         /// The store did not answer: another try may succeed.
         case unavailable
-        /// The store answered with something no retry changes (or timed out, which another
-        /// try would most likely repeat while the client waits).
+        /// The store answered with something no retry changes (or PostgreSQL timed out, which
+        /// another try would most likely repeat while the client waits).
         case refused
         /// PostgreSQL found the claim taken over by a newer request: that request's record is
         /// the truth, so Redis gets no completion from this one (its own Redis claim is
@@ -178,15 +178,16 @@ public struct ProtectedRequestMachine: Sendable {
         case finished
     }
 
-    /// How long a settlement whose store does not answer is tried again, from its first
-    /// failure: as long as a store that is back may take to be used again (rule 11). A
-    /// completion given up on leaves retries at 409 until `lock_ttl` ends, and then free to run
-    /// the request again, so a short outage must not end it. A repeat is harmless: settling is
-    /// owner-checked.
+    /// A settlement whose stores do not answer is tried again for this long from its first
+    /// failure in any of them (no try starts later), which covers an outage of a few seconds
+    /// (a restart, a failover) and the reconnect. A completion given up on leaves retries at 409
+    /// until `lock_ttl` ends, and then free to run the request again. One window for all the
+    /// stores keeps the client's wait at about 5 s plus the stores' timeouts, inside the
+    /// default `shutdown_grace`. A repeat is harmless: settling is owner-checked.
     public static let settleWindowNs: UInt64 = 5_000_000_000
 
     /// 100, 200, 400, 800 ms, then 1 s.
-    static func settleBackoffMs(afterAttempt attempt: Int) -> Int64 { min(1_000, 100 << Int64(min(attempt - 1, 4))) }
+    static func settleBackoffMs(afterAttempt attempt: Int) -> Int64 { attempt >= 5 ? 1_000 : 100 << Int64(attempt - 1) }
 
     /// The configuration a protected request needs: made once per event loop, since a copy of
     /// the whole `ProxyConfiguration` (strings and arrays) per request costs retains for nothing.
@@ -401,14 +402,16 @@ public struct ProtectedRequestMachine: Sendable {
     }
 
     /// The step in hand is done, refused, or failed; a failure that may pass is tried again
-    /// for `settleWindowNs`.
+    /// within `settleWindowNs`.
     public mutating func settled(_ result: SettleResult, now: UInt64) -> Action {
-        guard case .settling(let steps, let attempt, let failingSince, let next) = state else { return .nothing }
+        guard case .settling(let steps, let attempt, var failingSince, let next) = state else { return .nothing }
         if result == .unavailable {
             let since = failingSince ?? now
-            if now < since + Self.settleWindowNs {
+            failingSince = since
+            let backoffMs = Self.settleBackoffMs(afterAttempt: attempt)
+            if now + UInt64(backoffMs) * 1_000_000 < since + Self.settleWindowNs {
                 state = .settling(steps: steps, attempt: attempt + 1, failingSince: since, then: next)
-                return .retrySettle(afterMs: Self.settleBackoffMs(afterAttempt: attempt))
+                return .retrySettle(afterMs: backoffMs)
             }
         }
         // Given up on this store: the next one still settles and the client still gets its
@@ -420,7 +423,7 @@ public struct ProtectedRequestMachine: Sendable {
                 return Step(settlement: .withdraw, store: step.store)
             }
         }
-        return settle(rest, then: next)
+        return settle(rest, then: next, failingSince: failingSince)
     }
 
     public mutating func retryDue() -> Action {
@@ -450,9 +453,10 @@ public struct ProtectedRequestMachine: Sendable {
         return steps
     }
 
-    private mutating func settle(_ steps: [Step], then next: Next) -> Action {
+    /// `failingSince`: when an earlier store of the same settlement first failed.
+    private mutating func settle(_ steps: [Step], then next: Next, failingSince: UInt64? = nil) -> Action {
         if let step = steps.first {
-            state = .settling(steps: steps, attempt: 1, failingSince: nil, then: next)
+            state = .settling(steps: steps, attempt: 1, failingSince: failingSince, then: next)
             return .settle(step.settlement, in: step.store)
         }
         switch next {

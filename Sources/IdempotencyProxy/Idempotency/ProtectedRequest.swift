@@ -297,10 +297,10 @@ final class ProtectedRequest {
         if case .redis = error { settled(.unavailable, error, failing: message) } else { settled(.refused, error, failing: message) }
     }
 
-    /// A PostgreSQL that is not connected may be back soon; one that timed out would most
-    /// likely time out again while the client waits.
+    /// A PostgreSQL that is not connected or restarting may be back soon; one that timed out
+    /// would most likely time out again while the client waits.
     private func settledInPostgres(_ error: LongTermStoreError, failing message: Logger.Message) {
-        if case .unavailable = error { settled(.unavailable, error, failing: message) } else { settled(.refused, error, failing: message) }
+        settled(error.mayPass ? .unavailable : .refused, error, failing: message)
     }
 
     /// A settlement given up on is logged once.

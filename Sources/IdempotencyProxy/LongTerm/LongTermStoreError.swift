@@ -46,6 +46,17 @@ enum LongTermStoreError: Error, Equatable, CustomStringConvertible {
         }
     }
 
+    /// Another try of a settlement may succeed: not connected, or a server restarting (57P,
+    /// such as 57P01 shutting down and 57P03 starting up) or out of connections (53300). A
+    /// timeout is not one: a paused server would hold the client for every try.
+    var mayPass: Bool {
+        switch self {
+        case .unavailable: return true
+        case .server(let sqlState, _): return sqlState.hasPrefix("57P") || sqlState == "53300"
+        case .timeout, .malformedRecord, .unusableTable: return false
+        }
+    }
+
     /// Something only a change of configuration, rights or schema mends: a failed login
     /// (class 28), a missing database (3D000), an unusable table. A server starting up or out
     /// of connections is not one.
