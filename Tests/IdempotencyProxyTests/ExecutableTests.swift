@@ -71,6 +71,7 @@ import Testing
 
     @Test func badConfigurationExits2WithEveryProblemAndStartsNothing() async throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("bad-\(UUID().uuidString).conf")
+        defer { try? FileManager.default.removeItem(at: file) }
         try "listen = 127.0.0.1:1\nbogus = 1\n\nlock_ttl = 5\n".write(to: file, atomically: true, encoding: .utf8)
         let (status, out, err) = try await run(["--config", file.path, "--set", "methods="])
         #expect(status == 2)

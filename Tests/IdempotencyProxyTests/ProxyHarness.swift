@@ -52,11 +52,12 @@ final class ProxyHarness: @unchecked Sendable {
         if ownsUpstream { await upstream.stop() }
     }
 
-    /// One request on a new connection.
+    /// One request on a new connection. The client waits up to 30 s for the answer, longer
+    /// than any wait a test sets, so that a test fails on what it checks, not on a socket timeout.
     func request(
         _ method: String, _ path: String, key: String? = nil, headers: [(String, String)] = [], body: String = ""
     ) throws -> RawHTTPClient.Response {
-        let client = try RawHTTPClient(port: port)
+        let client = try RawHTTPClient(port: port, timeoutSeconds: 30)
         var all = headers
         if let key { all.append(("Idempotency-Key", key)) }
         return try client.request(method, path, headers: all, body: Array(body.utf8))

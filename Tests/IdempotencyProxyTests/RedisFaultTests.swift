@@ -149,7 +149,8 @@ import Testing
             try await h.upstream.waitUntilExecuting("/charges")
             relay.outage(true)
             // The claim was one command; the first try to store the answer is the next one.
-            _ = try await retrying(times: 2_000, pause: .milliseconds(5), while: { $0 < before + 2 }) { try h.metricLine(commands) }
+            let sent = try await retrying(times: 2_000, pause: .milliseconds(5), while: { $0 < before + 2 }) { try h.metricLine(commands) }
+            try #require(sent >= before + 2, "the first try to store the answer was not made")
             try await Task.sleep(for: .milliseconds(1_500))
             relay.outage(false)
             #expect(try await first.value.status == 201)

@@ -4,12 +4,15 @@ import Foundation
 /// test thread's mask, in which SIGTERM can be blocked), with its output captured to files.
 public final class ChildProcess: @unchecked Sendable {
     public let pid: pid_t
+    /// Holds the output files; removed with the process.
+    private let directory: URL
     private let stdoutPath: String
     private let stderrPath: String
 
     public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("child-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        directory = dir
         stdoutPath = dir.appendingPathComponent("stdout").path
         stderrPath = dir.appendingPathComponent("stderr").path
 
@@ -67,6 +70,7 @@ public final class ChildProcess: @unchecked Sendable {
             kill(pid, SIGKILL)
             waitpid(pid, nil, 0)
         }
+        try? FileManager.default.removeItem(at: directory)
     }
 
     /// A product built next to the running test bundle (`swift build --build-tests` builds them all).
