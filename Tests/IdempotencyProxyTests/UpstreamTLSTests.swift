@@ -89,13 +89,16 @@ import Testing
     }
 
     /// A failed handshake is no connection: nothing was sent, so the claim is released and a
-    /// retry runs (and fails the same way) rather than getting 409.
-    @Test(arguments: ["wrong-name", "wrong-name-for-server-name", "other-ca", "system"])
+    /// retry runs (and fails the same way) rather than getting 409. "address-matches-but-not-the-name":
+    /// the certificate is for the connected address (127.0.0.1) and for localhost, but
+    /// upstream_tls_server_name names another host.
+    @Test(arguments: ["wrong-name", "wrong-name-for-server-name", "address-matches-but-not-the-name", "other-ca", "system"])
     func anUpstreamThatDoesNotVerifyIs502AndNothingIsSent(_ trust: String) async throws {
         let certificates = try TestCertificates()
         var settings = ["upstream_tls_ca_file": certificates.caFile]
         switch trust {
         case "wrong-name-for-server-name": settings["upstream_tls_server_name"] = "localhost"
+        case "address-matches-but-not-the-name": settings["upstream_tls_server_name"] = "bogus.example"
         case "other-ca": settings["upstream_tls_ca_file"] = certificates.otherCAFile
         case "system": settings = [:]
         default: break

@@ -4,9 +4,13 @@ import NIOSSL
 import PostgresNIO
 import RedisClient
 
-/// TLS to an `https://` upstream: the context, and the name verified and sent as SNI.
+/// TLS to an `https://` upstream: the context, and the name verified and sent as SNI (nil
+/// for an address, which swift-nio-ssl verifies against the certificate's addresses).
 struct UpstreamTLS: Sendable {
     let context: NIOSSLContext
+    /// Verified by `UpstreamHandshake` against the certificate's DNS names only: the context
+    /// checks the chain but not the name, since swift-nio-ssl would also take a certificate
+    /// for the connected address whatever the name.
     let serverName: String?
 }
 
@@ -35,11 +39,11 @@ public enum TLSContexts {
     /// (an address is verified against the certificate's, and sends no SNI). nil for http://.
     static func upstream(_ c: ProxyConfiguration) throws(Problem) -> UpstreamTLS? {
         guard c.upstream.tls else { return nil }
-        let context = try context(
-            ca: (c.upstreamTLSCAFile, "upstream_tls_ca_file"), certificate: (c.upstreamTLSCertFile, "upstream_tls_cert_file"),
-            key: (c.upstreamTLSKeyFile, "upstream_tls_key_file"))
         let name = c.upstreamTLSServerName.isEmpty ? c.upstream.host : c.upstreamTLSServerName
         let isAddress = (try? SocketAddress(ipAddress: name, port: 0)) != nil
+        let context = try context(
+            ca: (c.upstreamTLSCAFile, "upstream_tls_ca_file"), certificate: (c.upstreamTLSCertFile, "upstream_tls_cert_file"),
+            key: (c.upstreamTLSKeyFile, "upstream_tls_key_file"), verification: isAddress ? .fullVerification : .noHostnameVerification)
         return UpstreamTLS(context: context, serverName: isAddress ? nil : name)
     }
 
@@ -82,10 +86,11 @@ public enum TLSContexts {
     }
 
     private static func context(
-        ca: (file: String, key: String), certificate: (file: String, key: String), key: (file: String, key: String)
+        ca: (file: String, key: String), certificate: (file: String, key: String), key: (file: String, key: String),
+        verification: CertificateVerification = .fullVerification
     ) throws(Problem) -> NIOSSLContext {
         var tls = TLSConfiguration.makeClientConfiguration()
-        tls.certificateVerification = .fullVerification
+        tls.certificateVerification = verification
         tls.minimumTLSVersion = .tlsv12
         if !ca.file.isEmpty {
             do {

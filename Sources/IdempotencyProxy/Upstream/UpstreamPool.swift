@@ -111,7 +111,7 @@ final class UpstreamPool {
                     let sync = channel.pipeline.syncOperations
                     if let tls {
                         try sync.addHandler(NIOSSLClientHandler(context: tls.context, serverHostname: tls.serverName))
-                        try sync.addHandler(UpstreamHandshake(eventLoop: channel.eventLoop, timeout: timeout))
+                        try sync.addHandler(UpstreamHandshake(eventLoop: channel.eventLoop, timeout: timeout, serverName: tls.serverName))
                     }
                     try sync.addHandler(UpstreamConnection(logger: logger))
                 }
