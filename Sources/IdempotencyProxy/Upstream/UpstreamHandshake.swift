@@ -8,7 +8,9 @@ import NIOTLS
 /// does not verify, a refused handshake, one that stalls past the connect timeout) is "no
 /// connection": nothing was sent, so the claim is released and the client gets 502, never a
 /// request the upstream may have acted on. It also verifies the server name (see `UpstreamTLS`).
-final class UpstreamHandshake: ChannelInboundHandler, RemovableChannelHandler {
+/// It stays in the pipeline, passing everything on once the handshake succeeded, so that the
+/// pool always finds it and no connection skips the check.
+final class UpstreamHandshake: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
     private let promise: EventLoopPromise<Void>
@@ -16,6 +18,7 @@ final class UpstreamHandshake: ChannelInboundHandler, RemovableChannelHandler {
     private let serverName: String?
     private var timer: Scheduled<Void>?
     private var finished = false
+    private var failed = false
 
     var done: EventLoopFuture<Void> { promise.futureResult }
 
@@ -37,23 +40,31 @@ final class UpstreamHandshake: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case TLSUserEvent.handshakeCompleted = event {
-            if let serverName, let names = dnsNames(context), !CertificateName.covers(serverName, dnsNames: names) {
-                let named = names.isEmpty ? "no DNS name" : names.joined(separator: ", ")
-                finish(.failure(UpstreamTLSError("the upstream's certificate is not for \(serverName) (it names \(named))")))
-                context.close(promise: nil)
-                return
+        if case TLSUserEvent.handshakeCompleted = event, !finished, let serverName {
+            let names = dnsNames(context)
+            guard let names, CertificateName.covers(serverName, dnsNames: names) else {
+                let named = names.map { $0.isEmpty ? "no DNS name" : $0.map { String(decoding: $0, as: UTF8.self) }.joined(separator: ", ") }
+                return fail(context, "the upstream's certificate is not for \(serverName) (it names \(named ?? "nothing readable"))")
             }
-            finish(.success(()))
-            context.fireUserInboundEventTriggered(event)
-            context.pipeline.syncOperations.removeHandler(self, promise: nil)
-            return
         }
+        if case TLSUserEvent.handshakeCompleted = event { finish(.success(())) }
         context.fireUserInboundEventTriggered(event)
     }
 
+    /// Nothing from a connection that failed its check reaches the upstream connection.
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !failed else { return }
+        context.fireChannelRead(data)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        finish(.failure(UpstreamTLSError("TLS handshake with the upstream failed: \(error)")))
+        guard !finished else { return context.fireErrorCaught(error) }
+        fail(context, "TLS handshake with the upstream failed: \(error)")
+    }
+
+    private func fail(_ context: ChannelHandlerContext, _ why: String) {
+        failed = true
+        finish(.failure(UpstreamTLSError(why)))
         context.close(promise: nil)
     }
 
@@ -62,15 +73,14 @@ final class UpstreamHandshake: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelInactive()
     }
 
-    /// The DNS names of the upstream's certificate; nil if there is no certificate to read,
-    /// which the chain verification has already refused.
-    private func dnsNames(_ context: ChannelHandlerContext) -> [String]? {
+    /// The DNS names of the upstream's certificate, as bytes; nil if there is no certificate
+    /// to read (the connection then fails).
+    private func dnsNames(_ context: ChannelHandlerContext) -> [[UInt8]]? {
         guard let tls = try? context.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self),
             let certificate = tls.peerCertificate
         else { return nil }
         return certificate._subjectAlternativeNames().compactMap { name in
-            guard name.nameType == .dnsName else { return nil }
-            return String(decoding: name.contents, as: UTF8.self)
+            name.nameType == .dnsName ? Array(name.contents) : nil
         }
     }
 

@@ -118,8 +118,12 @@ final class UpstreamPool {
             }
             .connect(host: upstream.host, port: upstream.port)
             .flatMap { channel in
-                let handshake = try? channel.pipeline.syncOperations.handler(type: UpstreamHandshake.self)
-                return (handshake?.done ?? channel.eventLoop.makeSucceededVoidFuture()).map { channel }
+                guard tls != nil else { return channel.eventLoop.makeSucceededFuture(channel) }
+                do {
+                    return try channel.pipeline.syncOperations.handler(type: UpstreamHandshake.self).done.map { channel }
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
             }
             .flatMapThrowing { channel in try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self) }
     }
