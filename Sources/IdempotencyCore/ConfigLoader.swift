@@ -116,34 +116,29 @@ public struct ConfigLoader {
                 location: origin("retention", "response_ttl"),
                 message: "retention (\(ConfigValues.renderDuration(c.retentionMs))) must be at least response_ttl (\(ConfigValues.renderDuration(c.responseTTLMs))): PostgreSQL must keep a record as long as Redis replays it"))
         }
-        /// One group of TLS keys (`prefix_…`): set only where its scheme is (`unused`: why not),
-        /// its files readable, its certificate and key a pair.
-        func tlsKeys(_ prefix: String, _ settings: [(suffix: String, value: String)], unused: String?) {
-            for (suffix, value) in settings where !value.isEmpty {
-                let key = prefix + suffix
+        /// One group of TLS keys: set only where its scheme is (`unused`: why not), its files
+        /// readable, its certificate and key a pair. `serverName`: the group's other key.
+        func tlsKeys(_ files: ProxyConfiguration.TLSFiles, serverName: (key: String, value: String)? = nil, unused: String?) {
+            let set = [(files.caName, files.ca)] + (serverName.map { [$0] } ?? []) + [
+                (files.certificateName, files.certificate), (files.keyName, files.key),
+            ]
+            for (key, value) in set where !value.isEmpty {
                 if let unused {
                     findings.append(Finding(location: origin(key), message: "\(key) is set, but \(unused)"))
-                } else if suffix.hasSuffix("_file") && access(value, R_OK) != 0 {
+                } else if key.hasSuffix("_file") && access(value, R_OK) != 0 {
                     findings.append(Finding(location: origin(key), message: "\(key): \(value) cannot be read"))
                 }
             }
-            let certificate = settings.first { $0.suffix == "_cert_file" }!.value, key = settings.first { $0.suffix == "_key_file" }!.value
-            if certificate.isEmpty != key.isEmpty {
+            if files.certificate.isEmpty != files.key.isEmpty {
                 findings.append(Finding(
-                    location: origin(prefix + (certificate.isEmpty ? "_key_file" : "_cert_file")),
-                    message: "\(prefix)_cert_file and \(prefix)_key_file are a pair: set both or neither"))
+                    location: origin(files.certificate.isEmpty ? files.keyName : files.certificateName),
+                    message: "\(files.certificateName) and \(files.keyName) are a pair: set both or neither"))
             }
         }
-        tlsKeys("tls", [("_cert_file", c.tlsCertFile), ("_key_file", c.tlsKeyFile)], unused: nil)
+        tlsKeys(c.listenerTLS, unused: nil)
+        tlsKeys(c.redisTLS, unused: c.redisURL.tls ? nil : "redis_url is not rediss://")
         tlsKeys(
-            "redis_tls", [("_ca_file", c.redisTLSCAFile), ("_cert_file", c.redisTLSCertFile), ("_key_file", c.redisTLSKeyFile)],
-            unused: c.redisURL.tls ? nil : "redis_url is not rediss://")
-        tlsKeys(
-            "upstream_tls",
-            [
-                ("_ca_file", c.upstreamTLSCAFile), ("_server_name", c.upstreamTLSServerName), ("_cert_file", c.upstreamTLSCertFile),
-                ("_key_file", c.upstreamTLSKeyFile),
-            ],
+            c.upstreamTLS, serverName: ("upstream_tls_server_name", c.upstreamTLSServerName),
             unused: c.upstream.tls ? nil : "upstream is not https://")
         if let file = c.postgresURL?.sslRootCert, access(file, R_OK) != 0 {
             findings.append(Finding(location: origin("postgres_url"), message: "postgres_url: sslrootcert \(file) cannot be read"))

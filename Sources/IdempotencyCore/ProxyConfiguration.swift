@@ -60,6 +60,28 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public init() {}
 
     public var redisURL: RedisURL { redisURLs[0] }
+
+    /// One group of TLS files (SPEC §9), with the names of their keys: `PREFIX_ca_file` (the
+    /// trust roots of a client; empty: the system's), `PREFIX_cert_file` and `PREFIX_key_file`
+    /// (a pair).
+    public struct TLSFiles: Sendable {
+        public let prefix: String
+        public let ca: String
+        public let certificate: String
+        public let key: String
+        public var caName: String { prefix + "_ca_file" }
+        public var certificateName: String { prefix + "_cert_file" }
+        public var keyName: String { prefix + "_key_file" }
+    }
+
+    /// `listen`'s certificate and key (no CA: no client certificates are asked for).
+    public var listenerTLS: TLSFiles { TLSFiles(prefix: "tls", ca: "", certificate: tlsCertFile, key: tlsKeyFile) }
+    public var redisTLS: TLSFiles {
+        TLSFiles(prefix: "redis_tls", ca: redisTLSCAFile, certificate: redisTLSCertFile, key: redisTLSKeyFile)
+    }
+    public var upstreamTLS: TLSFiles {
+        TLSFiles(prefix: "upstream_tls", ca: upstreamTLSCAFile, certificate: upstreamTLSCertFile, key: upstreamTLSKeyFile)
+    }
 }
 
 /// The protected API: `http://host[:port][/base/path]` or `https://…` (SPEC §9).
@@ -100,7 +122,7 @@ public struct UpstreamURL: Sendable, Equatable, CustomStringConvertible {
         } else {
             var host = String(rest)
             if host.hasPrefix("[") { host = String(host.dropFirst().dropLast()) }
-            address = HostPort(host: host, port: tls ? 443 : 80)
+            address = HostPort(host: host, port: Self.defaultPort(tls: tls))
         }
         guard !address.host.isEmpty else { throw ConfigValueError("missing host in \"\(text)\"") }
         try ConfigValues.validateHost(address.host, in: text)
@@ -115,6 +137,8 @@ public struct UpstreamURL: Sendable, Equatable, CustomStringConvertible {
     /// The value of the `Host` header sent upstream.
     public var hostHeader: String {
         let h = host.contains(":") ? "[\(host)]" : host
-        return port == (tls ? 443 : 80) ? h : "\(h):\(port)"
+        return port == Self.defaultPort(tls: tls) ? h : "\(h):\(port)"
     }
+
+    private static func defaultPort(tls: Bool) -> Int { tls ? 443 : 80 }
 }

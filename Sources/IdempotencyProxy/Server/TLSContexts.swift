@@ -28,10 +28,7 @@ public enum TLSContexts {
     /// the client certificate when one is set. nil for plain Redis.
     static func redis(_ c: ProxyConfiguration) throws(Problem) -> RedisTLS? {
         guard c.redisURL.tls else { return nil }
-        let context = try context(
-            ca: (c.redisTLSCAFile, "redis_tls_ca_file"), certificate: (c.redisTLSCertFile, "redis_tls_cert_file"),
-            key: (c.redisTLSKeyFile, "redis_tls_key_file"))
-        return RedisTLS(context: context)
+        return RedisTLS(context: try context(c.redisTLS))
     }
 
     /// `https://` upstream: verified against `upstream_tls_ca_file` (or the system's trust
@@ -41,21 +38,19 @@ public enum TLSContexts {
         guard c.upstream.tls else { return nil }
         let name = c.upstreamTLSServerName.isEmpty ? c.upstream.host : c.upstreamTLSServerName
         let isAddress = (try? SocketAddress(ipAddress: name, port: 0)) != nil
-        let context = try context(
-            ca: (c.upstreamTLSCAFile, "upstream_tls_ca_file"), certificate: (c.upstreamTLSCertFile, "upstream_tls_cert_file"),
-            key: (c.upstreamTLSKeyFile, "upstream_tls_key_file"), verification: isAddress ? .fullVerification : .noHostnameVerification)
+        let context = try context(c.upstreamTLS, verification: isAddress ? .fullVerification : .noHostnameVerification)
         return UpstreamTLS(context: context, serverName: isAddress ? nil : name)
     }
 
     /// HTTPS on `listen` (`tls_cert_file` and `tls_key_file`): TLS 1.2 or later, no client
     /// certificates. nil for plain HTTP.
     static func listener(_ c: ProxyConfiguration) throws(Problem) -> NIOSSLContext? {
-        guard !c.tlsCertFile.isEmpty else { return nil }
-        let certificate = (file: c.tlsCertFile, key: "tls_cert_file"), key = (file: c.tlsKeyFile, key: "tls_key_file")
-        let (chain, privateKey) = try identity(certificate: certificate, key: key)
+        let files = c.listenerTLS
+        guard !files.certificate.isEmpty else { return nil }
+        let (chain, privateKey) = try identity(files)
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: privateKey)
         tls.minimumTLSVersion = .tlsv12
-        return try made(tls, certificate: certificate, key: key, otherwise: "tls_cert_file")
+        return try made(tls, identity: files, otherwise: files.certificateName)
     }
 
     /// PostgreSQL's `sslmode` (and `sslrootcert`) in `postgres_url`; `.disable` without one.
@@ -85,54 +80,51 @@ public enum TLSContexts {
         return problems
     }
 
+    /// A client's context: the group's trust roots, and its client certificate if one is set.
     private static func context(
-        ca: (file: String, key: String), certificate: (file: String, key: String), key: (file: String, key: String),
-        verification: CertificateVerification = .fullVerification
+        _ files: ProxyConfiguration.TLSFiles, verification: CertificateVerification = .fullVerification
     ) throws(Problem) -> NIOSSLContext {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.certificateVerification = verification
         tls.minimumTLSVersion = .tlsv12
-        if !ca.file.isEmpty {
+        if !files.ca.isEmpty {
             do {
-                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca.file))
+                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(files.ca))
             } catch {
-                throw Problem(key: ca.key, message: "\(ca.file) is not a PEM certificate bundle (\(error))")
+                throw Problem(key: files.caName, message: "\(files.ca) is not a PEM certificate bundle (\(error))")
             }
         }
-        if !certificate.file.isEmpty {
-            (tls.certificateChain, tls.privateKey) = try identity(certificate: certificate, key: key)
-            return try made(tls, certificate: certificate, key: key, otherwise: ca.key)
-        }
-        return try made(tls, otherwise: ca.key)
+        guard !files.certificate.isEmpty else { return try made(tls, otherwise: files.caName) }
+        (tls.certificateChain, tls.privateKey) = try identity(files)
+        return try made(tls, identity: files, otherwise: files.caName)
     }
 
-    /// A certificate chain and its private key, from PEM files.
+    /// The group's certificate chain and private key, from PEM files.
     private static func identity(
-        certificate: (file: String, key: String), key: (file: String, key: String)
+        _ files: ProxyConfiguration.TLSFiles
     ) throws(Problem) -> ([NIOSSLCertificateSource], NIOSSLPrivateKeySource) {
         let chain: [NIOSSLCertificate]
         do {
-            chain = try NIOSSLCertificate.fromPEMFile(certificate.file)
+            chain = try NIOSSLCertificate.fromPEMFile(files.certificate)
         } catch {
-            throw Problem(key: certificate.key, message: "\(certificate.file) is not a PEM certificate (\(error))")
+            throw Problem(key: files.certificateName, message: "\(files.certificate) is not a PEM certificate (\(error))")
         }
         do {
-            return (chain.map { .certificate($0) }, .privateKey(try NIOSSLPrivateKey(file: key.file, format: .pem)))
+            return (chain.map { .certificate($0) }, .privateKey(try NIOSSLPrivateKey(file: files.key, format: .pem)))
         } catch {
-            throw Problem(key: key.key, message: "\(key.file) is not a PEM private key (\(error))")
+            throw Problem(key: files.keyName, message: "\(files.key) is not a PEM private key (\(error))")
         }
     }
 
-    /// The context; with a certificate, a failure means its key is another's.
+    /// The context; with an `identity` loaded into it, a failure means its key is another's.
     private static func made(
-        _ tls: TLSConfiguration, certificate: (file: String, key: String)? = nil, key: (file: String, key: String)? = nil,
-        otherwise blame: String
+        _ tls: TLSConfiguration, identity: ProxyConfiguration.TLSFiles? = nil, otherwise blame: String
     ) throws(Problem) -> NIOSSLContext {
         do {
             return try NIOSSLContext(configuration: tls)
         } catch {
-            guard let certificate, let key else { throw Problem(key: blame, message: "cannot make a TLS context (\(error))") }
-            throw Problem(key: key.key, message: "\(key.file) is not the private key of \(certificate.file) (\(error))")
+            guard let files = identity else { throw Problem(key: blame, message: "cannot make a TLS context (\(error))") }
+            throw Problem(key: files.keyName, message: "\(files.key) is not the private key of \(files.certificate) (\(error))")
         }
     }
 }
