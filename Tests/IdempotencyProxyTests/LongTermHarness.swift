@@ -4,6 +4,7 @@ import Logging
 import PostgresNIO
 import RedisClient
 import TestSupport
+import Testing
 
 /// A table of its own in a real PostgreSQL for one test, and a way to look into it.
 struct TestTable: Sendable {
@@ -57,6 +58,15 @@ struct TestTable: Sendable {
 }
 
 extension ProxyHarness {
+    /// A first request runs, Redis forgets it, and its retry is replayed from PostgreSQL.
+    func expectReplayedFromPostgres() async throws {
+        let first = try await send("POST", "/charges", key: "k", body: "x")
+        #expect(first.status == 201)
+        try await forgetRedisRecords()
+        #expect(try await send("POST", "/charges", key: "k", body: "x").replayed, "replayed from PostgreSQL")
+        #expect(upstream.executions("/charges") == 1)
+    }
+
     /// Deletes every record this test's proxy wrote to Redis, as a Redis restart would.
     func forgetRedisRecords() async throws {
         let redis = try await TestRedisClient(port: Self.port(of: redisURL))

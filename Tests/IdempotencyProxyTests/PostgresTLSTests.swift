@@ -6,29 +6,16 @@ import Testing
 /// accepts only encrypted connections, with certificates `openssl` made for the test.
 @Suite struct PostgresTLSTests {
     private static func url(_ postgres: PostgresServerProcess, _ parameters: String) -> String {
-        "postgres://postgres:\(postgres.password)@127.0.0.1:\(postgres.port)/postgres?\(parameters)"
+        postgres.url + "?" + parameters
     }
 
-    private static func expectProtected(_ h: ProxyHarness) async throws {
-        let first = try await h.send("POST", "/charges", key: "k", body: "x")
-        #expect(first.status == 201)
-        try await h.forgetRedisRecords()
-        #expect(try await h.send("POST", "/charges", key: "k", body: "x").replayed, "replayed from PostgreSQL")
-        #expect(h.upstream.executions("/charges") == 1)
-    }
-
-    @Test func requireEncryptsWithoutVerifying() async throws {
+    /// `require` encrypts without verifying; `verify-full` accepts the server its CA vouches for.
+    @Test(arguments: ["require", "verify-full"])
+    func anEncryptedConnectionProtects(_ mode: String) async throws {
         let certificates = try TestCertificates()
         let postgres = try PostgresServerProcess(certificates: certificates)
-        let table = TestTable(url: Self.url(postgres, "sslmode=require"))
-        try await withProxy(table.settings()) { h in try await Self.expectProtected(h) }
-    }
-
-    @Test func verifyFullAcceptsTheServerItsCAVouchesFor() async throws {
-        let certificates = try TestCertificates()
-        let postgres = try PostgresServerProcess(certificates: certificates)
-        let table = TestTable(url: Self.url(postgres, "sslmode=verify-full&sslrootcert=\(certificates.caFile)"))
-        try await withProxy(table.settings()) { h in try await Self.expectProtected(h) }
+        let parameters = mode == "require" ? "sslmode=require" : "sslmode=verify-full&sslrootcert=\(certificates.caFile)"
+        try await withProxy(TestTable(url: Self.url(postgres, parameters)).settings()) { h in try await h.expectReplayedFromPostgres() }
     }
 
     @Test func aServerThatRequiresTLSRefusesDisableAtStart() async throws {

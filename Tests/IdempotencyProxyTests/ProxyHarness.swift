@@ -29,22 +29,12 @@ final class ProxyHarness: @unchecked Sendable {
         self.ownsUpstream = ownsUpstream
     }
 
-    struct StoresUnreachable: Error, CustomStringConvertible {
-        let url: String
-        var description: String { "the proxy under test could not reach Redis at \(url) (or its PostgreSQL) within 30 s" }
-    }
-
     /// Both loops' store connections are up (a fresh proxy connects in the background); a
     /// proxy that cannot reach Redis fails the test rather than letting it test nothing.
     fileprivate func waitUntilReady() async throws {
-        let deadline = ContinuousClock.now + .seconds(30)
-        while ContinuousClock.now < deadline {
-            let a = try? admin("/readyz")
-            let b = try? admin("/readyz")
-            if a?.status == 200 && b?.status == 200 { return }
-            try await Task.sleep(for: .milliseconds(20))
+        try await eventually("the proxy under test reaching Redis at \(redisURL) (and its PostgreSQL)", pause: .milliseconds(20)) {
+            (try? admin("/readyz"))?.status == 200 && (try? admin("/readyz"))?.status == 200
         }
-        throw StoresUnreachable(url: redisURL)
     }
 
     func stop() async {
@@ -201,12 +191,6 @@ extension DemoUpstream {
     /// race test may send its competing request. It throws rather than let the race begin
     /// early, and it allows 30 s because a suite run in parallel on two cores can be that slow.
     func waitUntilExecuting(_ path: String, count: Int = 1) async throws {
-        let deadline = ContinuousClock.now + .seconds(30)
-        while executions(path) < count {
-            guard ContinuousClock.now < deadline else {
-                throw TestSupportError("\(path) was not executing \(count) time(s) within 30 s")
-            }
-            try await Task.sleep(for: .milliseconds(5))
-        }
+        try await eventually("\(path) executing \(count) time(s)", pause: .milliseconds(5)) { executions(path) >= count }
     }
 }

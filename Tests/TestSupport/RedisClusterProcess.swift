@@ -66,7 +66,7 @@ public final class RedisClusterProcess: @unchecked Sendable {
         for (replica, primary) in zip(replicas, nodes) {
             let primaryID = try await id(of: primary)
             // Gossip may not have told the replica about its primary yet.
-            try await Self.retry("\(replica.port) replicates \(primary.port)") {
+            try await eventually("cluster: \(replica.port) replicates \(primary.port)", within: 20) {
                 (try? await self.expectOK(replica, ["CLUSTER", "REPLICATE", .string(primaryID)])) != nil
             }
         }
@@ -97,7 +97,7 @@ public final class RedisClusterProcess: @unchecked Sendable {
 
     /// Until `settled(CLUSTER INFO, INFO replication)` holds on every running node.
     public func waitUntil(_ what: String, _ settled: @escaping (String, String) -> Bool) async throws {
-        try await Self.retry(what) {
+        try await eventually("cluster: \(what)", within: 20) {
             for server in self.nodes + self.replicas where server.processIdentifier != nil {
                 guard let client = try? await self.client(server) else { return false }
                 let info = (try? await client.send(["CLUSTER", "INFO"]).string) ?? ""
@@ -107,16 +107,6 @@ public final class RedisClusterProcess: @unchecked Sendable {
             }
             return true
         }
-    }
-
-    private static func retry(_ what: String, seconds: Double = 20, _ done: () async -> Bool) async throws {
-        let clock = ContinuousClock()
-        let start = clock.now
-        while clock.now - start < .seconds(seconds) {
-            if await done() { return }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        throw TestSupportError("cluster: \(what) did not happen within \(seconds) s")
     }
 
     /// A client for one node, authenticated when the cluster has a password.
