@@ -9,11 +9,7 @@ import Testing
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
     private func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> (Int32?, String, String) {
-        try await blocking {
-            let child = try ChildProcess(Self.binary, arguments, environment: environment)
-            let status = child.wait()
-            return (status, child.stdout, child.stderr)
-        }
+        try await runToEnd(Self.binary, arguments, environment: environment)
     }
 
     @Test func checkAcceptsTheExampleFileAndPrintsEveryKey() async throws {

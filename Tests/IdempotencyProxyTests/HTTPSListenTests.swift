@@ -7,11 +7,8 @@ import Testing
 @Suite struct HTTPSListenTests {
     /// curl's output (`-i`: the head, then the body) and exit status.
     private static func curl(_ arguments: [String]) async throws -> (status: Int32?, output: String) {
-        try await blocking {
-            let child = try ChildProcess("/usr/bin/curl", ["-s", "-i", "--max-time", "10"] + arguments)
-            let status = child.wait(timeout: 15)
-            return (status, child.stdout)
-        }
+        let run = try await runToEnd("/usr/bin/curl", ["-s", "-i", "--max-time", "10"] + arguments, timeout: 15)
+        return (run.status, run.stdout)
     }
 
     private static func settings(_ certificates: TestCertificates) -> [String: String] {
@@ -75,11 +72,7 @@ import Testing
                 except ssl.SSLError as e:
                     print("refused: " + str(e))
                 """
-            let output = try await blocking {
-                let child = try ChildProcess("/usr/bin/python3", ["-c", script, "\(h.port)", certificates.caFile])
-                _ = child.wait(timeout: 15)
-                return child.stdout
-            }
+            let output = try await runToEnd("/usr/bin/python3", ["-c", script, "\(h.port)", certificates.caFile], timeout: 15).stdout
             // The server's alert, not the client's own refusal to offer TLS 1.1.
             #expect(output.contains("refused") && output.lowercased().contains("protocol version"), "\(output)")
         }

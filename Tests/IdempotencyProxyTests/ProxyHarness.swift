@@ -150,6 +150,18 @@ func blocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async thr
     }
 }
 
+/// Runs a program to its end, off the test's thread: its exit status (nil if it outlived
+/// `timeout`) and what it printed.
+func runToEnd(
+    _ executable: String, _ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 20
+) async throws -> (status: Int32?, stdout: String, stderr: String) {
+    try await blocking {
+        let child = try ChildProcess(executable, arguments, environment: environment)
+        let status = child.wait(timeout: timeout)
+        return (status, child.stdout, child.stderr)
+    }
+}
+
 extension ProxyHarness {
     /// Sends protected requests, each with a fresh key, until `count` in a row get 201 or
     /// `limit` passes: every event loop has its stores back. The streak reached, and the key

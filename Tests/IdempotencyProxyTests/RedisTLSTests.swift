@@ -105,11 +105,9 @@ import Testing
     @Test func aServerThatDoesNotVerifyIsNeverUp() async throws {
         let certificates = try TestCertificates()
         let redis = try RedisServerProcess(tls: certificates)
-        var tls = TLSConfiguration.makeClientConfiguration()
-        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(certificates.otherCAFile))
         let configuration = RedisConfiguration(
             address: .tcp(host: "127.0.0.1", port: redis.port), commandTimeout: .milliseconds(300),
-            tls: RedisTLS(context: try NIOSSLContext(configuration: tls)))
+            tls: RedisTLS(context: try certificates.clientContext(trusting: certificates.otherCAFile)))
         let events = NIOLockedValueBox<[Bool]>([])
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let connection = try await loop.submit {

@@ -16,9 +16,7 @@ import Testing
         ]
         try await withProxy(settings, redisURL: redis.url) { h in
             var options = LoadOptions(target: HTTPTarget(host: "127.0.0.1", port: h.port, path: "/charges", tls: true))
-            var tls = TLSConfiguration.makeClientConfiguration()
-            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(certificates.caFile))
-            options.tls = try NIOSSLContext(configuration: tls)
+            options.tls = try certificates.clientContext(trusting: certificates.caFile)
             options.requests = 400
             options.concurrency = 8
             options.loseRate = 0.25

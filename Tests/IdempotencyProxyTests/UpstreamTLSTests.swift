@@ -8,17 +8,20 @@ import Testing
 /// SPEC §9 for the upstream: an `https://` API (the demo upstream serving HTTPS with
 /// certificates `openssl` made for the test), verified, pooled and kept alive.
 @Suite struct UpstreamTLSTests {
-    private static func server(
+    /// Runs `body` with a proxy in front of an HTTPS demo upstream: its certificate for
+    /// 127.0.0.1 and localhost, or for another name; `serverNames` records the SNI of every
+    /// handshake; `demandClientCertificate`: one the test's CA signed.
+    private static func withHTTPSUpstream(
         _ certificates: TestCertificates, demandClientCertificate: Bool = false, wrongName: Bool = false,
-        serverNames: NIOLockedValueBox<[String?]>? = nil
-    ) throws -> NIOSSLContext {
+        serverNames: NIOLockedValueBox<[String?]>? = nil, settings: [String: String],
+        _ body: (ProxyHarness) async throws -> Void
+    ) async throws {
         var tls = TLSConfiguration.makeServerConfiguration(
             certificateChain: try NIOSSLCertificate.fromPEMFile(wrongName ? certificates.wrongNameCertFile : certificates.serverCertFile)
                 .map { .certificate($0) },
             privateKey: .privateKey(
                 try NIOSSLPrivateKey(file: wrongName ? certificates.wrongNameKeyFile : certificates.serverKeyFile, format: .pem)))
         if let serverNames {
-            // Records the SNI of every handshake, changing nothing.
             tls.sslContextCallback = { values, promise in
                 serverNames.withLockedValue { $0.append(values.serverHostname) }
                 promise.succeed(.noChanges)
@@ -28,17 +31,7 @@ import Testing
             tls.certificateVerification = .noHostnameVerification
             tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(certificates.caFile))
         }
-        return try NIOSSLContext(configuration: tls)
-    }
-
-    /// Runs `body` with a proxy in front of an HTTPS demo upstream.
-    private static func withHTTPSUpstream(
-        _ certificates: TestCertificates, demandClientCertificate: Bool = false, wrongName: Bool = false,
-        serverNames: NIOLockedValueBox<[String?]>? = nil, settings: [String: String],
-        _ body: (ProxyHarness) async throws -> Void
-    ) async throws {
-        let tls = try server(certificates, demandClientCertificate: demandClientCertificate, wrongName: wrongName, serverNames: serverNames)
-        try await withDemoUpstream(tls: tls) { upstream in
+        try await withDemoUpstream(tls: try NIOSSLContext(configuration: tls)) { upstream in
             try await withProxy(settings, upstream: upstream, upstreamURL: "https://127.0.0.1:\(upstream.port)", body)
         }
     }

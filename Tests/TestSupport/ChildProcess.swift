@@ -48,6 +48,14 @@ public final class ChildProcess: @unchecked Sendable {
         self.pid = pid
     }
 
+    /// Runs `command` to its end; anything but exit status 0 throws with what it printed.
+    public static func run(_ command: [String], timeout: TimeInterval) throws {
+        let child = try ChildProcess(command[0], Array(command.dropFirst()))
+        guard let status = child.wait(timeout: timeout), status == 0 else {
+            throw TestSupportError("\(command.joined(separator: " ")) failed: \(child.stderr)\(child.stdout)")
+        }
+    }
+
     public func signal(_ signal: Int32) { kill(pid, signal) }
 
     /// Waits for the exit status (polling, so it never blocks forever); nil on timeout.

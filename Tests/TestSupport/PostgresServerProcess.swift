@@ -105,10 +105,7 @@ public final class PostgresServerProcess: @unchecked Sendable {
     }
 
     private static func run(_ command: [String]) throws {
-        let child = try ChildProcess(command[0], Array(command.dropFirst()))
-        guard let status = child.wait(timeout: 60), status == 0 else {
-            throw TestSupportError("\(command.joined(separator: " ")) failed: \(child.stderr)\(child.stdout)")
-        }
+        try ChildProcess.run(command, timeout: 60)
     }
 }
 

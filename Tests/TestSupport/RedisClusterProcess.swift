@@ -19,13 +19,7 @@ public final class RedisClusterProcess: @unchecked Sendable {
         tls certificates: TestCertificates? = nil
     ) async throws {
         self.password = password
-        if let certificates {
-            var configuration = TLSConfiguration.makeClientConfiguration()
-            configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(certificates.caFile))
-            tls = RedisTLS(context: try NIOSSLContext(configuration: configuration))
-        } else {
-            tls = nil
-        }
+        tls = try certificates.map { RedisTLS(context: try $0.clientContext(trusting: $0.caFile)) }
         let tlsCluster = certificates == nil ? [] : ["--tls-cluster", "yes", "--tls-replication", "yes"]
         let auth = password.map { ["--requirepass", $0, "--masterauth", $0] } ?? []
         let total = withReplicas ? 2 * count : count

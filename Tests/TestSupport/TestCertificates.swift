@@ -1,4 +1,5 @@
 import Foundation
+import NIOSSL
 
 /// Certificates made by `openssl` for a test, never committed: a CA, a server certificate it
 /// signed for `127.0.0.1` and `localhost` (also good as a client's, as Redis Cluster nodes use
@@ -16,6 +17,13 @@ public final class TestCertificates: @unchecked Sendable {
     public var wrongNameKeyFile: String { directory + "/wrong-name.key" }
     public var clientCertFile: String { directory + "/client.pem" }
     public var clientKeyFile: String { directory + "/client.key" }
+
+    /// A client's context that trusts `caFile` (this test's CA, or `otherCAFile`).
+    public func clientContext(trusting caFile: String) throws -> NIOSSLContext {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+        return try NIOSSLContext(configuration: tls)
+    }
 
     public init() throws {
         directory = "/tmp/idemproxy-certs-\(UUID().uuidString.prefix(8))"
@@ -51,7 +59,6 @@ public final class TestCertificates: @unchecked Sendable {
     }
 
     private func openssl(_ arguments: [String]) throws {
-        let child = try ChildProcess("/usr/bin/openssl", arguments)
-        guard child.wait(timeout: 30) == 0 else { throw TestSupportError("openssl \(arguments[0]) failed: \(child.stderr)") }
+        try ChildProcess.run(["/usr/bin/openssl"] + arguments, timeout: 30)
     }
 }
