@@ -3,7 +3,8 @@
 struct ConfigKey: Sendable {
     let name: String
     let apply: @Sendable (inout ProxyConfiguration, String) throws(ConfigValueError) -> Void
-    let render: @Sendable (ProxyConfiguration) -> String
+    /// nil: not printed by `--check` (another key prints its effect).
+    let render: (@Sendable (ProxyConfiguration) -> String)?
 }
 
 extension ConfigKey {
@@ -60,7 +61,13 @@ extension ConfigKey {
         duration("lock_ttl", \.lockTTLMs, allowZero: false),
         duration("response_ttl", \.responseTTLMs, allowZero: false),
         duration("inflight_wait", \.inflightWaitMs, allowZero: true),
-        bool("store_5xx", \.store5xx),
+        // The older spelling of release_statuses: it sets that list, and only that is printed
+        // (both set is an error, so the printed configuration must not name both).
+        ConfigKey(
+            name: "store_5xx",
+            apply: { c, v throws(ConfigValueError) in c.releaseStatuses = try ConfigValues.bool(v) ? .storing5xx : .default },
+            render: nil),
+        value("release_statuses", \.releaseStatuses, parse: ReleaseStatuses.parse),
         size("max_request_body", \.maxRequestBody),
         size("max_stored_response", \.maxStoredResponse),
         choice("on_redis_error", \.onRedisError),

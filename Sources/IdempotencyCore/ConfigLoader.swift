@@ -143,6 +143,13 @@ public struct ConfigLoader {
         if let file = c.postgresURL?.sslRootCert, access(file, R_OK) != 0 {
             findings.append(Finding(location: origin("postgres_url"), message: "postgres_url: sslrootcert \(file) cannot be read"))
         }
+        if let older = origins["store_5xx"], let newer = origins["release_statuses"] {
+            // Reported where the second of the two is set, as a duplicate key is.
+            let (first, second) = Self.sourceOrder(older, newer)
+            findings.append(Finding(
+                location: second,
+                message: "store_5xx and release_statuses are both set (the other at \(first)); store_5xx = true is the older spelling of release_statuses = \(ReleaseStatuses.storing5xx): keep one"))
+        }
         if c.scopeHeaders.contains(where: { $0.lowercased() == c.keyHeader.lowercased() }) {
             findings.append(Finding(location: origin("scope_headers"), message: "scope_headers must not contain the key header \(c.keyHeader)"))
         }
@@ -155,10 +162,21 @@ public struct ConfigLoader {
 
     /// The effective configuration as `key = value` lines, in SPEC order.
     public static func render(_ configuration: ProxyConfiguration) -> String {
-        ConfigKey.all.map { "\($0.name) = \($0.render(configuration))" }.joined(separator: "\n")
+        ConfigKey.all.compactMap { key in key.render.map { "\(key.name) = \($0(configuration))" } }.joined(separator: "\n")
     }
 
     public static var keyNames: [String] { ConfigKey.all.map(\.name) }
+
+    /// Two locations in the order their values were applied: lines of one file by number, else
+    /// by the precedence of their sources (file, environment, `--set`).
+    static func sourceOrder(_ a: String, _ b: String) -> (String, String) {
+        func rank(_ location: String) -> (Int, Int) {
+            if location.hasPrefix("--set ") { return (2, 0) }
+            if location.hasPrefix(environmentPrefix) { return (1, 0) }
+            return (0, Int(location.split(separator: ":").last ?? "") ?? 0)
+        }
+        return rank(a) <= rank(b) ? (a, b) : (b, a)
+    }
 
     private mutating func apply(key: String, value: String, location: String) {
         guard let entry = ConfigKey.byName[key] else {

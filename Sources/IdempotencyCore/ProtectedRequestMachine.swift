@@ -202,7 +202,7 @@ public struct ProtectedRequestMachine: Sendable {
         let redisWaitReplicas: Int
         let redisTimeoutMs: Int64
         let onRedisError: ProxyConfiguration.OnRedisError
-        let store5xx: Bool
+        let releaseStatuses: ReleaseStatuses
         let responseTTLMs: Int64
         /// A long-term store is configured (SPEC §8).
         let longTerm: Bool
@@ -220,7 +220,7 @@ public struct ProtectedRequestMachine: Sendable {
             redisWaitReplicas = c.redisWaitReplicas
             redisTimeoutMs = c.redisTimeoutMs
             onRedisError = c.onRedisError
-            store5xx = c.store5xx
+            releaseStatuses = c.releaseStatuses
             responseTTLMs = c.responseTTLMs
             longTerm = c.postgresURL != nil
             retentionMs = c.retentionMs
@@ -393,11 +393,11 @@ public struct ProtectedRequestMachine: Sendable {
         }
     }
 
-    /// An upstream answer: a 5xx releases the claim unless `store_5xx` (rule 8); any other is
-    /// kept, without its body when it is too large to replay (rule 9: a retry gets 502, the
-    /// request never runs twice).
+    /// An upstream answer: one in `release_statuses` releases the claim (rule 8: the request
+    /// was not processed); any other is kept, without its body when it is too large to replay
+    /// (rule 9: a retry gets 502, the request never runs twice).
     private mutating func settle(status: Int, keeping state: IdempotencyRecord.State, then reply: Reply) -> Action {
-        if status >= 500 && !settings.store5xx { return settle(everyStore { _ in .release }, then: .answer(reply)) }
+        if settings.releaseStatuses.releases(status) { return settle(everyStore { _ in .release }, then: .answer(reply)) }
         return settle(everyStore { .complete(state, ttlMs: $0) }, then: .answer(reply))
     }
 

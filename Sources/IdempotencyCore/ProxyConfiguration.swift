@@ -26,7 +26,8 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var responseTTLMs: Int64 = 86_400_000
     /// 0: a retry during the first request gets 409 at once.
     public var inflightWaitMs: Int64 = 0
-    public var store5xx = false
+    /// Upstream answers that release the claim; `store_5xx` sets it too.
+    public var releaseStatuses = ReleaseStatuses.default
     public var maxRequestBody = 1_048_576
     public var maxStoredResponse = 1_048_576
     public var onRedisError = OnRedisError.closed

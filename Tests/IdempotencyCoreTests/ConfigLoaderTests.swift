@@ -35,7 +35,7 @@ import Testing
             lock_ttl = 60s
             response_ttl = 24h
             inflight_wait = 0s
-            store_5xx = false
+            release_statuses = 408,425,429,5xx
             max_request_body = 1MiB
             max_stored_response = 1MiB
             on_redis_error = closed
@@ -95,7 +95,11 @@ import Testing
         ValidCase(line: "max_request_body = 64KiB", check: { $0.maxRequestBody == 65_536 }),
         ValidCase(line: "max_stored_response = 100B", check: { $0.maxStoredResponse == 100 }),
         ValidCase(line: "on_redis_error = open", check: { $0.onRedisError == .open }),
-        ValidCase(line: "store_5xx = true", check: { $0.store5xx }),
+        ValidCase(line: "store_5xx = true", check: { $0.releaseStatuses.description == "408,425,429" }),
+        ValidCase(line: "store_5xx = false", check: { $0.releaseStatuses == .default }),
+        ValidCase(line: "release_statuses = 408,425,429,502,503", check: { $0.releaseStatuses.description == "408,425,429,502,503" }),
+        ValidCase(line: "release_statuses = 4XX, 599 ,4xx", check: { $0.releaseStatuses.description == "4xx,599" }),
+        ValidCase(line: "release_statuses =", check: { $0.releaseStatuses.entries.isEmpty }),
         ValidCase(line: "log_level = debug", check: { $0.logLevel == .debug }),
         ValidCase(line: "   key_header   =   X-Request-Key   ", check: { $0.keyHeader == "X-Request-Key" }),
         ValidCase(line: "postgres_url = postgres://app:s%40cret@db.internal:6432/payments", check: {
@@ -134,6 +138,12 @@ import Testing
         ("lock_ttl = 0s", "test.conf:1: lock_ttl: must be more than 0, got \"0s\""),
         ("lock_ttl = -5s", "test.conf:1: lock_ttl: expected a duration such as 250ms, 30s, 5m, 24h or 30d, got \"-5s\""),
         ("max_request_body = 1MB", "test.conf:1: max_request_body: expected a size such as 512B, 64KiB or 1MiB, got \"1MB\""),
+        ("release_statuses = 429,600", "test.conf:1: release_statuses: expected status codes (100 to 599) and classes (1xx to 5xx), got \"600\""),
+        ("release_statuses = 6xx", "test.conf:1: release_statuses: expected status codes (100 to 599) and classes (1xx to 5xx), got \"6xx\""),
+        ("release_statuses = 5xx, too many", "test.conf:1: release_statuses: expected status codes (100 to 599) and classes (1xx to 5xx), got \"too many\""),
+        ("release_statuses = +42", "test.conf:1: release_statuses: expected status codes (100 to 599) and classes (1xx to 5xx), got \"+42\""),
+        ("store_5xx = true\nrelease_statuses = 429", "test.conf:2: store_5xx and release_statuses are both set (the other at test.conf:1); store_5xx = true is the older spelling of release_statuses = 408,425,429: keep one"),
+        ("release_statuses = 429\n# x\nstore_5xx = false", "test.conf:3: store_5xx and release_statuses are both set (the other at test.conf:1); store_5xx = true is the older spelling of release_statuses = 408,425,429: keep one"),
         ("fingerprint = yes", "test.conf:1: fingerprint: expected true or false, got \"yes\""),
         ("listen = localhost", "test.conf:1: listen: expected host:port, got \"localhost\""),
         ("listen = 127.0.0.1:99999", "test.conf:1: listen: port in \"127.0.0.1:99999\" must be a number from 0 to 65535"),
@@ -221,6 +231,9 @@ import Testing
             "--set upstream_timeout: lock_ttl (60s) must exceed upstream_timeout (120s), or a slow upstream could run a request twice"
         ])
         #expect(errors("", sets: ["listen"]) == ["--set listen: expected KEY=VALUE"])
+        #expect(errors("store_5xx = true", sets: ["release_statuses=5xx"]) == [
+            "--set release_statuses: store_5xx and release_statuses are both set (the other at test.conf:1); store_5xx = true is the older spelling of release_statuses = 408,425,429: keep one"
+        ])
     }
 
     @Test func renderedConfigurationParsesBackToItself() throws {
@@ -230,6 +243,7 @@ import Testing
         c.scopeHeaders = []
         c.lockTTLMs = 90_500
         c.maxStoredResponse = 1_000
+        c.releaseStatuses = .storing5xx
         let rendered = ConfigLoader.render(c)
         #expect(try load(rendered).get() == c)
     }

@@ -226,7 +226,7 @@ import Testing
 
     struct UpstreamRow: Sendable, CustomTestStringConvertible {
         let rule: String
-        var store5xx = false
+        var releaseStatuses = ReleaseStatuses.default
         let result: Machine.UpstreamResult
         let action: Action
         /// The answer once the settlement (if any) is done.
@@ -240,6 +240,8 @@ import Testing
 
     static let forwarded = Reply(.upstreamResponse, .forwarded)
 
+    static func releasing(_ list: String) -> ReleaseStatuses { try! ReleaseStatuses.parse(list) }
+
     @Test(arguments: [
         UpstreamRow(
             rule: "rule 5: a 2xx is stored, then answered", result: collected(201),
@@ -250,9 +252,34 @@ import Testing
             action: completing(.completed(StoredResponse(status: 404, headers: [], body: Array("aa".utf8)))),
             reply: forwarded),
         UpstreamRow(rule: "rule 8: a 5xx releases the claim", result: collected(503), action: .settle(.release, in: .redis), reply: forwarded),
+        UpstreamRow(rule: "rule 8: a 429 releases the claim", result: collected(429), action: .settle(.release, in: .redis), reply: forwarded),
+        UpstreamRow(rule: "rule 8: a 408 releases the claim", result: collected(408), action: .settle(.release, in: .redis), reply: forwarded),
+        UpstreamRow(rule: "rule 8: a 425 releases the claim", result: collected(425), action: .settle(.release, in: .redis), reply: forwarded),
         UpstreamRow(
-            rule: "rule 8: store_5xx stores a 5xx", store5xx: true, result: collected(500),
+            rule: "rule 8: store_5xx stores a 5xx", releaseStatuses: .storing5xx, result: collected(500),
             action: completing(.completed(StoredResponse(status: 500, headers: [], body: Array("aa".utf8)))),
+            reply: forwarded),
+        UpstreamRow(
+            rule: "rule 8: a 500 left out of the list is stored", releaseStatuses: releasing("408,425,429,502,503"),
+            result: collected(500), action: completing(.completed(StoredResponse(status: 500, headers: [], body: Array("aa".utf8)))),
+            reply: forwarded),
+        UpstreamRow(
+            rule: "rule 8: a 502 kept in the list is released", releaseStatuses: releasing("408,425,429,502,503"),
+            result: collected(502), action: .settle(.release, in: .redis), reply: forwarded),
+        UpstreamRow(
+            rule: "rule 8: a class releases each of its codes", releaseStatuses: releasing("4xx"), result: collected(404),
+            action: .settle(.release, in: .redis), reply: forwarded),
+        UpstreamRow(
+            rule: "rule 8: a 2xx is stored whatever the list says", releaseStatuses: releasing("2xx,201"), result: collected(201),
+            action: completing(.completed(StoredResponse(status: 201, headers: [], body: Array("aa".utf8)))),
+            reply: forwarded),
+        UpstreamRow(
+            rule: "rule 8: a 3xx is stored whatever the list says", releaseStatuses: releasing("3xx"), result: collected(303),
+            action: completing(.completed(StoredResponse(status: 303, headers: [], body: Array("aa".utf8)))),
+            reply: forwarded),
+        UpstreamRow(
+            rule: "rule 8: an empty list stores a 503", releaseStatuses: releasing(""), result: collected(503),
+            action: completing(.completed(StoredResponse(status: 503, headers: [], body: Array("aa".utf8)))),
             reply: forwarded),
         UpstreamRow(
             rule: "rule 8: no connection releases, then 502", result: .notConnected, action: .settle(.release, in: .redis),
@@ -286,7 +313,7 @@ import Testing
             reply: Reply(.endOfStreamedResponse, .forwarded)),
     ])
     func upstream(_ row: UpstreamRow) {
-        var m = Self.forwarding(Self.configuration { $0.store5xx = row.store5xx })
+        var m = Self.forwarding(Self.configuration { $0.releaseStatuses = row.releaseStatuses })
         let action = m.upstreamFinished(row.result)
         #expect(action == row.action)
         if case .settle = action {
