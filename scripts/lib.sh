@@ -77,9 +77,41 @@ start_postgres() {
   POSTGRES_URL="postgres://postgres:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"
 }
 
+# Starts Debian's PgBouncer in front of the PostgreSQL that start_postgres started, as
+# production stacks reach PostgreSQL: transaction pooling and otherwise its default settings.
+# It refuses to run as root, so it runs as the postgres user, with an auth file for the test
+# role. Sets PGBOUNCER_PORT, PGBOUNCER_PID and PGBOUNCER_URL; stop_postgres stops it.
+start_pgbouncer() {
+  PGBOUNCER_PORT=$(free_port)
+  cat >"$PG_DIR/pgbouncer.ini" <<INI
+[databases]
+* = host=127.0.0.1 port=$PG_PORT
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGBOUNCER_PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $PG_DIR/userlist.txt
+pool_mode = transaction
+max_client_conn = 2000
+logfile = $PG_DIR/pgbouncer.log
+INI
+  printf '"postgres" "%s"\n' "$PG_PASSWORD" >"$PG_DIR/userlist.txt"
+  chmod 600 "$PG_DIR/userlist.txt"
+  [[ $(id -u) -eq 0 ]] && chown postgres "$PG_DIR/pgbouncer.ini" "$PG_DIR/userlist.txt"
+  $PG_AS /usr/sbin/pgbouncer "$PG_DIR/pgbouncer.ini" >/dev/null 2>&1 &
+  PGBOUNCER_PID=$!
+  wait_for_port "$PGBOUNCER_PORT" || { cat "$PG_DIR/pgbouncer.log" >&2; return 1; }
+  PGBOUNCER_URL="postgres://postgres:$PG_PASSWORD@127.0.0.1:$PGBOUNCER_PORT/postgres"
+}
+
 # Stops the server start_postgres started, if any, and removes its data.
 stop_postgres() {
   [[ -n ${PG_DIR:-} ]] || return 0
+  if [[ -n ${PGBOUNCER_PID:-} ]]; then
+    stop_pids "$PGBOUNCER_PID"
+    pkill -KILL -f "$PG_DIR/pgbouncer.ini" 2>/dev/null || true
+  fi
   if [[ -f $PG_DIR/data/postmaster.pid ]]; then
     ${PG_AS:-} "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
   fi

@@ -6,6 +6,26 @@ import RedisClient
 import TestSupport
 import Testing
 
+/// How the proxy reaches the test PostgreSQL: directly, or through PgBouncer in transaction
+/// mode with its default settings (docs/behaviour.md, "Production stacks").
+enum PostgresPath: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case direct
+    case pgbouncer
+
+    var url: String {
+        get throws {
+            switch self {
+            case .direct: return SharedPostgres.url
+            case .pgbouncer:
+                guard let url = SharedPgBouncer.url else { throw TestSupportError("PgBouncer (\(PgBouncerProcess.binary)) did not start") }
+                return url
+            }
+        }
+    }
+
+    var testDescription: String { rawValue }
+}
+
 /// A table of its own in a real PostgreSQL for one test, and a way to look into it.
 struct TestTable: Sendable {
     let name: String

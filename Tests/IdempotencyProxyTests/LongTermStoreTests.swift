@@ -29,8 +29,9 @@ import Testing
         }
     }
 
-    @Test func aRecordIsReplayedFromPostgresAfterRedisForgetsItAndCopiedBack() async throws {
-        let table = TestTable()
+    @Test(arguments: PostgresPath.allCases)
+    func aRecordIsReplayedFromPostgresAfterRedisForgetsItAndCopiedBack(path: PostgresPath) async throws {
+        let table = TestTable(url: try path.url)
         try await withProxy(table.settings()) { h in
             let first = try await h.send("POST", "/charges", key: "k", body: "x")
             #expect(first.status == 201)
@@ -98,8 +99,9 @@ import Testing
 
     // MARK: - §8.1: a claim Redis lost
 
-    @Test func aClaimSurvivesRedisLosingIt() async throws {
-        let table = TestTable()
+    @Test(arguments: PostgresPath.allCases)
+    func aClaimSurvivesRedisLosingIt(path: PostgresPath) async throws {
+        let table = TestTable(url: try path.url)
         let prefix = "test:\(UUID().uuidString.prefix(8)):"
         try await withDemoUpstream { upstream in
             try await withProxy(table.settings(Self.slowUpstream), upstream: upstream, prefix: prefix) { a in
@@ -206,8 +208,9 @@ import Testing
         }
     }
 
-    @Test func aFiveHundredReleasesTheClaimInBothStores() async throws {
-        let table = TestTable()
+    @Test(arguments: PostgresPath.allCases)
+    func aFiveHundredReleasesTheClaimInBothStores(path: PostgresPath) async throws {
+        let table = TestTable(url: try path.url)
         try await withProxy(table.settings()) { (h: ProxyHarness) async throws in
             #expect(try await h.send("POST", "/status/503", key: "k", body: "x").status == 503)
             #expect(try await table.rowCount() == 0)
@@ -334,13 +337,16 @@ import Testing
     // MARK: - §8.3: the sweep
 
     /// Both proxies sweep the table; while another session holds the sweep lock, neither does.
-    @Test func twoProxiesSweepOneTableAndNeitherWhileTheLockIsHeld() async throws {
-        let table = TestTable()
+    /// Through PgBouncer the lock holder connects directly: a session-level lock means nothing
+    /// behind a transaction pooler, which is why the sweep's lock is transaction-scoped.
+    @Test(arguments: PostgresPath.allCases)
+    func twoProxiesSweepOneTableAndNeitherWhileTheLockIsHeld(path: PostgresPath) async throws {
+        let table = TestTable(url: try path.url)
         try await withProxy(table.settings(), sweepInterval: .milliseconds(200)) { a in
             try await withProxy(table.settings(), sweepInterval: .milliseconds(200)) { (b: ProxyHarness) async throws in
                 // Someone else holds the sweep lock: nobody sweeps.
                 var left = -1
-                try await TestTable.withSession(url: table.url) { holder in
+                try await TestTable.withSession(url: SharedPostgres.url) { holder in
                     try await holder.run("SELECT pg_advisory_lock(\(0x6964_656D), hashtext('\(table.name)'))")
                     try await table.query("""
                         INSERT INTO $TABLE (record_key, owner, fingerprint, record, expires_at)
@@ -381,13 +387,14 @@ import Testing
         }
     }
 
-    @Test func theTableAndItsIndexAreCreatedAsConfigPostgresSQLSays() async throws {
-        let table = TestTable()
+    @Test(arguments: PostgresPath.allCases)
+    func theTableAndItsIndexAreCreatedAsConfigPostgresSQLSays(path: PostgresPath) async throws {
+        let table = TestTable(url: try path.url)
         try await withProxy(table.settings()) { (h: ProxyHarness) async throws in
             #expect(try await table.integer("SELECT count(*) FROM pg_indexes WHERE tablename = '\(table.name)' AND indexdef LIKE '%(expires_at)%'") == 1)
         }
         // The operators' schema file makes the same table.
-        let other = TestTable()
+        let other = TestTable(url: try path.url)
         try await TestTable.withSession(url: other.url) { session in try await other.createAsConfigPostgresSQLSays(on: session) }
         try await withProxy(other.settings()) { (h: ProxyHarness) async throws in
             #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 201)
@@ -452,9 +459,10 @@ import Testing
 
     // MARK: - exactly once with Redis restarted empty
 
-    @Test func exactlyOnceThroughTwoProxiesWithRedisRestartedEmptyMidRun() async throws {
+    @Test(arguments: PostgresPath.allCases)
+    func exactlyOnceThroughTwoProxiesWithRedisRestartedEmptyMidRun(path: PostgresPath) async throws {
         let redis = try RedisServerProcess()
-        let table = TestTable()
+        let table = TestTable(url: try path.url)
         let prefix = "test:\(UUID().uuidString.prefix(8)):"
         try await withDemoUpstream { upstream in
             try await withProxy(table.settings(), upstream: upstream, redisURL: redis.url, prefix: prefix) { a in
@@ -482,6 +490,37 @@ import Testing
                     #expect(upstream.snapshot().charges == 1_500)
                 }
             }
+        }
+    }
+}
+
+extension LongTermStoreTests {
+    /// PgBouncer killed and started again under the exactly-once load: requests in its gap get
+    /// 503 and are retried; nothing runs twice and every key is answered.
+    @Test func exactlyOnceWithPgBouncerRestartedMidRun() async throws {
+        let bouncer = try PgBouncerProcess(inFrontOf: SharedPostgres.url)
+        let table = TestTable(url: bouncer.url)
+        try await withProxy(table.settings(["postgres_timeout": "1s"])) { h in
+            var options = LoadOptions(target: HTTPTarget(host: "127.0.0.1", port: h.port, path: "/charges"))
+            options.requests = 1_000
+            options.concurrency = 8
+            options.loseRate = 0.1
+            options.maxRetries = 40
+            options.statsTarget = HTTPTarget(host: "127.0.0.1", port: h.upstream.port, path: "/stats")
+            async let report = LoadRunner(options: options).run(group: MultiThreadedEventLoopGroup.singleton)
+            let chargedBeforeRestart = try await retrying(times: 1_000, pause: .milliseconds(10), while: { $0 < 200 }) {
+                h.upstream.snapshot().charges
+            }
+            bouncer.stop()
+            try await Task.sleep(for: .milliseconds(500))
+            try bouncer.start()
+            #expect(chargedBeforeRestart < 1_000, "PgBouncer restarted mid-run, not after it")
+            let result = try await report
+            #expect(result.duplicates == 0)
+            #expect(result.mismatches == 0)
+            #expect(result.unanswered == 0, "\(bouncer.log.suffix(2_000))")
+            #expect(result.passed)
+            #expect(h.upstream.snapshot().charges == 1_000)
         }
     }
 }

@@ -58,15 +58,16 @@ public final class ChildProcess: @unchecked Sendable {
 
     public func signal(_ signal: Int32) { kill(pid, signal) }
 
-    /// Waits for the exit status (polling, so it never blocks forever); nil on timeout.
+    /// Waits for the exit status (polling, so it never blocks forever; at least once, so a
+    /// timeout of 0 asks whether it has ended); nil on timeout.
     public func wait(timeout: TimeInterval = 20) -> Int32? {
         let end = Date().addingTimeInterval(timeout)
         var status: Int32 = 0
-        while Date() < end {
+        repeat {
             let r = waitpid(pid, &status, WNOHANG)
             if r == pid { return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f) }
-            usleep(20_000)
-        }
+            if timeout > 0 { usleep(20_000) }
+        } while Date() < end
         return nil
     }
 

@@ -1,7 +1,8 @@
 -- pgbench script: the two statements a first-time request with postgres_url costs PostgreSQL,
 -- as Sources/IdempotencyProxy/LongTerm/PostgresSQL.swift writes them (claim, then complete),
 -- each in a transaction of its own, for a fresh key; the record is about as large as the
--- benchmark's stored response. Run with -M prepared, as the proxy prepares them.
+-- benchmark's stored response. scripts/bench runs it with -M prepared and with -M extended (unnamed
+-- statements, as the proxy sends them).
 \set n random(1, 2000000000)
 INSERT INTO idempotency_records AS r (record_key, owner, fingerprint, record, expires_at)
 VALUES ('pgbench:' || :client_id || ':' || :n, decode(md5(:n::text), 'hex'), sha256(:n::text::bytea), NULL, now() + 60000 * interval '1 millisecond')

@@ -5,26 +5,25 @@ import PostgresNIO
 import RedisClient
 
 /// One event loop's connections to PostgreSQL: at most `size`, opened when the load needs them,
-/// each with the store's statements prepared on it, all on the loop (no thread hop). A
-/// connection runs one statement at a time, so a statement goes to the connection with the
-/// fewest waiting. A connection that breaks, fails to open, or lets a statement run past
+/// all on the loop (no thread hop). A connection runs one statement at a time, so a statement
+/// goes to the connection with the fewest waiting.
+///
+/// Statements go out unnamed (Parse, Bind, Execute and Sync in one write, one round trip), and
+/// nothing else is kept on the server between them: behind a pooler in transaction mode
+/// (PgBouncer) each statement may meet another server connection, where a statement prepared
+/// on the last one does not exist (docs/design.md, "PostgreSQL through a pooler"). A connection that breaks, fails to open, or lets a statement run past
 /// `postgres_timeout` is closed and opened again after `reconnectDelay`; meanwhile statements
 /// fail at once, so a PostgreSQL outage costs requests no waiting.
 final class PostgresConnections {
-    /// The statements prepared on every connection.
+    /// The statements of the store.
     enum Statement: Int, CaseIterable {
         case claim, complete, release, sweep, ping
     }
 
-    private struct Ready: Sendable {
-        let connection: PostgresConnection
-        let prepared: [PreparedQuery]
-    }
-
     private enum SlotState {
         case idle
-        case opening(EventLoopFuture<Ready>)
-        case ready(Ready)
+        case opening(EventLoopFuture<PostgresConnection>)
+        case ready(PostgresConnection)
         /// Broken or failed to open: not tried again before `retryAt`.
         case resting(retryAt: NIODeadline)
     }
@@ -44,6 +43,8 @@ final class PostgresConnections {
     private let timeout: TimeAmount
     private let logger: Logger
     private var slots: [Slot]
+    /// Each statement's SQL, by `Statement.rawValue`.
+    private let texts: [String]
     private var nextID = 0
     private var closed = false
 
@@ -58,11 +59,12 @@ final class PostgresConnections {
         self.timeout = timeout
         self.logger = logger
         slots = (0..<size).map { _ in Slot() }
+        texts = Statement.allCases.map { sql.text(of: $0) }
     }
 
-    /// Runs a prepared statement; its rows, or why there are none, within `postgres_timeout`.
+    /// Runs a statement; its rows, or why there are none, within `postgres_timeout`.
     func execute(
-        _ statement: Statement, _ binds: [PostgresData],
+        _ statement: Statement, _ binds: PostgresBindings,
         completion: @escaping (Result<[PostgresRow], LongTermStoreError>) -> Void
     ) {
         guard let slot = pick() else {
@@ -78,9 +80,11 @@ final class PostgresConnections {
             self.rest(slot, ifStill: opened, sentOn: sent.connection)
             answer.complete(.failure(.timeout))
         }
-        opened.assumeIsolated().flatMap { ready in
-            sent.connection = ready.connection
-            return ready.prepared[statement.rawValue].execute(binds)
+        let query = PostgresQuery(unsafeSQL: texts[statement.rawValue], binds: binds)
+        let logger = self.logger
+        opened.assumeIsolated().flatMap { connection in
+            sent.connection = connection
+            return connection.query(query, logger: logger).map(\.rows)
         }.whenComplete { result in
             slot.waiting -= 1
             timer.cancel()
@@ -98,8 +102,8 @@ final class PostgresConnections {
         closed = true
         for slot in slots {
             switch slot.state {
-            case .ready(let ready): ready.connection.closeNow()
-            case .opening(let future): future.whenSuccess { $0.connection.closeNow() }
+            case .ready(let connection): connection.closeNow()
+            case .opening(let future): future.whenSuccess { $0.closeNow() }
             case .idle, .resting: break
             }
             slot.state = .resting(retryAt: .distantFuture)
@@ -120,9 +124,9 @@ final class PostgresConnections {
         return best
     }
 
-    private func ready(_ slot: Slot) -> EventLoopFuture<Ready> {
+    private func ready(_ slot: Slot) -> EventLoopFuture<PostgresConnection> {
         switch slot.state {
-        case .ready(let ready): return eventLoop.makeSucceededFuture(ready)
+        case .ready(let connection): return eventLoop.makeSucceededFuture(connection)
         case .opening(let future): return future
         case .idle, .resting: return open(slot)
         }
@@ -130,15 +134,15 @@ final class PostgresConnections {
 
     /// Rests the slot if it still holds the connection the statement went out on, or is
     /// still opening it: a late timer or failure never closes a newer connection.
-    private func rest(_ slot: Slot, ifStill opened: EventLoopFuture<Ready>, sentOn connection: PostgresConnection?) {
+    private func rest(_ slot: Slot, ifStill opened: EventLoopFuture<PostgresConnection>, sentOn connection: PostgresConnection?) {
         switch slot.state {
         case .opening(let future) where future === opened: rest(slot, closing: false)
-        case .ready(let ready) where ready.connection === connection: rest(slot, closing: true)
+        case .ready(let current) where current === connection: rest(slot, closing: true)
         default: break
         }
     }
 
-    private func open(_ slot: Slot) -> EventLoopFuture<Ready> {
+    private func open(_ slot: Slot) -> EventLoopFuture<PostgresConnection> {
         nextID += 1
         let sql = self.sql
         let schema = self.schema
@@ -146,8 +150,7 @@ final class PostgresConnections {
         let future = PostgresConnection.connect(on: eventLoop, configuration: configuration, id: nextID, logger: logger)
             .flatMap { connection in
                 schema.ensure(on: connection, sql: sql, logger: logger)
-                    .flatMap { Self.prepareStatements(on: connection, sql: sql) }
-                    .map { Ready(connection: connection, prepared: $0) }
+                    .map { connection }
                     .flatMapErrorThrowing { error in
                         connection.closeNow()
                         throw error
@@ -156,14 +159,14 @@ final class PostgresConnections {
         slot.state = .opening(future)
         future.assumeIsolated().whenComplete { result in
             guard case .opening(let opening) = slot.state, opening === future else {
-                if case .success(let ready) = result { ready.connection.closeNow() }
+                if case .success(let connection) = result { connection.closeNow() }
                 return
             }
             switch result {
-            case .success(let ready):
-                slot.state = .ready(ready)
-                ready.connection.closeFuture.assumeIsolated().whenComplete { _ in
-                    if case .ready(let current) = slot.state, current.connection === ready.connection {
+            case .success(let connection):
+                slot.state = .ready(connection)
+                connection.closeFuture.assumeIsolated().whenComplete { _ in
+                    if case .ready(let current) = slot.state, current === connection {
                         self.rest(slot, closing: false)
                     }
                 }
@@ -175,15 +178,9 @@ final class PostgresConnections {
         return future
     }
 
-    /// Every statement, prepared on `connection`.
-    private static func prepareStatements(on connection: PostgresConnection, sql: PostgresSQL) -> EventLoopFuture<[PreparedQuery]> {
-        let prepares = Statement.allCases.map { connection.prepare(query: sql.text(of: $0)) }
-        return EventLoopFuture.whenAllSucceed(prepares, on: connection.eventLoop)
-    }
-
     /// Out of use until `reconnectDelay` has passed.
     private func rest(_ slot: Slot, closing: Bool) {
-        if closing, case .ready(let ready) = slot.state { ready.connection.closeNow() }
+        if closing, case .ready(let connection) = slot.state { connection.closeNow() }
         slot.state = .resting(retryAt: closed ? .distantFuture : .now() + Self.reconnectDelay)
     }
 }

@@ -16,8 +16,7 @@ final class PostgresRecordStore: LongTermStore {
         key: String, owner: [UInt8], fingerprint: [UInt8], lockTTLMs: Int64,
         completion: @escaping (Result<ProtectedRequestMachine.LongTermClaimResult, LongTermStoreError>) -> Void
     ) {
-        let binds = [PostgresData(string: key), PostgresData(bytes: owner), PostgresData(bytes: fingerprint), PostgresData(int64: lockTTLMs)]
-        run(.claim, binds) { result in
+        run(.claim, binds(key, ByteBuffer(bytes: owner), ByteBuffer(bytes: fingerprint), lockTTLMs)) { result in
             completion(result.flatMap { rows in
                 do {
                     return .success(try Self.claimResult(rows, owner: owner))
@@ -33,8 +32,8 @@ final class PostgresRecordStore: LongTermStore {
     /// The claim statement's row: ours (claimed), or what was there.
     private static func claimResult(_ rows: [PostgresRow], owner: [UInt8]) throws -> ProtectedRequestMachine.LongTermClaimResult {
         guard let row = rows.first else { throw LongTermStoreError.malformedRecord("the claim returned no row") }
-        // The int8 is read as raw bytes: a prepared statement's rows come in binary (as bound)
-        // but are described as text, which `Int64` decoding refuses.
+        // The int8 is read as raw bytes (binary, as every row is asked for), which keeps the
+        // decoding independent of how the statement's result was described.
         var (rowOwner, rowFingerprint, record, expiresIn) = try row.decode((ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self)
         guard expiresIn.readableBytes == 8, let expiresInMs = expiresIn.readInteger(as: Int64.self) else {
             throw LongTermStoreError.malformedRecord("the claim returned an expiry of \(expiresIn.readableBytes) bytes")
@@ -53,30 +52,36 @@ final class PostgresRecordStore: LongTermStore {
         key: String, record: IdempotencyRecord, retentionMs: Int64,
         completion: @escaping (Result<Bool, LongTermStoreError>) -> Void
     ) {
-        let binds = [
-            PostgresData(string: key), PostgresData(bytes: record.owner), PostgresData(bytes: record.fingerprint),
-            PostgresData(bytes: record.encoded()), PostgresData(int64: retentionMs),
-        ]
+        let binds = binds(
+            key, ByteBuffer(bytes: record.owner), ByteBuffer(bytes: record.fingerprint), ByteBuffer(bytes: record.encoded()),
+            retentionMs)
         run(.complete, binds) { completion($0.map { !$0.isEmpty }) }
     }
 
     func release(key: String, owner: [UInt8], completion: @escaping (Result<Bool, LongTermStoreError>) -> Void) {
-        run(.release, [PostgresData(string: key), PostgresData(bytes: owner)]) { completion($0.map { !$0.isEmpty }) }
+        run(.release, binds(key, ByteBuffer(bytes: owner))) { completion($0.map { !$0.isEmpty }) }
     }
 
     func sweep(limit: Int, completion: @escaping (Result<Int, LongTermStoreError>) -> Void) {
-        run(.sweep, [PostgresData(int64: Int64(limit))]) { completion($0.map(\.count)) }
+        run(.sweep, binds(Int64(limit))) { completion($0.map(\.count)) }
     }
 
     func ping(completion: @escaping (Result<Void, LongTermStoreError>) -> Void) {
-        run(.ping, []) { completion($0.map { _ in }) }
+        run(.ping, PostgresBindings()) { completion($0.map { _ in }) }
     }
 
     func close() { connections.close() }
 
+    /// The statement's parameters, $1 first: text, bytea and int8 as the statements cast them.
+    private func binds(_ values: any PostgresNonThrowingEncodable...) -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: values.count)
+        for value in values { bindings.append(value) }
+        return bindings
+    }
+
     /// Runs one statement and records its latency and any failure.
     private func run(
-        _ statement: PostgresConnections.Statement, _ binds: [PostgresData],
+        _ statement: PostgresConnections.Statement, _ binds: PostgresBindings,
         completion: @escaping (Result<[PostgresRow], LongTermStoreError>) -> Void
     ) {
         let started = NIODeadline.now()

@@ -24,9 +24,9 @@ struct PostgresWiring: Sendable {
             host: url.address.host, port: url.address.port, username: url.username, password: url.password,
             database: url.database, tls: tls)
         connection.options.connectTimeout = timeout
-        // The server gives up on a statement a little after we do, so that a statement stuck on
-        // a row lock does not hold a connection for long.
-        connection.options.additionalStartupParameters = [("statement_timeout", String(c.postgresTimeoutMs * 2))]
+        // No startup parameter beyond user and database: a pooler refuses any it does not know
+        // (PgBouncer: "unsupported startup parameter"), so `postgres_timeout` is kept here, by
+        // the client (docs/design.md, "PostgreSQL through a pooler").
         self.connection = connection
     }
 
