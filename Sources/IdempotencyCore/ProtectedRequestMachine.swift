@@ -36,14 +36,20 @@ public struct ProtectedRequestMachine: Sendable {
         public var closesConnection: Bool
         /// The store whose record answered a retry (counted in `/metrics`).
         public var replayedFrom: Store?
+        /// Stores where a claim of this request was sent but never answered: it may still land
+        /// there, so it is withdrawn in the background once the store answers again (owner-
+        /// checked, after the claim's deadline), not while the client waits.
+        public var claimsToWithdraw: [Store]
 
         public init(
-            _ content: Content, _ outcome: RequestOutcome, closesConnection: Bool = false, replayedFrom: Store? = nil
+            _ content: Content, _ outcome: RequestOutcome, closesConnection: Bool = false, replayedFrom: Store? = nil,
+            claimsToWithdraw: [Store] = []
         ) {
             self.content = content
             self.outcome = outcome
             self.closesConnection = closesConnection
             self.replayedFrom = replayedFrom
+            self.claimsToWithdraw = claimsToWithdraw
         }
 
         static func problem(_ problem: Problem, _ outcome: RequestOutcome, closesConnection: Bool = false) -> Reply {
@@ -102,8 +108,12 @@ public struct ProtectedRequestMachine: Sendable {
         case claimed
         /// Someone claimed it before.
         case existing(IdempotencyRecord)
-        /// Redis did not answer (rule 11), or answered something unusable.
+        /// Nothing was claimed (rule 11): Redis was not connected, answered something
+        /// unusable, or ran the claim after its deadline and wrote nothing.
         case failed
+        /// The claim was sent and no answer came in time (a stalled server, a lost
+        /// connection): as `failed` for this request, but it may still land.
+        case unanswered
     }
 
     /// What PostgreSQL's claim statement answered (SPEC §8.1).
@@ -112,11 +122,13 @@ public struct ProtectedRequestMachine: Sendable {
         case claimed
         /// A live record: `expiresInMs` is what is left of its `lock_ttl` or `retention`.
         case existing(IdempotencyRecord, expiresInMs: Int64)
-        /// PostgreSQL did not answer in time, or could not be asked. A statement that timed out
-        /// may still have claimed the key: that claim stays until lock_ttl ends (retries get
-        /// 409), as after an upstream timeout; settling it would hold the client for another
-        /// postgres_timeout.
+        /// PostgreSQL could not be asked, refused, or ran the claim after its deadline and wrote
+        /// nothing.
         case failed
+        /// The statement was sent and no answer came in time: as `failed` for this request,
+        /// but it may have committed. It is withdrawn in the background (`claimsToWithdraw`),
+        /// not while the client waits another postgres_timeout.
+        case unanswered
         /// A record is there that this proxy cannot read: the request may have run, so it is
         /// never forwarded, whatever `on_postgres_error` says.
         case unreadable
@@ -237,6 +249,8 @@ public struct ProtectedRequestMachine: Sendable {
     /// The stores that hold this request's claim, and so must settle it.
     private var holdsRedisClaim = false
     private var holdsPostgresClaim = false
+    /// The stores where a claim was sent and never answered (`Reply.claimsToWithdraw`).
+    private var unansweredClaims: [Store] = []
 
     public init(settings: Settings) {
         self.settings = settings
@@ -302,7 +316,8 @@ public struct ProtectedRequestMachine: Sendable {
                 return .claimInPostgres
             }
             return claimedEverywhere()
-        case .failed:
+        case .failed, .unanswered:
+            if result == .unanswered { noteUnanswered(.redis) }
             // Redis down, PostgreSQL asked alone: protected, slower, never a 503 for Redis.
             if settings.longTerm {
                 state = .claimingInPostgres
@@ -321,7 +336,8 @@ public struct ProtectedRequestMachine: Sendable {
         case .claimed:
             holdsPostgresClaim = true
             return claimedEverywhere()
-        case .failed:
+        case .failed, .unanswered:
+            if result == .unanswered { noteUnanswered(.postgres) }
             guard holdsRedisClaim else { return unprotectable() }
             switch settings.onPostgresError {
             case .redis:
@@ -508,6 +524,12 @@ public struct ProtectedRequestMachine: Sendable {
 
     private mutating func finish(_ reply: Reply) -> Action {
         state = .finished
+        var reply = reply
+        reply.claimsToWithdraw = unansweredClaims
         return .answer(reply)
+    }
+
+    private mutating func noteUnanswered(_ store: Store) {
+        if !unansweredClaims.contains(store) { unansweredClaims.append(store) }
     }
 }

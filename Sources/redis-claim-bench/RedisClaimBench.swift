@@ -58,9 +58,11 @@ struct RedisClaimBench {
         var active = depth
         var next = Int.random(in: 0..<1_000_000_000) * 1_000
         var failed = false
+        // An hour from now, in ms since the epoch: every claim is in time.
+        let deadline = RedisArgument.string(String((Int64(time(nil)) + 3_600) * 1_000))
         func issue() {
             next += 1
-            redis.run(.claim, keys: [.string("bench:\(next)")], arguments: [.bytes(record), "60000"]) { result in
+            redis.run(.claim, keys: [.string("bench:\(next)")], arguments: [.bytes(record), "60000", deadline]) { result in
                 if case .failure = result { failed = true }
                 if case .success(.error) = result { failed = true }
                 done += 1

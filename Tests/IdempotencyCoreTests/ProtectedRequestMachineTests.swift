@@ -143,6 +143,12 @@ import Testing
             claim: existing([UInt8](repeating: 0, count: 32), .completed(response)), action: .answer(Reply(.replay(response), .replayed, replayedFrom: .redis))),
         ClaimRow(rule: "rule 11: Redis down, closed: 503", claim: .failed, action: problem(.redisUnavailable, .redisError)),
         ClaimRow(rule: "rule 11: Redis down, open: forwarded unprotected", onRedisError: .open, claim: .failed, action: .forward(protected: false)),
+        ClaimRow(
+            rule: "late claims: a claim sent and never answered is 503 and withdrawn when Redis answers again", claim: .unanswered,
+            action: .answer(Reply(.problem(.redisUnavailable), .redisError, claimsToWithdraw: [.redis]))),
+        ClaimRow(
+            rule: "late claims: unanswered with on_redis_error = open is forwarded unprotected",
+            onRedisError: .open, claim: .unanswered, action: .forward(protected: false)),
     ])
     func claim(_ row: ClaimRow) {
         var m = Self.claiming(Self.configuration {
@@ -605,6 +611,34 @@ import Testing
         ]),
         LongTermRow(rule: "§8.4 both down: on_postgres_error = redis has no Redis to fall back on", onPostgresError: .redis, steps: [
             (.redis(.failed), .claimInPostgres), (.postgres(.failed), problem(.redisUnavailable, .redisError)),
+        ]),
+        // Claims whose answer never came: withdrawn in the background once the client has its answer.
+        LongTermRow(rule: "late claims: Redis unanswered, PostgreSQL alone protects and completes, then the Redis claim is withdrawn", steps: [
+            (.redis(.unanswered), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
+            (.upstream(collected(201)), .settle(.complete(.completed(stored), ttlMs: retention), in: .postgres)),
+            (.settled(.done), .answer(Reply(.upstreamResponse, .forwarded, claimsToWithdraw: [.redis]))),
+        ]),
+        LongTermRow(rule: "late claims: Redis unanswered and PostgreSQL replays: the Redis claim is withdrawn", steps: [
+            (.redis(.unanswered), .claimInPostgres),
+            (inPostgres(mine, .completed(stored)), .answer(Reply(.replay(stored), .replayed, replayedFrom: .postgres, claimsToWithdraw: [.redis]))),
+        ]),
+        LongTermRow(rule: "late claims: PostgreSQL unanswered, closed: Redis released, 503, the PostgreSQL claim withdrawn", steps: [
+            (.redis(.claimed), .claimInPostgres), (.postgres(.unanswered), .settle(.release, in: .redis)),
+            (.settled(.done), .answer(Reply(.problem(.postgresUnavailable), .postgresError, claimsToWithdraw: [.postgres]))),
+        ]),
+        LongTermRow(rule: "late claims: PostgreSQL unanswered, on_postgres_error = redis: Redis alone, the PostgreSQL claim withdrawn", onPostgresError: .redis, steps: [
+            (.redis(.claimed), .claimInPostgres), (.postgres(.unanswered), .forward(protected: true)),
+            (.upstream(collected(201)), .settle(.complete(.completed(stored), ttlMs: responseTTL), in: .redis)),
+            (.settled(.done), .answer(Reply(.upstreamResponse, .forwarded, claimsToWithdraw: [.postgres]))),
+        ]),
+        LongTermRow(rule: "late claims: both unanswered: 503, both withdrawn", steps: [
+            (.redis(.unanswered), .claimInPostgres),
+            (.postgres(.unanswered), .answer(Reply(.problem(.redisUnavailable), .redisError, claimsToWithdraw: [.redis, .postgres]))),
+        ]),
+        LongTermRow(rule: "late claims: a claim a store refused as late wrote nothing: nothing to withdraw", steps: [
+            (.redis(.failed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
+            (.upstream(collected(201)), .settle(.complete(.completed(stored), ttlMs: retention), in: .postgres)),
+            (.settled(.done), .answer(forwarded)),
         ]),
     ])
     func longTerm(_ row: LongTermRow) {

@@ -184,7 +184,8 @@ final class NIOLockedResults: @unchecked Sendable {
             state: .completed(StoredResponse(status: 201, headers: [("Content-Length", "2")], body: Array("ok".utf8)))
         ).encoded()
         for key in ["stored", "released"] {
-            #expect(try await client.run(.claim, keys: [.string(key)], arguments: [.bytes(inFlight), "60000"]) == .integer(1))
+            let deadline = RedisArgument.string(String(WallClock.milliseconds() + 60_000))
+            #expect(try await client.run(.claim, keys: [.string(key)], arguments: [.bytes(inFlight), "60000", deadline]) == .integer(1))
         }
         let stored = try await client.run(
             .complete, keys: ["stored"], arguments: [.bytes(owner), .bytes(done), "60000", "NOSUCHCOMMAND"])

@@ -260,6 +260,38 @@ import Testing
         #expect(rig.upstreamCount() == 0)
     }
 
+    // MARK: - claims whose answer never came
+
+    @Test func aClaimWithNoAnswerIs503AndWithdrawnOnceTheStoresClockIsPastItsDeadline() throws {
+        let rig = try Rig { $0.redisTimeoutMs = 500 }
+        rig.store.claimFailure = .redis(.timeout)
+        // The store's clock is short of the deadline twice, then the claim is withdrawn.
+        rig.store.withdrawals = [nil, nil, true]
+        let sent = WallClock.milliseconds()
+        try rig.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: k\r\nContent-Length: 1\r\n\r\nx")
+        #expect(try rig.received().hasPrefix("HTTP/1.1 503 Service Unavailable\r\n"))
+        #expect(rig.store.withdrawalDeadlines.count == 1)
+        let deadline = try #require(rig.store.withdrawalDeadlines.first)
+        #expect(deadline >= sent + 500 && deadline <= WallClock.milliseconds() + 500, "the claim's own deadline")
+        rig.loop.advanceTime(by: .milliseconds(200))
+        #expect(rig.store.withdrawalDeadlines.count == 2)
+        rig.loop.advanceTime(by: .milliseconds(400))
+        #expect(rig.store.withdrawalDeadlines == [deadline, deadline, deadline])
+        rig.loop.advanceTime(by: .seconds(10))
+        #expect(rig.store.withdrawalDeadlines.count == 3, "done once withdrawn")
+        #expect(rig.upstreamCount() == 0)
+    }
+
+    @Test(arguments: [StoreError.redis(.notConnected("reconnecting")), .lateClaim, .redis(.server("READONLY"))])
+    func aClaimThatCertainlyWroteNothingIsNotWithdrawn(failure: StoreError) throws {
+        let rig = try Rig()
+        rig.store.claimFailure = failure
+        try rig.send("POST /charges HTTP/1.1\r\nHost: t\r\nIdempotency-Key: k\r\nContent-Length: 1\r\n\r\nx")
+        #expect(try rig.received().hasPrefix("HTTP/1.1 503 Service Unavailable\r\n"))
+        rig.loop.advanceTime(by: .seconds(5))
+        #expect(rig.store.withdrawalDeadlines.isEmpty)
+    }
+
     @Test func quiescingClosesAnIdleConnectionAndABusyOneAfterItsAnswer() throws {
         let idle = try Rig()
         idle.client.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
@@ -286,12 +318,22 @@ final class ScriptedStore: RecordStore {
     private var held: [(Result<ProtectedRequestMachine.ClaimResult, StoreError>) -> Void] = []
     private(set) var claimsMade = 0
     private(set) var settled: [String] = []
+    /// The next claim fails with this.
+    var claimFailure: StoreError?
+    /// How withdrawals of unanswered claims are answered, in turn (then: withdrawn).
+    var withdrawals: [Bool?] = []
+    /// The deadlines of the withdrawals asked for.
+    private(set) var withdrawalDeadlines: [Int64] = []
 
     func claim(
-        key: String, record: IdempotencyRecord, lockTTLMs: Int64,
+        key: String, record: IdempotencyRecord, lockTTLMs: Int64, deadlineMs: Int64,
         completion: @escaping (Result<ProtectedRequestMachine.ClaimResult, StoreError>) -> Void
     ) {
         claimsMade += 1
+        if let claimFailure {
+            self.claimFailure = nil
+            return completion(.failure(claimFailure))
+        }
         if holdClaims { return held.append(completion) }
         guard !claims.isEmpty else { return completion(.success(.claimed)) }
         completion(.success(claims.removeFirst()(record)))
@@ -312,6 +354,13 @@ final class ScriptedStore: RecordStore {
     func release(key: String, owner: [UInt8], wakeWaiters: Bool, completion: @escaping (Result<Bool, StoreError>) -> Void) {
         settled.append("release")
         completion(.success(true))
+    }
+
+    func withdrawUnanswered(
+        key: String, owner: [UInt8], deadlineMs: Int64, completion: @escaping (Result<Bool?, StoreError>) -> Void
+    ) {
+        withdrawalDeadlines.append(deadlineMs)
+        completion(.success(withdrawals.isEmpty ? true : withdrawals.removeFirst()))
     }
 
     func waitForReplicas(

@@ -8,6 +8,8 @@ public final class TCPRelay: @unchecked Sendable {
     private let listener: Int32
     private let lock = NSCondition()
     private var held = false
+    /// Only the target's replies are held: what the client sends still arrives and runs.
+    private var holdingRepliesOnly = false
     private var refusing = false
     private var stopped = false
     private var sockets: [Int32] = []
@@ -23,9 +25,19 @@ public final class TCPRelay: @unchecked Sendable {
 
     public func hold() { lock.withLock { held = true } }
 
+    /// Holds only the target's replies: commands reach the server and run, their answers are
+    /// late (a slow network back, a reply lost to a timeout).
+    public func holdReplies() {
+        lock.withLock {
+            held = true
+            holdingRepliesOnly = true
+        }
+    }
+
     public func release() {
         lock.withLock {
             held = false
+            holdingRepliesOnly = false
             lock.broadcast()
         }
     }
@@ -65,17 +77,17 @@ public final class TCPRelay: @unchecked Sendable {
                 continue
             }
             lock.withLock { sockets += [client, upstream] }
-            Thread.detachNewThread { self.pump(from: client, to: upstream) }
-            Thread.detachNewThread { self.pump(from: upstream, to: client) }
+            Thread.detachNewThread { self.pump(from: client, to: upstream, replies: false) }
+            Thread.detachNewThread { self.pump(from: upstream, to: client, replies: true) }
         }
     }
 
-    private func pump(from source: Int32, to destination: Int32) {
+    private func pump(from source: Int32, to destination: Int32, replies: Bool) {
         var chunk = [UInt8](repeating: 0, count: 65_536)
         while true {
             let n = chunk.withUnsafeMutableBytes { recv(source, $0.baseAddress, $0.count, 0) }
             if n <= 0 { break }
-            lock.withLock { while held && !stopped { lock.wait() } }
+            lock.withLock { while held && (replies || !holdingRepliesOnly) && !stopped { lock.wait() } }
             var offset = 0
             while offset < n {
                 let w = chunk[offset..<n].withUnsafeBytes { send(destination, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }

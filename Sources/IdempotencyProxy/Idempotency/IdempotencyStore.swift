@@ -25,13 +25,17 @@ final class IdempotencyStore: RecordStore {
         key: String,
         record: IdempotencyRecord,
         lockTTLMs: Int64,
+        deadlineMs: Int64,
         completion: @escaping (Result<ProtectedRequestMachine.ClaimResult, StoreError>) -> Void
     ) {
-        run(.claim, key: key, arguments: [.bytes(record.encoded()), .string(String(lockTTLMs))]) { result in
+        let arguments: [RedisArgument] = [.bytes(record.encoded()), .string(String(lockTTLMs)), .string(String(deadlineMs))]
+        run(.claim, key: key, arguments: arguments) { result in
             completion(result.flatMap { reply in
                 switch reply {
                 case .integer(1):
                     return .success(.claimed)
+                case .integer(2):
+                    return .failure(.lateClaim)
                 case .bulk(let buffer):
                     do {
                         return .success(.existing(try IdempotencyRecord.decode(Array(buffer.readableBytesView))))
@@ -77,6 +81,15 @@ final class IdempotencyStore: RecordStore {
         let wakeUp = wakeWaiters ? CompletionWakeUp.publish(publishCommand) : .nobody
         run(.release, key: key, arguments: [.bytes(owner), .string(wakeUp.argument)]) { result in
             completion(result.map { $0 == .integer(1) })
+        }
+    }
+
+    func withdrawUnanswered(
+        key: String, owner: [UInt8], deadlineMs: Int64, completion: @escaping (Result<Bool?, StoreError>) -> Void
+    ) {
+        let arguments: [RedisArgument] = [.bytes(owner), .string(publishCommand), .string(String(deadlineMs))]
+        run(.release, key: key, arguments: arguments) { result in
+            completion(result.map { $0 == .integer(-1) ? nil : $0 == .integer(1) })
         }
     }
 

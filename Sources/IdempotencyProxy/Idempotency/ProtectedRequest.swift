@@ -44,6 +44,10 @@ final class ProtectedRequest {
     private var poll: Scheduled<Void>?
     /// PostgreSQL stored this request's response: it is the record of truth from now on.
     private var keptInPostgres = false
+    /// The deadline (ms since the epoch) of the last claim sent to each store: when this
+    /// request stops waiting for its answer, and after which the store refuses it.
+    private var redisClaimDeadlineMs: Int64 = 0
+    private var postgresClaimDeadlineMs: Int64 = 0
 
     /// Rules 1–3 on a request head of a protected method.
     static func admit(
@@ -146,13 +150,15 @@ final class ProtectedRequest {
 
     private func claim() {
         let record = IdempotencyRecord(owner: owner, fingerprint: machine.fingerprint, state: .inFlight)
-        loop.store.claim(key: recordKey, record: record, lockTTLMs: loop.configuration.lockTTLMs) { result in
+        let c = loop.configuration
+        redisClaimDeadlineMs = WallClock.milliseconds() + c.redisTimeoutMs
+        loop.store.claim(key: recordKey, record: record, lockTTLMs: c.lockTTLMs, deadlineMs: redisClaimDeadlineMs) { result in
             switch result {
             case .success(let claim):
                 self.loop.outages.redis.answered(logger: self.loop.logger)
                 self.run(self.machine.claimAnswered(claim, now: self.now()))
             case .failure(let error):
-                let action = self.machine.claimAnswered(.failed, now: self.now())
+                let action = self.machine.claimAnswered(error.mayHaveLanded ? .unanswered : .failed, now: self.now())
                 self.loop.outages.redis.failed(error, instead: Self.fallback(action), logger: self.loop.logger)
                 self.run(action)
             }
@@ -162,8 +168,11 @@ final class ProtectedRequest {
     /// SPEC §8.1: the claim in PostgreSQL, after Redis granted one or did not answer.
     private func claimInPostgres() {
         guard let longTerm = loop.longTermStore else { preconditionFailure("claimInPostgres without a long-term store") }
+        let c = loop.configuration
+        postgresClaimDeadlineMs = WallClock.milliseconds() + c.postgresTimeoutMs
         longTerm.claim(
-            key: recordKey, owner: owner, fingerprint: machine.fingerprint, lockTTLMs: loop.configuration.lockTTLMs
+            key: recordKey, owner: owner, fingerprint: machine.fingerprint, lockTTLMs: c.lockTTLMs,
+            deadlineMs: postgresClaimDeadlineMs
         ) { result in
             switch result {
             case .success(let claim):
@@ -175,7 +184,7 @@ final class ProtectedRequest {
                     "a record in PostgreSQL cannot be read; answering 503", metadata: ["record": "\(self.recordKey)", "error": "\(why)"])
                 self.run(self.machine.postgresClaimAnswered(.unreadable, now: self.now()))
             case .failure(let error):
-                let action = self.machine.postgresClaimAnswered(.failed, now: self.now())
+                let action = self.machine.postgresClaimAnswered(error.mayHaveLanded ? .unanswered : .failed, now: self.now())
                 self.loop.outages.postgres.failed(error, instead: Self.fallback(action), logger: self.loop.logger)
                 self.run(action)
             }
@@ -319,6 +328,7 @@ final class ProtectedRequest {
         if let subscription { loop.subscriber.unsubscribe(recordKey, id: subscription) }
         if bodyComplete { loop.protectedInFlight -= 1 }
         if let store = reply.replayedFrom { loop.metrics.replayed(from: store) }
+        withdraw(reply.claimsToWithdraw)
         let requestEnded = bodyComplete
         let response: ProxyResponse
         switch reply.content {
@@ -335,6 +345,19 @@ final class ProtectedRequest {
             return client.abortStreamed()
         }
         client.respond(response, outcome: reply.outcome, requestEnded: requestEnded, closing: reply.closesConnection)
+    }
+
+    /// Hands the claims this request sent and never heard back from to the loop's withdrawals.
+    private func withdraw(_ stores: [ProtectedRequestMachine.Store]) {
+        let c = loop.configuration
+        for store in stores {
+            let deadlineMs = store == .redis ? redisClaimDeadlineMs : postgresClaimDeadlineMs
+            // The claim lives lock_ttl from when it landed, at the latest its deadline; a clock
+            // skew of a few seconds is allowed for.
+            let remainingMs = max(0, deadlineMs - WallClock.milliseconds()) + c.lockTTLMs + 5_000
+            loop.unansweredClaims.withdraw(UnansweredClaims.Claim(
+                store: store, key: recordKey, owner: owner, deadlineMs: deadlineMs, giveUpAt: .now() + .milliseconds(remainingMs)))
+        }
     }
 
     /// The loop's clock: real time on a real loop, the test's on an `EmbeddedEventLoop`.

@@ -5,8 +5,10 @@ import RedisClient
 /// request's event loop. `IdempotencyStore` answers them from Redis; a test can answer them
 /// from a script.
 protocol RecordStore: AnyObject {
+    /// `deadlineMs` (milliseconds since the epoch): when the claimer stops waiting for the
+    /// answer; a claim that runs later writes nothing and fails with `.lateClaim`.
     func claim(
-        key: String, record: IdempotencyRecord, lockTTLMs: Int64,
+        key: String, record: IdempotencyRecord, lockTTLMs: Int64, deadlineMs: Int64,
         completion: @escaping (Result<ProtectedRequestMachine.ClaimResult, StoreError>) -> Void)
 
     func complete(
@@ -17,6 +19,13 @@ protocol RecordStore: AnyObject {
     /// retries waiting for the key.
     func release(
         key: String, owner: [UInt8], wakeWaiters: Bool, completion: @escaping (Result<Bool, StoreError>) -> Void)
+
+    /// Withdraws a claim whose answer never came, once Redis's clock has passed its
+    /// `deadlineMs` (before that it may still run): owner-checked, in flight only, waking the
+    /// retries waiting for the key. Result: nil while the deadline has not passed in Redis;
+    /// else whether the claim was there and is gone.
+    func withdrawUnanswered(
+        key: String, owner: [UInt8], deadlineMs: Int64, completion: @escaping (Result<Bool?, StoreError>) -> Void)
 
     /// How many replicas acknowledged the writes so far, waiting up to `timeoutMs` for `count`.
     func waitForReplicas(
@@ -31,11 +40,23 @@ protocol RecordStore: AnyObject {
 enum StoreError: Error, CustomStringConvertible {
     case redis(RedisError)
     case malformedRecord(String)
+    /// Redis ran the claim after its deadline and wrote nothing: it was stalled, or its clock
+    /// is ahead of this host's by more than `redis_timeout`.
+    case lateClaim
+
+    /// The command was sent and its answer never came: it may have run, or still run.
+    var mayHaveLanded: Bool {
+        switch self {
+        case .redis(.timeout), .redis(.connectionClosed), .redis(.io), .redis(.eof): return true
+        case .redis, .malformedRecord, .lateClaim: return false
+        }
+    }
 
     var description: String {
         switch self {
         case .redis(let e): return e.description
         case .malformedRecord(let m): return "malformed idempotency record in Redis: \(m)"
+        case .lateClaim: return "Redis ran the claim after its deadline (a stall, or its clock ahead of this host's); nothing was claimed"
         }
     }
 }

@@ -4,8 +4,9 @@ import IdempotencyCore
 /// loop. `PostgresRecordStore` answers them from PostgreSQL.
 protocol LongTermStore: AnyObject {
     /// Claims `key` unless a live claim or record is there; that one is answered instead.
+    /// `deadlineMs` (ms since the epoch): a claim that runs later writes nothing (`.lateClaim`).
     func claim(
-        key: String, owner: [UInt8], fingerprint: [UInt8], lockTTLMs: Int64,
+        key: String, owner: [UInt8], fingerprint: [UInt8], lockTTLMs: Int64, deadlineMs: Int64,
         completion: @escaping (Result<ProtectedRequestMachine.LongTermClaimResult, LongTermStoreError>) -> Void)
 
     /// Owner-checked. Result: false when another request had taken the key over.
@@ -15,6 +16,12 @@ protocol LongTermStore: AnyObject {
 
     /// Owner-checked. Result: true when the claim was ours and is gone.
     func release(key: String, owner: [UInt8], completion: @escaping (Result<Bool, LongTermStoreError>) -> Void)
+
+    /// Withdraws a claim whose answer never came, once PostgreSQL's clock has passed its
+    /// deadline: owner-checked, in flight only. Result: nil while the deadline has not passed;
+    /// else whether the claim was there and is gone.
+    func withdrawUnanswered(
+        key: String, owner: [UInt8], deadlineMs: Int64, completion: @escaping (Result<Bool?, LongTermStoreError>) -> Void)
 
     /// Deletes up to `limit` expired rows, if no other proxy is sweeping. Result: how many.
     func sweep(limit: Int, completion: @escaping (Result<Int, LongTermStoreError>) -> Void)

@@ -2,14 +2,19 @@ import PostgresNIO
 
 /// Why the long-term store gave no usable answer, worded for a log line.
 enum LongTermStoreError: Error, Equatable, CustomStringConvertible {
-    /// Not connected (refused, unreachable, closed) or reconnecting.
+    /// Not connected (refused, unreachable, closed) or reconnecting: nothing was sent.
     case unavailable(String)
-    /// No answer within `postgres_timeout`.
+    /// The statement was sent and the connection broke before its answer: it may have run.
+    case unanswered(String)
+    /// The statement was sent and no answer came within `postgres_timeout`: it may still run.
     case timeout
     /// PostgreSQL answered with an error (SQLSTATE and message).
     case server(sqlState: String, message: String)
     /// A row that is not a record this proxy wrote.
     case malformedRecord(String)
+    /// PostgreSQL ran the claim after its deadline and wrote nothing: it was stalled, or its
+    /// clock is ahead of this host's by more than `postgres_timeout`.
+    case lateClaim
     /// The table exists but lacks what the proxy needs (SPEC §8.5).
     case unusableTable(String)
 
@@ -40,9 +45,9 @@ enum LongTermStoreError: Error, Equatable, CustomStringConvertible {
     /// shutting the session down (57P: admin shutdown, crash, cannot connect now).
     var brokeConnection: Bool {
         switch self {
-        case .unavailable, .timeout: return true
+        case .unavailable, .unanswered, .timeout: return true
         case .server(let sqlState, _): return sqlState.hasPrefix("28") || sqlState.hasPrefix("57P")
-        case .malformedRecord, .unusableTable: return false
+        case .malformedRecord, .unusableTable, .lateClaim: return false
         }
     }
 
@@ -51,9 +56,9 @@ enum LongTermStoreError: Error, Equatable, CustomStringConvertible {
     /// timeout is not one: a paused server would hold the client for every try.
     var mayPass: Bool {
         switch self {
-        case .unavailable: return true
+        case .unavailable, .unanswered: return true
         case .server(let sqlState, _): return sqlState.hasPrefix("57P") || sqlState == "53300"
-        case .timeout, .malformedRecord, .unusableTable: return false
+        case .timeout, .malformedRecord, .unusableTable, .lateClaim: return false
         }
     }
 
@@ -64,17 +69,27 @@ enum LongTermStoreError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .unusableTable: return true
         case .server(let sqlState, _): return sqlState.hasPrefix("28") || sqlState == "3D000"
-        case .unavailable, .timeout, .malformedRecord: return false
+        case .unavailable, .unanswered, .timeout, .malformedRecord, .lateClaim: return false
+        }
+    }
+
+    /// The statement may have run without its answer reaching us (a claim to withdraw).
+    var mayHaveLanded: Bool {
+        switch self {
+        case .unanswered, .timeout: return true
+        case .unavailable, .server, .malformedRecord, .unusableTable, .lateClaim: return false
         }
     }
 
     var description: String {
         switch self {
         case .unavailable(let why): return "PostgreSQL unavailable: \(why)"
+        case .unanswered(let why): return "PostgreSQL connection lost before the answer: \(why)"
         case .timeout: return "PostgreSQL did not answer within postgres_timeout"
         case .server(let sqlState, let message): return "PostgreSQL error \(sqlState): \(message)"
         case .malformedRecord(let why): return "malformed idempotency record in PostgreSQL: \(why)"
         case .unusableTable(let why): return why
+        case .lateClaim: return "PostgreSQL ran the claim after its deadline (a stall, or its clock ahead of this host's); nothing was claimed"
         }
     }
 }

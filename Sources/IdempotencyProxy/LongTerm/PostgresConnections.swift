@@ -17,7 +17,7 @@ import RedisClient
 final class PostgresConnections {
     /// The statements of the store.
     enum Statement: Int, CaseIterable {
-        case claim, complete, release, sweep, ping
+        case claim, complete, release, withdrawUnanswered, sweep, ping
     }
 
     private enum SlotState {
@@ -78,7 +78,7 @@ final class PostgresConnections {
             // The connection is stuck (a paused server, a lost network): statements queued
             // behind this one would wait too; closing it fails them and makes a fresh one.
             self.rest(slot, ifStill: opened, sentOn: sent.connection)
-            answer.complete(.failure(.timeout))
+            answer.complete(.failure(sent.connection == nil ? .unavailable("no connection within postgres_timeout") : .timeout))
         }
         let query = PostgresQuery(unsafeSQL: texts[statement.rawValue], binds: binds)
         let logger = self.logger
@@ -91,8 +91,10 @@ final class PostgresConnections {
             switch result {
             case .success(let rows): answer.complete(.success(rows))
             case .failure(let error):
-                let failure = LongTermStoreError(error)
+                var failure = LongTermStoreError(error)
                 if failure.brokeConnection { self.rest(slot, ifStill: opened, sentOn: sent.connection) }
+                // A connection lost after the statement went out may have run it.
+                if case .unavailable(let why) = failure, sent.connection != nil { failure = .unanswered(why) }
                 answer.complete(.failure(failure))
             }
         }
@@ -191,6 +193,7 @@ extension PostgresSQL {
         case .claim: return claim
         case .complete: return complete
         case .release: return release
+        case .withdrawUnanswered: return withdrawUnanswered
         case .sweep: return sweep
         case .ping: return "SELECT 1"
         }

@@ -13,10 +13,10 @@ final class PostgresRecordStore: LongTermStore {
     }
 
     func claim(
-        key: String, owner: [UInt8], fingerprint: [UInt8], lockTTLMs: Int64,
+        key: String, owner: [UInt8], fingerprint: [UInt8], lockTTLMs: Int64, deadlineMs: Int64,
         completion: @escaping (Result<ProtectedRequestMachine.LongTermClaimResult, LongTermStoreError>) -> Void
     ) {
-        run(.claim, binds(key, ByteBuffer(bytes: owner), ByteBuffer(bytes: fingerprint), lockTTLMs)) { result in
+        run(.claim, binds(key, ByteBuffer(bytes: owner), ByteBuffer(bytes: fingerprint), lockTTLMs, deadlineMs)) { result in
             completion(result.flatMap { rows in
                 do {
                     return .success(try Self.claimResult(rows, owner: owner))
@@ -29,9 +29,9 @@ final class PostgresRecordStore: LongTermStore {
         }
     }
 
-    /// The claim statement's row: ours (claimed), or what was there.
+    /// The claim statement's row: ours (claimed), or what was there; none when it ran late.
     private static func claimResult(_ rows: [PostgresRow], owner: [UInt8]) throws -> ProtectedRequestMachine.LongTermClaimResult {
-        guard let row = rows.first else { throw LongTermStoreError.malformedRecord("the claim returned no row") }
+        guard let row = rows.first else { throw LongTermStoreError.lateClaim }
         // The int8 is read as raw bytes (binary, as every row is asked for), which keeps the
         // decoding independent of how the statement's result was described.
         var (rowOwner, rowFingerprint, record, expiresIn) = try row.decode((ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self)
@@ -60,6 +60,19 @@ final class PostgresRecordStore: LongTermStore {
 
     func release(key: String, owner: [UInt8], completion: @escaping (Result<Bool, LongTermStoreError>) -> Void) {
         run(.release, binds(key, ByteBuffer(bytes: owner))) { completion($0.map { !$0.isEmpty }) }
+    }
+
+    func withdrawUnanswered(
+        key: String, owner: [UInt8], deadlineMs: Int64, completion: @escaping (Result<Bool?, LongTermStoreError>) -> Void
+    ) {
+        run(.withdrawUnanswered, binds(key, ByteBuffer(bytes: owner), deadlineMs)) { result in
+            completion(result.flatMap { rows in
+                guard let (due, withdrawn) = try? rows.first?.decode((Bool, Bool).self) else {
+                    return .failure(.malformedRecord("the withdrawal returned no answer"))
+                }
+                return .success(due ? withdrawn : nil)
+            })
+        }
     }
 
     func sweep(limit: Int, completion: @escaping (Result<Int, LongTermStoreError>) -> Void) {

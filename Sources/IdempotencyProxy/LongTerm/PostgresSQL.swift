@@ -49,23 +49,36 @@ struct PostgresSQL: Sendable {
         """
     }
 
-    /// $1 key, $2 owner, $3 fingerprint, $4 lock_ttl in ms. One statement that claims the key
-    /// when nothing live is there (a row whose `expires_at` passed is taken over, so an expired
-    /// record is never replayed) and otherwise leaves the row as it is and returns it: the
-    /// returned owner is ours exactly when the claim is. The row is locked and read at its
-    /// latest version, so two proxies claiming at once cannot both win.
+    /// $1 key, $2 owner, $3 fingerprint, $4 lock_ttl in ms, $5 the claimer's deadline in ms
+    /// since the epoch. One statement that claims the key when nothing live is there (a row
+    /// whose `expires_at` passed is taken over, so an expired record is never replayed) and
+    /// otherwise leaves the row as it is and returns it: the returned owner is ours exactly
+    /// when the claim is. The row is locked and read at its latest version, so two proxies
+    /// claiming at once cannot both win. Past the deadline (`clock_timestamp()`, checked
+    /// before the insert and again once a conflicting row's lock is held) it writes nothing
+    /// and returns no row: the claimer has given up, and a claim nobody waits for would hold
+    /// the key until lock_ttl.
     var claim: String {
         """
         INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
-        VALUES ($1::text, $2::bytea, $3::bytea, NULL, now() + $4::int8 * interval '1 millisecond')
+        SELECT $1::text, $2::bytea, $3::bytea, NULL, now() + $4::int8 * interval '1 millisecond'
+        WHERE clock_timestamp() <= \(Self.deadline("$5"))
         ON CONFLICT (record_key) DO UPDATE SET
             owner = CASE WHEN r.expires_at <= now() THEN excluded.owner ELSE r.owner END,
             fingerprint = CASE WHEN r.expires_at <= now() THEN excluded.fingerprint ELSE r.fingerprint END,
             record = CASE WHEN r.expires_at <= now() THEN NULL ELSE r.record END,
             expires_at = CASE WHEN r.expires_at <= now() THEN excluded.expires_at ELSE r.expires_at END
+            WHERE clock_timestamp() <= \(Self.deadline("$5"))
         RETURNING owner, fingerprint, record, (extract(epoch FROM expires_at - now()) * 1000)::int8
         """
     }
+
+    /// A deadline parameter (ms since the epoch) as a timestamp.
+    private static func deadline(_ parameter: String) -> String { "to_timestamp(\(parameter)::int8 / 1000.0)" }
+
+    /// How long after a claim's deadline a withdrawal waits: a claim that checked its
+    /// deadline just in time is committed by then.
+    static let withdrawMargin = "interval '1 second'"
 
     /// $1 key, $2 owner, $3 fingerprint, $4 record, $5 retention in ms. Owner-checked: a live
     /// row of another request is left alone (no row returned); an expired one, or none (the
@@ -85,6 +98,22 @@ struct PostgresSQL: Sendable {
     /// $1 key, $2 owner. Owner-checked, and only an in-flight claim.
     var release: String {
         "DELETE FROM \(name) WHERE record_key = $1::text AND owner = $2::bytea AND record IS NULL RETURNING 1"
+    }
+
+    /// $1 key, $2 owner, $3 the claim's deadline in ms since the epoch. The release of a claim
+    /// whose answer never came, once the server's clock is past its deadline (and the margin):
+    /// from then on the claim has committed or never will, so this runs after it. One row:
+    /// whether the deadline had passed (nothing is done before), and whether a claim went.
+    var withdrawUnanswered: String {
+        // The clock is read once (a CTE named twice is computed once), so that the answer and
+        // the delete agree on whether the deadline had passed.
+        """
+        WITH due AS (SELECT clock_timestamp() > \(Self.deadline("$3")) + \(Self.withdrawMargin) AS past),
+        gone AS (
+            DELETE FROM \(name) WHERE record_key = $1::text AND owner = $2::bytea AND record IS NULL AND (SELECT past FROM due)
+            RETURNING 1)
+        SELECT (SELECT past FROM due), (SELECT count(*) FROM gone) > 0
+        """
     }
 
     /// $1 batch size. Deletes up to a batch of expired rows, oldest first, if this session gets

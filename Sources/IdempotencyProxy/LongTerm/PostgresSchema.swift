@@ -74,7 +74,10 @@ final class PostgresSchema: Sendable {
         let token = ByteBuffer(bytes: [UInt8](repeating: 0, count: IdempotencyRecord.ownerLength))
         let fingerprint = ByteBuffer(bytes: [UInt8](repeating: 0, count: IdempotencyRecord.fingerprintLength))
         let checked = run("BEGIN").flatMap {
-            run(sql.claim) { $0.append(key); $0.append(token); $0.append(fingerprint); $0.append(Int64(1)) }
+            run(sql.claim) {
+                $0.append(key); $0.append(token); $0.append(fingerprint); $0.append(Int64(1))
+                $0.append(WallClock.milliseconds() + 60_000)
+            }
         }.flatMap {
             run(sql.complete) { $0.append(key); $0.append(token); $0.append(fingerprint); $0.append(token); $0.append(Int64(1)) }
         }.flatMap {

@@ -16,6 +16,8 @@ final class LoopContext {
     /// PostgreSQL behind Redis (SPEC §8), when `postgres_url` is set.
     let longTermStore: (any LongTermStore)?
     private let sweeper: RecordSweeper?
+    /// Claims sent and never answered, withdrawn once their store answers again.
+    let unansweredClaims: UnansweredClaims
     /// Shared by every loop of the process, so that an outage is logged once.
     let outages: Outages
     /// Wakes retries waiting for an in-flight request (`inflight_wait`).
@@ -50,6 +52,7 @@ final class LoopContext {
         self.store = store
         self.longTermStore = longTermStore
         self.sweeper = sweeper
+        unansweredClaims = UnansweredClaims(eventLoop: eventLoop, store: store, longTermStore: longTermStore, logger: logger)
         self.outages = outages
         self.subscriber = subscriber
         self.pool = pool
@@ -61,6 +64,7 @@ final class LoopContext {
     }
 
     func close() {
+        unansweredClaims.close()
         pool.close()
         store.close()
         sweeper?.stop()

@@ -1,0 +1,175 @@
+import Foundation
+import IdempotencyCore
+import IdempotencyScripts
+import Logging
+import NIOCore
+import PostgresNIO
+import RedisClient
+import TestSupport
+import Testing
+
+@testable import IdempotencyProxy
+
+/// docs/behaviour.md, "Claims that land late": a store that stalls across a claim never leaves
+/// the key locked for lock_ttl. The claim refuses itself past its deadline, and a claim whose
+/// answer never came is withdrawn once the store answers again.
+@Suite struct LateClaimTests {
+    static let settings = ["redis_timeout": "500ms", "lock_ttl": "60s"]
+
+    /// Retries (409 and 503 are retried, as clients do) until an answer that ends the key, and
+    /// how long after `since` it came.
+    static func retryUntilAnswered(
+        _ h: ProxyHarness, key: String, since: ContinuousClock.Instant
+    ) async throws -> (RawHTTPClient.Response, Duration) {
+        let answer = try await retrying(times: 200, pause: .milliseconds(50), while: { [409, 503].contains($0.status) }) {
+            try await h.send("POST", "/charges", key: key, body: "x")
+        }
+        return (answer, ContinuousClock.now - since)
+    }
+
+    // MARK: - Redis stalled (SIGSTOP) across a claim
+
+    @Test func withoutPostgresTheRetryRunsSoonAfterRedisAnswersAgain() async throws {
+        let redis = try RedisServerProcess()
+        try await withProxy(Self.settings, redisURL: redis.url) { h in
+            redis.pause()
+            let stalled = try await h.send("POST", "/charges", key: "k", body: "x")
+            try await Task.sleep(for: .milliseconds(1_000))
+            redis.resume()
+            let resumed = ContinuousClock.now
+            #expect(stalled.status == 503)
+            let (retry, after) = try await Self.retryUntilAnswered(h, key: "k", since: resumed)
+            #expect(retry.status == 201)
+            #expect(after < .seconds(5), "the retry ran \(after) after Redis answered again")
+            #expect(h.upstream.executions("/charges") == 1)
+            #expect(try await h.send("POST", "/charges", key: "k", body: "x").replayed)
+        }
+    }
+
+    @Test func withPostgresTheRequestRunsOnceAndTheRetryGetsTheReplay() async throws {
+        let redis = try RedisServerProcess()
+        let table = TestTable()
+        try await withProxy(table.settings(Self.settings), redisURL: redis.url) { h in
+            redis.pause()
+            let first = try await h.send("POST", "/charges", key: "k", body: "x")
+            try await Task.sleep(for: .milliseconds(1_000))
+            redis.resume()
+            let resumed = ContinuousClock.now
+            #expect(first.status == 201, "protected by PostgreSQL alone")
+            let (retry, after) = try await Self.retryUntilAnswered(h, key: "k", since: resumed)
+            #expect(retry.replayed)
+            #expect(retry.body == first.body)
+            #expect(after < .seconds(5), "the replay came \(after) after Redis answered again")
+            #expect(h.upstream.executions("/charges") == 1)
+        }
+    }
+
+    /// Redis runs the claim, and its answer is held back past redis_timeout: the claim is in
+    /// Redis, nobody waits for it, and without its withdrawal it would hold the key at 409 for
+    /// the 60 s of lock_ttl.
+    @Test func aClaimThatRanButWhoseAnswerWasLostIsWithdrawn() async throws {
+        let relay = try TCPRelay(targetPort: SharedRedis.port)
+        defer { relay.stop() }
+        try await withProxy(Self.settings, redisURL: "redis://127.0.0.1:\(relay.port)/0") { h in
+            relay.holdReplies()
+            let lost = try await h.send("POST", "/charges", key: "k", body: "x")
+            #expect(lost.status == 503)
+            // The claim ran in Redis (only its answer is late): the hazard.
+            let redis = try await TestRedisClient(port: SharedRedis.port)
+            let keys = try await redis.send(["KEYS", .string(h.prefix + "*")])
+            await redis.close()
+            try await Task.sleep(for: .milliseconds(1_000))
+            relay.release()
+            let released = ContinuousClock.now
+            let (retry, after) = try await Self.retryUntilAnswered(h, key: "k", since: released)
+            #expect(retry.status == 201)
+            #expect(after < .seconds(5), "the retry ran \(after) after Redis answered again (keys right after the 503: \(keys))")
+            #expect(h.upstream.executions("/charges") == 1)
+        }
+    }
+
+    // MARK: - PostgreSQL stalled (SIGSTOP) across a claim
+
+    @Test func aPostgresStalledAcrossAClaimDoesNotHoldTheKey() async throws {
+        let postgres = try PostgresServerProcess()
+        let table = TestTable(url: postgres.url)
+        try await withProxy(table.settings(["postgres_timeout": "500ms", "lock_ttl": "60s"])) { h in
+            #expect(try await h.send("POST", "/charges", key: "before", body: "x").status == 201)
+            postgres.pause()
+            let stalled = try await h.send("POST", "/charges", key: "k", body: "x")
+            try await Task.sleep(for: .milliseconds(1_000))
+            postgres.resume()
+            let resumed = ContinuousClock.now
+            #expect(stalled.status == 503)
+            let (retry, after) = try await Self.retryUntilAnswered(h, key: "k", since: resumed)
+            #expect(retry.status == 201)
+            #expect(after < .seconds(5), "the retry ran \(after) after PostgreSQL answered again")
+            #expect(h.upstream.executions("/charges") == 2)
+            #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record IS NULL") == 0, "no claim left in flight")
+        }
+    }
+
+    // MARK: - the deadline in the claim and in the withdrawal, in each store
+
+    @Test func theRedisClaimPastItsDeadlineWritesNothingAndTheWithdrawalWaitsForIt() async throws {
+        let redis = try await TestRedisClient(port: SharedRedis.port)
+        let key = RedisArgument.string("late-\(UUID().uuidString)")
+        let owner = [UInt8](repeating: 3, count: IdempotencyRecord.ownerLength)
+        let record = IdempotencyRecord(owner: owner, fingerprint: [UInt8](repeating: 1, count: 32), state: .inFlight).encoded()
+        let now = WallClock.milliseconds()
+        func claim(deadline: Int64) async throws -> RedisReply {
+            try await redis.run(.claim, keys: [key], arguments: [.bytes(record), "60000", .string(String(deadline))])
+        }
+        func withdraw(deadline: Int64) async throws -> RedisReply {
+            try await redis.run(.release, keys: [key], arguments: [.bytes(owner), "none", .string(String(deadline))])
+        }
+        #expect(try await claim(deadline: now - 1) == .integer(2), "late: refused")
+        #expect(try await redis.send(["EXISTS", key]) == .integer(0), "and nothing written")
+        #expect(try await claim(deadline: now + 60_000) == .integer(1))
+        #expect(try await withdraw(deadline: now + 60_000) == .integer(-1), "the claim's deadline has not passed: it stays")
+        #expect(try await redis.send(["EXISTS", key]) == .integer(1))
+        #expect(try await withdraw(deadline: now - 1) == .integer(1), "past it: withdrawn")
+        #expect(try await redis.send(["EXISTS", key]) == .integer(0))
+        await redis.close()
+    }
+
+    @Test(arguments: PostgresPath.allCases)
+    func thePostgresClaimPastItsDeadlineWritesNothingAndTheWithdrawalWaitsForIt(path: PostgresPath) async throws {
+        let table = TestTable(url: try path.url)
+        let sql = PostgresSQL(table: table.name)
+        try await table.query(sql.createTable)
+        let owner = ByteBuffer(bytes: [UInt8](repeating: 3, count: IdempotencyRecord.ownerLength))
+        let now = WallClock.milliseconds()
+        func claim(deadline: Int64) async throws -> Int {
+            try await table.run(sql.claim, "k", owner, ByteBuffer(bytes: [UInt8](repeating: 1, count: 32)), Int64(60_000), deadline).count
+        }
+        func withdraw(deadline: Int64) async throws -> (Bool, Bool) {
+            let rows = try await table.run(sql.withdrawUnanswered, "k", owner, deadline)
+            return try rows[0].decode((Bool, Bool).self)
+        }
+        #expect(try await claim(deadline: now - 1) == 0, "late: no row")
+        #expect(try await table.rowCount() == 0, "and nothing written")
+        #expect(try await claim(deadline: now + 60_000) == 1)
+        #expect(try await withdraw(deadline: now) == (false, false), "within a second of the deadline it stays")
+        #expect(try await table.rowCount() == 1)
+        #expect(try await withdraw(deadline: now - 2_000) == (true, true), "past it: withdrawn")
+        #expect(try await table.rowCount() == 0)
+    }
+}
+
+extension TestTable {
+    /// Runs `sql` with these parameters ($1, $2, …) on a connection of its own; its rows.
+    func run(_ sql: String, _ values: any PostgresNonThrowingEncodable...) async throws -> [PostgresRow] {
+        var binds = PostgresBindings()
+        for value in values { binds.append(value) }
+        let connection = try await Self.connect(url)
+        do {
+            let rows = try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: Logger(label: "test-sql")).collect()
+            try await connection.close()
+            return rows
+        } catch {
+            try? await connection.close()
+            throw TestSupportError(String(reflecting: error))
+        }
+    }
+}
