@@ -111,6 +111,15 @@ extension ConfigKey {
         duration("postgres_timeout", \.postgresTimeoutMs, allowZero: false),
         duration("retention", \.retentionMs, allowZero: false),
         choice("on_postgres_error", \.onPostgresError),
+        value(
+            "redis_sentinel", \.redisSentinel,
+            parse: { v throws(ConfigValueError) in
+                guard v.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+                    throw ConfigValueError("redis_sentinel is the master's name as the Sentinels know it: printable ASCII without spaces, got \"\(v)\"")
+                }
+                return v
+            }),
+        value("redis_sentinel_password", \.redisSentinelPassword, parse: { $0 }, print: { $0.isEmpty ? "" : "***" }),
     ]
 
     static let byName: [String: ConfigKey] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })

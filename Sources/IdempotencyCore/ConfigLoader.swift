@@ -94,11 +94,29 @@ public struct ConfigLoader {
                 location: origin("lock_ttl", "upstream_timeout"),
                 message: "lock_ttl (\(ConfigValues.renderDuration(c.lockTTLMs))) must exceed upstream_timeout (\(ConfigValues.renderDuration(c.upstreamTimeoutMs))), or a slow upstream could run a request twice"))
         }
-        if c.redisURLs.count > 1 && !c.redisCluster {
-            findings.append(Finding(location: origin("redis_url"), message: "several Redis URLs need redis_cluster = true"))
+        let sentinel = !c.redisSentinel.isEmpty
+        if c.redisCluster && sentinel {
+            let (first, second) = Self.sourceOrder(origin("redis_cluster"), origin("redis_sentinel"))
+            findings.append(Finding(
+                location: second,
+                message: "redis_sentinel and redis_cluster = true exclude each other (the other at \(first)): a Redis Cluster fails over by itself"))
+        }
+        if c.redisURLs.count > 1 && !c.redisCluster && !sentinel {
+            findings.append(Finding(location: origin("redis_url"), message: "several Redis URLs need redis_cluster = true (seeds) or redis_sentinel (Sentinels)"))
         }
         if c.redisCluster, c.redisURLs.contains(where: { if case .unix = $0.location { return true } else { return false } }) {
             findings.append(Finding(location: origin("redis_url"), message: "Redis Cluster seeds must be redis://host:port"))
+        }
+        if sentinel, c.redisURLs.contains(where: { if case .unix = $0.location { return true } else { return false } }) {
+            findings.append(Finding(location: origin("redis_url"), message: "with redis_sentinel, redis_url lists the Sentinels as redis://host:port"))
+        }
+        if !sentinel, !c.redisSentinelPassword.isEmpty {
+            findings.append(Finding(location: origin("redis_sentinel_password"), message: "redis_sentinel_password is set, but redis_sentinel is not"))
+        }
+        if sentinel, let first = c.redisURLs.first, c.redisURLs.dropFirst().contains(where: {
+            ($0.username != nil || $0.password != nil) && ($0.username != first.username || $0.password != first.password)
+        }) || Set(c.redisURLs.map(\.database).filter { $0 != 0 }).count > 1 {
+            findings.append(Finding(location: origin("redis_url"), message: "with redis_sentinel, redis_url names the master's user, password and /db once: redis://user:password@s1:26379,s2:26379/db"))
         }
         if c.redisCluster, c.redisURLs.contains(where: { $0.database != 0 }) {
             findings.append(Finding(location: origin("redis_url"), message: "Redis Cluster has only database 0; drop the /db from the seeds"))

@@ -57,10 +57,18 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var postgresTimeoutMs: Int64 = 2_000
     public var retentionMs: Int64 = 30 * 86_400_000
     public var onPostgresError = OnPostgresError.closed
+    /// The master's name under Sentinel; empty: no Sentinel, `redisURLs` is the server itself.
+    public var redisSentinel = ""
+    /// AUTH to the Sentinels; empty: none.
+    public var redisSentinelPassword = ""
 
     public init() {}
 
     public var redisURL: RedisURL { redisURLs[0] }
+
+    /// The database the proxy `SELECT`s: the URL's; with Sentinels listed as
+    /// `redis://…@s1:26379,s2:26379/db`, the one written after them (the loader allows no two).
+    public var redisDatabase: Int { redisURLs.map(\.database).first { $0 != 0 } ?? 0 }
 
     /// One group of TLS files (SPEC §9), with the names of their keys: `PREFIX_ca_file` (the
     /// trust roots of a client; empty: the system's), `PREFIX_cert_file` and `PREFIX_key_file`

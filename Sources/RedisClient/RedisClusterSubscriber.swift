@@ -83,7 +83,7 @@ public final class RedisClusterSubscriber: RedisPubSub {
 
     private func received(_ reply: RedisReply, from node: ClusterNode) {
         switch RedisPush(reply) {
-        case .message(let channel):
+        case .message(let channel, _):
             for listener in listeners.listeners(of: channel) { listener() }
         case .unsubscribed(let channel) where placement[channel] == node:
             // Not our doing (we forget a channel before unsubscribing it): its slot moved.

@@ -19,7 +19,15 @@ public protocol RedisCommands: AnyObject {
     /// Told when a server connection goes from usable to unusable or back, with the server.
     var onAvailabilityChange: ((_ server: String, _ available: Bool, _ error: RedisError?) -> Void)? { get set }
 
+    /// The server in use when another one may take its place (a Sentinel's master), for
+    /// `/readyz`; nil when the address is fixed by the configuration.
+    var serverInUse: String? { get }
+
     func close()
+}
+
+extension RedisCommands {
+    public var serverInUse: String? { nil }
 }
 
 extension RedisConnection: RedisCommands {

@@ -1,8 +1,8 @@
 /// What a subscribed connection receives. RESP2 has no push type: messages, the answers to
 /// subscribe commands and the server's own notices all arrive as replies nobody asked for.
 package enum RedisPush: Equatable {
-    /// A message on `channel` (`message`, or `smessage` for a shard channel).
-    case message(channel: String)
+    /// A message on `channel` (`message`, or `smessage` for a shard channel), with its payload.
+    case message(channel: String, payload: String)
     /// The connection no longer listens on `channel`: the answer to our own unsubscribe or,
     /// for a shard channel, the server's notice that the channel's slot moved elsewhere.
     case unsubscribed(channel: String)
@@ -23,7 +23,8 @@ package enum RedisPush: Equatable {
             return
         }
         switch kind {
-        case "message" where items.count == 3, "smessage" where items.count == 3: self = .message(channel: channel)
+        case "message" where items.count == 3, "smessage" where items.count == 3:
+            self = .message(channel: channel, payload: items[2].string ?? "")
         case "unsubscribe", "sunsubscribe": self = .unsubscribed(channel: channel)
         default: self = .other
         }

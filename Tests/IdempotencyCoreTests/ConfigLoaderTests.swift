@@ -58,6 +58,8 @@ import Testing
             postgres_timeout = 2s
             retention = 30d
             on_postgres_error = closed
+            redis_sentinel = 
+            redis_sentinel_password = 
             """)
     }
 
@@ -122,6 +124,9 @@ import Testing
         ValidCase(line: "response_ttl = 40d", check: { $0.responseTTLMs == 40 * 86_400_000 }),
         ValidCase(line: "redis_cluster = true\nredis_url = redis://h1:7000,h2:7001", check: { $0.redisURLs.count == 2 && $0.redisCluster }),
         ValidCase(
+            line: "redis_sentinel = mymaster\nredis_sentinel_password = sp\nredis_url = rediss://u:p@s1:26379,s2:26379,s3:26379/2",
+            check: { $0.redisURLs.count == 3 && $0.redisSentinel == "mymaster" && $0.redisSentinelPassword == "sp" && $0.redisDatabase == 2 && $0.redisURLs.allSatisfy(\.tls) }),
+        ValidCase(
             line: "redis_cluster = true\nredis_url = redis://u:p@h1:7000,redis://u:p@h2:7001,h3:7002",
             check: { $0.redisURLs.map(\.password) == ["p", "p", nil] }),
     ])
@@ -166,7 +171,13 @@ import Testing
         ("max_key_length = 0", "test.conf:1: max_key_length: 0 is out of range (1 to 8192)"),
         ("log_level = loud", "test.conf:1: log_level: expected one of trace, debug, info, notice, warning, error, critical, got \"loud\""),
         ("Lock-TTL = 5s", "test.conf:1: unknown key \"Lock-TTL\" (did you mean lock_ttl?)"),
-        ("redis_url = redis://a:1,b:2", "test.conf:1: several Redis URLs need redis_cluster = true"),
+        ("redis_url = redis://a:1,b:2", "test.conf:1: several Redis URLs need redis_cluster = true (seeds) or redis_sentinel (Sentinels)"),
+        ("redis_cluster = true\nredis_sentinel = mymaster\nredis_url = redis://a:1,b:2", "test.conf:2: redis_sentinel and redis_cluster = true exclude each other (the other at test.conf:1): a Redis Cluster fails over by itself"),
+        ("redis_sentinel = mymaster\nredis_url = unix:///tmp/r.sock", "test.conf:2: with redis_sentinel, redis_url lists the Sentinels as redis://host:port"),
+        ("redis_sentinel_password = s3cret", "test.conf:1: redis_sentinel_password is set, but redis_sentinel is not"),
+        ("redis_sentinel = my master", "test.conf:1: redis_sentinel: redis_sentinel is the master's name as the Sentinels know it: printable ASCII without spaces, got \"my master\""),
+        ("redis_sentinel = m\nredis_url = redis://:p@a:1,redis://:q@b:2", "test.conf:2: with redis_sentinel, redis_url names the master's user, password and /db once: redis://user:password@s1:26379,s2:26379/db"),
+        ("redis_sentinel = m\nredis_url = redis://a:1/2,b:2/3", "test.conf:2: with redis_sentinel, redis_url names the master's user, password and /db once: redis://user:password@s1:26379,s2:26379/db"),
         ("redis_cluster = true\nredis_url = redis://a:1/2,b:2", "test.conf:2: Redis Cluster has only database 0; drop the /db from the seeds"),
         ("redis_cluster = true\nredis_url = unix:///tmp/r.sock", "test.conf:2: Redis Cluster seeds must be redis://host:port"),
         ("redis_cluster = true\nredis_url = redis://u:p@a:1,redis://u:q@b:2", "test.conf:2: Redis Cluster seeds share one user and password (the first seed's open every node); give later seeds the same or none"),

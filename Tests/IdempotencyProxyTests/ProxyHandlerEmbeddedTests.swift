@@ -369,6 +369,8 @@ final class ScriptedStore: RecordStore {
 
     func ping(completion: @escaping (Result<Void, StoreError>) -> Void) { completion(.success(())) }
 
+    let serverInUse: String? = nil
+
     func close() {}
 }
 

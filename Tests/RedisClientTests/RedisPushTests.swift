@@ -7,8 +7,8 @@ import Testing
     static func bulk(_ text: String) -> RedisReply { .bulk(ByteBuffer(string: text)) }
 
     @Test(arguments: [
-        (RedisReply.array([bulk("message"), bulk("c"), bulk("done")]), RedisPush.message(channel: "c")),
-        (.array([bulk("smessage"), bulk("idem:1"), bulk("released")]), .message(channel: "idem:1")),
+        (RedisReply.array([bulk("message"), bulk("c"), bulk("done")]), RedisPush.message(channel: "c", payload: "done")),
+        (.array([bulk("smessage"), bulk("idem:1"), bulk("released")]), .message(channel: "idem:1", payload: "released")),
         (.array([bulk("unsubscribe"), bulk("c"), .integer(0)]), .unsubscribed(channel: "c")),
         (.array([bulk("sunsubscribe"), bulk("idem:1"), .integer(2)]), .unsubscribed(channel: "idem:1")),
         (.array([bulk("subscribe"), bulk("c"), .integer(1)]), .other),

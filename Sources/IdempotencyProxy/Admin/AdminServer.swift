@@ -73,7 +73,7 @@ final class AdminHandler: ChannelInboundHandler {
             redis.futureResult.and(postgres.futureResult).assumeIsolated().whenSuccess { redis, postgres in
                 let problems = [redis.map { "Redis: \($0)" }, postgres].compactMap { $0 }
                 if problems.isEmpty {
-                    self.send(.ok, "ready\n", head: head, context: context)
+                    self.send(.ok, "ready\(self.loop.store.serverInUse.map { " (Redis \($0))" } ?? "")\n", head: head, context: context)
                 } else {
                     self.send(.serviceUnavailable, "not ready: \(problems.joined(separator: "; "))\n", head: head, context: context)
                 }

@@ -111,6 +111,8 @@ final class IdempotencyStore: RecordStore {
         redis.ping { completion($0.mapError { .redis($0) }) }
     }
 
+    var serverInUse: String? { redis.serverInUse }
+
     func close() { redis.close() }
 
     private func run(

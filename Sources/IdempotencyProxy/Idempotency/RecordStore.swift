@@ -34,6 +34,9 @@ protocol RecordStore: AnyObject {
     /// Succeeds when every server the store needs answers (`/readyz`).
     func ping(completion: @escaping (Result<Void, StoreError>) -> Void)
 
+    /// The Redis server in use when it may change (a Sentinel's master), for `/readyz`.
+    var serverInUse: String? { get }
+
     func close()
 }
 

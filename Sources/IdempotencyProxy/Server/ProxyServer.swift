@@ -86,10 +86,12 @@ public final class ProxyServer: Sendable {
             postgres = wiring
         }
         var contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>] = [:]
+        let sentinelLog = SentinelMasterLog()
         for (index, loop) in group.makeIterator().enumerated() {
             contexts[ObjectIdentifier(loop)] = try await loop.submit { [postgres] in
                 let redis = RedisWiring.make(
-                    configuration: configuration, tls: redisTLS, eventLoop: loop, metrics: metrics, logger: logger)
+                    configuration: configuration, tls: redisTLS, eventLoop: loop, metrics: metrics, sentinelLog: sentinelLog,
+                    logger: logger)
                 let longTerm = postgres?.store(on: loop, metrics: metrics, logger: logger)
                 // Every proxy sweeps from one of its loops; the sweep's lock keeps it to one
                 // proxy of a fleet at a time.

@@ -3,18 +3,38 @@ import Logging
 import NIOCore
 import RedisClient
 
-/// Builds one loop's Redis side from the configuration: a connection (or cluster client), its
-/// store and its Pub/Sub subscriber, with their logging. The only place that picks between a
-/// single server and a cluster.
+/// Builds one loop's Redis side from the configuration: a connection (or cluster or Sentinel
+/// client), its store and its Pub/Sub subscriber, with their logging. The only place that picks
+/// between a single server, a cluster and Sentinel.
 enum RedisWiring {
     static func make(
-        configuration: ProxyConfiguration, tls: RedisTLS?, eventLoop: any EventLoop, metrics: ProxyMetrics, logger: Logger
+        configuration: ProxyConfiguration, tls: RedisTLS?, eventLoop: any EventLoop, metrics: ProxyMetrics,
+        sentinelLog: SentinelMasterLog, logger: Logger
     ) -> (store: IdempotencyStore, subscriber: any RedisPubSub) {
         var redisConfiguration = Self.redisConfiguration(configuration)
         redisConfiguration.tls = tls
         var redis: any RedisCommands
         var subscriber: any RedisPubSub
-        if configuration.redisCluster {
+        if !configuration.redisSentinel.isEmpty {
+            let sentinel = RedisSentinelClient(
+                masterName: configuration.redisSentinel, sentinels: configuration.redisURLs.compactMap(\.clusterNode),
+                sentinelPassword: configuration.redisSentinelPassword.isEmpty ? nil : configuration.redisSentinelPassword,
+                configuration: redisConfiguration, eventLoop: eventLoop)
+            // Waiting retries listen on the master the Sentinels name, and follow it.
+            let follower = RedisSubscriber(eventLoop: eventLoop)
+            sentinel.onMasterChange = { [weak sentinel] _, new in
+                guard let sentinel else { return }
+                follower.move(to: sentinel.masterConfiguration(new))
+                sentinelLog.masterChanged(to: new, logger: logger)
+            }
+            sentinel.onMasterUnknown = { reason in
+                logger.warning(
+                    "no Redis master known from the Sentinels; requests are handled as with Redis down until one is",
+                    metadata: ["reason": "\(reason)"])
+            }
+            redis = sentinel
+            subscriber = follower
+        } else if configuration.redisCluster {
             let cluster = RedisClusterClient(
                 seeds: configuration.redisURLs.compactMap(\.clusterNode), configuration: redisConfiguration,
                 eventLoop: eventLoop)
@@ -56,13 +76,13 @@ enum RedisWiring {
         case .unix(let path): address = .unix(path: path)
         }
         return RedisConfiguration(
-            address: address, username: url.username, password: url.password, database: url.database,
+            address: address, username: url.username, password: url.password, database: c.redisDatabase,
             commandTimeout: .milliseconds(c.redisTimeoutMs))
     }
 }
 
 extension RedisURL {
-    /// A cluster seed (the loader refuses unix sockets with `redis_cluster = true`).
+    /// A cluster seed or a Sentinel (the loader refuses unix sockets for both).
     fileprivate var clusterNode: ClusterNode? {
         guard case .tcp(let address) = location else { return nil }
         return ClusterNode(host: address.host, port: address.port)

@@ -1,0 +1,138 @@
+import Foundation
+import RedisClient
+
+/// A real Sentinel setup on free loopback ports: a primary, one replica and three Sentinels
+/// (`redis-server --sentinel`) monitoring it as `mymaster` with a quorum of 2, quick to notice
+/// a dead primary (1 s). Tests kill the primary, ask for a planned failover, or stop a Sentinel.
+public final class RedisSentinelGroup: @unchecked Sendable {
+    public static let masterName = "mymaster"
+
+    public let primary: RedisServerProcess
+    public let replica: RedisServerProcess
+    public let sentinels: [SentinelProcess]
+
+    public init() throws {
+        let primary = try RedisServerProcess()
+        self.primary = primary
+        replica = try RedisServerProcess(arguments: ["--replicaof", "127.0.0.1", "\(primary.port)"])
+        sentinels = try (0..<3).map { _ in try SentinelProcess(monitoring: primary.port) }
+    }
+
+    /// The proxy's `redis_url`: every Sentinel.
+    public var url: String { "redis://" + sentinels.map { "127.0.0.1:\($0.port)" }.joined(separator: ",") }
+
+    /// Waits until the replica is in sync and every Sentinel knows it and the two others, so
+    /// that a failover can be agreed on.
+    public func waitUntilSettled() async throws {
+        try await eventually("the Sentinels knowing the replica and each other", pause: .milliseconds(200)) {
+            for sentinel in sentinels {
+                guard let fields = try? await sentinel.masterState(),
+                    fields["num-slaves"] == "1", fields["num-other-sentinels"] == "2", fields["flags"] == "master"
+                else { return false }
+            }
+            let info = try await Self.info(port: replica.port, section: "replication")
+            return info.contains("master_link_status:up")
+        }
+    }
+
+    /// The master's port as the first Sentinel still answering names it.
+    public func masterPort() async throws -> Int? {
+        for sentinel in sentinels where sentinel.isRunning {
+            if let port = try? await sentinel.masterPort() { return port }
+        }
+        return nil
+    }
+
+    /// `INFO section` of the server on `port`.
+    public static func info(port: Int, section: String) async throws -> String {
+        let client = try await TestRedisClient(port: port, timeout: .seconds(2))
+        let reply = try? await client.send(["INFO", .string(section)])
+        await client.close()
+        return reply?.string ?? ""
+    }
+}
+
+/// One Sentinel: its own configuration file (Sentinel rewrites it) in a directory of its own.
+public final class SentinelProcess: @unchecked Sendable {
+    public let port: Int
+    private let directory: URL
+    private var process: Process?
+
+    public init(monitoring primaryPort: Int) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("idemproxy-sentinel-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        port = try FreePort.next()
+        let name = RedisSentinelGroup.masterName
+        try """
+            port \(port)
+            bind 127.0.0.1
+            dir \(directory.path)
+            sentinel monitor \(name) 127.0.0.1 \(primaryPort) 2
+            sentinel down-after-milliseconds \(name) 1000
+            sentinel failover-timeout \(name) 10000
+            sentinel parallel-syncs \(name) 1
+            """.write(to: directory.appendingPathComponent("sentinel.conf"), atomically: true, encoding: .utf8)
+        try start()
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    public func start() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: RedisServerProcess.binary)
+        p.arguments = [directory.appendingPathComponent("sentinel.conf").path, "--sentinel"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        process = p
+        try FreePort.waitUntilListening(port: port) { p.isRunning }
+    }
+
+    /// SIGKILL, as in `RedisServerProcess.stop`.
+    public func stop() {
+        guard let p = process else { return }
+        if p.isRunning {
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        }
+        process = nil
+    }
+
+    public var isRunning: Bool { process?.isRunning ?? false }
+
+    public func send(_ arguments: [RedisArgument]) async throws -> RedisReply {
+        let client = try await TestRedisClient(port: port, timeout: .seconds(2))
+        do {
+            let reply = try await client.send(arguments)
+            await client.close()
+            return reply
+        } catch {
+            await client.close()
+            throw error
+        }
+    }
+
+    public func masterPort() async throws -> Int? {
+        guard case .array(let items) = try await send(["SENTINEL", "get-master-addr-by-name", .string(RedisSentinelGroup.masterName)]),
+            items.count == 2
+        else { return nil }
+        return items[1].string.flatMap { Int($0) }
+    }
+
+    /// `SENTINEL MASTER name` as a dictionary of its fields.
+    public func masterState() async throws -> [String: String] {
+        guard case .array(let items) = try await send(["SENTINEL", "MASTER", .string(RedisSentinelGroup.masterName)]) else {
+            return [:]
+        }
+        var fields: [String: String] = [:]
+        var index = 0
+        while index + 1 < items.count {
+            if let key = items[index].string { fields[key] = items[index + 1].string }
+            index += 2
+        }
+        return fields
+    }
+}
