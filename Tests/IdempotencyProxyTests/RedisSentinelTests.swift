@@ -79,12 +79,12 @@ import Testing
             #expect(h.upstream.snapshot().charges == 2_000)
 
             try await eventually("the old primary made a replica", pause: .milliseconds(200)) {
-                try await RedisSentinelGroup.info(port: oldPort, section: "replication").contains("role:slave")
+                try await group.info(port: oldPort, section: "replication").contains("role:slave")
             }
             for i in 0..<20 { #expect(try await h.send("POST", "/charges", key: "late-\(i)", body: "x").status == 201) }
             // No script ever ran on it since it came back: replication carries the effects,
             // so an EVALSHA there could only have come from a proxy writing to it.
-            let commands = try await RedisSentinelGroup.info(port: oldPort, section: "commandstats")
+            let commands = try await group.info(port: oldPort, section: "commandstats")
             #expect(!commands.contains("cmdstat_evalsha") && !commands.contains("cmdstat_eval:"), "\(commands)")
         }
     }
@@ -105,6 +105,35 @@ import Testing
             #expect(try h.admin("/readyz").text.contains("master 127.0.0.1:\(group.replica.port)"))
             // What the old master held was replicated: the first key is replayed from the new one.
             #expect(try await h.send("POST", "/charges", key: "before", body: "x").replayed)
+            #expect(h.upstream.executions("/charges") == 1)
+        }
+    }
+
+    @Test func rediss_toTheSentinelsAndTheMasterFollowsAPlannedFailover() async throws {
+        let certificates = try TestCertificates()
+        let group = try RedisSentinelGroup(tls: certificates)
+        try await group.waitUntilSettled()
+        try await withProxy(Self.settings(["redis_tls_ca_file": certificates.caFile]), redisURL: group.url) { h in
+            #expect(h.redisURL.hasPrefix("rediss://"))
+            let first = try await h.send("POST", "/charges", key: "k", body: "x")
+            #expect(first.status == 201)
+            #expect(try await h.send("POST", "/charges", key: "k", body: "x").replayed)
+            let oldPort = group.primary.port
+            #expect(try await group.sentinels[0].send(["SENTINEL", "FAILOVER", .string(RedisSentinelGroup.masterName)]) == .status("OK"))
+            let switched = try await Self.waitForSwitch(group, from: oldPort)
+            // Without PostgreSQL a 201 needs Redis: the new master, over TLS.
+            var attempt = 0
+            try await eventually("a protected 201 after the switch", pause: .milliseconds(10)) {
+                attempt += 1
+                return try await h.send("POST", "/status/201", key: "after-\(attempt)", body: "x").status == 201
+            }
+            // Each event loop follows on its own; /readyz asks whichever serves it.
+            try await eventually("/readyz naming the new master", within: 5, pause: .milliseconds(20)) {
+                try h.admin("/readyz").text.contains("master 127.0.0.1:\(group.replica.port)")
+            }
+            print("Sentinel failover over TLS: every loop followed within \(ContinuousClock.now - switched) of the switch")
+            #expect(ContinuousClock.now - switched < .seconds(5))
+            #expect(try await h.send("POST", "/charges", key: "k", body: "x").replayed)
             #expect(h.upstream.executions("/charges") == 1)
         }
     }
