@@ -152,6 +152,7 @@ public final class RedisSentinelClient: RedisCommands {
         guard !closed else { return }
         guard let sentinel = candidates.first else { return unknown(lastProblem) }
         asker(sentinel).send(["SENTINEL", "get-master-addr-by-name", .string(masterName)]) { result in
+            guard !self.closed else { return }
             do {
                 guard let node = try SentinelReplies.masterAddress(result.get()) else {
                     throw RedisError.unexpectedReply("it monitors no master named \(self.masterName)")
@@ -186,10 +187,18 @@ public final class RedisSentinelClient: RedisCommands {
         let inUse = master?.node == node ? master?.connection : nil
         let connection = inUse ?? RedisConnection(configuration: masterConfiguration(node), eventLoop: eventLoop)
         connection.send(["ROLE"]) { result in
-            guard !self.closed, case .success(let reply) = result, SentinelReplies.isMaster(reply), generation == self.adoptions
-            else {
+            guard !self.closed else { return connection.close() }
+            let isMaster = (try? result.get()).map(SentinelReplies.isMaster) ?? false
+            if case .success = result, !isMaster, connection === self.master?.connection {
+                // The master in use says it is one no longer (demoted, or back as a replica):
+                // commands fail at once until the Sentinels name another.
+                self.master = nil
+                connection.close()
+            }
+            guard isMaster, generation == self.adoptions else {
                 if connection !== self.master?.connection { connection.close() }
-                return done(false)
+                // A newer switch adopted this very node meanwhile: that is a success too.
+                return done(self.master?.node == node)
             }
             self.adopt(node, connection)
             done(true)
@@ -219,7 +228,13 @@ public final class RedisSentinelClient: RedisCommands {
                 if !isMaster { self.discover() }
             }
         }
-        connection.onReady = { [weak connection] in connection?.sendUnanswered(["SUBSCRIBE", "+switch-master"]) }
+        var reconnected = false
+        connection.onReady = { [weak self, weak connection] in
+            connection?.sendUnanswered(["SUBSCRIBE", "+switch-master"])
+            // A switch announced while this Sentinel was out of reach was not heard: ask.
+            if reconnected { self?.discover() }
+            reconnected = true
+        }
         watchers.append(connection)
     }
 
