@@ -76,10 +76,7 @@ extension ConfigKey {
         value(
             "key_prefix", \.keyPrefix,
             parse: { v throws(ConfigValueError) in
-                guard v.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
-                    throw ConfigValueError("key_prefix must be printable ASCII without spaces")
-                }
-                return v
+                try ConfigValues.printableWithoutSpaces(v, or: "key_prefix must be printable ASCII without spaces")
             }),
         token("replay_header", \.replayHeader, what: "header name"),
         choice("log_level", \.logLevel),
@@ -114,10 +111,8 @@ extension ConfigKey {
         value(
             "redis_sentinel", \.redisSentinel,
             parse: { v throws(ConfigValueError) in
-                guard v.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
-                    throw ConfigValueError("redis_sentinel is the master's name as the Sentinels know it: printable ASCII without spaces, got \"\(v)\"")
-                }
-                return v
+                try ConfigValues.printableWithoutSpaces(
+                    v, or: "the master's name as the Sentinels know it, printable ASCII without spaces, got \"\(v)\"")
             }),
         value("redis_sentinel_password", \.redisSentinelPassword, parse: { $0 }, print: { $0.isEmpty ? "" : "***" }),
     ]

@@ -29,6 +29,9 @@ public struct ConfigLoader {
     private var configuration = ProxyConfiguration()
     /// Where each key's effective value was set; absent means the default.
     private var origins: [String: String] = [:]
+    /// When each key's effective value was applied, by the count of values applied so far.
+    private var applied: [String: Int] = [:]
+    private var applications = 0
     public private(set) var findings: [Finding] = []
 
     public init() {}
@@ -95,8 +98,7 @@ public struct ConfigLoader {
                 message: "lock_ttl (\(ConfigValues.renderDuration(c.lockTTLMs))) must exceed upstream_timeout (\(ConfigValues.renderDuration(c.upstreamTimeoutMs))), or a slow upstream could run a request twice"))
         }
         let sentinel = !c.redisSentinel.isEmpty
-        if c.redisCluster && sentinel {
-            let (first, second) = Self.sourceOrder(origin("redis_cluster"), origin("redis_sentinel"))
+        if c.redisCluster && sentinel, let (first, second) = bothSet("redis_cluster", "redis_sentinel") {
             findings.append(Finding(
                 location: second,
                 message: "redis_sentinel and redis_cluster = true exclude each other (the other at \(first)): a Redis Cluster fails over by itself"))
@@ -107,7 +109,9 @@ public struct ConfigLoader {
         if c.redisCluster, c.redisURLs.contains(where: { if case .unix = $0.location { return true } else { return false } }) {
             findings.append(Finding(location: origin("redis_url"), message: "Redis Cluster seeds must be redis://host:port"))
         }
-        if sentinel, c.redisURLs.contains(where: { if case .unix = $0.location { return true } else { return false } }) {
+        if sentinel, origins["redis_url"] == nil {
+            findings.append(Finding(location: origin("redis_sentinel"), message: "redis_sentinel needs redis_url to list the Sentinels (redis://s1:26379,s2:26379,s3:26379)"))
+        } else if sentinel, c.redisURLs.contains(where: { if case .unix = $0.location { return true } else { return false } }) {
             findings.append(Finding(location: origin("redis_url"), message: "with redis_sentinel, redis_url lists the Sentinels as redis://host:port"))
         }
         if !sentinel, !c.redisSentinelPassword.isEmpty {
@@ -161,9 +165,7 @@ public struct ConfigLoader {
         if let file = c.postgresURL?.sslRootCert, access(file, R_OK) != 0 {
             findings.append(Finding(location: origin("postgres_url"), message: "postgres_url: sslrootcert \(file) cannot be read"))
         }
-        if let older = origins["store_5xx"], let newer = origins["release_statuses"] {
-            // Reported where the second of the two is set, as a duplicate key is.
-            let (first, second) = Self.sourceOrder(older, newer)
+        if let (first, second) = bothSet("store_5xx", "release_statuses") {
             findings.append(Finding(
                 location: second,
                 message: "store_5xx and release_statuses are both set (the other at \(first)); store_5xx = true is the older spelling of release_statuses = \(ReleaseStatuses.storing5xx): keep one"))
@@ -185,15 +187,13 @@ public struct ConfigLoader {
 
     public static var keyNames: [String] { ConfigKey.all.map(\.name) }
 
-    /// Two locations in the order their values were applied: lines of one file by number, else
-    /// by the precedence of their sources (file, environment, `--set`).
-    static func sourceOrder(_ a: String, _ b: String) -> (String, String) {
-        func rank(_ location: String) -> (Int, Int) {
-            if location.hasPrefix("--set ") { return (2, 0) }
-            if location.hasPrefix(environmentPrefix) { return (1, 0) }
-            return (0, Int(location.split(separator: ":").last ?? "") ?? 0)
+    /// The locations of two keys that were both set, the one applied first first (a later
+    /// line, environment variable or `--set`); nil unless both were.
+    private func bothSet(_ a: String, _ b: String) -> (String, String)? {
+        guard let originA = origins[a], let originB = origins[b], let orderA = applied[a], let orderB = applied[b] else {
+            return nil
         }
-        return rank(a) <= rank(b) ? (a, b) : (b, a)
+        return orderA < orderB ? (originA, originB) : (originB, originA)
     }
 
     private mutating func apply(key: String, value: String, location: String) {
@@ -204,6 +204,8 @@ public struct ConfigLoader {
         do {
             try entry.apply(&configuration, value)
             origins[key] = location
+            applications += 1
+            applied[key] = applications
         } catch {
             findings.append(Finding(location: location, message: "\(key): \(error.message)"))
         }

@@ -67,6 +67,12 @@ enum ConfigValues {
         text.split(separator: ",").map { trim(String($0)) }.filter { !$0.isEmpty }
     }
 
+    /// `text` when it is printable ASCII without spaces (empty passes), else `message`.
+    static func printableWithoutSpaces(_ text: String, or message: String) throws(ConfigValueError) -> String {
+        guard text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { throw ConfigValueError(message) }
+        return text
+    }
+
     /// An HTTP token (RFC 9110 §5.6.2): what header names and methods are made of.
     static func token(_ text: String, what: String) throws(ConfigValueError) -> String {
         guard !text.isEmpty, text.utf8.allSatisfy(isTokenByte) else {

@@ -175,7 +175,7 @@ import Testing
         ("redis_cluster = true\nredis_sentinel = mymaster\nredis_url = redis://a:1,b:2", "test.conf:2: redis_sentinel and redis_cluster = true exclude each other (the other at test.conf:1): a Redis Cluster fails over by itself"),
         ("redis_sentinel = mymaster\nredis_url = unix:///tmp/r.sock", "test.conf:2: with redis_sentinel, redis_url lists the Sentinels as redis://host:port"),
         ("redis_sentinel_password = s3cret", "test.conf:1: redis_sentinel_password is set, but redis_sentinel is not"),
-        ("redis_sentinel = my master", "test.conf:1: redis_sentinel: redis_sentinel is the master's name as the Sentinels know it: printable ASCII without spaces, got \"my master\""),
+        ("redis_sentinel = my master", "test.conf:1: redis_sentinel: the master's name as the Sentinels know it, printable ASCII without spaces, got \"my master\""),
         ("redis_sentinel = m\nredis_url = redis://:p@a:1,redis://:q@b:2", "test.conf:2: with redis_sentinel, redis_url names the master's user, password and /db once: redis://user:password@s1:26379,s2:26379/db"),
         ("redis_sentinel = m\nredis_url = redis://a:1/2,b:2/3", "test.conf:2: with redis_sentinel, redis_url names the master's user, password and /db once: redis://user:password@s1:26379,s2:26379/db"),
         ("redis_cluster = true\nredis_url = redis://a:1/2,b:2", "test.conf:2: Redis Cluster has only database 0; drop the /db from the seeds"),
@@ -242,6 +242,15 @@ import Testing
             "--set upstream_timeout: lock_ttl (60s) must exceed upstream_timeout (120s), or a slow upstream could run a request twice"
         ])
         #expect(errors("", sets: ["listen"]) == ["--set listen: expected KEY=VALUE"])
+        #expect(errors("", env: ["IDEMPROXY_STORE_5XX": "true"], sets: ["release_statuses=5xx"]) == [
+            "--set release_statuses: store_5xx and release_statuses are both set (the other at IDEMPROXY_STORE_5XX); store_5xx = true is the older spelling of release_statuses = 408,425,429: keep one"
+        ])
+        #expect(errors("", env: ["IDEMPROXY_STORE_5XX": "true", "IDEMPROXY_RELEASE_STATUSES": "5xx"]) == [
+            "IDEMPROXY_STORE_5XX: store_5xx and release_statuses are both set (the other at IDEMPROXY_RELEASE_STATUSES); store_5xx = true is the older spelling of release_statuses = 408,425,429: keep one"
+        ])
+        #expect(errors("redis_sentinel = m") == [
+            "test.conf:1: redis_sentinel needs redis_url to list the Sentinels (redis://s1:26379,s2:26379,s3:26379)"
+        ])
         #expect(errors("store_5xx = true", sets: ["release_statuses=5xx"]) == [
             "--set release_statuses: store_5xx and release_statuses are both set (the other at test.conf:1); store_5xx = true is the older spelling of release_statuses = 408,425,429: keep one"
         ])
