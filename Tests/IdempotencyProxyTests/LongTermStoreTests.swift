@@ -501,13 +501,8 @@ extension LongTermStoreTests {
         let bouncer = try PgBouncerProcess(inFrontOf: SharedPostgres.url)
         let table = TestTable(url: bouncer.url)
         try await withProxy(table.settings(["postgres_timeout": "1s"])) { h in
-            var options = LoadOptions(target: HTTPTarget(host: "127.0.0.1", port: h.port, path: "/charges"))
-            options.requests = 1_000
-            options.concurrency = 8
-            options.loseRate = 0.1
-            options.maxRetries = 40
-            options.statsTarget = HTTPTarget(host: "127.0.0.1", port: h.upstream.port, path: "/stats")
-            async let report = LoadRunner(options: options).run(group: MultiThreadedEventLoopGroup.singleton)
+            async let report = LoadRunner(options: h.exactlyOnceLoad(requests: 1_000, maxRetries: 40))
+                .run(group: MultiThreadedEventLoopGroup.singleton)
             let chargedBeforeRestart = try await retrying(times: 1_000, pause: .milliseconds(10), while: { $0 < 200 }) {
                 h.upstream.snapshot().charges
             }

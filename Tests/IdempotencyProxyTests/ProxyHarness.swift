@@ -1,6 +1,7 @@
 import DemoUpstreamKit
 import Foundation
 import IdempotencyCore
+import LoadKit
 import Logging
 import NIOCore
 import NIOSSL
@@ -163,6 +164,18 @@ func runToEnd(
 }
 
 extension ProxyHarness {
+    /// The exactly-once load through this proxy: fresh keys, 8 clients, a tenth of the answers
+    /// lost and retried, the upstream's charges checked against the keys.
+    func exactlyOnceLoad(requests: Int, maxRetries: Int) -> LoadOptions {
+        var options = LoadOptions(target: HTTPTarget(host: "127.0.0.1", port: port, path: "/charges"))
+        options.requests = requests
+        options.concurrency = 8
+        options.loseRate = 0.1
+        options.maxRetries = maxRetries
+        options.statsTarget = HTTPTarget(host: "127.0.0.1", port: upstream.port, path: "/stats")
+        return options
+    }
+
     /// Sends protected requests, each with a fresh key, until `count` in a row get 201 or
     /// `limit` passes: every event loop has its stores back. The streak reached, and the key
     /// of the last request.

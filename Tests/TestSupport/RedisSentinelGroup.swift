@@ -109,23 +109,12 @@ public final class SentinelProcess: @unchecked Sendable {
     }
 
     public func start() throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: RedisServerProcess.binary)
-        p.arguments = [directory.appendingPathComponent("sentinel.conf").path, "--sentinel"]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        process = p
-        try FreePort.waitUntilListening(port: port) { p.isRunning }
+        let configuration = directory.appendingPathComponent("sentinel.conf").path
+        process = try Process.server(RedisServerProcess.binary, arguments: [configuration, "--sentinel"], listeningOn: port)
     }
 
-    /// SIGKILL, as in `RedisServerProcess.stop`.
     public func stop() {
-        guard let p = process else { return }
-        if p.isRunning {
-            kill(p.processIdentifier, SIGKILL)
-            p.waitUntilExit()
-        }
+        process?.killNow()
         process = nil
     }
 

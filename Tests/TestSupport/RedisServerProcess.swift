@@ -51,8 +51,6 @@ public final class RedisServerProcess: @unchecked Sendable {
 
     /// Starts (or restarts) the server on the same port.
     public func start() throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binary)
         var args = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                     "--dir", directory.path]
         if let (certificates, clientAuth) = tls {
@@ -64,23 +62,11 @@ public final class RedisServerProcess: @unchecked Sendable {
             ]
         }
         if let unixSocket { args += ["--unixsocket", unixSocket, "--unixsocketperm", "700"] }
-        p.arguments = args + extraArguments
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        process = p
-        // A server that cannot bind (a port taken meanwhile) exits at once: say so at once.
-        try FreePort.waitUntilListening(port: port) { p.isRunning }
+        process = try Process.server(Self.binary, arguments: args + extraArguments, listeningOn: port)
     }
 
     public func stop() {
-        guard let p = process else { return }
-        if p.isRunning {
-            // SIGKILL, not SIGTERM: a child spawned from a test thread inherits that thread's
-            // signal mask, in which SIGTERM may be blocked. A crash is what tests want anyway.
-            kill(p.processIdentifier, SIGKILL)
-            p.waitUntilExit()
-        }
+        process?.killNow()
         process = nil
     }
 
@@ -88,6 +74,29 @@ public final class RedisServerProcess: @unchecked Sendable {
 
     public func pause() { if let p = process { kill(p.processIdentifier, SIGSTOP) } }
     public func resume() { if let p = process { kill(p.processIdentifier, SIGCONT) } }
+}
+
+extension Process {
+    /// Runs `executable` with `arguments` and its output dropped, once it listens on `port`. A
+    /// server that cannot bind (a port taken meanwhile) exits at once: that throws at once.
+    static func server(_ executable: String, arguments: [String], listeningOn port: Int) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        try FreePort.waitUntilListening(port: port) { process.isRunning }
+        return process
+    }
+
+    /// SIGKILL, not SIGTERM: a child spawned from a test thread inherits that thread's signal
+    /// mask, in which SIGTERM may be blocked. A crash is what tests want anyway.
+    func killNow() {
+        guard isRunning else { return }
+        kill(processIdentifier, SIGKILL)
+        waitUntilExit()
+    }
 }
 
 public enum FreePort {
