@@ -308,6 +308,10 @@ public struct ProtectedRequestMachine: Sendable {
     /// Rules 4, 6, 7, 9 and 11; with a long-term store, §8.1 and the rows of §8.4 where Redis fails.
     public mutating func claimAnswered(_ result: ClaimResult, now: UInt64) -> Action {
         guard case .claiming = state else { return .nothing }
+        // An answered claim (a retry of the claim after a wait) comes after any earlier one of
+        // this request that went unanswered, which has landed (this one saw it as ours) or never
+        // will: nothing is left to withdraw, and withdrawing could remove the claim now held.
+        if result != .failed && result != .unanswered { unansweredClaims.removeAll { $0 == .redis } }
         switch result {
         case .claimed:
             holdsRedisClaim = true
@@ -332,6 +336,7 @@ public struct ProtectedRequestMachine: Sendable {
     /// SPEC §8.1, and the rows of §8.4 where PostgreSQL fails.
     public mutating func postgresClaimAnswered(_ result: LongTermClaimResult, now: UInt64) -> Action {
         guard case .claimingInPostgres = state else { return .nothing }
+        if result != .failed && result != .unanswered { unansweredClaims.removeAll { $0 == .postgres } }
         switch result {
         case .claimed:
             holdsPostgresClaim = true

@@ -635,10 +635,10 @@ import Testing
             (.redis(.unanswered), .claimInPostgres),
             (.postgres(.unanswered), .answer(Reply(.problem(.redisUnavailable), .redisError, claimsToWithdraw: [.redis, .postgres]))),
         ]),
-        LongTermRow(rule: "late claims: a claim a store refused as late wrote nothing: nothing to withdraw", steps: [
-            (.redis(.failed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
-            (.upstream(collected(201)), .settle(.complete(.completed(stored), ttlMs: retention), in: .postgres)),
-            (.settled(.done), .answer(forwarded)),
+        LongTermRow(rule: "late claims: a Redis claim answered after an unanswered one leaves nothing to withdraw", inflightWaitMs: 1_000, steps: [
+            (.redis(.unanswered), .claimInPostgres), (inPostgres(mine, .inFlight), .waitForFirst(until: 1_000 * ms)),
+            (.woken, .claim), (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
+            (.upstream(.failed(.timedOut, afterStreaming: false)), problem(.upstreamTimeout, .upstreamError)),
         ]),
     ])
     func longTerm(_ row: LongTermRow) {

@@ -70,21 +70,49 @@ import Testing
     @Test func aClaimThatRanButWhoseAnswerWasLostIsWithdrawn() async throws {
         let relay = try TCPRelay(targetPort: SharedRedis.port)
         defer { relay.stop() }
-        try await withProxy(Self.settings, redisURL: "redis://127.0.0.1:\(relay.port)/0") { h in
+        try await withProxy(["redis_timeout": "1s", "lock_ttl": "60s"], redisURL: "redis://127.0.0.1:\(relay.port)/0") { h in
             relay.holdReplies()
-            let lost = try await h.send("POST", "/charges", key: "k", body: "x")
-            #expect(lost.status == 503)
-            // The claim ran in Redis (only its answer is late): the hazard.
+            async let lost = h.send("POST", "/charges", key: "k", body: "x")
+            // The claim runs in Redis while its answer waits in the relay: the hazard.
             let redis = try await TestRedisClient(port: SharedRedis.port)
-            let keys = try await redis.send(["KEYS", .string(h.prefix + "*")])
+            try await eventually("the claim running in Redis", within: 5, pause: .milliseconds(5)) {
+                try await redis.send(["KEYS", .string(h.prefix + "*")]) != .array([])
+            }
             await redis.close()
+            #expect(try await lost.status == 503)
             try await Task.sleep(for: .milliseconds(1_000))
             relay.release()
             let released = ContinuousClock.now
             let (retry, after) = try await Self.retryUntilAnswered(h, key: "k", since: released)
             #expect(retry.status == 201)
-            #expect(after < .seconds(5), "the retry ran \(after) after Redis answered again (keys right after the 503: \(keys))")
+            #expect(after < .seconds(5), "the retry ran \(after) after Redis answered again")
             #expect(h.upstream.executions("/charges") == 1)
+        }
+    }
+
+    /// The same in PostgreSQL: the claim statement commits, its answer is held back past
+    /// postgres_timeout (503), and the claim is withdrawn once PostgreSQL answers again.
+    @Test func aPostgresClaimThatCommittedButWhoseAnswerWasLostIsWithdrawn() async throws {
+        let postgres = try PostgresServerProcess()
+        let relay = try TCPRelay(targetPort: postgres.port)
+        defer { relay.stop() }
+        let table = TestTable(url: postgres.url)
+        let throughRelay = postgres.url.replacingOccurrences(of: ":\(postgres.port)/", with: ":\(relay.port)/")
+        try await withProxy(table.settings(["postgres_url": throughRelay, "postgres_timeout": "1s", "lock_ttl": "60s"])) { h in
+            #expect(try await h.send("POST", "/charges", key: "before", body: "x").status == 201)
+            relay.holdReplies()
+            async let lost = h.send("POST", "/charges", key: "k", body: "x")
+            try await eventually("the claim committed in PostgreSQL", within: 5, pause: .milliseconds(5)) {
+                try await table.integer("SELECT count(*) FROM $TABLE WHERE record IS NULL AND expires_at > now()") == 1
+            }
+            #expect(try await lost.status == 503)
+            try await Task.sleep(for: .milliseconds(1_000))
+            relay.release()
+            let released = ContinuousClock.now
+            let (retry, after) = try await Self.retryUntilAnswered(h, key: "k", since: released)
+            #expect(retry.status == 201)
+            #expect(after < .seconds(5), "the retry ran \(after) after PostgreSQL answered again")
+            #expect(h.upstream.executions("/charges") == 2)
         }
     }
 
@@ -105,7 +133,7 @@ import Testing
             #expect(retry.status == 201)
             #expect(after < .seconds(5), "the retry ran \(after) after PostgreSQL answered again")
             #expect(h.upstream.executions("/charges") == 2)
-            #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record IS NULL") == 0, "no claim left in flight")
+            #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record IS NULL AND expires_at > now()") == 0, "no claim left in flight")
         }
     }
 
@@ -126,6 +154,7 @@ import Testing
         #expect(try await claim(deadline: now - 1) == .integer(2), "late: refused")
         #expect(try await redis.send(["EXISTS", key]) == .integer(0), "and nothing written")
         #expect(try await claim(deadline: now + 60_000) == .integer(1))
+        #expect(try await claim(deadline: WallClock.milliseconds() - 1) == .bulk(ByteBuffer(bytes: record)), "a late retry still meets the claim")
         #expect(try await withdraw(deadline: WallClock.milliseconds() + 30_000) == .integer(-1), "the claim's deadline has not passed: it stays")
         #expect(try await redis.send(["EXISTS", key]) == .integer(1))
         #expect(try await withdraw(deadline: WallClock.milliseconds() - 1) == .integer(1), "past it: withdrawn")
@@ -134,26 +163,34 @@ import Testing
     }
 
     @Test(arguments: PostgresPath.allCases)
-    func thePostgresClaimPastItsDeadlineWritesNothingAndTheWithdrawalWaitsForIt(path: PostgresPath) async throws {
+    func thePostgresClaimPastItsDeadlineHoldsNothingAndTheWithdrawalWaitsForIt(path: PostgresPath) async throws {
         let table = TestTable(url: try path.url)
         let sql = PostgresSQL(table: table.name)
         try await table.query(sql.createTable)
         let owner = ByteBuffer(bytes: [UInt8](repeating: 3, count: IdempotencyRecord.ownerLength))
-        let now = WallClock.milliseconds()
-        func claim(deadline: Int64) async throws -> Int {
-            try await table.run(sql.claim, "k", owner, ByteBuffer(bytes: [UInt8](repeating: 1, count: 32)), Int64(60_000), deadline).count
+        let other = ByteBuffer(bytes: [UInt8](repeating: 4, count: IdempotencyRecord.ownerLength))
+        let fingerprint = ByteBuffer(bytes: [UInt8](repeating: 1, count: 32))
+        /// The remaining life (ms) the claim statement returns.
+        func claim(_ key: String, by owner: ByteBuffer, deadline: Int64) async throws -> Int64 {
+            let rows = try await table.run(sql.claim, key, owner, fingerprint, Int64(60_000), deadline)
+            var expiresIn = try rows[0].decode((ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self).3
+            return expiresIn.readInteger(as: Int64.self) ?? 0
         }
         func withdraw(deadline: Int64) async throws -> (Bool, Bool) {
             let rows = try await table.run(sql.withdrawUnanswered, "k", owner, deadline)
             return try rows[0].decode((Bool, Bool).self)
         }
-        #expect(try await claim(deadline: now - 1) == 0, "late: no row")
-        #expect(try await table.rowCount() == 0, "and nothing written")
-        #expect(try await claim(deadline: now + 60_000) == 1)
+        func live() async throws -> Int { try await table.integer("SELECT count(*) FROM $TABLE WHERE expires_at > now()") }
+        let now = WallClock.milliseconds()
+        #expect(try await claim("k", by: owner, deadline: now - 1) <= 0, "late: written already expired")
+        #expect(try await live() == 0, "so it holds nothing")
+        #expect(try await claim("k", by: owner, deadline: WallClock.milliseconds() + 60_000) > 0, "in time: claimed")
+        #expect(try await claim("k", by: other, deadline: WallClock.milliseconds() - 1) > 0, "a late retry still meets the live claim")
         #expect(try await withdraw(deadline: WallClock.milliseconds() + 30_000) == (false, false), "before the deadline it stays")
-        #expect(try await table.rowCount() == 1)
+        #expect(try await live() == 1)
         #expect(try await withdraw(deadline: WallClock.milliseconds() - 2_000) == (true, true), "past it (and the margin): withdrawn")
-        #expect(try await table.rowCount() == 0)
+        #expect(try await live() == 0)
+        #expect(try await claim("k", by: other, deadline: WallClock.milliseconds() + 60_000) > 0, "the key is free again")
     }
 }
 

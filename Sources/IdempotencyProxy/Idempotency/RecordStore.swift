@@ -47,11 +47,12 @@ enum StoreError: Error, CustomStringConvertible {
     /// is ahead of this host's by more than `redis_timeout`.
     case lateClaim
 
-    /// The command was sent and its answer never came: it may have run, or still run.
+    /// The command may have run, or still run: it was sent and no answer came, or what came
+    /// cannot be read. Only a command never sent, or one the server refused, certainly did not.
     var mayHaveLanded: Bool {
         switch self {
-        case .redis(.timeout), .redis(.connectionClosed), .redis(.io), .redis(.eof): return true
-        case .redis, .malformedRecord, .lateClaim: return false
+        case .redis(.notConnected), .redis(.server), .malformedRecord, .lateClaim: return false
+        case .redis: return true
         }
     }
 

@@ -5,25 +5,33 @@ import PostgresNIO
 import RedisClient
 
 /// One event loop's connections to PostgreSQL: at most `size`, opened when the load needs them,
-/// all on the loop (no thread hop). A connection runs one statement at a time, so a statement
-/// goes to the connection with the fewest waiting.
-///
-/// Statements go out unnamed (Parse, Bind, Execute and Sync in one write, one round trip), and
-/// nothing else is kept on the server between them: behind a pooler in transaction mode
-/// (PgBouncer) each statement may meet another server connection, where a statement prepared
-/// on the last one does not exist (docs/design.md, "PostgreSQL through a pooler"). A connection that breaks, fails to open, or lets a statement run past
+/// each with the store's statements prepared on it, all on the loop (no thread hop). A
+/// connection runs one statement at a time, so a statement goes to the connection with the
+/// fewest waiting. A connection that breaks, fails to open, or lets a statement run past
 /// `postgres_timeout` is closed and opened again after `reconnectDelay`; meanwhile statements
 /// fail at once, so a PostgreSQL outage costs requests no waiting.
+///
+/// Behind a pooler in transaction mode (PgBouncer) each statement may meet another server
+/// connection, where a statement prepared on the last one does not exist (SQLSTATE 26000). Such
+/// a statement never ran, so it is sent again unnamed (Parse, Bind, Execute and Sync in one
+/// write), and so is every statement of the loop from then on: nothing is kept on the server
+/// between statements (docs/design.md, "PostgreSQL through a pooler").
 final class PostgresConnections {
-    /// The statements of the store.
+    /// The statements prepared on every connection.
     enum Statement: Int, CaseIterable {
         case claim, complete, release, withdrawUnanswered, sweep, ping
     }
 
+    private struct Ready: Sendable {
+        let connection: PostgresConnection
+        /// By `Statement.rawValue`; nil once the loop sends its statements unnamed.
+        let prepared: [PreparedQuery]?
+    }
+
     private enum SlotState {
         case idle
-        case opening(EventLoopFuture<PostgresConnection>)
-        case ready(PostgresConnection)
+        case opening(EventLoopFuture<Ready>)
+        case ready(Ready)
         /// Broken or failed to open: not tried again before `retryAt`.
         case resting(retryAt: NIODeadline)
     }
@@ -45,6 +53,8 @@ final class PostgresConnections {
     private var slots: [Slot]
     /// Each statement's SQL, by `Statement.rawValue`.
     private let texts: [String]
+    /// A named statement met a server connection that did not know it: a pooler is in front.
+    private var unnamed = false
     private var nextID = 0
     private var closed = false
 
@@ -62,9 +72,9 @@ final class PostgresConnections {
         texts = Statement.allCases.map { sql.text(of: $0) }
     }
 
-    /// Runs a statement; its rows, or why there are none, within `postgres_timeout`.
+    /// Runs a prepared statement; its rows, or why there are none, within `postgres_timeout`.
     func execute(
-        _ statement: Statement, _ binds: PostgresBindings,
+        _ statement: Statement, _ binds: [PostgresData],
         completion: @escaping (Result<[PostgresRow], LongTermStoreError>) -> Void
     ) {
         guard let slot = pick() else {
@@ -80,11 +90,9 @@ final class PostgresConnections {
             self.rest(slot, ifStill: opened, sentOn: sent.connection)
             answer.complete(.failure(sent.connection == nil ? .unavailable("no connection within postgres_timeout") : .timeout))
         }
-        let query = PostgresQuery(unsafeSQL: texts[statement.rawValue], binds: binds)
-        let logger = self.logger
-        opened.assumeIsolated().flatMap { connection in
-            sent.connection = connection
-            return connection.query(query, logger: logger).map(\.rows)
+        opened.assumeIsolated().flatMap { ready in
+            sent.connection = ready.connection
+            return self.run(statement, binds, on: ready)
         }.whenComplete { result in
             slot.waiting -= 1
             timer.cancel()
@@ -100,12 +108,26 @@ final class PostgresConnections {
         }
     }
 
+    /// The prepared statement, or the same text unnamed once a pooler has shown itself.
+    private func run(_ statement: Statement, _ binds: [PostgresData], on ready: Ready) -> EventLoopFuture<[PostgresRow]> {
+        let text = texts[statement.rawValue]
+        guard !unnamed, let prepared = ready.prepared else { return ready.connection.query(text, binds).map(\.rows) }
+        return prepared[statement.rawValue].execute(binds).assumeIsolated().flatMapError { error in
+            guard case .server("26000", _) = LongTermStoreError(error) else { return ready.connection.eventLoop.makeFailedFuture(error) }
+            if !self.unnamed {
+                self.unnamed = true
+                self.logger.info("PostgreSQL is reached through a pooler in transaction mode; statements are sent unnamed from now on")
+            }
+            return ready.connection.query(text, binds).map(\.rows)
+        }.nonisolated()
+    }
+
     func close() {
         closed = true
         for slot in slots {
             switch slot.state {
-            case .ready(let connection): connection.closeNow()
-            case .opening(let future): future.whenSuccess { $0.closeNow() }
+            case .ready(let ready): ready.connection.closeNow()
+            case .opening(let future): future.whenSuccess { $0.connection.closeNow() }
             case .idle, .resting: break
             }
             slot.state = .resting(retryAt: .distantFuture)
@@ -126,9 +148,9 @@ final class PostgresConnections {
         return best
     }
 
-    private func ready(_ slot: Slot) -> EventLoopFuture<PostgresConnection> {
+    private func ready(_ slot: Slot) -> EventLoopFuture<Ready> {
         switch slot.state {
-        case .ready(let connection): return eventLoop.makeSucceededFuture(connection)
+        case .ready(let ready): return eventLoop.makeSucceededFuture(ready)
         case .opening(let future): return future
         case .idle, .resting: return open(slot)
         }
@@ -136,23 +158,24 @@ final class PostgresConnections {
 
     /// Rests the slot if it still holds the connection the statement went out on, or is
     /// still opening it: a late timer or failure never closes a newer connection.
-    private func rest(_ slot: Slot, ifStill opened: EventLoopFuture<PostgresConnection>, sentOn connection: PostgresConnection?) {
+    private func rest(_ slot: Slot, ifStill opened: EventLoopFuture<Ready>, sentOn connection: PostgresConnection?) {
         switch slot.state {
         case .opening(let future) where future === opened: rest(slot, closing: false)
-        case .ready(let current) where current === connection: rest(slot, closing: true)
+        case .ready(let ready) where ready.connection === connection: rest(slot, closing: true)
         default: break
         }
     }
 
-    private func open(_ slot: Slot) -> EventLoopFuture<PostgresConnection> {
+    private func open(_ slot: Slot) -> EventLoopFuture<Ready> {
         nextID += 1
         let sql = self.sql
         let schema = self.schema
         let logger = self.logger
         let future = PostgresConnection.connect(on: eventLoop, configuration: configuration, id: nextID, logger: logger)
-            .flatMap { connection in
+            .flatMap { [unnamed] connection in
                 schema.ensure(on: connection, sql: sql, logger: logger)
-                    .map { connection }
+                    .flatMap { unnamed ? connection.eventLoop.makeSucceededFuture(nil) : Self.prepareStatements(on: connection, sql: sql) }
+                    .map { Ready(connection: connection, prepared: $0) }
                     .flatMapErrorThrowing { error in
                         connection.closeNow()
                         throw error
@@ -161,14 +184,14 @@ final class PostgresConnections {
         slot.state = .opening(future)
         future.assumeIsolated().whenComplete { result in
             guard case .opening(let opening) = slot.state, opening === future else {
-                if case .success(let connection) = result { connection.closeNow() }
+                if case .success(let ready) = result { ready.connection.closeNow() }
                 return
             }
             switch result {
-            case .success(let connection):
-                slot.state = .ready(connection)
-                connection.closeFuture.assumeIsolated().whenComplete { _ in
-                    if case .ready(let current) = slot.state, current === connection {
+            case .success(let ready):
+                slot.state = .ready(ready)
+                ready.connection.closeFuture.assumeIsolated().whenComplete { _ in
+                    if case .ready(let current) = slot.state, current.connection === ready.connection {
                         self.rest(slot, closing: false)
                     }
                 }
@@ -180,9 +203,15 @@ final class PostgresConnections {
         return future
     }
 
+    /// Every statement, prepared on `connection`.
+    private static func prepareStatements(on connection: PostgresConnection, sql: PostgresSQL) -> EventLoopFuture<[PreparedQuery]?> {
+        let prepares = Statement.allCases.map { connection.prepare(query: sql.text(of: $0)) }
+        return EventLoopFuture.whenAllSucceed(prepares, on: connection.eventLoop).map { $0 }
+    }
+
     /// Out of use until `reconnectDelay` has passed.
     private func rest(_ slot: Slot, closing: Bool) {
-        if closing, case .ready(let connection) = slot.state { connection.closeNow() }
+        if closing, case .ready(let ready) = slot.state { ready.connection.closeNow() }
         slot.state = .resting(retryAt: closed ? .distantFuture : .now() + Self.reconnectDelay)
     }
 }

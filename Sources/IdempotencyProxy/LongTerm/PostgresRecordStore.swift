@@ -16,7 +16,11 @@ final class PostgresRecordStore: LongTermStore {
         key: String, owner: [UInt8], fingerprint: [UInt8], lockTTLMs: Int64, deadlineMs: Int64,
         completion: @escaping (Result<ProtectedRequestMachine.LongTermClaimResult, LongTermStoreError>) -> Void
     ) {
-        run(.claim, binds(key, ByteBuffer(bytes: owner), ByteBuffer(bytes: fingerprint), lockTTLMs, deadlineMs)) { result in
+        let binds = [
+            PostgresData(string: key), PostgresData(bytes: owner), PostgresData(bytes: fingerprint), PostgresData(int64: lockTTLMs),
+            PostgresData(int64: deadlineMs),
+        ]
+        run(.claim, binds) { result in
             completion(result.flatMap { rows in
                 do {
                     return .success(try Self.claimResult(rows, owner: owner))
@@ -29,17 +33,21 @@ final class PostgresRecordStore: LongTermStore {
         }
     }
 
-    /// The claim statement's row: ours (claimed), or what was there; none when it ran late.
+    /// The claim statement's row: ours (claimed; written expired when it ran late), or what
+    /// was there.
     private static func claimResult(_ rows: [PostgresRow], owner: [UInt8]) throws -> ProtectedRequestMachine.LongTermClaimResult {
-        guard let row = rows.first else { throw LongTermStoreError.lateClaim }
-        // The int8 is read as raw bytes (binary, as every row is asked for), which keeps the
-        // decoding independent of how the statement's result was described.
+        guard let row = rows.first else { throw LongTermStoreError.malformedRecord("the claim returned no row") }
+        // The int8 is read as raw bytes: a prepared statement's rows come in binary (as bound)
+        // but are described as text, which `Int64` decoding refuses.
         var (rowOwner, rowFingerprint, record, expiresIn) = try row.decode((ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self)
         guard expiresIn.readableBytes == 8, let expiresInMs = expiresIn.readInteger(as: Int64.self) else {
             throw LongTermStoreError.malformedRecord("the claim returned an expiry of \(expiresIn.readableBytes) bytes")
         }
         let existingOwner = Array(rowOwner.readableBytesView)
-        if existingOwner == owner { return .claimed }
+        if existingOwner == owner {
+            guard expiresInMs > 0 else { throw LongTermStoreError.lateClaim }
+            return .claimed
+        }
         if let record { return .existing(try IdempotencyRecord.decode(Array(record.readableBytesView)), expiresInMs: expiresInMs) }
         let existingFingerprint = Array(rowFingerprint.readableBytesView)
         guard existingOwner.count == IdempotencyRecord.ownerLength, existingFingerprint.count == IdempotencyRecord.fingerprintLength else {
@@ -52,20 +60,21 @@ final class PostgresRecordStore: LongTermStore {
         key: String, record: IdempotencyRecord, retentionMs: Int64,
         completion: @escaping (Result<Bool, LongTermStoreError>) -> Void
     ) {
-        let binds = binds(
-            key, ByteBuffer(bytes: record.owner), ByteBuffer(bytes: record.fingerprint), ByteBuffer(bytes: record.encoded()),
-            retentionMs)
+        let binds = [
+            PostgresData(string: key), PostgresData(bytes: record.owner), PostgresData(bytes: record.fingerprint),
+            PostgresData(bytes: record.encoded()), PostgresData(int64: retentionMs),
+        ]
         run(.complete, binds) { completion($0.map { !$0.isEmpty }) }
     }
 
     func release(key: String, owner: [UInt8], completion: @escaping (Result<Bool, LongTermStoreError>) -> Void) {
-        run(.release, binds(key, ByteBuffer(bytes: owner))) { completion($0.map { !$0.isEmpty }) }
+        run(.release, [PostgresData(string: key), PostgresData(bytes: owner)]) { completion($0.map { !$0.isEmpty }) }
     }
 
     func withdrawUnanswered(
         key: String, owner: [UInt8], deadlineMs: Int64, completion: @escaping (Result<Bool?, LongTermStoreError>) -> Void
     ) {
-        run(.withdrawUnanswered, binds(key, ByteBuffer(bytes: owner), deadlineMs)) { result in
+        run(.withdrawUnanswered, [PostgresData(string: key), PostgresData(bytes: owner), PostgresData(int64: deadlineMs)]) { result in
             completion(result.flatMap { rows in
                 guard let (due, withdrawn) = try? rows.first?.decode((Bool, Bool).self) else {
                     return .failure(.malformedRecord("the withdrawal returned no answer"))
@@ -76,25 +85,18 @@ final class PostgresRecordStore: LongTermStore {
     }
 
     func sweep(limit: Int, completion: @escaping (Result<Int, LongTermStoreError>) -> Void) {
-        run(.sweep, binds(Int64(limit))) { completion($0.map(\.count)) }
+        run(.sweep, [PostgresData(int64: Int64(limit))]) { completion($0.map(\.count)) }
     }
 
     func ping(completion: @escaping (Result<Void, LongTermStoreError>) -> Void) {
-        run(.ping, PostgresBindings()) { completion($0.map { _ in }) }
+        run(.ping, []) { completion($0.map { _ in }) }
     }
 
     func close() { connections.close() }
 
-    /// The statement's parameters, $1 first: text, bytea and int8 as the statements cast them.
-    private func binds(_ values: any PostgresNonThrowingEncodable...) -> PostgresBindings {
-        var bindings = PostgresBindings(capacity: values.count)
-        for value in values { bindings.append(value) }
-        return bindings
-    }
-
     /// Runs one statement and records its latency and any failure.
     private func run(
-        _ statement: PostgresConnections.Statement, _ binds: PostgresBindings,
+        _ statement: PostgresConnections.Statement, _ binds: [PostgresData],
         completion: @escaping (Result<[PostgresRow], LongTermStoreError>) -> Void
     ) {
         let started = NIODeadline.now()

@@ -54,30 +54,38 @@ struct PostgresSQL: Sendable {
     /// whose `expires_at` passed is taken over, so an expired record is never replayed) and
     /// otherwise leaves the row as it is and returns it: the returned owner is ours exactly
     /// when the claim is. The row is locked and read at its latest version, so two proxies
-    /// claiming at once cannot both win. Past the deadline (`clock_timestamp()`, checked
-    /// before the insert and again once a conflicting row's lock is held) it writes nothing
-    /// and returns no row: the claimer has given up, and a claim nobody waits for would hold
-    /// the key until lock_ttl.
+    /// claiming at once cannot both win.
+    ///
+    /// Past the deadline (`clock_timestamp()`, read when the row is proposed and again once an
+    /// expired row's lock is held) the claim is written already expired: it holds nothing, and
+    /// the returned expiry (not in the future) says it came late. The claimer has given up, and
+    /// a live claim nobody waits for would hold the key until lock_ttl. A live row is returned
+    /// whatever the time, so a late retry still meets it.
     var claim: String {
-        """
-        INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
-        SELECT $1::text, $2::bytea, $3::bytea, NULL, now() + $4::int8 * interval '1 millisecond'
-        WHERE clock_timestamp() <= \(Self.deadline("$5"))
-        ON CONFLICT (record_key) DO UPDATE SET
-            owner = CASE WHEN r.expires_at <= now() THEN excluded.owner ELSE r.owner END,
-            fingerprint = CASE WHEN r.expires_at <= now() THEN excluded.fingerprint ELSE r.fingerprint END,
-            record = CASE WHEN r.expires_at <= now() THEN NULL ELSE r.record END,
-            expires_at = CASE WHEN r.expires_at <= now() THEN excluded.expires_at ELSE r.expires_at END
-            WHERE clock_timestamp() <= \(Self.deadline("$5"))
-        RETURNING owner, fingerprint, record, (extract(epoch FROM expires_at - now()) * 1000)::int8
-        """
+        let deadline = Self.deadline("$5")
+        return """
+            INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
+            VALUES ($1::text, $2::bytea, $3::bytea, NULL,
+                CASE WHEN clock_timestamp() <= \(deadline) THEN now() + $4::int8 * interval '1 millisecond' ELSE \(Self.expired) END)
+            ON CONFLICT (record_key) DO UPDATE SET
+                owner = CASE WHEN r.expires_at <= now() THEN excluded.owner ELSE r.owner END,
+                fingerprint = CASE WHEN r.expires_at <= now() THEN excluded.fingerprint ELSE r.fingerprint END,
+                record = CASE WHEN r.expires_at <= now() THEN NULL ELSE r.record END,
+                expires_at = CASE WHEN r.expires_at > now() THEN r.expires_at
+                    WHEN clock_timestamp() <= \(deadline) THEN excluded.expires_at ELSE \(Self.expired) END
+            RETURNING owner, fingerprint, record, (extract(epoch FROM expires_at - now()) * 1000)::int8
+            """
     }
 
     /// A deadline parameter (ms since the epoch) as a timestamp.
     private static func deadline(_ parameter: String) -> String { "to_timestamp(\(parameter)::int8 / 1000.0)" }
 
-    /// How long after a claim's deadline a withdrawal waits: a claim that checked its
-    /// deadline just in time is committed by then.
+    /// The expiry of a claim that holds nothing: long past, finite (so that the remaining
+    /// time can still be computed), and first for the sweep.
+    private static let expired = "'epoch'::timestamptz"
+
+    /// How long after a claim's deadline a withdrawal waits, for a claim that read its
+    /// deadline just in time to be committed.
     static let withdrawMargin = "interval '1 second'"
 
     /// $1 key, $2 owner, $3 fingerprint, $4 record, $5 retention in ms. Owner-checked: a live
@@ -100,19 +108,25 @@ struct PostgresSQL: Sendable {
         "DELETE FROM \(name) WHERE record_key = $1::text AND owner = $2::bytea AND record IS NULL RETURNING 1"
     }
 
-    /// $1 key, $2 owner, $3 the claim's deadline in ms since the epoch. The release of a claim
-    /// whose answer never came, once the server's clock is past its deadline (and the margin):
-    /// from then on the claim has committed or never will, so this runs after it. One row:
-    /// whether the deadline had passed (nothing is done before), and whether a claim went.
+    /// $1 key, $2 owner, $3 the claim's deadline in ms since the epoch. The withdrawal of a
+    /// claim whose answer never came, once the server's clock is past its deadline (and the
+    /// margin): from then on the claim has been written or never will be. Our in-flight claim
+    /// is expired, not deleted: written as an upsert, the statement waits for a claim that is
+    /// still being committed (a delete would not see it), and a key with no row gets an expired
+    /// one of ours, which the next claim takes over and the sweep deletes. One row: whether the
+    /// deadline had passed (nothing is done before), and whether a claim of ours was expired.
     var withdrawUnanswered: String {
         // The clock is read once (a CTE named twice is computed once), so that the answer and
-        // the delete agree on whether the deadline had passed.
+        // the write agree on whether the deadline had passed.
         """
         WITH due AS (SELECT clock_timestamp() > \(Self.deadline("$3")) + \(Self.withdrawMargin) AS past),
         gone AS (
-            DELETE FROM \(name) WHERE record_key = $1::text AND owner = $2::bytea AND record IS NULL AND (SELECT past FROM due)
-            RETURNING 1)
-        SELECT (SELECT past FROM due), (SELECT count(*) FROM gone) > 0
+            INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
+            SELECT $1::text, $2::bytea, ''::bytea, NULL, \(Self.expired) WHERE (SELECT past FROM due)
+            ON CONFLICT (record_key) DO UPDATE SET expires_at = \(Self.expired)
+                WHERE r.owner = excluded.owner AND r.record IS NULL AND r.expires_at > now()
+            RETURNING length(r.fingerprint) > 0 AS expired_ours)
+        SELECT (SELECT past FROM due), coalesce((SELECT bool_or(expired_ours) FROM gone), false)
         """
     }
 
