@@ -115,6 +115,18 @@ extension ConfigKey {
                     v, or: "the master's name as the Sentinels know it, printable ASCII without spaces, got \"\(v)\"")
             }),
         value("redis_sentinel_password", \.redisSentinelPassword, parse: { $0 }, print: { $0.isEmpty ? "" : "***" }),
+        value(
+            "max_connections", \.maxConnections,
+            parse: { v throws(ConfigValueError) in
+                guard v != "auto" else { return nil }
+                guard let n = Int(v), !v.hasPrefix("+"), (1...10_000_000).contains(n) else {
+                    throw ConfigValueError("expected auto (from the descriptor limit) or a number from 1 to 10000000, got \"\(v)\"")
+                }
+                return n
+            },
+            print: { $0.map(String.init) ?? "auto" }),
+        duration("client_header_timeout", \.clientHeaderTimeoutMs, allowZero: false),
+        duration("client_idle_timeout", \.clientIdleTimeoutMs, allowZero: false),
     ]
 
     static let byName: [String: ConfigKey] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })

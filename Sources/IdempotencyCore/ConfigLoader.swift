@@ -106,12 +106,13 @@ public struct ConfigLoader {
         if c.redisURLs.count > 1 && !c.redisCluster && !sentinel {
             findings.append(Finding(location: origin("redis_url"), message: "several Redis URLs need redis_cluster = true (seeds) or redis_sentinel (Sentinels)"))
         }
-        if c.redisCluster, c.redisURLs.contains(where: { if case .unix = $0.location { return true } else { return false } }) {
+        let unixSocket = c.redisURLs.contains { if case .unix = $0.location { return true } else { return false } }
+        if c.redisCluster, unixSocket {
             findings.append(Finding(location: origin("redis_url"), message: "Redis Cluster seeds must be redis://host:port"))
         }
         if sentinel, origins["redis_url"] == nil {
             findings.append(Finding(location: origin("redis_sentinel"), message: "redis_sentinel needs redis_url to list the Sentinels (redis://s1:26379,s2:26379,s3:26379)"))
-        } else if sentinel, c.redisURLs.contains(where: { if case .unix = $0.location { return true } else { return false } }) {
+        } else if sentinel, unixSocket {
             findings.append(Finding(location: origin("redis_url"), message: "with redis_sentinel, redis_url lists the Sentinels as redis://host:port"))
         }
         if !sentinel, !c.redisSentinelPassword.isEmpty {

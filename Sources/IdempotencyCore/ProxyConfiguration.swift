@@ -61,6 +61,12 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var redisSentinel = ""
     /// AUTH to the Sentinels; empty: none.
     public var redisSentinelPassword = ""
+    /// Client connections held at once; nil: derived from the descriptor limit at start.
+    public var maxConnections: Int?
+    /// A request head must arrive whole within this.
+    public var clientHeaderTimeoutMs: Int64 = 60_000
+    /// A client silent this long while the proxy waits on it is disconnected.
+    public var clientIdleTimeoutMs: Int64 = 60_000
 
     public init() {}
 

@@ -60,6 +60,9 @@ import Testing
             on_postgres_error = closed
             redis_sentinel = 
             redis_sentinel_password = 
+            max_connections = auto
+            client_header_timeout = 60s
+            client_idle_timeout = 60s
             """)
     }
 
@@ -99,6 +102,9 @@ import Testing
         ValidCase(line: "on_redis_error = open", check: { $0.onRedisError == .open }),
         ValidCase(line: "store_5xx = true", check: { $0.releaseStatuses.description == "408,425,429" }),
         ValidCase(line: "store_5xx = false", check: { $0.releaseStatuses == .default }),
+        ValidCase(line: "max_connections = 5000", check: { $0.maxConnections == 5_000 }),
+        ValidCase(line: "max_connections = auto", check: { $0.maxConnections == nil }),
+        ValidCase(line: "client_header_timeout = 10s\nclient_idle_timeout = 75s", check: { $0.clientHeaderTimeoutMs == 10_000 && $0.clientIdleTimeoutMs == 75_000 }),
         ValidCase(line: "release_statuses = 408,425,429,502,503", check: { $0.releaseStatuses.description == "408,425,429,502,503" }),
         ValidCase(line: "release_statuses = 4XX, 599 ,4xx", check: { $0.releaseStatuses.description == "4xx,599" }),
         ValidCase(line: "release_statuses =", check: { $0.releaseStatuses.entries.isEmpty }),
@@ -149,6 +155,9 @@ import Testing
         ("release_statuses = +42", "test.conf:1: release_statuses: expected status codes (100 to 599) and classes (1xx to 5xx), got \"+42\""),
         ("store_5xx = true\nrelease_statuses = 429", "test.conf:2: store_5xx and release_statuses are both set (the other at test.conf:1); store_5xx = true is the older spelling of release_statuses = 408,425,429: keep one"),
         ("release_statuses = 429\n# x\nstore_5xx = false", "test.conf:3: store_5xx and release_statuses are both set (the other at test.conf:1); store_5xx = true is the older spelling of release_statuses = 408,425,429: keep one"),
+        ("max_connections = 0", "test.conf:1: max_connections: expected auto (from the descriptor limit) or a number from 1 to 10000000, got \"0\""),
+        ("max_connections = many", "test.conf:1: max_connections: expected auto (from the descriptor limit) or a number from 1 to 10000000, got \"many\""),
+        ("client_idle_timeout = 0s", "test.conf:1: client_idle_timeout: must be more than 0, got \"0s\""),
         ("fingerprint = yes", "test.conf:1: fingerprint: expected true or false, got \"yes\""),
         ("listen = localhost", "test.conf:1: listen: expected host:port, got \"localhost\""),
         ("listen = 127.0.0.1:99999", "test.conf:1: listen: port in \"127.0.0.1:99999\" must be a number from 0 to 65535"),

@@ -45,7 +45,7 @@ import Testing
 
     @Test func aClientThatStallsInTheHandshakeIsCutOff() async throws {
         let certificates = try TestCertificates()
-        try await withProxy(Self.settings(certificates), clientReadTimeout: .milliseconds(500)) { h in
+        try await withProxy(Self.settings(certificates).merging(["client_idle_timeout": "500ms"]) { $1 }) { h in
             let silent = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
             let clock = ContinuousClock()
             let start = clock.now

@@ -40,7 +40,7 @@ import Testing
                 eventLoop: loop, configuration: configuration, metrics: ProxyMetrics(), logger: logger, store: store,
                 subscriber: SilentPubSub(), pool: pool, waitPollInterval: .milliseconds(100))
             client = EmbeddedChannel(loop: loop)
-            try client.pipeline.syncOperations.addHandler(ProxyHandler(loop: context, readTimeout: .seconds(60)))
+            try client.pipeline.syncOperations.addHandler(ProxyHandler(loop: context))
             try client.connect(to: SocketAddress(ipAddress: "127.0.0.2", port: 40_000)).wait()
             upstreamsFound = { made }
         }

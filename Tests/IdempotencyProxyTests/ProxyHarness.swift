@@ -89,7 +89,6 @@ func withProxy(
     redisURL: String = SharedRedis.url,
     prefix: String? = nil,
     waitPollInterval: TimeAmount = .milliseconds(100),
-    clientReadTimeout: TimeAmount = ProxyServer.clientReadTimeout,
     sweepInterval: TimeAmount = ProxyServer.sweepInterval,
     waitUntilReady: Bool = true,
     _ body: (ProxyHarness) async throws -> Void
@@ -117,7 +116,7 @@ func withProxy(
     logger.logLevel = Logger.Level(rawValue: ProcessInfo.processInfo.environment["IDEMPROXY_TEST_LOG"] ?? "") ?? .info
     let server = try await ProxyServer.start(
         configuration: configuration, logger: logger, threads: 2, waitPollInterval: waitPollInterval,
-        clientReadTimeout: clientReadTimeout, sweepInterval: sweepInterval)
+        sweepInterval: sweepInterval)
     let harness = ProxyHarness(
         upstream: upstreamServer, server: server, prefix: prefix, redisURL: redisURL, ownsUpstream: upstream == nil)
     try await running({

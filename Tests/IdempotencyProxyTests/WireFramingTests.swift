@@ -151,7 +151,7 @@ import Testing
     }
 
     @Test func silentClientsAreCutOffButNotWhileTheyWaitOnTheUpstream() async throws {
-        try await withProxy(clientReadTimeout: .milliseconds(300)) { h in
+        try await withProxy(["client_idle_timeout": "300ms"]) { h in
             let (waited, silentClosed, halfSentClosed) = try await blocking {
                 // Waiting on a slow upstream for longer than the read timeout is fine.
                 let waiting = try RawHTTPClient(port: h.port)
@@ -170,10 +170,10 @@ import Testing
         }
     }
 
-    /// A client that sends a line of its head every 100 ms is never silent for 300 ms, but its
-    /// head has not arrived whole within them: it is cut off too (slowloris).
+    /// A client that sends a line of its head every 100 ms is never silent, but its head has not
+    /// arrived whole within client_header_timeout: it is cut off too (slowloris).
     @Test func aHeadTricklingInIsCutOff() async throws {
-        try await withProxy(clientReadTimeout: .milliseconds(300)) { h in
+        try await withProxy(["client_header_timeout": "300ms"]) { h in
             let (closed, linesSent) = try await blocking {
                 let c = try RawHTTPClient(port: h.port, timeoutSeconds: 5)
                 try c.send("GET /echo HTTP/1.1\r\n")

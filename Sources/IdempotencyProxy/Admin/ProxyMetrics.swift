@@ -19,6 +19,9 @@ public final class ProxyMetrics: Sendable {
     private let postgresErrors: CoreMetrics.Counter
     private let upstreamTLSFailures: CoreMetrics.Counter
     private let replays: [ProtectedRequestMachine.Store: CoreMetrics.Counter]
+    private let clientConnections: Meter
+    private let connectionLimitReached: CoreMetrics.Counter
+    private let connectionsShed: CoreMetrics.Counter
 
     public init() {
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -48,7 +51,19 @@ public final class ProxyMetrics: Sendable {
             replays[store] = Counter(label: "idemproxy_replays_total", dimensions: [("store", store.rawValue)], factory: factory)
         }
         self.replays = replays
+        clientConnections = Meter(label: "idemproxy_client_connections", factory: factory)
+        connectionLimitReached = Counter(label: "idemproxy_connection_limit_reached_total", factory: factory)
+        connectionsShed = Counter(label: "idemproxy_connections_shed_total", factory: factory)
     }
+
+    /// A client connection was accepted (`open`), or closed.
+    func clientConnection(open: Bool) { open ? clientConnections.increment() : clientConnections.decrement() }
+
+    /// `max_connections` was reached: accepting paused.
+    func connectionLimitWasReached() { connectionLimitReached.increment() }
+
+    /// Client connections closed to make room at `max_connections`.
+    func shed(_ count: Int) { connectionsShed.increment(by: Int64(count)) }
 
     public func count(_ outcome: RequestOutcome) { outcomes[outcome]?.increment() }
 

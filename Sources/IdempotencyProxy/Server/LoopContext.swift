@@ -28,6 +28,8 @@ final class LoopContext {
     let pool: UpstreamPool
     /// Protected requests whose work is not finished (they outlive their client connection).
     var protectedInFlight = 0
+    /// This loop's client connections, for shedding at `max_connections`.
+    var clientConnections: [ObjectIdentifier: ProxyHandler] = [:]
     /// The owner of each claim made on this loop.
     var ownerTokens = OwnerTokens()
 
@@ -61,6 +63,15 @@ final class LoopContext {
         clientProtocol = configuration.tlsCertFile.isEmpty ? "http" : "https"
         protectedMethods = Set(configuration.methods)
         requestSettings = ProtectedRequestMachine.Settings(configuration)
+    }
+
+    /// At `max_connections`: closes the connections that hold a descriptor and give nothing
+    /// (`ConnectionShedding`).
+    func shedConnections() {
+        let connections = Array(clientConnections.values)
+        let victims = ConnectionShedding.victims(connections.map(\.activity), now: NIODeadline.now().uptimeNanoseconds)
+        for index in victims { connections[index].shed() }
+        if !victims.isEmpty { metrics.shed(victims.count) }
     }
 
     func close() {

@@ -91,9 +91,11 @@ final class ProxyHandler: ChannelDuplexHandler {
     /// Reads from the client pause while the upstream cannot take more.
     private var readGate = ReadGate()
 
-    /// Slow or silent clients are cut off after this long without a read, but only while the
-    /// proxy waits on them, never while they wait on the upstream.
+    /// Slow or silent clients are cut off after this long without a read (`client_idle_timeout`),
+    /// but only while the proxy waits on them, never while they wait on the upstream.
     private let readTimeout: TimeAmount
+    /// `client_header_timeout`: see `headDeadline`.
+    private let headerTimeout: TimeAmount
     private var lastRead = NIODeadline.now()
     /// Checks for a silent client; re-armed from `lastRead` rather than on every read.
     private var idleCheck: Scheduled<Void>?
@@ -101,15 +103,33 @@ final class ProxyHandler: ChannelDuplexHandler {
     /// trickling a head (or empty lines) a byte at a time is never silent, but is cut off too.
     private var headDeadline: NIODeadline?
 
-    init(loop: LoopContext, readTimeout: TimeAmount) {
+    init(loop: LoopContext) {
         self.loop = loop
-        self.readTimeout = readTimeout
+        readTimeout = .milliseconds(loop.configuration.clientIdleTimeoutMs)
+        headerTimeout = .milliseconds(loop.configuration.clientHeaderTimeoutMs)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         clientAddress = context.channel.remoteAddress?.ipAddress
-        armIdleCheck(at: .now() + readTimeout, context: context)
+        loop.clientConnections[ObjectIdentifier(self)] = self
+        armIdleCheck(at: .now() + min(readTimeout, headerTimeout), context: context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        loop.clientConnections[ObjectIdentifier(self)] = nil
+    }
+
+    /// What shedding at `max_connections` sees of this connection.
+    var activity: ConnectionShedding.Activity {
+        guard isIdle, pipelined.isEmpty else { return .busy }
+        if let headDeadline { return .readingHead(since: (headDeadline - headerTimeout).uptimeNanoseconds) }
+        return .idle(since: lastRead.uptimeNanoseconds)
+    }
+
+    /// Closed to make room at `max_connections`: it holds a descriptor and gives nothing.
+    func shed() {
+        context?.close(promise: nil)
     }
 
     private func armIdleCheck(at deadline: NIODeadline, context: ChannelHandlerContext) {
@@ -145,7 +165,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         if !isIdle {
             headDeadline = nil
         } else if headDeadline == nil {
-            headDeadline = .now() + readTimeout
+            headDeadline = .now() + headerTimeout
         }
     }
 

@@ -11,9 +11,6 @@ import RedisClient
 
 /// The running proxy: the client listener, the admin listener and one `LoopContext` per event loop.
 public final class ProxyServer: Sendable {
-    /// A client that sends nothing for this long while we wait on it is disconnected; long
-    /// enough for a keep-alive connection between bursts, short enough to shed slowloris.
-    public static let clientReadTimeout = TimeAmount.seconds(60)
     /// How often expired rows of the long-term store are deleted: well within SPEC §8.3's
     /// minute; tests shorten it.
     public static let sweepInterval = TimeAmount.seconds(10)
@@ -37,20 +34,19 @@ public final class ProxyServer: Sendable {
     /// Binds both listeners and connects to Redis (without waiting for it: a Redis that is down
     /// at start is handled like one that goes down later).
     /// `waitPollInterval`: see `LoopContext.waitPollInterval`; tests stretch it to prove that
-    /// Pub/Sub alone wakes waiting retries. `clientReadTimeout`: tests shorten it.
+    /// Pub/Sub alone wakes waiting retries.
     public static func start(
         configuration: ProxyConfiguration,
         logger: Logger,
         threads: Int = System.coreCount,
         waitPollInterval: TimeAmount = .milliseconds(100),
-        clientReadTimeout: TimeAmount = ProxyServer.clientReadTimeout,
         sweepInterval: TimeAmount = ProxyServer.sweepInterval
     ) async throws -> ProxyServer {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         do {
             return try await start(
                 configuration: configuration, logger: logger, group: group, waitPollInterval: waitPollInterval,
-                clientReadTimeout: clientReadTimeout, sweepInterval: sweepInterval)
+                sweepInterval: sweepInterval)
         } catch {
             try? await group.shutdownGracefully()
             throw error
@@ -62,7 +58,6 @@ public final class ProxyServer: Sendable {
         logger: Logger,
         group: MultiThreadedEventLoopGroup,
         waitPollInterval: TimeAmount,
-        clientReadTimeout: TimeAmount,
         sweepInterval: TimeAmount
     ) async throws -> ProxyServer {
         let metrics = ProxyMetrics()
@@ -119,13 +114,30 @@ public final class ProxyServer: Sendable {
         }.get()
 
         let listen = configuration.listen
+        let descriptors = DescriptorLimit.raise()
+        let maxConnections =
+            configuration.maxConnections ?? ConnectionShedding.defaultMaxConnections(descriptorLimit: descriptors.now)
+        logger.info(
+            "descriptor limit and max_connections",
+            metadata: [
+                "descriptors": "\(descriptors.now)", "raised_from": "\(descriptors.before)",
+                "max_connections": "\(maxConnections)",
+            ])
+        let shedEverywhere: @Sendable () -> Void = {
+            for (_, context) in frozenContexts { context.eventLoop.execute { context.value.shedConnections() } }
+        }
         let serverChannel = try await ServerBootstrap(group: acceptLoop, childGroup: group)
             .serverChannelOption(.backlog, value: 1_024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     guard let helper = quiesce.value else { throw ChannelError.ioOnClosedChannel }
-                    try channel.pipeline.syncOperations.addHandler(helper.makeServerChannelHandler(channel: channel))
+                    let handlers = channel.pipeline.syncOperations
+                    // Out of descriptors while accepting: pause, never retry at once (a spin).
+                    try handlers.addHandler(AcceptBackoffHandler { _ in ConnectionLimiter.acceptBackoff })
+                    try handlers.addHandler(
+                        ConnectionLimiter(cap: maxConnections, metrics: metrics, logger: logger, shed: shedEverywhere))
+                    try handlers.addHandler(helper.makeServerChannelHandler(channel: channel))
                 }
             }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -140,7 +152,7 @@ public final class ProxyServer: Sendable {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: listenerTLS))
                     }
                     // ProxyHandler parses requests, frames responses and serves pipelined requests itself.
-                    try channel.pipeline.syncOperations.addHandler(ProxyHandler(loop: loop, readTimeout: clientReadTimeout))
+                    try channel.pipeline.syncOperations.addHandler(ProxyHandler(loop: loop))
                 }
             }
             .bind(host: listen.host, port: listen.port)
