@@ -12,9 +12,12 @@ import NIOCore
 /// loop to shed the connections that hold a descriptor and give nothing (again every
 /// `shedInterval` while the cap holds); each closed connection lets accepting resume.
 ///
-/// Accept errors (EMFILE, ENFILE when descriptors run out anyway) come here too, behind NIO's
-/// `AcceptBackoffHandler`, which pauses accepting instead of retrying at once: they are logged
-/// once per `warnInterval` rather than spun on.
+/// Descriptors that run out anyway (EMFILE, ENFILE while accepting) pause accepting for
+/// `acceptBackoff`, as nginx does: NIO keeps a failed accept's read pending, so the listening
+/// socket, still readable, would be accepted from again at once, spinning a core (NIO's
+/// `AcceptBackoffHandler` only delays the next read, which never comes). Turning `autoRead`
+/// off withdraws the pending read; it is turned on again after the pause. Idle and slow
+/// connections are shed then too, as at the cap.
 final class ConnectionLimiter: ChannelDuplexHandler {
     typealias InboundIn = any Channel
     typealias InboundOut = any Channel
@@ -34,6 +37,8 @@ final class ConnectionLimiter: ChannelDuplexHandler {
     /// A read (the next accepts) was held back at the cap.
     private var readHeld = false
     private var shedding: Scheduled<Void>?
+    /// Accepting paused after an accept error.
+    private var acceptPause: Scheduled<Void>?
     private var lastWarning: NIODeadline?
 
     init(cap: Int, metrics: ProxyMetrics, logger: Logger, shed: @escaping () -> Void) {
@@ -73,17 +78,25 @@ final class ConnectionLimiter: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let error = error as? IOError, [EMFILE, ENFILE].contains(error.errnoCode) {
-            warn("out of descriptors while accepting (\(error)); accepting pauses \(Self.acceptBackoff); raise LimitNOFILE or lower max_connections")
-            return
+        guard let error = error as? IOError, [EMFILE, ENFILE].contains(error.errnoCode) else {
+            return context.fireErrorCaught(error)
         }
-        context.fireErrorCaught(error)
+        warn("out of descriptors while accepting (\(error)); accepting pauses \(Self.acceptBackoff); raise LimitNOFILE or lower max_connections")
+        guard acceptPause == nil, let options = context.channel.syncOptions else { return }
+        // The descriptors are in use: the idle and slow connections among them go first.
+        shed()
+        try? options.setOption(.autoRead, value: false)
+        acceptPause = context.eventLoop.assumeIsolated().scheduleTask(in: Self.acceptBackoff) {
+            self.acceptPause = nil
+            try? context.channel.syncOptions?.setOption(.autoRead, value: true)
+        }
     }
 
     private func closed(_ context: ChannelHandlerContext) {
         open -= 1
         metrics.clientConnection(open: false)
-        guard readHeld, open < cap else { return }
+        // (While accepting is paused for an error, the pause's end resumes it.)
+        guard readHeld, open < cap, acceptPause == nil else { return }
         readHeld = false
         shedding?.cancel()
         shedding = nil

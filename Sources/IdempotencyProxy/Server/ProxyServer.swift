@@ -133,8 +133,6 @@ public final class ProxyServer: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     guard let helper = quiesce.value else { throw ChannelError.ioOnClosedChannel }
                     let handlers = channel.pipeline.syncOperations
-                    // Out of descriptors while accepting: pause, never retry at once (a spin).
-                    try handlers.addHandler(AcceptBackoffHandler { _ in ConnectionLimiter.acceptBackoff })
                     try handlers.addHandler(
                         ConnectionLimiter(cap: maxConnections, metrics: metrics, logger: logger, shed: shedEverywhere))
                     try handlers.addHandler(helper.makeServerChannelHandler(channel: channel))
