@@ -188,8 +188,8 @@ public struct ConfigLoader {
 
     public static var keyNames: [String] { ConfigKey.all.map(\.name) }
 
-    /// The locations of two keys that were both set, the one applied first first (a later
-    /// line, environment variable or `--set`); nil unless both were.
+    /// The locations of two keys that were both set, in the order they were applied (so the
+    /// second is the later line, environment variable or `--set`); nil unless both were.
     private func bothSet(_ a: String, _ b: String) -> (String, String)? {
         guard let originA = origins[a], let originB = origins[b], let orderA = applied[a], let orderB = applied[b] else {
             return nil

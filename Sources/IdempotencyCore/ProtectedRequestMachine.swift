@@ -122,8 +122,8 @@ public struct ProtectedRequestMachine: Sendable {
         case claimed
         /// A live record: `expiresInMs` is what is left of its `lock_ttl` or `retention`.
         case existing(IdempotencyRecord, expiresInMs: Int64)
-        /// PostgreSQL could not be asked, refused, or ran the claim after its deadline and wrote
-        /// nothing.
+        /// PostgreSQL could not be asked, refused, or ran the claim after its deadline (which then
+        /// holds nothing).
         case failed
         /// The statement was sent and no answer came in time: as `failed` for this request,
         /// but it may have committed. It is withdrawn in the background (`claimsToWithdraw`),

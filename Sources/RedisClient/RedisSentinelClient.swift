@@ -189,7 +189,7 @@ public final class RedisSentinelClient: RedisCommands {
         connection.send(["ROLE"]) { result in
             guard !self.closed else { return connection.close() }
             let isMaster = (try? result.get()).map(SentinelReplies.isMaster) ?? false
-            if case .success = result, !isMaster, connection === self.master?.connection {
+            if case .success(.array) = result, !isMaster, connection === self.master?.connection {
                 // The master in use says it is one no longer (demoted, or back as a replica):
                 // commands fail at once until the Sentinels name another.
                 self.master = nil
@@ -198,7 +198,7 @@ public final class RedisSentinelClient: RedisCommands {
             guard isMaster, generation == self.adoptions else {
                 if connection !== self.master?.connection { connection.close() }
                 // A newer switch adopted this very node meanwhile: that is a success too.
-                return done(self.master?.node == node)
+                return done(isMaster && self.master?.node == node)
             }
             self.adopt(node, connection)
             done(true)

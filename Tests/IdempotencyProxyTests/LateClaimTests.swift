@@ -3,6 +3,7 @@ import IdempotencyCore
 import IdempotencyScripts
 import Logging
 import NIOCore
+import NIOPosix
 import PostgresNIO
 import RedisClient
 import TestSupport
@@ -173,8 +174,8 @@ import Testing
         /// The remaining life (ms) the claim statement returns.
         func claim(_ key: String, by owner: ByteBuffer, deadline: Int64) async throws -> Int64 {
             let rows = try await table.run(sql.claim, key, owner, fingerprint, Int64(60_000), deadline)
-            var expiresIn = try rows[0].decode((ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self).3
-            return expiresIn.readInteger(as: Int64.self) ?? 0
+            let expiresIn = try rows[0].decode((ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self).3
+            return try #require(expiresIn.getInteger(at: expiresIn.readerIndex, as: Int64.self))
         }
         func withdraw(deadline: Int64) async throws -> (Bool, Bool) {
             let rows = try await table.run(sql.withdrawUnanswered, "k", owner, deadline)
@@ -191,6 +192,46 @@ import Testing
         #expect(try await withdraw(deadline: WallClock.milliseconds() - 2_000) == (true, true), "past it (and the margin): withdrawn")
         #expect(try await live() == 0)
         #expect(try await claim("k", by: other, deadline: WallClock.milliseconds() + 60_000) > 0, "the key is free again")
+    }
+}
+
+extension LateClaimTests {
+    /// The same through the store the proxy uses (prepared statements on a direct server, whose
+    /// rows come back binary but described as text; unnamed ones through PgBouncer).
+    @Test(arguments: PostgresPath.allCases)
+    func thePostgresStoreRefusesALateClaimAndWithdrawsAnUnansweredOne(path: PostgresPath) async throws {
+        let table = TestTable(url: try path.url)
+        var loader = ConfigLoader()
+        for (key, value) in table.settings() { loader.applySet("\(key)=\(value)") }
+        let configuration = try loader.finish().get()
+        let wiring = PostgresWiring(url: configuration.postgresURL!, tls: .disable, configuration: configuration)
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let store = try await loop.submit { NIOLoopBound(wiring.store(on: loop, metrics: ProxyMetrics(), logger: Logger(label: "test")), eventLoop: loop) }.get()
+        let owner = [UInt8](repeating: 5, count: IdempotencyRecord.ownerLength)
+        let fingerprint = [UInt8](repeating: 1, count: IdempotencyRecord.fingerprintLength)
+        func claim(deadline: Int64) async throws -> Result<ProtectedRequestMachine.LongTermClaimResult, LongTermStoreError> {
+            let promise = loop.makePromise(of: Result<ProtectedRequestMachine.LongTermClaimResult, LongTermStoreError>.self)
+            loop.execute {
+                store.value.claim(key: "k", owner: owner, fingerprint: fingerprint, lockTTLMs: 60_000, deadlineMs: deadline) {
+                    promise.succeed($0)
+                }
+            }
+            return try await promise.futureResult.get()
+        }
+        func withdraw(deadline: Int64) async throws -> Result<Bool?, LongTermStoreError> {
+            let promise = loop.makePromise(of: Result<Bool?, LongTermStoreError>.self)
+            loop.execute { store.value.withdrawUnanswered(key: "k", owner: owner, deadlineMs: deadline) { promise.succeed($0) } }
+            return try await promise.futureResult.get()
+        }
+        // Each statement a few times, so that prepared statements have been used, not just made.
+        for _ in 0..<3 {
+            #expect(try await claim(deadline: WallClock.milliseconds() - 1) == .failure(.lateClaim))
+        }
+        #expect(try await claim(deadline: WallClock.milliseconds() + 60_000) == .success(.claimed))
+        #expect(try await withdraw(deadline: WallClock.milliseconds() + 60_000) == .success(nil), "not due yet")
+        #expect(try await withdraw(deadline: WallClock.milliseconds() - 2_000) == .success(true))
+        #expect(try await withdraw(deadline: WallClock.milliseconds() - 2_000) == .success(false), "nothing of ours left")
+        try await loop.submit { store.value.close() }.get()
     }
 }
 

@@ -4,7 +4,7 @@ import IdempotencyCore
 /// loop. `PostgresRecordStore` answers them from PostgreSQL.
 protocol LongTermStore: AnyObject {
     /// Claims `key` unless a live claim or record is there; that one is answered instead.
-    /// `deadlineMs` (ms since the epoch): a claim that runs later writes nothing (`.lateClaim`).
+    /// `deadlineMs` (ms since the epoch): a claim that runs later holds nothing (`.lateClaim`).
     func claim(
         key: String, owner: [UInt8], fingerprint: [UInt8], lockTTLMs: Int64, deadlineMs: Int64,
         completion: @escaping (Result<ProtectedRequestMachine.LongTermClaimResult, LongTermStoreError>) -> Void)

@@ -76,11 +76,25 @@ final class PostgresRecordStore: LongTermStore {
     ) {
         run(.withdrawUnanswered, [PostgresData(string: key), PostgresData(bytes: owner), PostgresData(int64: deadlineMs)]) { result in
             completion(result.flatMap { rows in
-                guard let (due, withdrawn) = try? rows.first?.decode((Bool, Bool).self) else {
+                // Read as raw bytes, as the claim's integer is (a prepared statement's rows are
+                // binary but described as text).
+                guard let (due, withdrawn) = try? rows.first?.decode((ByteBuffer, ByteBuffer).self),
+                    let isDue = Self.boolean(due), let wasWithdrawn = Self.boolean(withdrawn)
+                else {
                     return .failure(.malformedRecord("the withdrawal returned no answer"))
                 }
-                return .success(due ? withdrawn : nil)
+                return .success(isDue ? wasWithdrawn : nil)
             })
+        }
+    }
+
+    /// A boolean column, binary (one byte, 0 or 1) or text (`t` or `f`).
+    private static func boolean(_ buffer: ByteBuffer) -> Bool? {
+        guard buffer.readableBytes == 1, let byte = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return nil }
+        switch byte {
+        case 1, UInt8(ascii: "t"): return true
+        case 0, UInt8(ascii: "f"): return false
+        default: return nil
         }
     }
 

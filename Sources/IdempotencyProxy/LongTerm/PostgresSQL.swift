@@ -60,7 +60,9 @@ struct PostgresSQL: Sendable {
     /// expired row's lock is held) the claim is written already expired: it holds nothing, and
     /// the returned expiry (not in the future) says it came late. The claimer has given up, and
     /// a live claim nobody waits for would hold the key until lock_ttl. A live row is returned
-    /// whatever the time, so a late retry still meets it.
+    /// whatever the time, so a late retry still meets it. Our own live in-flight claim (an
+    /// earlier try whose answer never came) is renewed for lock_ttl when in time, so that the
+    /// lock runs from this claim, as a fresh one would.
     var claim: String {
         let deadline = Self.deadline("$5")
         return """
@@ -71,8 +73,11 @@ struct PostgresSQL: Sendable {
                 owner = CASE WHEN r.expires_at <= now() THEN excluded.owner ELSE r.owner END,
                 fingerprint = CASE WHEN r.expires_at <= now() THEN excluded.fingerprint ELSE r.fingerprint END,
                 record = CASE WHEN r.expires_at <= now() THEN NULL ELSE r.record END,
-                expires_at = CASE WHEN r.expires_at > now() THEN r.expires_at
-                    WHEN clock_timestamp() <= \(deadline) THEN excluded.expires_at ELSE \(Self.expired) END
+                expires_at = CASE
+                    WHEN r.expires_at > now() AND (r.owner <> excluded.owner OR r.record IS NOT NULL) THEN r.expires_at
+                    WHEN clock_timestamp() <= \(deadline) THEN excluded.expires_at
+                    WHEN r.expires_at > now() THEN r.expires_at
+                    ELSE \(Self.expired) END
             RETURNING owner, fingerprint, record, (extract(epoch FROM expires_at - now()) * 1000)::int8
             """
     }

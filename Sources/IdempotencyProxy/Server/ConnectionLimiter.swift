@@ -71,6 +71,7 @@ final class ConnectionLimiter: ChannelDuplexHandler {
 
     /// Sheds now, and again every `shedInterval` until the count drops under the cap.
     private func shedWhileFull(_ context: ChannelHandlerContext) {
+        guard context.channel.isActive else { return }
         shed()
         shedding = context.eventLoop.assumeIsolated().scheduleTask(in: Self.shedInterval) {
             self.shedWhileFull(context)
@@ -78,10 +79,11 @@ final class ConnectionLimiter: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        guard let error = error as? IOError, [EMFILE, ENFILE].contains(error.errnoCode) else {
+        // Each of these leaves the failed accept's read pending, as EMFILE does.
+        guard let error = error as? IOError, [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(error.errnoCode) else {
             return context.fireErrorCaught(error)
         }
-        warn("out of descriptors while accepting (\(error)); accepting pauses \(Self.acceptBackoff); raise LimitNOFILE or lower max_connections")
+        warn("out of descriptors or memory while accepting (\(error)); accepting pauses \(Self.acceptBackoff); raise LimitNOFILE or lower max_connections")
         guard acceptPause == nil, let options = context.channel.syncOptions else { return }
         // The descriptors are in use: the idle and slow connections among them go first.
         shed()
@@ -90,6 +92,19 @@ final class ConnectionLimiter: ChannelDuplexHandler {
             self.acceptPause = nil
             try? context.channel.syncOptions?.setOption(.autoRead, value: true)
         }
+    }
+
+    /// The listener closed (shutdown): nothing more to shed or resume.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        shedding?.cancel()
+        shedding = nil
+        acceptPause?.cancel()
+        acceptPause = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        handlerRemoved(context: context)
+        context.fireChannelInactive()
     }
 
     private func closed(_ context: ChannelHandlerContext) {

@@ -102,6 +102,10 @@ final class ProxyHandler: ChannelDuplexHandler {
     /// While no request is under way, the next head must arrive whole by this time: a client
     /// trickling a head (or empty lines) a byte at a time is never silent, but is cut off too.
     private var headDeadline: NIODeadline?
+    /// When the next head's first byte came (while `headDeadline` is set), for shedding.
+    private var headStarted: NIODeadline?
+    /// When the connection last had no request under way, for shedding.
+    private var idleSince = NIODeadline.now()
 
     init(loop: LoopContext) {
         self.loop = loop
@@ -113,7 +117,20 @@ final class ProxyHandler: ChannelDuplexHandler {
         self.context = context
         clientAddress = context.channel.remoteAddress?.ipAddress
         loop.clientConnections[ObjectIdentifier(self)] = self
+        // The first head is due client_header_timeout after the connection opens (nginx's
+        // meaning); later ones from their first byte.
+        startHead()
         armIdleCheck(at: .now() + min(readTimeout, headerTimeout), context: context)
+    }
+
+    private func startHead() {
+        headStarted = .now()
+        headDeadline = .now() + headerTimeout
+    }
+
+    private func becomeIdle() {
+        state = .idle
+        idleSince = .now()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -123,8 +140,8 @@ final class ProxyHandler: ChannelDuplexHandler {
     /// What shedding at `max_connections` sees of this connection.
     var activity: ConnectionShedding.Activity {
         guard isIdle, pipelined.isEmpty else { return .busy }
-        if let headDeadline { return .readingHead(since: (headDeadline - headerTimeout).uptimeNanoseconds) }
-        return .idle(since: lastRead.uptimeNanoseconds)
+        if let headStarted, headDeadline != nil { return .readingHead(since: headStarted.uptimeNanoseconds) }
+        return .idle(since: idleSince.uptimeNanoseconds)
     }
 
     /// Closed to make room at `max_connections`: it holds a descriptor and gives nothing.
@@ -165,7 +182,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         if !isIdle {
             headDeadline = nil
         } else if headDeadline == nil {
-            headDeadline = .now() + headerTimeout
+            startHead()
         }
     }
 
@@ -271,7 +288,7 @@ final class ProxyHandler: ChannelDuplexHandler {
             request.bodyEnded()
         case .draining(let keepAlive):
             if keepAlive {
-                state = .idle
+                becomeIdle()
                 resumePipelined()
             } else {
                 state = .closed
@@ -374,7 +391,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         if !requestEnded {
             state = .draining(keepAlive: facts.keepAlive)
         } else if facts.keepAlive {
-            state = .idle
+            becomeIdle()
         } else {
             state = .closed
         }
