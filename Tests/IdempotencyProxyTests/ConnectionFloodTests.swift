@@ -9,66 +9,28 @@ import Testing
     static let floodSize = 1_500
     static let normalRequests = 50
 
-    /// This test process opens the flood: its own soft limit goes up to its hard one.
-    static func raiseOwnDescriptorLimit() throws {
-        var limit = rlimit()
-        getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
-        limit.rlim_cur = limit.rlim_max
-        setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
-        getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
-        guard limit.rlim_cur >= rlim_t(floodSize + 500) else {
-            throw TestSupportError("the test process may hold only \(limit.rlim_cur) descriptors")
-        }
-    }
-
-    /// Connections that each send half a request head and then nothing (slowloris), `count`
-    /// of them, which sit; after `renew()`, renewed as an attacker would: a new one replaces the
-    /// oldest (which the proxy has most likely shed) every few milliseconds until `stop`. The
-    /// connects past the proxy's backlog wait in the kernel, so they run off the caller.
-    final class Flood: @unchecked Sendable {
-        private let lock = NSLock()
-        private var sockets: [Int32] = []
-        private var stopped = false
-        private var renewing = false
-        private var total = 0
-
-        func renew() { lock.withLock { renewing = true } }
-
-        init(port: Int, count: Int) {
-            Thread.detachNewThread {
-                while !self.lock.withLock({ self.stopped }) {
-                    if self.lock.withLock({ self.total >= count && !self.renewing }) {
-                        usleep(10_000)
-                        continue
-                    }
-                    guard let fd = LoopbackSocket.connect(port: port) else { continue }
-                    _ = "POST /charges HTTP/1.1\r\nHost: flood\r\nIdempotency-Key: fl".withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-                    let oldest = self.lock.withLock { () -> Int32? in
-                        guard !self.stopped else { return fd }
-                        self.sockets.append(fd)
-                        self.total += 1
-                        return self.sockets.count > count ? self.sockets.removeFirst() : nil
-                    }
-                    if let oldest {
-                        close(oldest)
-                        usleep(2_000)
-                    }
-                }
-            }
-        }
-
-        /// Connections opened so far, replaced ones included.
-        var opened: Int { lock.withLock { total } }
-
-        func stop() {
-            let all = lock.withLock { () -> [Int32] in
-                stopped = true
-                defer { sockets.removeAll() }
-                return sockets
-            }
-            for fd in all { close(fd) }
-        }
-    }
+    /// Connections that each send half a request head and then nothing (slowloris), from a
+    /// process of their own: this one must not hold 1,500 descriptors (Foundation's `Process`
+    /// crashed starting a server for another test while a flood held them here). `count` are
+    /// opened and sit for `sit` seconds; then, as an attacker would, a new one replaces the
+    /// oldest (which the proxy has most likely shed) every 2 ms until the process is killed.
+    static let floodScript = """
+        import resource, socket, sys, time
+        port, count, sit = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        def slow():
+            s = socket.create_connection(("127.0.0.1", port), timeout=60)
+            s.sendall(b"POST /charges HTTP/1.1\\r\\nHost: flood\\r\\nIdempotency-Key: fl")
+            return s
+        held = [slow() for _ in range(count)]
+        print("sitting", flush=True)
+        time.sleep(sit)
+        while True:
+            held.append(slow())
+            held.pop(0).close()
+            time.sleep(0.002)
+        """
 
     /// User and system CPU ticks of `pid` so far.
     static func cpuTicks(_ pid: pid_t) throws -> Int {
@@ -109,7 +71,6 @@ import Testing
     /// cap does.
     @Test(arguments: [("raisable", "1024:20000", "auto"), ("hard", "1024:1024", "auto"), ("out of descriptors", "1024:1024", "5000")])
     func aSlowlorisFloodNeitherSpinsTheProxyNorKeepsNormalClientsOut(name: String, limits: String, maxConnections: String) async throws {
-        try Self.raiseOwnDescriptorLimit()
         try await withDemoUpstream { upstream in
             let port = try FreePort.next()
             let child = try ChildProcess("/usr/bin/prlimit", [
@@ -122,20 +83,29 @@ import Testing
                 child.signal(SIGKILL)
                 _ = child.wait()
             }
-            try FreePort.waitUntilListening(port: port)
-            let flood = Flood(port: port, count: Self.floodSize)
-            defer { flood.stop() }
-            try await eventually("the flood connecting", within: 30, pause: .milliseconds(100)) { flood.opened >= Self.floodSize }
+            do {
+                try FreePort.waitUntilListening(port: port)
+            } catch {
+                throw TestSupportError("the proxy did not start: \(error); its output: \(child.stderr.suffix(2_000))")
+            }
+            // It sits through a second of settling and the 3 s of measuring, then renews.
+            let flood = try ChildProcess("/usr/bin/python3", ["-c", Self.floodScript, "\(port)", "\(Self.floodSize)", "4.5"])
+            defer {
+                flood.signal(SIGKILL)
+                _ = flood.wait()
+            }
+            try await eventually("the flood connecting", within: 60, pause: .milliseconds(100)) { flood.stdout.contains("sitting") }
             try await Task.sleep(for: .seconds(1))
 
             let before = try Self.cpuTicks(child.pid)
             try await Task.sleep(for: .seconds(3))
             let cpu = Double(try Self.cpuTicks(child.pid) - before) / Double(sysconf(Int32(_SC_CLK_TCK))) / 3
-            flood.renew()
+            try await Task.sleep(for: .milliseconds(700))
             let during = try await Self.normalClients(port: port, tag: "during")
-            flood.stop()
+            flood.signal(SIGKILL)
+            _ = flood.wait()
             let after = try await Self.normalClients(port: port, tag: "after")
-            print("slowloris flood (\(name)), limits \(limits), max_connections \(maxConnections), \(flood.opened) slow connections opened: proxy CPU \(Int(cpu * 100)) % of a core while it sat; \(during.answered) of 50 answered during it in \(during.seconds) s, \(after.answered) of 50 after it in \(after.seconds) s; stderr: \(child.stderr.split(separator: "\n").filter { $0.contains("max_connections") || $0.contains("descriptor") }.prefix(3))")
+            print("slowloris flood (\(name)), limits \(limits), max_connections \(maxConnections), \(Self.floodSize) slow connections sitting, then renewed: proxy CPU \(Int(cpu * 100)) % of a core while it sat; \(during.answered) of 50 answered during it in \(during.seconds) s, \(after.answered) of 50 after it in \(after.seconds) s; stderr: \(child.stderr.split(separator: "\n").filter { $0.contains("max_connections") || $0.contains("descriptor") }.prefix(3))")
             #expect(cpu < 0.15, "the proxy spun at \(cpu) of a core")
             #expect(during.answered == Self.normalRequests && during.seconds < 10, "during the flood")
             #expect(after.answered == Self.normalRequests && after.seconds < 10, "after the flood")
