@@ -4,8 +4,8 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 
-/// A deliberately non-idempotent payments API (SPEC §7): every `POST /charges` creates a new
-/// charge. Besides the SPEC's endpoints it has a few that tests use to make an upstream
+/// A deliberately non-idempotent payments API (docs/behaviour.md §7): every `POST /charges` creates a new
+/// charge. Besides its documented endpoints (docs/behaviour.md §7) it has a few that tests use to make an upstream
 /// misbehave on demand (a chosen status, a slow answer, a large body, a dropped connection).
 ///
 ///     POST /charges          201 {"id":"ch_N",...}, a new charge every call

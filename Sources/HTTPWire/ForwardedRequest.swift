@@ -1,7 +1,7 @@
 import NIOCore
 import NIOHTTP1
 
-/// A client's request head rewritten for the upstream, in the bytes that go out (SPEC §4):
+/// A client's request head rewritten for the upstream, in the bytes that go out (docs/behaviour.md §4):
 /// hop-by-hop headers and those `Connection` names gone, `X-Forwarded-For` and
 /// `X-Forwarded-Proto` appended, the client's `Host` kept (a sidecar is transparent; the
 /// upstream's own name is used only when the client sent none), the target under the upstream's
@@ -70,7 +70,7 @@ public struct ForwardedRequest {
             case .length(let length):
                 head.writeContentLength(length)
             case .none:
-                // RFC 9110 §8.6: sent when the method defines a meaning for content; some
+                // RFC 9110 operations: sent when the method defines a meaning for content; some
                 // servers refuse these methods without it (411).
                 if hasContent { head.writeContentLength(0) }
             }

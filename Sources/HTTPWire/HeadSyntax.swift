@@ -83,7 +83,7 @@ enum HeadSyntax {
     }
 
     /// Adds a `Content-Length` value to what earlier ones said: `5, 5` and repeated equal
-    /// headers are one length (RFC 9110 §8.6); any other list is not.
+    /// headers are one length (RFC 9110 operations); any other list is not.
     static func noteContentLength(_ value: Bytes, into length: inout Int?) throws(ContentLengthError) {
         var rest = value
         while true {

@@ -30,7 +30,7 @@ public struct RequestParser {
         }
     }
 
-    /// Larger request heads (request line and headers) are refused (SPEC §4: 64 KiB).
+    /// Larger request heads (request line and headers) are refused (docs/behaviour.md §4: 64 KiB).
     public static let maxHeadBytes = 64 * 1024
 
     private enum State {

@@ -1,4 +1,4 @@
-/// Every configuration key of SPEC §2: its name, how to parse it into the configuration, and
+/// Every configuration key of docs/behaviour.md §2: its name, how to parse it into the configuration, and
 /// how to print it back for `--check`. The table is the single list of keys.
 struct ConfigKey: Sendable {
     let name: String

@@ -181,7 +181,7 @@ public struct ConfigLoader {
     /// a problem found after loading.
     public func location(of key: String) -> String { origins[key] ?? "configuration" }
 
-    /// The effective configuration as `key = value` lines, in SPEC order.
+    /// The effective configuration as `key = value` lines, in the documented order.
     public static func render(_ configuration: ProxyConfiguration) -> String {
         ConfigKey.all.compactMap { key in key.render.map { "\(key.name) = \($0(configuration))" } }.joined(separator: "\n")
     }

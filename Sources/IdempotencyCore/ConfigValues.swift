@@ -1,4 +1,4 @@
-/// Parsers for the value syntaxes of the configuration file (SPEC §2), each returning the
+/// Parsers for the value syntaxes of the configuration file (docs/behaviour.md §2), each returning the
 /// typed value or a message that says what is wrong.
 enum ConfigValues {
     /// `250ms`, `30s`, `5m`, `24h`, `30d` → milliseconds.

@@ -1,6 +1,6 @@
 import RawStructuredFieldValues
 
-/// Reads the key from its header values (SPEC §3 rule 2).
+/// Reads the key from its header values (docs/behaviour.md §3, rule 2).
 ///
 /// The IETF draft makes the key an sf-string (`"abc-123"`); many clients send it bare
 /// (`abc-123`, an unquoted UUID), so a value that does not parse as an sf-string is taken as

@@ -1,6 +1,6 @@
-/// Where the long-term store is (SPEC §8): `postgres://[user[:password]@]host[:port]/dbname`
+/// Where the long-term store is (docs/behaviour.md §3, long-term store): `postgres://[user[:password]@]host[:port]/dbname`
 /// (`postgresql://` too), with an optional `?sslmode=disable|require|verify-full` and
-/// `sslrootcert=FILE` (SPEC §9).
+/// `sslrootcert=FILE` (docs/behaviour.md, TLS).
 public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
     public enum SSLMode: String, Sendable, CaseIterable {
         case disable

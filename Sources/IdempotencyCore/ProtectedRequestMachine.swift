@@ -1,4 +1,4 @@
-/// One protected request (SPEC §3, rules 1–11; §8 with a long-term store) as a pure state
+/// One protected request (docs/behaviour.md §3, rules 1–11, with its long-term store) as a pure state
 /// machine, in the style of AsyncHTTPClient's `HTTP1ConnectionStateMachine`: the executor
 /// (`ProtectedRequest`) feeds it what happened and carries out the action it returns, nothing
 /// else. Time comes in as an
@@ -10,7 +10,7 @@
 ///                                                        ├─► waitForFirst ─► woken ─► claim …
 ///                                                        └─► Redis failed: claimInPostgres | answer 503 | forward unprotected
 ///
-/// With a long-term store (SPEC §8) a claim Redis grants is also made in PostgreSQL, whose
+/// With a long-term store (docs/behaviour.md §3, long-term store) a claim Redis grants is also made in PostgreSQL, whose
 /// answer decides; a settlement is carried out in PostgreSQL first, then in Redis, one store
 /// at a time, each retried on its own. The machine remembers which stores hold its claim.
 ///
@@ -59,12 +59,12 @@ public struct ProtectedRequestMachine: Sendable {
 
     public enum Store: String, Equatable, Sendable {
         case redis
-        /// The long-term store (SPEC §8).
+        /// The long-term store (docs/behaviour.md §3, long-term store).
         case postgres
     }
 
     /// What becomes of a claim in one store: once the upstream exchange is over (rules 5, 8,
-    /// 9), or when PostgreSQL answered for a request that Redis had let claim (§8.1).
+    /// 9), or when PostgreSQL answered for a request that Redis had let claim (long-term claims).
     public enum Settlement: Equatable, Sendable {
         /// Owner-checked: store this completed state, kept for `ttlMs`.
         case complete(IdempotencyRecord.State, ttlMs: Int64)
@@ -86,7 +86,7 @@ public struct ProtectedRequestMachine: Sendable {
         case collectBody(key: String)
         /// Rule 4: run the claim script.
         case claim
-        /// SPEC §8.1: claim in PostgreSQL too (Redis had no record, or did not answer).
+        /// docs/behaviour.md §3, long-term store: claim in PostgreSQL too (Redis had no record, or did not answer).
         case claimInPostgres
         /// `redis_wait_replicas`: `WAIT` for that many replicas, giving up after `timeoutMs`.
         case waitForReplicas(count: Int, timeoutMs: Int64)
@@ -116,7 +116,7 @@ public struct ProtectedRequestMachine: Sendable {
         case unanswered
     }
 
-    /// What PostgreSQL's claim statement answered (SPEC §8.1).
+    /// What PostgreSQL's claim statement answered (docs/behaviour.md §3, long-term store).
     public enum LongTermClaimResult: Equatable, Sendable {
         /// Nothing there, or a claim or record that had expired: ours now, in flight.
         case claimed
@@ -172,7 +172,7 @@ public struct ProtectedRequestMachine: Sendable {
     /// What follows the settling steps.
     enum Next: Equatable, Sendable {
         case answer(Reply)
-        /// SPEC §8.1: PostgreSQL holds a live claim and the retry may wait for it.
+        /// docs/behaviour.md §3, long-term store: PostgreSQL holds a live claim and the retry may wait for it.
         case waitForFirst(until: UInt64)
     }
 
@@ -216,7 +216,7 @@ public struct ProtectedRequestMachine: Sendable {
         let onRedisError: ProxyConfiguration.OnRedisError
         let releaseStatuses: ReleaseStatuses
         let responseTTLMs: Int64
-        /// A long-term store is configured (SPEC §8).
+        /// A long-term store is configured (docs/behaviour.md §3, long-term store).
         let longTerm: Bool
         let retentionMs: Int64
         let onPostgresError: ProxyConfiguration.OnPostgresError
@@ -305,7 +305,7 @@ public struct ProtectedRequestMachine: Sendable {
         return .claim
     }
 
-    /// Rules 4, 6, 7, 9 and 11; with a long-term store, §8.1 and the rows of §8.4 where Redis fails.
+    /// Rules 4, 6, 7, 9 and 11; with a long-term store, long-term claims and the failure matrix's rows where Redis fails.
     public mutating func claimAnswered(_ result: ClaimResult, now: UInt64) -> Action {
         guard case .claiming = state else { return .nothing }
         // An answered claim (a retry of the claim after a wait) comes after any earlier one of
@@ -333,7 +333,7 @@ public struct ProtectedRequestMachine: Sendable {
         }
     }
 
-    /// SPEC §8.1, and the rows of §8.4 where PostgreSQL fails.
+    /// docs/behaviour.md §3, long-term store, and the rows of its failure matrix where PostgreSQL fails.
     public mutating func postgresClaimAnswered(_ result: LongTermClaimResult, now: UInt64) -> Action {
         guard case .claimingInPostgres = state else { return .nothing }
         if result != .failed && result != .unanswered { unansweredClaims.removeAll { $0 == .postgres } }
@@ -464,7 +464,7 @@ public struct ProtectedRequestMachine: Sendable {
         }
     }
 
-    /// A settlement in every store that holds the claim, PostgreSQL first (SPEC §8.2); a
+    /// A settlement in every store that holds the claim, PostgreSQL first (docs/behaviour.md §3, long-term store); a
     /// completion is kept for `retention` there and `response_ttl` in Redis.
     /// `settlement` is given the store's TTL.
     private func everyStore(_ settlement: (_ ttlMs: Int64) -> Settlement) -> [Step] {

@@ -1,4 +1,4 @@
-/// The effective configuration of one idemproxy process (SPEC §2). Defaults are SPEC's.
+/// The effective configuration of one idemproxy process (docs/behaviour.md §2). Defaults are the documented ones.
 public struct ProxyConfiguration: Sendable, Equatable {
     public enum OnRedisError: String, Sendable, CaseIterable { case closed, open }
     public enum OnPostgresError: String, Sendable, CaseIterable { case closed, redis }
@@ -36,22 +36,22 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var keyPrefix = "idem:"
     public var replayHeader = "Idempotent-Replayed"
     public var logLevel = LogLevel.info
-    /// Both set: `listen` serves HTTPS with this certificate (PEM) and key (SPEC §9).
+    /// Both set: `listen` serves HTTPS with this certificate (PEM) and key (docs/behaviour.md, TLS).
     public var tlsCertFile = ""
     public var tlsKeyFile = ""
-    /// CA bundle for an `https://` upstream; empty: the system's trust store (SPEC §9).
+    /// CA bundle for an `https://` upstream; empty: the system's trust store (docs/behaviour.md, TLS).
     public var upstreamTLSCAFile = ""
     /// Name verified and sent as SNI; empty: the URL's host.
     public var upstreamTLSServerName = ""
     /// Client certificate and key for an `https://` upstream: both or neither.
     public var upstreamTLSCertFile = ""
     public var upstreamTLSKeyFile = ""
-    /// CA bundle for `rediss://`; empty: the system's trust store (SPEC §9).
+    /// CA bundle for `rediss://`; empty: the system's trust store (docs/behaviour.md, TLS).
     public var redisTLSCAFile = ""
     /// Client certificate and key for `rediss://`: both or neither.
     public var redisTLSCertFile = ""
     public var redisTLSKeyFile = ""
-    /// nil: no long-term store (SPEC §8).
+    /// nil: no long-term store (docs/behaviour.md §3, long-term store).
     public var postgresURL: PostgresURL?
     public var postgresTable = "idempotency_records"
     public var postgresTimeoutMs: Int64 = 2_000
@@ -76,7 +76,7 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// `redis://…@s1:26379,s2:26379/db`, the one written after them (the loader allows no two).
     public var redisDatabase: Int { redisURLs.map(\.database).first { $0 != 0 } ?? 0 }
 
-    /// One group of TLS files (SPEC §9), with the names of their keys: `PREFIX_ca_file` (the
+    /// One group of TLS files (docs/behaviour.md, TLS), with the names of their keys: `PREFIX_ca_file` (the
     /// trust roots of a client; empty: the system's), `PREFIX_cert_file` and `PREFIX_key_file`
     /// (a pair).
     public struct TLSFiles: Sendable {
@@ -99,7 +99,7 @@ public struct ProxyConfiguration: Sendable, Equatable {
     }
 }
 
-/// The protected API: `http://host[:port][/base/path]` or `https://…` (SPEC §9).
+/// The protected API: `http://host[:port][/base/path]` or `https://…` (docs/behaviour.md, TLS).
 public struct UpstreamURL: Sendable, Equatable, CustomStringConvertible {
     public var host: String
     public var port: Int

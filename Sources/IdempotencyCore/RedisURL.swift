@@ -1,4 +1,4 @@
-/// Where Redis is: `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS, SPEC §9) or
+/// Where Redis is: `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS, docs/behaviour.md) or
 /// `unix:///path.sock[?db=N]` (never TLS).
 public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
     public enum Location: Sendable, Equatable {

@@ -1,4 +1,4 @@
-/// The outcome label of one client request, as counted in `/metrics` (SPEC §5).
+/// The outcome label of one client request, as counted in `/metrics` (docs/behaviour.md §5).
 public enum RequestOutcome: String, CaseIterable, Sendable {
     case forwarded, replayed, conflict, mismatch
     case badRequest = "bad_request"

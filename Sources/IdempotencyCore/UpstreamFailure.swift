@@ -7,7 +7,7 @@ public enum UpstreamFailure: Error, Equatable, Sendable {
     /// The upstream sent bytes that are not a valid HTTP response.
     case invalidResponse
 
-    /// The proxy's own answer when nothing of the response has gone out yet (SPEC §3 rule 8).
+    /// The proxy's own answer when nothing of the response has gone out yet (docs/behaviour.md §3, rule 8).
     public var problem: Problem {
         switch self {
         case .timedOut: return .upstreamTimeout

@@ -1,7 +1,7 @@
 import RedisClient
 
 extension RedisScript {
-    /// Stores the outcome of a claimed request, only if the claim is still ours (SPEC §3 rule 5).
+    /// Stores the outcome of a claimed request, only if the claim is still ours (docs/behaviour.md §3, rule 5).
     ///
     /// A proxy whose lease ran out and was taken over must never overwrite the new owner's
     /// record. If the claim expired and nobody took the key, the outcome is stored anyway: the

@@ -1,7 +1,7 @@
 import RedisClient
 
 extension RedisScript {
-    /// Gives a claim back so that a retry runs the request again (SPEC §3 rule 8), only if the
+    /// Gives a claim back so that a retry runs the request again (docs/behaviour.md §3, rule 8), only if the
     /// claim is still ours and still in flight.
     ///
     /// KEYS[1]  record key

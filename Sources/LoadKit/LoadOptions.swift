@@ -1,6 +1,6 @@
 import NIOSSL
 
-/// Settings of one load run (SPEC §6).
+/// Settings of one load run (docs/behaviour.md §6).
 public struct LoadOptions: Sendable {
     public var target: HTTPTarget
     /// More proxies of a fleet: a key's attempt on a new connection (after a lost response)

@@ -345,7 +345,7 @@ public final class RedisConnection {
     }
 
     /// 25 ms doubling to a 1 s cap. The cap keeps recovery within ~1 s of Redis coming back even
-    /// with no command waiting (SPEC §3 rule 11 allows 5 s).
+    /// with no command waiting (docs/behaviour.md §3, rule 11 allows 5 s).
     static func backoff(afterFailures failures: Int) -> TimeAmount {
         .milliseconds(min(1_000, 25 << min(failures, 6)))
     }

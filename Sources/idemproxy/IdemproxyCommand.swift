@@ -42,7 +42,7 @@ struct IdemproxyCommand: AsyncParsableCommand {
         case .failure(let findings): fail(findings.all.map(\.description))
         case .success(let c): configuration = c
         }
-        // Certificate files are loaded as the proxy would load them (SPEC §9).
+        // Certificate files are loaded as the proxy would load them (docs/behaviour.md, TLS).
         let tlsProblems = TLSContexts.problems(configuration)
         if !tlsProblems.isEmpty { fail(tlsProblems.map { "\(loader.location(of: $0.key)): \($0.description)" }) }
         if check {
@@ -69,7 +69,7 @@ struct IdemproxyCommand: AsyncParsableCommand {
         }
     }
 
-    /// Exit status 2, nothing started (SPEC §1).
+    /// Exit status 2, nothing started (docs/behaviour.md §1).
     private func fail(_ messages: [String]) -> Never {
         for message in messages { printError(message + "\n") }
         Glibc.exit(2)

@@ -3,7 +3,7 @@ import Testing
 
 @testable import HTTPWire
 
-/// The request head the upstream gets, header by header and in order (SPEC §4).
+/// The request head the upstream gets, header by header and in order (docs/behaviour.md §4).
 @Suite struct ForwardedRequestTests {
     struct Case: CustomStringConvertible, Sendable {
         let description: String

@@ -205,7 +205,7 @@ struct ParsedRequests: Equatable {
         }
     }
 
-    /// SPEC §4: a head over 64 KiB gets 431, whether it arrives at once or trickles in (the
+    /// docs/behaviour.md §4: a head over 64 KiB gets 431, whether it arrives at once or trickles in (the
     /// parser must not keep collecting an endless head).
     @Test func refusesHeadsOver64KiB() throws {
         let header = "X-Filler: " + String(repeating: "a", count: 1_000) + "\r\n"

@@ -2,7 +2,7 @@ import Testing
 
 @testable import IdempotencyCore
 
-/// SPEC §3 as tables: each row is one rule, driven through the machine from its first event to
+/// docs/behaviour.md §3 as tables: each row is one rule, driven through the machine from its first event to
 /// the action under test. No I/O, no clock: time is a number the row chooses.
 @Suite struct ProtectedRequestMachineTests {
     typealias Machine = ProtectedRequestMachine
@@ -419,7 +419,7 @@ import Testing
         #expect(m.postgresClaimAnswered(.claimed, now: 0) == .nothing)
     }
 
-    // MARK: - SPEC §8: the long-term store, every cell of the failure matrix and every transition
+    // MARK: - the long-term store (docs/behaviour.md §3): every cell of the failure matrix and every transition
 
     /// One event of a protected request after its body ended.
     enum Event: Equatable, Sendable {
@@ -455,37 +455,37 @@ import Testing
 
     @Test(arguments: [
         // Both stores answer.
-        LongTermRow(rule: "§8.1: a key Redis grants is claimed in PostgreSQL too, then forwarded", steps: [
+        LongTermRow(rule: "long-term claims: a key Redis grants is claimed in PostgreSQL too, then forwarded", steps: [
             (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
         ]),
-        LongTermRow(rule: "§8.2: a response is stored in PostgreSQL for retention, then in Redis for response_ttl, then answered", steps: [
+        LongTermRow(rule: "long-term settling: a response is stored in PostgreSQL for retention, then in Redis for response_ttl, then answered", steps: [
             (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
             (.upstream(collected(201)), .settle(.complete(.completed(stored), ttlMs: retention), in: .postgres)),
             (.settled(.done), .settle(.complete(.completed(stored), ttlMs: responseTTL), in: .redis)),
             (.settled(.done), .answer(forwarded)),
         ]),
-        LongTermRow(rule: "§8.2: a 5xx releases the claim in PostgreSQL, then in Redis", steps: [
+        LongTermRow(rule: "long-term settling: a 5xx releases the claim in PostgreSQL, then in Redis", steps: [
             (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
             (.upstream(collected(503)), .settle(.release, in: .postgres)),
             (.settled(.done), .settle(.release, in: .redis)), (.settled(.done), .answer(forwarded)),
         ]),
-        LongTermRow(rule: "§8.2: a response too large to replay is completed without body in both stores", steps: [
+        LongTermRow(rule: "long-term settling: a response too large to replay is completed without body in both stores", steps: [
             (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
             (.upstream(.streamed(status: 200)), .settle(.complete(.completedWithoutBody(status: 200), ttlMs: retention), in: .postgres)),
             (.settled(.done), .settle(.complete(.completedWithoutBody(status: 200), ttlMs: responseTTL), in: .redis)),
             (.settled(.done), .answer(Reply(.endOfStreamedResponse, .forwarded))),
         ]),
-        LongTermRow(rule: "§8.2: no upstream connection releases both claims, then 502", steps: [
+        LongTermRow(rule: "long-term settling: no upstream connection releases both claims, then 502", steps: [
             (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
             (.upstream(.notConnected), .settle(.release, in: .postgres)),
             (.settled(.done), .settle(.release, in: .redis)),
             (.settled(.done), problem(.upstreamUnreachable, .upstreamError)),
         ]),
-        LongTermRow(rule: "§8.2 with rule 8: a timeout keeps both claims: 504 at once", steps: [
+        LongTermRow(rule: "long-term settling with rule 8: a timeout keeps both claims: 504 at once", steps: [
             (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
             (.upstream(.failed(.timedOut, afterStreaming: false)), problem(.upstreamTimeout, .upstreamError)),
         ]),
-        LongTermRow(rule: "§8.2: PostgreSQL failing to settle is retried for 5 s, given up, and Redis still settles, within what is left of the window", steps: [
+        LongTermRow(rule: "long-term settling: PostgreSQL failing to settle is retried for 5 s, given up, and Redis still settles, within what is left of the window", steps: [
             (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
             (.upstream(collected(201)), .settle(.complete(.completed(stored), ttlMs: retention), in: .postgres)),
         ] + settleBackoffs.map { (.settled(.unavailable), .retrySettle(afterMs: $0)) } + [
@@ -494,53 +494,53 @@ import Testing
             (.settled(.unavailable), .retrySettle(afterMs: 200)),
             (.settled(.unavailable), .answer(forwarded)),
         ]),
-        LongTermRow(rule: "§8.2: PostgreSQL refusing a settlement is not retried; Redis settles next", steps: [
+        LongTermRow(rule: "long-term settling: PostgreSQL refusing a settlement is not retried; Redis settles next", steps: [
             (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
             (.upstream(collected(503)), .settle(.release, in: .postgres)),
             (.settled(.refused), .settle(.release, in: .redis)), (.settled(.done), .answer(forwarded)),
         ]),
-        LongTermRow(rule: "§8.1: a record PostgreSQL completed is copied back to Redis, then replayed", steps: [
+        LongTermRow(rule: "long-term claims: a record PostgreSQL completed is copied back to Redis, then replayed", steps: [
             (.redis(.claimed), .claimInPostgres),
             (inPostgres(mine, .completed(stored)), .settle(.complete(.completed(stored), ttlMs: responseTTL), in: .redis)),
             (.settled(.done), replayFromPostgres(stored)),
         ]),
-        LongTermRow(rule: "§8.3: a copy back never outlives the record's retention", steps: [
+        LongTermRow(rule: "retention: a copy back never outlives the record's retention", steps: [
             (.redis(.claimed), .claimInPostgres),
             (inPostgres(mine, .completed(stored), expiresInMs: 5_000), .settle(.complete(.completed(stored), ttlMs: 5_000), in: .redis)),
             (.settled(.done), replayFromPostgres(stored)),
         ]),
-        LongTermRow(rule: "§8.1: a copy back that Redis fails to take still replays", steps: [
+        LongTermRow(rule: "long-term claims: a copy back that Redis fails to take still replays", steps: [
             (.redis(.claimed), .claimInPostgres),
             (inPostgres(mine, .completed(stored)), .settle(.complete(.completed(stored), ttlMs: responseTTL), in: .redis)),
             (.settled(.refused), replayFromPostgres(stored)),
         ]),
-        LongTermRow(rule: "§8.1 with rule 9: a record without body is copied back, then 502", steps: [
+        LongTermRow(rule: "long-term claims with rule 9: a record without body is copied back, then 502", steps: [
             (.redis(.claimed), .claimInPostgres),
             (inPostgres(mine, .completedWithoutBody(status: 200)), .settle(.complete(.completedWithoutBody(status: 200), ttlMs: responseTTL), in: .redis)),
             (.settled(.done), .answer(Reply(.problem(.responseNotReplayable), .replayed, replayedFrom: .postgres))),
         ]),
-        LongTermRow(rule: "§8.1: another fingerprint in PostgreSQL releases our Redis claim, then 422", steps: [
+        LongTermRow(rule: "long-term claims: another fingerprint in PostgreSQL releases our Redis claim, then 422", steps: [
             (.redis(.claimed), .claimInPostgres), (inPostgres(other, .completed(stored)), .settle(.withdraw, in: .redis)),
             (.settled(.done), problem(.mismatch, .mismatch)),
         ]),
-        LongTermRow(rule: "§8.1: a live claim in PostgreSQL that Redis lost releases our Redis claim, then 409", steps: [
+        LongTermRow(rule: "long-term claims: a live claim in PostgreSQL that Redis lost releases our Redis claim, then 409", steps: [
             (.redis(.claimed), .claimInPostgres), (inPostgres(mine, .inFlight), .settle(.withdraw, in: .redis)),
             (.settled(.done), problem(.inFlight, .conflict)),
         ]),
-        LongTermRow(rule: "§8.1 with inflight_wait: release, wait, claim again, and replay what Redis now holds", inflightWaitMs: 500, steps: [
+        LongTermRow(rule: "long-term claims with inflight_wait: release, wait, claim again, and replay what Redis now holds", inflightWaitMs: 500, steps: [
             (.redis(.claimed), .claimInPostgres), (inPostgres(mine, .inFlight), .settle(.withdraw, in: .redis)),
             (.settled(.done), .waitForFirst(until: 500 * ms)), (.woken, .claim),
             (.redis(existing(mine, .completed(stored))), .answer(Reply(.replay(stored), .replayed, replayedFrom: .redis))),
         ]),
-        LongTermRow(rule: "§8.1 with inflight_wait: the first released, the waiting request runs", inflightWaitMs: 500, steps: [
+        LongTermRow(rule: "long-term claims with inflight_wait: the first released, the waiting request runs", inflightWaitMs: 500, steps: [
             (.redis(.claimed), .claimInPostgres), (inPostgres(mine, .inFlight), .settle(.withdraw, in: .redis)),
             (.settled(.done), .waitForFirst(until: 500 * ms)), (.woken, .claim), (.redis(.claimed), .claimInPostgres),
             (.postgres(.claimed), .forward(protected: true)),
         ]),
-        LongTermRow(rule: "§8.2: a record Redis holds is answered by Redis alone", steps: [
+        LongTermRow(rule: "long-term settling: a record Redis holds is answered by Redis alone", steps: [
             (.redis(existing(mine, .completed(stored))), .answer(Reply(.replay(stored), .replayed, replayedFrom: .redis))),
         ]),
-        LongTermRow(rule: "§8.2: a claim Redis holds is 409 from Redis alone", steps: [
+        LongTermRow(rule: "long-term settling: a claim Redis holds is 409 from Redis alone", steps: [
             (.redis(existing(mine, .inFlight)), problem(.inFlight, .conflict)),
         ]),
         LongTermRow(rule: "redis_wait_replicas: WAIT comes after both claims; too few replicas releases both", waitReplicas: 1, steps: [
@@ -550,66 +550,66 @@ import Testing
         ]),
 
         // Redis down or timing out, PostgreSQL answers: protected by PostgreSQL alone.
-        LongTermRow(rule: "§8.4 Redis down: PostgreSQL alone claims, never a 503 for Redis", steps: [
+        LongTermRow(rule: "failure matrix Redis down: PostgreSQL alone claims, never a 503 for Redis", steps: [
             (.redis(.failed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
             (.upstream(collected(201)), .settle(.complete(.completed(stored), ttlMs: retention), in: .postgres)),
             (.settled(.done), .answer(forwarded)),
         ]),
-        LongTermRow(rule: "§8.4 Redis down: a 5xx releases the claim in PostgreSQL only", steps: [
+        LongTermRow(rule: "failure matrix Redis down: a 5xx releases the claim in PostgreSQL only", steps: [
             (.redis(.failed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
             (.upstream(collected(500)), .settle(.release, in: .postgres)), (.settled(.done), .answer(forwarded)),
         ]),
-        LongTermRow(rule: "§8.4 Redis down: replayed from PostgreSQL without a copy back", steps: [
+        LongTermRow(rule: "failure matrix Redis down: replayed from PostgreSQL without a copy back", steps: [
             (.redis(.failed), .claimInPostgres), (inPostgres(mine, .completed(stored)), replayFromPostgres(stored)),
         ]),
-        LongTermRow(rule: "§8.4 Redis down: 409 from PostgreSQL", steps: [
+        LongTermRow(rule: "failure matrix Redis down: 409 from PostgreSQL", steps: [
             (.redis(.failed), .claimInPostgres), (inPostgres(mine, .inFlight), problem(.inFlight, .conflict)),
         ]),
-        LongTermRow(rule: "§8.4 Redis down: 422 from PostgreSQL", steps: [
+        LongTermRow(rule: "failure matrix Redis down: 422 from PostgreSQL", steps: [
             (.redis(.failed), .claimInPostgres), (inPostgres(other, .inFlight), problem(.mismatch, .mismatch)),
         ]),
-        LongTermRow(rule: "§8.4 Redis down, with inflight_wait: waits on PostgreSQL's claim, no Redis claim to withdraw", inflightWaitMs: 500, steps: [
+        LongTermRow(rule: "failure matrix Redis down, with inflight_wait: waits on PostgreSQL's claim, no Redis claim to withdraw", inflightWaitMs: 500, steps: [
             (.redis(.failed), .claimInPostgres), (inPostgres(mine, .inFlight), .waitForFirst(until: 500 * ms)), (.woken, .claim),
             (.redis(.failed), .claimInPostgres), (inPostgres(mine, .completed(stored)), replayFromPostgres(stored)),
         ]),
-        LongTermRow(rule: "§8.4 Redis down: no WAIT for replicas Redis does not hold", waitReplicas: 1, steps: [
+        LongTermRow(rule: "failure matrix Redis down: no WAIT for replicas Redis does not hold", waitReplicas: 1, steps: [
             (.redis(.failed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
         ]),
 
         // Redis answers, PostgreSQL down or timing out: on_postgres_error.
-        LongTermRow(rule: "§8.4 PostgreSQL down, closed: the Redis claim is released, then 503", steps: [
+        LongTermRow(rule: "failure matrix PostgreSQL down, closed: the Redis claim is released, then 503", steps: [
             (.redis(.claimed), .claimInPostgres), (.postgres(.failed), .settle(.release, in: .redis)),
             (.settled(.done), problem(.postgresUnavailable, .postgresError)),
         ]),
-        LongTermRow(rule: "§8.4 PostgreSQL down, redis: protected by Redis alone", onPostgresError: .redis, steps: [
+        LongTermRow(rule: "failure matrix PostgreSQL down, redis: protected by Redis alone", onPostgresError: .redis, steps: [
             (.redis(.claimed), .claimInPostgres), (.postgres(.failed), .forward(protected: true)),
             (.upstream(collected(201)), .settle(.complete(.completed(stored), ttlMs: responseTTL), in: .redis)),
             (.settled(.done), .answer(forwarded)),
         ]),
-        LongTermRow(rule: "§8.4 PostgreSQL down, redis, with redis_wait_replicas: WAIT still comes first", onPostgresError: .redis, waitReplicas: 1, steps: [
+        LongTermRow(rule: "failure matrix PostgreSQL down, redis, with redis_wait_replicas: WAIT still comes first", onPostgresError: .redis, waitReplicas: 1, steps: [
             (.redis(.claimed), .claimInPostgres), (.postgres(.failed), .waitForReplicas(count: 1, timeoutMs: 750)),
             (.replicas(1), .forward(protected: true)),
         ]),
 
-        LongTermRow(rule: "§8.4: an unreadable record in PostgreSQL is never forwarded, even with on_postgres_error = redis", onPostgresError: .redis, steps: [
+        LongTermRow(rule: "failure matrix: an unreadable record in PostgreSQL is never forwarded, even with on_postgres_error = redis", onPostgresError: .redis, steps: [
             (.redis(.claimed), .claimInPostgres), (.postgres(.unreadable), .settle(.withdraw, in: .redis)),
             (.settled(.done), problem(.longTermRecordUnreadable, .postgresError)),
         ]),
-        LongTermRow(rule: "§8.2: a claim PostgreSQL gave to a newer request: Redis gets no completion, our Redis claim is withdrawn", steps: [
+        LongTermRow(rule: "long-term settling: a claim PostgreSQL gave to a newer request: Redis gets no completion, our Redis claim is withdrawn", steps: [
             (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
             (.upstream(collected(201)), .settle(.complete(.completed(stored), ttlMs: retention), in: .postgres)),
             (.settled(.lost), .settle(.withdraw, in: .redis)), (.settled(.done), .answer(forwarded)),
         ]),
 
         // Both down: on_redis_error.
-        LongTermRow(rule: "§8.4 both down, closed: 503", steps: [
+        LongTermRow(rule: "failure matrix both down, closed: 503", steps: [
             (.redis(.failed), .claimInPostgres), (.postgres(.failed), problem(.redisUnavailable, .redisError)),
         ]),
-        LongTermRow(rule: "§8.4 both down, open: forwarded unprotected, nothing settled", onRedisError: .open, steps: [
+        LongTermRow(rule: "failure matrix both down, open: forwarded unprotected, nothing settled", onRedisError: .open, steps: [
             (.redis(.failed), .claimInPostgres), (.postgres(.failed), .forward(protected: false)),
             (.upstream(collected(201)), .answer(Reply(.upstreamResponse, .redisError))),
         ]),
-        LongTermRow(rule: "§8.4 both down: on_postgres_error = redis has no Redis to fall back on", onPostgresError: .redis, steps: [
+        LongTermRow(rule: "failure matrix both down: on_postgres_error = redis has no Redis to fall back on", onPostgresError: .redis, steps: [
             (.redis(.failed), .claimInPostgres), (.postgres(.failed), problem(.redisUnavailable, .redisError)),
         ]),
         // Claims whose answer never came: withdrawn in the background once the client has its answer.

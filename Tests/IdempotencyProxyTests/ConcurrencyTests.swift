@@ -74,7 +74,7 @@ import Testing
     }
 
     /// A proxy whose Redis traffic is held back past its lease must not overwrite the record of
-    /// the proxy that took the key over (SPEC §3 rule 5).
+    /// the proxy that took the key over (docs/behaviour.md §3, rule 5).
     @Test func lateCompletionFromAnExpiredLeaseDoesNotOverwriteTheNewOwner() async throws {
         try await withDemoUpstream { upstream in
             let prefix = "test:\(UUID().uuidString.prefix(8)):"

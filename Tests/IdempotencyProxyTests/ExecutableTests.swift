@@ -4,7 +4,7 @@ import IdempotencyCore
 import TestSupport
 import Testing
 
-/// The `idemproxy` binary itself: CLI contract (SPEC §1) and signals.
+/// The `idemproxy` binary itself: CLI contract (docs/behaviour.md §1) and signals.
 @Suite struct ExecutableTests {
     static let binary = ChildProcess.builtProduct("idemproxy")
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

@@ -2,7 +2,7 @@ import Foundation
 import TestSupport
 import Testing
 
-/// SPEC §9 on `listen`: HTTPS with `tls_cert_file` and `tls_key_file`, tried with curl as the
+/// docs/behaviour.md, TLS on `listen`: HTTPS with `tls_cert_file` and `tls_key_file`, tried with curl as the
 /// client and certificates `openssl` made for the test.
 @Suite struct HTTPSListenTests {
     /// curl's output (`-i`: the head, then the body) and exit status.

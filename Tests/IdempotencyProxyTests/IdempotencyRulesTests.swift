@@ -3,7 +3,7 @@ import Foundation
 import TestSupport
 import Testing
 
-/// SPEC §3, one test per rule, end to end: real proxy, real Redis, real upstream.
+/// docs/behaviour.md §3, one test per rule, end to end: real proxy, real Redis, real upstream.
 @Suite struct IdempotencyRulesTests {
     @Test func rule1_noKeyIsForwardedUnprotected() async throws {
         try await withProxy { h in

@@ -10,14 +10,14 @@ import Testing
 
 @testable import IdempotencyProxy
 
-/// SPEC §8 against a real PostgreSQL and a real Redis: every test has a table of its own in
+/// The long-term store (docs/behaviour.md §3) against a real PostgreSQL and a real Redis: every test has a table of its own in
 /// the shared server, or a server of its own when it stops or pauses it.
 @Suite struct LongTermStoreTests {
     /// For the race tests, whose upstream takes 6 s so that the competing steps fit in it even
     /// on a busy machine.
     static let slowUpstream = ["upstream_timeout": "15s", "lock_ttl": "30s"]
 
-    // MARK: - §8.1, §8.3: what PostgreSQL remembers
+    // MARK: - long-term claims, retention: what PostgreSQL remembers
 
     @Test func withoutTheLongTermStoreARequestRunsAgainOnceRedisForgetsIt() async throws {
         try await withProxy { h in
@@ -97,7 +97,7 @@ import Testing
         }
     }
 
-    // MARK: - §8.1: a claim Redis lost
+    // MARK: - long-term claims: a claim Redis lost
 
     @Test(arguments: PostgresPath.allCases)
     func aClaimSurvivesRedisLosingIt(path: PostgresPath) async throws {
@@ -141,7 +141,7 @@ import Testing
         }
     }
 
-    // MARK: - §8.2: owner-checked settling
+    // MARK: - long-term settling: owner-checked settling
 
     @Test func anExpiredClaimThatNobodyTookOverIsStillCompleted() async throws {
         let table = TestTable()
@@ -220,7 +220,7 @@ import Testing
         }
     }
 
-    // MARK: - §8.4: the failure matrix
+    // MARK: - failure matrix: the failure matrix
 
     @Test func redisDownIsProtectedByPostgresAlone() async throws {
         let table = TestTable()
@@ -334,7 +334,7 @@ import Testing
         #expect(try h.admin("/readyz").status == 200)
     }
 
-    // MARK: - §8.3: the sweep
+    // MARK: - retention: the sweep
 
     /// Both proxies sweep the table; while another session holds the sweep lock, neither does.
     /// Through PgBouncer the lock holder connects directly: a session-level lock means nothing
@@ -368,7 +368,7 @@ import Testing
         }
     }
 
-    // MARK: - §8.5: the table
+    // MARK: - the table: the table
 
     /// A table without the columns the statements need, and one without its primary key
     /// (found only by running the statements: `ON CONFLICT` has no constraint to use, 42P10).

@@ -3,7 +3,7 @@ import Foundation
 import TestSupport
 import Testing
 
-/// SPEC §4: the proxy as a plain reverse proxy.
+/// docs/behaviour.md §4: the proxy as a plain reverse proxy.
 @Suite struct PassthroughTests {
     @Test(arguments: ["GET", "POST", "PUT", "DELETE"])
     func methodsPassWithExactBodiesAndStatuses(method: String) async throws {

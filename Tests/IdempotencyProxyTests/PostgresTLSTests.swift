@@ -2,7 +2,7 @@ import Foundation
 import TestSupport
 import Testing
 
-/// SPEC §9 for the long-term store: `sslmode` against a real PostgreSQL with `ssl = on` that
+/// docs/behaviour.md, TLS for the long-term store: `sslmode` against a real PostgreSQL with `ssl = on` that
 /// accepts only encrypted connections, with certificates `openssl` made for the test.
 @Suite struct PostgresTLSTests {
     private static func url(_ postgres: PostgresServerProcess, _ parameters: String) -> String {

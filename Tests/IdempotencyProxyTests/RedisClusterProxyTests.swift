@@ -104,7 +104,7 @@ import TestSupport
     }
 
     /// A primary that goes away takes only its own slots with it (503, `/readyz` 503), and its
-    /// keys are protected again soon after it is back (SPEC §3 rule 11: within 5 s).
+    /// keys are protected again soon after it is back (docs/behaviour.md §3, rule 11: within 5 s).
     @Test func aPrimaryDownFailsOnlyItsSlotsUntilItIsBack() async throws {
         let cluster = try await RedisClusterProcess()
         try await withProxy(["redis_cluster": "true"], redisURL: cluster.seedsURL) { h in

@@ -3,7 +3,7 @@ import RedisClient
 import TestSupport
 import Testing
 
-/// SPEC §3 rule 11 and bad data in Redis: each test has its own Redis to break.
+/// docs/behaviour.md §3, rule 11 and bad data in Redis: each test has its own Redis to break.
 @Suite struct RedisFaultTests {
     @Test func redisDownClosedGets503ThenRecoversWithoutRestart() async throws {
         let redis = try RedisServerProcess()

@@ -7,7 +7,7 @@ import NIOCore
 import TestSupport
 import Testing
 
-/// SPEC §9 for Redis: `rediss://` against Debian's `redis-server` serving TLS only, with
+/// docs/behaviour.md, TLS for Redis: `rediss://` against Debian's `redis-server` serving TLS only, with
 /// certificates `openssl` made for the test.
 @Suite struct RedisTLSTests {
     private static func expectProtected(_ h: ProxyHarness, key: String = "k") async throws {

@@ -5,7 +5,7 @@ import NIOSSL
 import TestSupport
 import Testing
 
-/// SPEC §9 for the upstream: an `https://` API (the demo upstream serving HTTPS with
+/// docs/behaviour.md, TLS for the upstream: an `https://` API (the demo upstream serving HTTPS with
 /// certificates `openssl` made for the test), verified, pooled and kept alive.
 @Suite struct UpstreamTLSTests {
     /// Runs `body` with a proxy in front of an HTTPS demo upstream: its certificate for

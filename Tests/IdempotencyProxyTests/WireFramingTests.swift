@@ -335,7 +335,7 @@ import Testing
 
     @Test func forwardedRequestsAreFramedForTheUpstream() async throws {
         try await withScriptedUpstream({ _ in .init("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n") }) { h, upstream in
-            // No body at all: POST still states its length (RFC 9110 §8.6).
+            // No body at all: POST still states its length (RFC 9110 operations).
             _ = try await blocking {
                 let c = try RawHTTPClient(port: h.port)
                 try c.send("POST /empty HTTP/1.1\r\nHost: t\r\n\r\n")

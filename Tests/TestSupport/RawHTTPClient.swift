@@ -159,7 +159,7 @@ public final class RawHTTPClient: @unchecked Sendable {
 }
 
 /// Repeats `attempt` while `again` holds for its result, at most `times` tries, `pause` apart:
-/// a client retrying as the SPEC tells it to.
+/// a client retrying as docs/behaviour.md tells clients to.
 public func retrying<T>(
     times: Int, pause: Duration = .milliseconds(100), while again: (T) throws -> Bool, _ attempt: () async throws -> T
 ) async throws -> T {

@@ -3,7 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// The admin listener of SPEC §5: `/healthz`, `/readyz`, `/metrics`. It shares the proxy's
+/// The admin listener of docs/behaviour.md §5: `/healthz`, `/readyz`, `/metrics`. It shares the proxy's
 /// event loops; `/readyz` asks Redis through the loop's own connection.
 enum AdminServer {
     static func bind(
@@ -61,7 +61,7 @@ final class AdminHandler: ChannelInboundHandler {
         case "/healthz":
             send(.ok, "ok\n", head: head, context: context)
         case "/readyz":
-            // Every configured store must answer (SPEC §8.6); both are asked at once.
+            // Every configured store must answer (docs/behaviour.md §3, long-term store); both are asked at once.
             let redis = context.eventLoop.makePromise(of: String?.self)
             let postgres = context.eventLoop.makePromise(of: String?.self)
             loop.store.ping { redis.succeed($0.failureDescription) }

@@ -3,7 +3,7 @@ import IdempotencyCore
 import NIOCore
 import Prometheus
 
-/// The metrics of SPEC §5, created once up front so the hot path only touches atomics.
+/// The metrics of docs/behaviour.md §5, created once up front so the hot path only touches atomics.
 ///
 /// Each proxy instance has its own registry (not the global `MetricsSystem`), so several
 /// proxies can run in one process, as they do in the tests.

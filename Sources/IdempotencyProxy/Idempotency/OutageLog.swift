@@ -2,7 +2,7 @@ import Atomics
 import Logging
 
 /// Logs once per outage that a store is down and what the proxy does instead, and once that
-/// it answers again, however many requests and event loops see it (SPEC §8, operations). Every
+/// it answers again, however many requests and event loops see it (docs/behaviour.md §3, long-term store, operations). Every
 /// answer reads one atomic flag; only a change of state writes it.
 final class OutageLog: Sendable {
     private let store: String

@@ -3,7 +3,7 @@ import IdempotencyCore
 import Logging
 import NIOCore
 
-/// Carries out the actions of one protected request's `ProtectedRequestMachine` (SPEC §3):
+/// Carries out the actions of one protected request's `ProtectedRequestMachine` (docs/behaviour.md §3):
 /// runs the store's scripts, the upstream exchange, the waits and the timers, and reports each
 /// result back to the machine. It decides nothing itself.
 ///
@@ -165,7 +165,7 @@ final class ProtectedRequest {
         }
     }
 
-    /// SPEC §8.1: the claim in PostgreSQL, after Redis granted one or did not answer.
+    /// docs/behaviour.md §3, long-term store: the claim in PostgreSQL, after Redis granted one or did not answer.
     private func claimInPostgres() {
         guard let longTerm = loop.longTermStore else { preconditionFailure("claimInPostgres without a long-term store") }
         let c = loop.configuration
@@ -267,7 +267,7 @@ final class ProtectedRequest {
         }
     }
 
-    /// SPEC §8.2: PostgreSQL settles first, owner-checked.
+    /// docs/behaviour.md §3, long-term store: PostgreSQL settles first, owner-checked.
     private func settleInPostgres(_ settlement: ProtectedRequestMachine.Settlement) {
         guard let longTerm = loop.longTermStore else { preconditionFailure("a PostgreSQL settlement without a long-term store") }
         switch settlement {

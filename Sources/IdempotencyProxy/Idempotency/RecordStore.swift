@@ -1,7 +1,7 @@
 import IdempotencyCore
 import RedisClient
 
-/// The record operations a protected request needs (SPEC §3 rules 4, 5, 8), answered on the
+/// The record operations a protected request needs (docs/behaviour.md §3, rules 4, 5, 8), answered on the
 /// request's event loop. `IdempotencyStore` answers them from Redis; a test can answer them
 /// from a script.
 protocol RecordStore: AnyObject {

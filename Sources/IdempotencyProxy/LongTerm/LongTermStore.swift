@@ -1,6 +1,6 @@
 import IdempotencyCore
 
-/// The record operations of the long-term store (SPEC §8), answered on the request's event
+/// The record operations of the long-term store (docs/behaviour.md §3, long-term store), answered on the request's event
 /// loop. `PostgresRecordStore` answers them from PostgreSQL.
 protocol LongTermStore: AnyObject {
     /// Claims `key` unless a live claim or record is there; that one is answered instead.

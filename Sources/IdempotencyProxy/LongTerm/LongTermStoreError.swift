@@ -15,7 +15,7 @@ enum LongTermStoreError: Error, Equatable, CustomStringConvertible {
     /// PostgreSQL ran the claim after its deadline and wrote nothing: it was stalled, or its
     /// clock is ahead of this host's by more than `postgres_timeout`.
     case lateClaim
-    /// The table exists but lacks what the proxy needs (SPEC §8.5).
+    /// The table exists but lacks what the proxy needs (docs/behaviour.md §3, long-term store).
     case unusableTable(String)
 
     init(_ error: any Error) {

@@ -1,4 +1,4 @@
-/// The SQL of the long-term store (SPEC §8), for one table. `config/postgres.sql` holds the same
+/// The SQL of the long-term store (docs/behaviour.md §3, long-term store), for one table. `config/postgres.sql` holds the same
 /// schema for operators (a test makes a table from it and runs the proxy on it).
 ///
 /// Times are the server's (`now()`), so proxies whose clocks disagree still agree on expiry.

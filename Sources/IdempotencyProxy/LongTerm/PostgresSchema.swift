@@ -4,7 +4,7 @@ import NIOCore
 import IdempotencyCore
 import PostgresNIO
 
-/// Makes sure the table exists and has the columns the statements need (SPEC §8.5), once per
+/// Makes sure the table exists and has the columns the statements need (docs/behaviour.md §3, long-term store), once per
 /// process: at start when PostgreSQL answers then, else on the first connection that opens.
 /// Only what is missing is created, so a role with no more than the rights
 /// `config/postgres.sql` names can use a table an operator made.

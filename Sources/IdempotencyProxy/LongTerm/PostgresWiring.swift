@@ -3,7 +3,7 @@ import Logging
 import NIOCore
 import PostgresNIO
 
-/// Builds the long-term store from the configuration (SPEC §8): the connection settings, the
+/// Builds the long-term store from the configuration (docs/behaviour.md §3, long-term store): the connection settings, the
 /// check of the table at start, and one loop's store.
 struct PostgresWiring: Sendable {
     /// Connections per event loop: one statement runs at a time on each.

@@ -1,7 +1,7 @@
 import Logging
 import NIOCore
 
-/// Deletes expired rows of the long-term store in the background (SPEC §8.3): every
+/// Deletes expired rows of the long-term store in the background (docs/behaviour.md §3, long-term store): every
 /// `interval`, batches of `batchSize` until a batch comes back short (or `maxBatches`, so one
 /// tick never runs long). The lookups check the expiry themselves; the sweep only keeps the
 /// table small. Every proxy runs one, on a connection of its own; the statement's advisory

@@ -13,7 +13,7 @@ final class LoopContext {
     let metrics: ProxyMetrics
     let logger: Logger
     let store: any RecordStore
-    /// PostgreSQL behind Redis (SPEC §8), when `postgres_url` is set.
+    /// PostgreSQL behind Redis (docs/behaviour.md §3, long-term store), when `postgres_url` is set.
     let longTermStore: (any LongTermStore)?
     private let sweeper: RecordSweeper?
     /// Claims sent and never answered, withdrawn once their store answers again.

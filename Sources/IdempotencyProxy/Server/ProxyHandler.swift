@@ -453,7 +453,7 @@ final class ProxyHandler: ChannelDuplexHandler {
             // The client left before its request was complete.
             endResponse(outcome: .badRequest, requestEnded: true)
         case .processing:
-            // The protected request carries on without us (SPEC §3 rule 10); its answer is
+            // The protected request carries on without us (docs/behaviour.md §3, rule 10); its answer is
             // counted when it comes.
             break
         case .idle, .refused, .draining, .closed, .modifying:

@@ -11,8 +11,8 @@ import RedisClient
 
 /// The running proxy: the client listener, the admin listener and one `LoopContext` per event loop.
 public final class ProxyServer: Sendable {
-    /// How often expired rows of the long-term store are deleted: well within SPEC §8.3's
-    /// minute; tests shorten it.
+    /// How often expired rows of the long-term store are deleted: well within the
+    /// minute docs/behaviour.md allows; tests shorten it.
     public static let sweepInterval = TimeAmount.seconds(10)
 
     public let configuration: ProxyConfiguration

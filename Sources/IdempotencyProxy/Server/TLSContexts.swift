@@ -14,7 +14,7 @@ struct UpstreamTLS: Sendable {
     let serverName: String?
 }
 
-/// The TLS contexts of SPEC §9, made once at start (never on an event loop: making one reads
+/// The TLS contexts of docs/behaviour.md, TLS, made once at start (never on an event loop: making one reads
 /// files), and the certificate checks `--check` runs.
 public enum TLSContexts {
     /// Why a set of TLS files cannot be used, naming the configuration key to blame.
