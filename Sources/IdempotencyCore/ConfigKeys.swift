@@ -127,6 +127,11 @@ extension ConfigKey {
             print: { $0.map(String.init) ?? "auto" }),
         duration("client_header_timeout", \.clientHeaderTimeoutMs, allowZero: false),
         duration("client_idle_timeout", \.clientIdleTimeoutMs, allowZero: false),
+        choice("access_log", \.accessLog),
+        // Printed as set or not, never the value; the file is read across keys, and printed
+        // through admin_token.
+        value("admin_token", \.adminToken, parse: { $0 }, print: { $0.isEmpty ? "" : "(set)" }),
+        ConfigKey(name: "admin_token_file", apply: { c, v throws(ConfigValueError) in c.adminTokenFile = v }, render: nil),
     ]
 
     static let byName: [String: ConfigKey] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })

@@ -86,7 +86,7 @@ public struct ConfigLoader {
     /// The configuration, or every error found in all sources and across keys.
     public func finish() -> Result<ProxyConfiguration, Findings> {
         var findings = self.findings
-        let c = configuration
+        var c = configuration
         func origin(_ keys: String...) -> String {
             // Blame the key the user set last; precedence order makes that the highest one.
             for key in keys { if let o = origins[key] { return o } }
@@ -171,6 +171,18 @@ public struct ConfigLoader {
                 location: second,
                 message: "store_5xx and release_statuses are both set (the other at \(first)); store_5xx = true is the older spelling of release_statuses = \(ReleaseStatuses.storing5xx): keep one"))
         }
+        if let (first, second) = bothSet("admin_token", "admin_token_file") {
+            findings.append(Finding(location: second, message: "admin_token and admin_token_file are both set (the other at \(first)): keep one"))
+        } else if !c.adminTokenFile.isEmpty {
+            switch Self.firstLine(ofFile: c.adminTokenFile) {
+            case .some(let token) where !token.isEmpty: c.adminToken = token
+            case .some: findings.append(Finding(location: origin("admin_token_file"), message: "admin_token_file: \(c.adminTokenFile) has no token on its first line"))
+            case .none: findings.append(Finding(location: origin("admin_token_file"), message: "admin_token_file: \(c.adminTokenFile) cannot be read"))
+            }
+        }
+        if !c.adminToken.isEmpty && c.adminListen == nil {
+            findings.append(Finding(location: origin("admin_listen"), message: "the records API (admin_token) needs admin_listen, which is off"))
+        }
         if c.scopeHeaders.contains(where: { $0.lowercased() == c.keyHeader.lowercased() }) {
             findings.append(Finding(location: origin("scope_headers"), message: "scope_headers must not contain the key header \(c.keyHeader)"))
         }
@@ -180,6 +192,19 @@ public struct ConfigLoader {
     /// Where `key`'s effective value was set (`FILE:LINE`, `--set KEY`, `IDEMPROXY_KEY`), for
     /// a problem found after loading.
     public func location(of key: String) -> String { origins[key] ?? "configuration" }
+
+    /// A file's first line without surrounding whitespace; nil when it cannot be read.
+    private static func firstLine(ofFile path: String) -> String? {
+        guard let file = fopen(path, "r") else { return nil }
+        defer { fclose(file) }
+        var line: UnsafeMutablePointer<CChar>?
+        var capacity = 0
+        defer { free(line) }
+        let length = getline(&line, &capacity, file)
+        guard length >= 0, let line else { return ferror(file) == 0 ? "" : nil }
+        let bytes = UnsafeRawBufferPointer(start: line, count: length)
+        return ConfigValues.trim(String(decoding: bytes.prefix { $0 != UInt8(ascii: "\n") && $0 != UInt8(ascii: "\r") }, as: UTF8.self))
+    }
 
     /// The effective configuration as `key = value` lines, in the documented order.
     public static func render(_ configuration: ProxyConfiguration) -> String {

@@ -16,40 +16,58 @@ public struct StoredResponse: Equatable, Sendable {
     }
 }
 
-/// The value kept in Redis for one key.
+/// The value kept in Redis (and in PostgreSQL's `record` column) for one key.
 ///
-/// Layout (version 1), fixed offsets so the Lua scripts can read the owner without decoding:
+/// Layout (version 2), fixed offsets so the Lua scripts can read the state and owner without
+/// decoding:
 ///
-///     byte 0       version (1)
-///     byte 1       state: 1 in flight, 2 completed, 3 completed without body (too large)
+///     byte 0       version (2)
+///     byte 1       state: 1 in flight, 2 completed, 3 completed without body (too large),
+///                  4 deleted while in flight (`tombstone`, never decoded)
 ///     bytes 2–17   owner token (unique to the claim, see `OwnerTokens`)
 ///     bytes 18–49  request fingerprint (SHA-256)
-///     completed:   status u16, header count u16, per header: name u16-len + bytes,
-///                  value u32-len + bytes; body u32-len + bytes
-///     without body: status u16
+///     completed:   completed-at u64 (ms since the epoch, 0 unknown), status u16, header
+///                  count u16, per header: name u16-len + bytes, value u32-len + bytes;
+///                  body u32-len + bytes
+///     without body: completed-at u64, status u16, the body's length u64 (0 unknown)
 ///
-/// All integers big-endian.
+/// All integers big-endian. Version 1 (idemproxy 0.6) lacks the two lengths and times; it is
+/// still read, with both unknown.
 public struct IdempotencyRecord: Equatable, Sendable {
     public enum State: Equatable, Sendable {
         case inFlight
         case completed(StoredResponse)
-        /// The response was larger than `max_stored_response`: the request ran, but cannot be replayed.
-        case completedWithoutBody(status: Int)
+        /// The response was larger than `max_stored_response`: the request ran, but cannot be
+        /// replayed. `bodyBytes`: the response body's length (nil in a version 1 record).
+        case completedWithoutBody(status: Int, bodyBytes: Int?)
     }
 
-    public static let version: UInt8 = 1
+    public static let version: UInt8 = 2
+    /// The state byte of a record deleted by the records API while its request was in flight:
+    /// the request's own completion finds another owner and stores nothing, and the next claim
+    /// takes the key as if nothing were there.
+    public static let tombstoneState: UInt8 = 4
     public static let ownerLength = 16
     public static let fingerprintLength = 32
 
     public var owner: [UInt8]
     public var fingerprint: [UInt8]
     public var state: State
+    /// When the request completed, in ms since the epoch (for the records API); nil while in
+    /// flight, or when the record does not say.
+    public var completedAtMs: Int64?
 
-    public init(owner: [UInt8], fingerprint: [UInt8], state: State) {
+    public init(owner: [UInt8], fingerprint: [UInt8], state: State, completedAtMs: Int64? = nil) {
         precondition(owner.count == Self.ownerLength && fingerprint.count == Self.fingerprintLength)
         self.owner = owner
         self.fingerprint = fingerprint
         self.state = state
+        self.completedAtMs = state == .inFlight ? nil : completedAtMs
+    }
+
+    /// A tombstone's bytes: the deleter's owner token, no fingerprint.
+    public static func tombstone(owner: [UInt8]) -> [UInt8] {
+        [version, tombstoneState] + owner + [UInt8](repeating: 0, count: fingerprintLength)
     }
 
     /// Why bytes from Redis are not a record (another writer, a future version, truncation).
@@ -70,7 +88,8 @@ public struct IdempotencyRecord: Equatable, Sendable {
         case .inFlight:
             break
         case .completed(let response):
-            out.reserveCapacity(out.count + response.body.count + 64)
+            out.reserveCapacity(out.count + response.body.count + 72)
+            put64(&out, completedAtMs ?? 0)
             put16(&out, response.status)
             put16(&out, response.headers.count)
             for (name, value) in response.headers {
@@ -81,17 +100,21 @@ public struct IdempotencyRecord: Equatable, Sendable {
             }
             put32(&out, response.body.count)
             out += response.body
-        case .completedWithoutBody(let status):
+        case .completedWithoutBody(let status, let bodyBytes):
+            put64(&out, completedAtMs ?? 0)
             put16(&out, status)
+            put64(&out, Int64(bodyBytes ?? 0))
         }
         return out
     }
 
     public static func decode(_ bytes: [UInt8]) throws(Malformed) -> IdempotencyRecord {
         var reader = Reader(bytes: bytes)
-        guard try reader.byte() == version else {
-            throw Malformed(description: "record version \(bytes[0]) is not \(version)")
+        let recordVersion = try reader.byte()
+        guard recordVersion == 1 || recordVersion == version else {
+            throw Malformed(description: "record version \(recordVersion) is not 1 or \(version)")
         }
+        let timed = recordVersion >= 2
         let state = try reader.byte()
         let owner = Array(try reader.take(ownerLength))
         let fingerprint = Array(try reader.take(fingerprintLength))
@@ -100,6 +123,7 @@ public struct IdempotencyRecord: Equatable, Sendable {
             try reader.expectEnd()
             return IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: .inFlight)
         case 2:
+            let completedAt = timed ? try reader.time() : nil
             let status = try reader.status()
             let count = try reader.u16()
             var headers: [(name: String, value: String)] = []
@@ -120,11 +144,16 @@ public struct IdempotencyRecord: Equatable, Sendable {
             let body = Array(try reader.take(reader.u32()))
             try reader.expectEnd()
             let response = StoredResponse(status: status, headers: headers, body: body)
-            return IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: .completed(response))
+            return IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: .completed(response), completedAtMs: completedAt)
         case 3:
+            let completedAt = timed ? try reader.time() : nil
             let status = try reader.status()
+            // 0 is unknown: an empty body is never too large.
+            let bodyBytes = timed ? Int(try reader.u64()) : 0
             try reader.expectEnd()
-            return IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: .completedWithoutBody(status: status))
+            return IdempotencyRecord(
+                owner: owner, fingerprint: fingerprint, state: .completedWithoutBody(status: status, bodyBytes: bodyBytes == 0 ? nil : bodyBytes),
+                completedAtMs: completedAt)
         default:
             throw Malformed(description: "unknown record state \(state)")
         }
@@ -165,6 +194,16 @@ public struct IdempotencyRecord: Equatable, Sendable {
         mutating func u32() throws(Malformed) -> Int {
             try take(4).reduce(0) { $0 << 8 | Int($1) }
         }
+        mutating func u64() throws(Malformed) -> Int64 {
+            let value = try take(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            guard value <= UInt64(Int64.max) else { throw Malformed(description: "a length or time out of range") }
+            return Int64(value)
+        }
+        /// A completion time; 0 is unknown.
+        mutating func time() throws(Malformed) -> Int64? {
+            let ms = try u64()
+            return ms == 0 ? nil : ms
+        }
         func expectEnd() throws(Malformed) {
             guard position == bytes.count else {
                 throw Malformed(description: "record has \(bytes.count - position) bytes after its end")
@@ -176,6 +215,10 @@ public struct IdempotencyRecord: Equatable, Sendable {
 private func put16(_ out: inout [UInt8], _ value: Int) {
     out.append(UInt8(truncatingIfNeeded: value >> 8))
     out.append(UInt8(truncatingIfNeeded: value))
+}
+
+private func put64(_ out: inout [UInt8], _ value: Int64) {
+    for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: value >> Int64(shift))) }
 }
 
 private func put32(_ out: inout [UInt8], _ value: Int) {

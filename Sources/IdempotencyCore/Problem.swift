@@ -122,3 +122,27 @@ extension Problem {
                 retryAfter: 1)
     }
 }
+
+/// The records API's answers (docs/behaviour.md, "The records API").
+extension Problem {
+    public static let invalidRecordID = Problem(
+        status: 400, type: "invalid-record-id", title: "Invalid record id",
+        detail: "A record id is the 64 hex digits the access log shows as record=…, the SHA-256 of a request's scope and key.")
+
+    public static let adminTokenRequired = Problem(
+        status: 401, type: "unauthorized", title: "Unauthorized",
+        detail: "The records API needs the header Authorization: Bearer <admin_token>.")
+
+    public static let recordNotFound = Problem(
+        status: 404, type: "record-not-found", title: "Record not found",
+        detail: "No store holds a record with this id: it was never claimed, it expired, or it was deleted.")
+
+    public static let recordInFlight = Problem(
+        status: 409, type: "record-in-flight", title: "Request still in flight",
+        detail: "The request of this record is still running, and nothing was deleted. DELETE with ?force=true deletes it anyway: the running request answers its client but stores nothing, and the next request with its key runs again.",
+        retryAfter: 1)
+
+    public static func recordStoreUnavailable(_ detail: String) -> Problem {
+        Problem(status: 503, type: "store-unavailable", title: "Idempotency store unavailable", detail: detail, retryAfter: 1)
+    }
+}

@@ -66,8 +66,9 @@ public struct ProtectedRequestMachine: Sendable {
     /// What becomes of a claim in one store: once the upstream exchange is over (rules 5, 8,
     /// 9), or when PostgreSQL answered for a request that Redis had let claim (long-term claims).
     public enum Settlement: Equatable, Sendable {
-        /// Owner-checked: store this completed state, kept for `ttlMs`.
-        case complete(IdempotencyRecord.State, ttlMs: Int64)
+        /// Owner-checked: store this completed state, kept for `ttlMs`. `completedAtMs`: when
+        /// the request completed (a copied record's time); nil: now.
+        case complete(IdempotencyRecord.State, ttlMs: Int64, completedAtMs: Int64? = nil)
         /// Owner-checked: delete the claim, so that a retry runs again (and wake the retries
         /// waiting for it).
         case release
@@ -155,7 +156,7 @@ public struct ProtectedRequestMachine: Sendable {
         /// A complete response, collected; its stored form.
         case response(StoredResponse)
         /// A response too large to store, streamed on to the client as it came.
-        case streamed(status: Int)
+        case streamed(status: Int, bodyBytes: Int)
         /// No connection: the request was never sent (rule 8).
         case notConnected
         /// Sent, then no valid, complete answer. `afterStreaming`: part of a streamed
@@ -369,7 +370,8 @@ public struct ProtectedRequestMachine: Sendable {
             }
             let copy: Settlement =
                 record.fingerprint == fingerprint && record.state != .inFlight
-                ? .complete(record.state, ttlMs: min(settings.responseTTLMs, max(1, expiresInMs))) : .withdraw
+                ? .complete(record.state, ttlMs: min(settings.responseTTLMs, max(1, expiresInMs)), completedAtMs: record.completedAtMs)
+                : .withdraw
             return settle([Step(settlement: copy, store: .redis)], then: next)
         }
     }
@@ -407,10 +409,10 @@ public struct ProtectedRequestMachine: Sendable {
             let replayable = response.body.count <= settings.maxStoredResponse
             return settle(
                 status: response.status,
-                keeping: replayable ? .completed(response) : .completedWithoutBody(status: response.status),
+                keeping: replayable ? .completed(response) : .completedWithoutBody(status: response.status, bodyBytes: response.body.count),
                 then: Reply(.upstreamResponse, .forwarded))
-        case .streamed(let status):
-            return settle(status: status, keeping: .completedWithoutBody(status: status), then: Reply(.endOfStreamedResponse, .forwarded))
+        case .streamed(let status, let bodyBytes):
+            return settle(status: status, keeping: .completedWithoutBody(status: status, bodyBytes: bodyBytes), then: Reply(.endOfStreamedResponse, .forwarded))
         }
     }
 

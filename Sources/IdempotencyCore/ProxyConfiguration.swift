@@ -2,6 +2,8 @@
 public struct ProxyConfiguration: Sendable, Equatable {
     public enum OnRedisError: String, Sendable, CaseIterable { case closed, open }
     public enum OnPostgresError: String, Sendable, CaseIterable { case closed, redis }
+    /// Which finished requests write an access log line (docs/behaviour.md, "The access log").
+    public enum AccessLog: String, Sendable, CaseIterable { case off, protected, all }
     public enum LogLevel: String, Sendable, CaseIterable {
         case trace, debug, info, notice, warning, error, critical
     }
@@ -67,6 +69,11 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var clientHeaderTimeoutMs: Int64 = 60_000
     /// A client silent this long while the proxy waits on it is disconnected.
     public var clientIdleTimeoutMs: Int64 = 60_000
+    public var accessLog = AccessLog.protected
+    /// The records API's bearer token, from `admin_token` or the first line of
+    /// `admin_token_file`; empty: no records API.
+    public var adminToken = ""
+    public var adminTokenFile = ""
 
     public init() {}
 

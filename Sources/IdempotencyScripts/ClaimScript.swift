@@ -6,7 +6,8 @@ extension RedisScript {
     /// server's socket) writes nothing, so that it cannot lock the key for lock_ttl. A record
     /// that is there is returned whatever the time: a late retry still meets it. Our own
     /// in-flight claim (an earlier try whose answer never came) is renewed for lock_ttl when in
-    /// time, so that the lock runs from this claim, as a fresh one would.
+    /// time, so that the lock runs from this claim, as a fresh one would. A tombstone (a record
+    /// the records API deleted while in flight, state 4) counts as nothing there.
     ///
     /// KEYS[1]  record key
     /// ARGV[1]  in-flight record (ours: our owner token and the request fingerprint)
@@ -18,6 +19,7 @@ extension RedisScript {
     public static let claim = RedisScript(
         """
         local current = redis.call('GET', KEYS[1])
+        if current and string.byte(current, 2) == 4 then current = nil end
         local now = redis.call('TIME')
         local late = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[3])
         if current then

@@ -63,6 +63,8 @@ import Testing
             max_connections = auto
             client_header_timeout = 60s
             client_idle_timeout = 60s
+            access_log = protected
+            admin_token = 
             """)
     }
 
@@ -275,6 +277,29 @@ import Testing
         c.releaseStatuses = .storing5xx
         let rendered = ConfigLoader.render(c)
         #expect(try load(rendered).get() == c)
+    }
+
+    @Test func adminTokenComesFromTheConfigurationOrItsFileAndIsNeverPrinted() throws {
+        let file = "/tmp/idemproxy-config-test-token-\(UInt64.random(in: 0...UInt64.max))"
+        #expect(FileText.write("s3cret-token \r\nsecond line\n", to: file))
+        defer { FileText.remove(file) }
+        for source in ["admin_token = s3cret-token", "admin_token_file = \(file)"] {
+            let c = try load(source).get()
+            #expect(c.adminToken == "s3cret-token")
+            let rendered = ConfigLoader.render(c)
+            #expect(rendered.contains("admin_token = (set)") && !rendered.contains("s3cret") && !rendered.contains("admin_token_file"))
+        }
+        #expect(try load("access_log = all").get().accessLog == .all)
+        #expect(errors("access_log = some") == ["test.conf:1: access_log: expected one of off, protected, all, got \"some\""])
+        #expect(errors("admin_token = a\nadmin_token_file = \(file)") == [
+            "test.conf:2: admin_token and admin_token_file are both set (the other at test.conf:1): keep one"
+        ])
+        #expect(errors("admin_token_file = /nonexistent/token") == ["test.conf:1: admin_token_file: /nonexistent/token cannot be read"])
+        #expect(FileText.write("\n", to: file))
+        #expect(errors("\nadmin_token_file = \(file)") == ["test.conf:2: admin_token_file: \(file) has no token on its first line"])
+        #expect(errors("admin_listen = off", sets: ["admin_token=x"]) == [
+            "test.conf:1: the records API (admin_token) needs admin_listen, which is off"
+        ])
     }
 
     @Test func passwordsAreMaskedWhenPrinted() throws {

@@ -8,14 +8,18 @@ import Testing
 
     static let records: [IdempotencyRecord] = [
         IdempotencyRecord(owner: owner, fingerprint: fp, state: .inFlight),
-        IdempotencyRecord(owner: owner, fingerprint: fp, state: .completed(StoredResponse(status: 201, headers: [], body: []))),
+        IdempotencyRecord(
+            owner: owner, fingerprint: fp, state: .completed(StoredResponse(status: 201, headers: [], body: [])),
+            completedAtMs: 1_796_638_746_123),
         IdempotencyRecord(
             owner: owner, fingerprint: fp,
             state: .completed(StoredResponse(
                 status: 200,
                 headers: [("Content-Type", "application/json"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")],
                 body: Array("{\"id\":\"ch_1\"}\0\r\n".utf8)))),
-        IdempotencyRecord(owner: owner, fingerprint: fp, state: .completedWithoutBody(status: 200)),
+        IdempotencyRecord(owner: owner, fingerprint: fp, state: .completedWithoutBody(status: 200, bodyBytes: 5_000_000), completedAtMs: 1),
+        // Unknown time and size (as a version 1 record has them) stay unknown.
+        IdempotencyRecord(owner: owner, fingerprint: fp, state: .completedWithoutBody(status: 200, bodyBytes: nil)),
     ]
 
     @Test(arguments: records)
@@ -25,15 +29,30 @@ import Testing
 
     @Test func ownerSitsAtTheOffsetTheLuaScriptsRead() {
         let bytes = Self.records[0].encoded()
-        #expect(bytes[0] == 1)
+        #expect(bytes[0] == 2)
         #expect(bytes[1] == 1)
         #expect(Array(bytes[2..<18]) == Self.owner)
+        let tombstone = IdempotencyRecord.tombstone(owner: Self.owner)
+        #expect(tombstone[1] == IdempotencyRecord.tombstoneState && Array(tombstone[2..<18]) == Self.owner)
+    }
+
+    /// Records written by idemproxy 0.6 (version 1) are still replayed.
+    @Test func readsVersionOneRecords() throws {
+        let header: [UInt8] = [1, 2] + Self.owner + Self.fp
+        let completed = header + [0, 201, 0, 1, 0, 1] + Array("A".utf8) + [0, 0, 0, 1] + Array("b".utf8) + [0, 0, 0, 2] + Array("ok".utf8)
+        let record = try IdempotencyRecord.decode(completed)
+        #expect(record.state == .completed(StoredResponse(status: 201, headers: [("A", "b")], body: Array("ok".utf8))))
+        #expect(record.completedAtMs == nil && record.owner == Self.owner)
+        let tooLarge = try IdempotencyRecord.decode([1, 3] + Self.owner + Self.fp + [0, 200])
+        #expect(tooLarge.state == .completedWithoutBody(status: 200, bodyBytes: nil))
     }
 
     static let zeros48 = [UInt8](repeating: 0, count: 48)
     static let malformed: [([UInt8], String)] = [
         ([], "truncated"),
         ([9, 1] + zeros48, "version 9"),
+        ([2, 4] + zeros48, "unknown record state 4"),
+        ([2, 3] + zeros48 + [0, 0, 0, 0, 0, 0, 0, 1, 0, 200, 255, 0, 0, 0, 0, 0, 0, 0], "out of range"),
         ([1, 7] + zeros48, "unknown record state 7"),
         ([1, 1] + [UInt8](repeating: 0, count: 20), "truncated"),
         ([1, 1] + zeros48 + [0], "bytes after its end"),

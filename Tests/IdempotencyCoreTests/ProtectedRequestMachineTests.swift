@@ -133,10 +133,10 @@ import Testing
         ClaimRow(rule: "rule 7: different request, completed: 422", claim: existing(other, .completed(response)), action: problem(.mismatch, .mismatch)),
         ClaimRow(rule: "rule 7: different request in flight: 422", claim: existing(other, .inFlight), action: problem(.mismatch, .mismatch)),
         ClaimRow(
-            rule: "rule 9: same request, too large to replay: 502", claim: existing(mine, .completedWithoutBody(status: 200)),
+            rule: "rule 9: same request, too large to replay: 502", claim: existing(mine, .completedWithoutBody(status: 200, bodyBytes: 2_000_000)),
             action: .answer(Reply(.problem(.responseNotReplayable), .replayed, replayedFrom: .redis))),
         ClaimRow(
-            rule: "rule 9: different request, response not kept: 422", claim: existing(other, .completedWithoutBody(status: 200)),
+            rule: "rule 9: different request, response not kept: 422", claim: existing(other, .completedWithoutBody(status: 200, bodyBytes: 2_000_000)),
             action: problem(.mismatch, .mismatch)),
         ClaimRow(
             rule: "fingerprint = false: any request with the key replays", fingerprint: false,
@@ -305,17 +305,17 @@ import Testing
             result: .failed(.broken, afterStreaming: true), action: .answer(Reply(.abortStreamedResponse, .upstreamError)),
             reply: Reply(.abortStreamedResponse, .upstreamError)),
         UpstreamRow(
-            rule: "rule 9: a streamed (too large) response is completed without its body", result: .streamed(status: 200),
-            action: completing(.completedWithoutBody(status: 200)), reply: Reply(.endOfStreamedResponse, .forwarded)),
+            rule: "rule 9: a streamed (too large) response is completed without its body", result: .streamed(status: 200, bodyBytes: 2_000_000),
+            action: completing(.completedWithoutBody(status: 200, bodyBytes: 2_000_000)), reply: Reply(.endOfStreamedResponse, .forwarded)),
         UpstreamRow(
             rule: "rule 9: a collected response over the limit is completed without its body", result: collected(200, bodyLength: 101),
-            action: completing(.completedWithoutBody(status: 200)), reply: forwarded),
+            action: completing(.completedWithoutBody(status: 200, bodyBytes: 101)), reply: forwarded),
         UpstreamRow(
             rule: "rule 9: exactly the limit is stored", result: collected(200, bodyLength: 100),
             action: completing(.completed(StoredResponse(status: 200, headers: [], body: [UInt8](repeating: 0x61, count: 100)))),
             reply: forwarded),
         UpstreamRow(
-            rule: "rules 8 before 9: a streamed 5xx is released", result: .streamed(status: 502), action: .settle(.release, in: .redis),
+            rule: "rules 8 before 9: a streamed 5xx is released", result: .streamed(status: 502, bodyBytes: 2_000_000), action: .settle(.release, in: .redis),
             reply: Reply(.endOfStreamedResponse, .forwarded)),
     ])
     func upstream(_ row: UpstreamRow) {
@@ -471,8 +471,8 @@ import Testing
         ]),
         LongTermRow(rule: "long-term settling: a response too large to replay is completed without body in both stores", steps: [
             (.redis(.claimed), .claimInPostgres), (.postgres(.claimed), .forward(protected: true)),
-            (.upstream(.streamed(status: 200)), .settle(.complete(.completedWithoutBody(status: 200), ttlMs: retention), in: .postgres)),
-            (.settled(.done), .settle(.complete(.completedWithoutBody(status: 200), ttlMs: responseTTL), in: .redis)),
+            (.upstream(.streamed(status: 200, bodyBytes: 2_000_000)), .settle(.complete(.completedWithoutBody(status: 200, bodyBytes: 2_000_000), ttlMs: retention), in: .postgres)),
+            (.settled(.done), .settle(.complete(.completedWithoutBody(status: 200, bodyBytes: 2_000_000), ttlMs: responseTTL), in: .redis)),
             (.settled(.done), .answer(Reply(.endOfStreamedResponse, .forwarded))),
         ]),
         LongTermRow(rule: "long-term settling: no upstream connection releases both claims, then 502", steps: [
@@ -504,6 +504,12 @@ import Testing
             (inPostgres(mine, .completed(stored)), .settle(.complete(.completed(stored), ttlMs: responseTTL), in: .redis)),
             (.settled(.done), replayFromPostgres(stored)),
         ]),
+        LongTermRow(rule: "long-term claims: a copy back keeps the time the request completed", steps: [
+            (.redis(.claimed), .claimInPostgres),
+            (.postgres(.existing(IdempotencyRecord(owner: owner, fingerprint: mine, state: .completed(stored), completedAtMs: 1_234), expiresInMs: day)),
+             .settle(.complete(.completed(stored), ttlMs: day, completedAtMs: 1_234), in: .redis)),
+            (.settled(.done), replayFromPostgres(stored)),
+        ]),
         LongTermRow(rule: "retention: a copy back never outlives the record's retention", steps: [
             (.redis(.claimed), .claimInPostgres),
             (inPostgres(mine, .completed(stored), expiresInMs: 5_000), .settle(.complete(.completed(stored), ttlMs: 5_000), in: .redis)),
@@ -516,7 +522,7 @@ import Testing
         ]),
         LongTermRow(rule: "long-term claims with rule 9: a record without body is copied back, then 502", steps: [
             (.redis(.claimed), .claimInPostgres),
-            (inPostgres(mine, .completedWithoutBody(status: 200)), .settle(.complete(.completedWithoutBody(status: 200), ttlMs: responseTTL), in: .redis)),
+            (inPostgres(mine, .completedWithoutBody(status: 200, bodyBytes: 2_000_000)), .settle(.complete(.completedWithoutBody(status: 200, bodyBytes: 2_000_000), ttlMs: responseTTL), in: .redis)),
             (.settled(.done), .answer(Reply(.problem(.responseNotReplayable), .replayed, replayedFrom: .postgres))),
         ]),
         LongTermRow(rule: "long-term claims: another fingerprint in PostgreSQL releases our Redis claim, then 422", steps: [

@@ -367,6 +367,15 @@ final class ScriptedStore: RecordStore {
         _ count: Int, key: String, timeoutMs: Int64, completion: @escaping (Result<Int, StoreError>) -> Void
     ) { completion(.success(count)) }
 
+    /// The records API is not served on an embedded loop.
+    func inspect(key: String, completion: @escaping (Result<HeldRecord?, StoreError>) -> Void) {
+        completion(.success(nil))
+    }
+
+    func forget(
+        key: String, force: Bool, tombstoneOwner: [UInt8], completion: @escaping (Result<ForgetResult, StoreError>) -> Void
+    ) { completion(.success(.absent)) }
+
     func ping(completion: @escaping (Result<Void, StoreError>) -> Void) { completion(.success(())) }
 
     let serverInUse: String? = nil

@@ -105,6 +105,8 @@ func withProxy(
         "key_prefix": prefix,
         "upstream_timeout": "5s",
         "lock_ttl": "10s",
+        // Lines on the test's own standard error only while debugging (AccessLogTests reads the binary's).
+        "access_log": ProcessInfo.processInfo.environment["IDEMPROXY_TEST_LOG"] == nil ? "off" : "protected",
     ]
     for (key, value) in base.merging(settings, uniquingKeysWith: { $1 }) { loader.applySet("\(key)=\(value)") }
     let configuration = try loader.finish().get()

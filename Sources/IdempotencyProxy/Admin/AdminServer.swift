@@ -3,16 +3,19 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// The admin listener of docs/behaviour.md §5: `/healthz`, `/readyz`, `/metrics`. It shares the proxy's
-/// event loops; `/readyz` asks Redis through the loop's own connection.
+/// The admin listener of docs/behaviour.md §5: `/healthz`, `/readyz`, `/metrics`, and the records
+/// API when `admin_token` is set. It shares the proxy's event loops; `/readyz` and the records API
+/// ask the stores through the loop's own connections.
 enum AdminServer {
     static func bind(
         address: HostPort,
         group: any EventLoopGroup,
         contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>],
-        metrics: ProxyMetrics
+        metrics: ProxyMetrics,
+        adminToken: String
     ) async throws -> any Channel {
-        try await ServerBootstrap(group: group)
+        let token = adminToken.isEmpty ? nil : AdminToken(adminToken)
+        return try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -20,7 +23,7 @@ enum AdminServer {
                         preconditionFailure("no loop context for a channel of our own group")
                     }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(AdminHandler(loop: loop, metrics: metrics))
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(loop: loop, metrics: metrics, token: token))
                 }
             }
             .bind(host: address.host, port: address.port)
@@ -34,11 +37,14 @@ final class AdminHandler: ChannelInboundHandler {
 
     private let loop: LoopContext
     private let metrics: ProxyMetrics
+    /// nil: no records API (its paths are not found).
+    private let token: AdminToken?
     private var head: HTTPRequestHead?
 
-    init(loop: LoopContext, metrics: ProxyMetrics) {
+    init(loop: LoopContext, metrics: ProxyMetrics, token: AdminToken?) {
         self.loop = loop
         self.metrics = metrics
+        self.token = token
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -53,7 +59,12 @@ final class AdminHandler: ChannelInboundHandler {
     }
 
     private func route(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        let parts = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let path = parts.first.map(String.init) ?? head.uri
+        if path.hasPrefix("/records/") {
+            guard let token else { return send(.notFound, "not found: the records API needs admin_token\n", head: head, context: context) }
+            return records(head, id: path.dropFirst("/records/".count), query: parts.dropFirst().first, token: token, context: context)
+        }
         guard head.method == .GET || head.method == .HEAD else {
             return send(.methodNotAllowed, "only GET\n", head: head, context: context)
         }
@@ -85,21 +96,49 @@ final class AdminHandler: ChannelInboundHandler {
         }
     }
 
+    /// `GET` and `DELETE /records/ID[?force=true]`, with the token.
+    private func records(
+        _ head: HTTPRequestHead, id: Substring, query: Substring?, token: AdminToken, context: ChannelHandlerContext
+    ) {
+        let api = RecordsAPI(loop: loop)
+        let answer = { (answer: RecordsAPI.Answer) in self.send(answer, head: head, context: context) }
+        guard token.admits(authorization: head.headers["Authorization"]) else { return answer(.init(.adminTokenRequired)) }
+        guard let id = RecordReport.recordID(id) else { return answer(.init(.invalidRecordID)) }
+        switch head.method {
+        case .GET, .HEAD:
+            api.get(id: id, answer: answer)
+        case .DELETE:
+            let force = query?.split(separator: "&").contains("force=true") ?? false
+            api.delete(id: id, force: force, answer: answer)
+        default:
+            var refused = RecordsAPI.Answer(
+                Problem(status: 405, type: "method-not-allowed", title: "Method not allowed", detail: "A record is read with GET and deleted with DELETE."))
+            refused.headers.append(("Allow", "GET, HEAD, DELETE"))
+            answer(refused)
+        }
+    }
+
     private func send(_ status: HTTPResponseStatus, _ text: String, head: HTTPRequestHead, context: ChannelHandlerContext) {
         send(status, Array(text.utf8), contentType: "text/plain; charset=utf-8", head: head, context: context)
     }
 
+    private func send(_ answer: RecordsAPI.Answer, head: HTTPRequestHead, context: ChannelHandlerContext) {
+        send(
+            HTTPResponseStatus(statusCode: answer.status), answer.body, contentType: answer.status == 204 ? nil : answer.contentType,
+            extraHeaders: answer.headers, head: head, context: context)
+    }
+
     private func send(
-        _ status: HTTPResponseStatus, _ body: [UInt8], contentType: String, head: HTTPRequestHead,
-        context: ChannelHandlerContext
+        _ status: HTTPResponseStatus, _ body: [UInt8], contentType: String?, extraHeaders: [(String, String)] = [],
+        head: HTTPRequestHead, context: ChannelHandlerContext
     ) {
         guard context.channel.isActive else { return }
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: contentType)
-        headers.add(name: "Content-Length", value: String(body.count))
+        var headers = HTTPHeaders(extraHeaders)
+        if let contentType { headers.add(name: "Content-Type", value: contentType) }
+        if status != .noContent { headers.add(name: "Content-Length", value: String(body.count)) }
         if !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
-        if head.method != .HEAD {
+        if head.method != .HEAD && !body.isEmpty {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
         }
         let keepAlive = head.isKeepAlive

@@ -111,6 +111,44 @@ final class IdempotencyStore: RecordStore {
         }
     }
 
+    func inspect(key: String, completion: @escaping (Result<HeldRecord?, StoreError>) -> Void) {
+        run(.inspect, key: key, arguments: []) { result in
+            completion(result.flatMap { reply in
+                guard case .array(let parts) = reply, parts.count == 2, case .integer(let pttl) = parts[1] else {
+                    return .failure(.redis(.unexpectedReply("inspect: \(reply)")))
+                }
+                guard case .bulk(let buffer) = parts[0] else { return .success(nil) }
+                let bytes = Array(buffer.readableBytesView)
+                if bytes.count > 1 && bytes[1] == IdempotencyRecord.tombstoneState { return .success(nil) }
+                do {
+                    let record = try IdempotencyRecord.decode(bytes)
+                    return .success(HeldRecord(record: record, expiresAtMs: pttl < 0 ? nil : WallClock.milliseconds() + pttl))
+                } catch {
+                    return .failure(.malformedRecord("\(error)"))
+                }
+            })
+        }
+    }
+
+    func forget(
+        key: String, force: Bool, tombstoneOwner: [UInt8], completion: @escaping (Result<ForgetResult, StoreError>) -> Void
+    ) {
+        let arguments: [RedisArgument] = [
+            .string(force ? "force" : "keep"), .bytes(IdempotencyRecord.tombstone(owner: tombstoneOwner)), .string(publishCommand),
+        ]
+        run(.forget, key: key, arguments: arguments) { result in
+            completion(result.flatMap { reply in
+                switch reply {
+                case .integer(0): return .success(.absent)
+                case .integer(1): return .success(.completed)
+                case .integer(2): return .success(.inFlight)
+                case .integer(3): return .success(.inFlightForced)
+                default: return .failure(.redis(.unexpectedReply("forget: \(reply)")))
+                }
+            })
+        }
+    }
+
     func ping(completion: @escaping (Result<Void, StoreError>) -> Void) {
         redis.ping { completion($0.mapError { .redis($0) }) }
     }

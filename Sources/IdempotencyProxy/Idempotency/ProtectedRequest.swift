@@ -29,6 +29,11 @@ final class ProtectedRequest {
     private var client: (any ClientResponder)?
     private let recordKey: String
     private let owner: [UInt8]
+    /// The key as parsed, for the access log.
+    let key: String
+    /// The store a replay came from, and how long the upstream exchange took: for the access log.
+    private(set) var replayedFrom: ProtectedRequestMachine.Store?
+    private(set) var upstreamNanoseconds: UInt64?
     /// The whole request has been read: it counts in `protectedInFlight` until its answer,
     /// and that answer ends the request (an earlier one, a 413, leaves the rest unread).
     private var bodyComplete = false
@@ -47,6 +52,8 @@ final class ProtectedRequest {
     /// The deadline (ms since the epoch) of the last claim sent to each store: when this
     /// request stops waiting for its answer, and after which the store refuses it.
     private var redisClaimDeadlineMs: Int64 = 0
+    /// When the upstream's answer was first settled (ms since the epoch).
+    private var completionTimeMs: Int64?
     private var postgresClaimDeadlineMs: Int64 = 0
 
     /// Rules 1–3 on a request head of a protected method.
@@ -86,6 +93,7 @@ final class ProtectedRequest {
         body = ByteBufferAllocator().buffer(capacity: bodyCapacity)
         let scope = RequestDigest.scope(headerNames: c.scopeHeaders) { head.values(named: $0) }
         recordKey = RequestDigest.recordKey(prefix: c.keyPrefix, scope: scope, key: key)
+        self.key = key
         owner = loop.ownerTokens.next()
     }
 
@@ -229,6 +237,7 @@ final class ProtectedRequest {
         ) { outcome in
             self.exchange = nil
             self.loop.metrics.upstreamExchange(since: started)
+            self.upstreamNanoseconds = NIODeadline.now().uptimeNanoseconds - started.uptimeNanoseconds
             self.run(self.machine.upstreamFinished(self.result(of: outcome)))
         }
     }
@@ -241,8 +250,8 @@ final class ProtectedRequest {
             return .notConnected
         case .failed(let failure):
             return .failed(failure, afterStreaming: streaming)
-        case .spilled(let head, _):
-            return .streamed(status: Int(head.status.code))
+        case .spilled(let head, let bodyLength):
+            return .streamed(status: Int(head.status.code), bodyBytes: bodyLength)
         case .response(let head, let body):
             let stored = StoredResponse(upstream: head, body: Array(body.readableBytesView))
             response = (stored, body)
@@ -252,8 +261,8 @@ final class ProtectedRequest {
 
     private func settle(_ settlement: ProtectedRequestMachine.Settlement) {
         switch settlement {
-        case .complete(let state, let ttlMs):
-            let record = IdempotencyRecord(owner: owner, fingerprint: machine.fingerprint, state: state)
+        case .complete(let state, let ttlMs, let completedAtMs):
+            let record = completedRecord(state, at: completedAtMs)
             loop.store.complete(key: recordKey, owner: owner, record: record, responseTTLMs: ttlMs) { result in
                 // Behind PostgreSQL, another owner in Redis is a retry's copy of the record
                 // PostgreSQL just took: nothing was lost.
@@ -271,8 +280,8 @@ final class ProtectedRequest {
     private func settleInPostgres(_ settlement: ProtectedRequestMachine.Settlement) {
         guard let longTerm = loop.longTermStore else { preconditionFailure("a PostgreSQL settlement without a long-term store") }
         switch settlement {
-        case .complete(let state, let ttlMs):
-            let record = IdempotencyRecord(owner: owner, fingerprint: machine.fingerprint, state: state)
+        case .complete(let state, let ttlMs, let completedAtMs):
+            let record = completedRecord(state, at: completedAtMs)
             longTerm.complete(key: recordKey, record: record, retentionMs: ttlMs) { result in
                 switch result {
                 case .success(true):
@@ -291,6 +300,12 @@ final class ProtectedRequest {
                 self.settledInPostgres(error, failing: "releasing a claim in PostgreSQL failed; it expires after lock_ttl")
             }
         }
+    }
+
+    /// The record a settlement stores: both stores get the same completion time.
+    private func completedRecord(_ state: IdempotencyRecord.State, at completedAtMs: Int64?) -> IdempotencyRecord {
+        if completedAtMs == nil && completionTimeMs == nil { completionTimeMs = WallClock.milliseconds() }
+        return IdempotencyRecord(owner: owner, fingerprint: machine.fingerprint, state: state, completedAtMs: completedAtMs ?? completionTimeMs)
     }
 
     private func completionLost(in store: String) {
@@ -328,6 +343,7 @@ final class ProtectedRequest {
         if let subscription { loop.subscriber.unsubscribe(recordKey, id: subscription) }
         if bodyComplete { loop.protectedInFlight -= 1 }
         if let store = reply.replayedFrom { loop.metrics.replayed(from: store) }
+        replayedFrom = reply.replayedFrom
         withdraw(reply.claimsToWithdraw)
         let requestEnded = bodyComplete
         let response: ProxyResponse
@@ -359,6 +375,9 @@ final class ProtectedRequest {
                 store: store, key: recordKey, owner: owner, deadlineMs: deadlineMs, giveUpAt: .now() + .milliseconds(remainingMs)))
         }
     }
+
+    /// The id both stores keep the record under (docs/behaviour.md, "The records API").
+    var recordID: Substring { recordKey.dropFirst(loop.configuration.keyPrefix.count) }
 
     /// The loop's clock: real time on a real loop, the test's on an `EmbeddedEventLoop`.
     private func now() -> UInt64 { loop.eventLoop.now.uptimeNanoseconds }

@@ -31,6 +31,14 @@ protocol RecordStore: AnyObject {
     func waitForReplicas(
         _ count: Int, key: String, timeoutMs: Int64, completion: @escaping (Result<Int, StoreError>) -> Void)
 
+    /// The records API: what Redis holds under `key` (a tombstone is nothing).
+    func inspect(key: String, completion: @escaping (Result<HeldRecord?, StoreError>) -> Void)
+
+    /// The records API's delete (`RedisScript.forget`): a tombstone owned by `tombstoneOwner`
+    /// replaces an in-flight claim when `force`.
+    func forget(
+        key: String, force: Bool, tombstoneOwner: [UInt8], completion: @escaping (Result<ForgetResult, StoreError>) -> Void)
+
     /// Succeeds when every server the store needs answers (`/readyz`).
     func ping(completion: @escaping (Result<Void, StoreError>) -> Void)
 

@@ -26,6 +26,13 @@ protocol LongTermStore: AnyObject {
     /// Deletes up to `limit` expired rows, if no other proxy is sweeping. Result: how many.
     func sweep(limit: Int, completion: @escaping (Result<Int, LongTermStoreError>) -> Void)
 
+    /// The records API: the live record PostgreSQL holds under `key` (a tombstone is none).
+    func inspect(key: String, completion: @escaping (Result<HeldRecord?, LongTermStoreError>) -> Void)
+
+    /// The records API's delete (`PostgresSQL.forget`).
+    func forget(
+        key: String, force: Bool, tombstoneOwner: [UInt8], completion: @escaping (Result<ForgetResult, LongTermStoreError>) -> Void)
+
     /// Succeeds when PostgreSQL answers (`/readyz`).
     func ping(completion: @escaping (Result<Void, LongTermStoreError>) -> Void)
 

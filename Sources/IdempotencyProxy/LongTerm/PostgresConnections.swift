@@ -19,7 +19,7 @@ import RedisClient
 final class PostgresConnections {
     /// The statements prepared on every connection.
     enum Statement: Int, CaseIterable {
-        case claim, complete, release, withdrawUnanswered, sweep, ping
+        case claim, complete, release, withdrawUnanswered, sweep, ping, inspect, forget
     }
 
     private struct Ready: Sendable {
@@ -225,6 +225,8 @@ extension PostgresSQL {
         case .withdrawUnanswered: return withdrawUnanswered
         case .sweep: return sweep
         case .ping: return "SELECT 1"
+        case .inspect: return inspect
+        case .forget: return forget
         }
     }
 }

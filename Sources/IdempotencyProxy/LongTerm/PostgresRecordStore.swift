@@ -98,6 +98,47 @@ final class PostgresRecordStore: LongTermStore {
         }
     }
 
+    func inspect(key: String, completion: @escaping (Result<HeldRecord?, LongTermStoreError>) -> Void) {
+        run(.inspect, [PostgresData(string: key)]) { result in
+            completion(result.flatMap { rows in
+                guard let row = rows.first else { return .success(nil) }
+                do {
+                    var (owner, fingerprint, record, expiresAt) = try row.decode((ByteBuffer, ByteBuffer, ByteBuffer?, String).self)
+                    guard let expiresAtMs = Int64(expiresAt) else { throw LongTermStoreError.malformedRecord("expiry \(expiresAt)") }
+                    let held: IdempotencyRecord
+                    if let record {
+                        held = try IdempotencyRecord.decode(Array(record.readableBytesView))
+                    } else {
+                        let owner = owner.readBytes(length: owner.readableBytes) ?? []
+                        let fingerprint = fingerprint.readBytes(length: fingerprint.readableBytes) ?? []
+                        guard owner.count == IdempotencyRecord.ownerLength, fingerprint.count == IdempotencyRecord.fingerprintLength else {
+                            throw LongTermStoreError.malformedRecord("owner or fingerprint of the wrong length")
+                        }
+                        held = IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: .inFlight)
+                    }
+                    return .success(HeldRecord(record: held, expiresAtMs: expiresAtMs))
+                } catch let error as LongTermStoreError {
+                    return .failure(error)
+                } catch {
+                    return .failure(.malformedRecord(String(reflecting: error)))
+                }
+            })
+        }
+    }
+
+    func forget(
+        key: String, force: Bool, tombstoneOwner: [UInt8], completion: @escaping (Result<ForgetResult, LongTermStoreError>) -> Void
+    ) {
+        run(.forget, [PostgresData(string: key), PostgresData(bytes: tombstoneOwner), PostgresData(bool: force)]) { result in
+            completion(result.flatMap { rows in
+                guard let text = try? rows.first?.decode(String.self), let outcome = ForgetResult(rawValue: text) else {
+                    return .failure(.malformedRecord("the delete returned no answer"))
+                }
+                return .success(outcome)
+            })
+        }
+    }
+
     func sweep(limit: Int, completion: @escaping (Result<Int, LongTermStoreError>) -> Void) {
         run(.sweep, [PostgresData(int64: Int64(limit))]) { completion($0.map(\.count)) }
     }

@@ -63,20 +63,25 @@ struct PostgresSQL: Sendable {
     /// whatever the time, so a late retry still meets it. Our own live in-flight claim (an
     /// earlier try whose answer never came) is renewed for lock_ttl when in time, so that the
     /// lock runs from this claim, as a fresh one would.
+    ///
+    /// A tombstone (a claim the records API deleted while in flight: another owner, no
+    /// fingerprint) is taken over like an expired row.
     var claim: String {
         let deadline = Self.deadline("$5")
+        let inTime = "clock_timestamp() <= \(deadline)"
+        let vacant = "(r.expires_at <= now() OR length(r.fingerprint) = 0)"
         return """
             INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
             VALUES ($1::text, $2::bytea, $3::bytea, NULL,
-                CASE WHEN clock_timestamp() <= \(deadline) THEN now() + $4::int8 * interval '1 millisecond' ELSE \(Self.expired) END)
+                CASE WHEN \(inTime) THEN now() + $4::int8 * interval '1 millisecond' ELSE \(Self.expired) END)
             ON CONFLICT (record_key) DO UPDATE SET
-                owner = CASE WHEN r.expires_at <= now() THEN excluded.owner ELSE r.owner END,
-                fingerprint = CASE WHEN r.expires_at <= now() THEN excluded.fingerprint ELSE r.fingerprint END,
-                record = CASE WHEN r.expires_at <= now() THEN NULL ELSE r.record END,
+                owner = CASE WHEN \(vacant) THEN excluded.owner ELSE r.owner END,
+                fingerprint = CASE WHEN \(vacant) THEN excluded.fingerprint ELSE r.fingerprint END,
+                record = CASE WHEN \(vacant) THEN NULL ELSE r.record END,
                 expires_at = CASE
-                    WHEN r.expires_at > now() AND (r.owner <> excluded.owner OR r.record IS NOT NULL) THEN r.expires_at
-                    WHEN clock_timestamp() <= \(deadline) THEN excluded.expires_at
-                    WHEN r.expires_at > now() THEN r.expires_at
+                    WHEN NOT \(vacant) AND (r.owner <> excluded.owner OR r.record IS NOT NULL) THEN r.expires_at
+                    WHEN \(inTime) THEN excluded.expires_at
+                    WHEN NOT \(vacant) THEN r.expires_at
                     ELSE \(Self.expired) END
             RETURNING owner, fingerprint, record, (extract(epoch FROM expires_at - now()) * 1000)::int8
             """
@@ -132,6 +137,38 @@ struct PostgresSQL: Sendable {
                 WHERE r.owner = excluded.owner AND r.record IS NULL AND r.expires_at > now()
             RETURNING length(r.fingerprint) > 0 AS expired_ours)
         SELECT (SELECT past FROM due), coalesce((SELECT bool_or(expired_ours) FROM gone), false)
+        """
+    }
+
+    /// $1 key. The live record for the records API, if any (a tombstone is none): owner,
+    /// fingerprint, record (NULL in flight), and its expiry in ms since the epoch as text.
+    var inspect: String {
+        """
+        SELECT owner, fingerprint, record, (floor(extract(epoch FROM expires_at) * 1000))::int8::text FROM \(name)
+        WHERE record_key = $1::text AND expires_at > now() AND length(fingerprint) > 0
+        """
+    }
+
+    /// $1 key, $2 the tombstone's owner, $3 whether to delete an in-flight claim. The records
+    /// API's delete, in one statement on the row locked: a completed record is deleted; a live
+    /// in-flight claim is left alone unless $3, and then becomes a tombstone (another owner, no
+    /// fingerprint, the claim's expiry), so that the running request's owner-checked
+    /// completion stores nothing (an expired row or none it would write over) while the next
+    /// claim takes the key. One row: `absent`, `in_flight` (left alone), `completed` (deleted)
+    /// or `in_flight_forced` (made a tombstone).
+    var forget: String {
+        """
+        WITH current AS (
+            SELECT CASE WHEN expires_at <= now() OR length(fingerprint) = 0 THEN 'absent'
+                WHEN record IS NULL THEN 'in_flight' ELSE 'completed' END AS state
+            FROM \(name) WHERE record_key = $1::text FOR UPDATE),
+        deleted AS (
+            DELETE FROM \(name) WHERE record_key = $1::text AND (SELECT state FROM current) = 'completed' RETURNING 1),
+        buried AS (
+            UPDATE \(name) SET owner = $2::bytea, fingerprint = ''::bytea
+            WHERE record_key = $1::text AND $3::bool AND (SELECT state FROM current) = 'in_flight' RETURNING 1)
+        SELECT CASE WHEN EXISTS (SELECT 1 FROM buried) THEN 'in_flight_forced'
+            ELSE coalesce((SELECT state FROM current), 'absent') END
         """
     }
 

@@ -26,6 +26,10 @@ final class LoopContext {
     /// safety net for a message lost to a reconnect.
     let waitPollInterval: TimeAmount
     let pool: UpstreamPool
+    /// Where finished requests are logged (`access_log`); nil when off.
+    let accessLog: AccessLogWriter?
+    /// `access_log = all`: unprotected requests are logged too.
+    let logsEveryRequest: Bool
     /// Protected requests whose work is not finished (they outlive their client connection).
     var protectedInFlight = 0
     /// This loop's client connections, for shedding at `max_connections`.
@@ -45,8 +49,10 @@ final class LoopContext {
         eventLoop: any EventLoop, configuration: ProxyConfiguration, metrics: ProxyMetrics, logger: Logger,
         store: any RecordStore, longTermStore: (any LongTermStore)? = nil, sweeper: RecordSweeper? = nil,
         outages: Outages = Outages(),
-        subscriber: any RedisPubSub, pool: UpstreamPool, waitPollInterval: TimeAmount
+        subscriber: any RedisPubSub, pool: UpstreamPool, waitPollInterval: TimeAmount, accessLog: AccessLogWriter? = nil
     ) {
+        self.accessLog = accessLog
+        logsEveryRequest = configuration.accessLog == .all
         self.eventLoop = eventLoop
         self.configuration = configuration
         self.metrics = metrics

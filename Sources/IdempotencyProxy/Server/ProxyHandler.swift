@@ -28,6 +28,10 @@ final class ProxyHandler: ChannelDuplexHandler {
         /// The connection carries another request after this one.
         var keepAlive: Bool
         let start: NIODeadline
+        /// For the access log: nil for bytes that were not a request.
+        let method: HTTPMethod?
+        let target: String
+        let protected: Bool
     }
 
     private enum State {
@@ -53,6 +57,13 @@ final class ProxyHandler: ChannelDuplexHandler {
                 return facts
             case .idle, .draining, .closed, .modifying:
                 return nil
+            }
+        }
+
+        var protectedRequest: ProtectedRequest? {
+            switch self {
+            case .buffering(_, let request), .processing(_, let request): return request
+            default: return nil
             }
         }
 
@@ -106,6 +117,8 @@ final class ProxyHandler: ChannelDuplexHandler {
     private var headStarted: NIODeadline?
     /// When the connection last had no request under way, for shedding.
     private var idleSince = NIODeadline.now()
+    /// The status answered to the request under way, for the access log; 0 before its answer.
+    private var answeredStatus = 0
 
     init(loop: LoopContext) {
         self.loop = loop
@@ -239,9 +252,11 @@ final class ProxyHandler: ChannelDuplexHandler {
         var head = head
         if let origin = RequestTarget.originForm(of: head.target) { head.target = origin }
         loop.metrics.requestStarted()
+        let protected = isProtected(head.method)
         let facts = RequestFacts(
-            version: head.version, isHEAD: head.method == .HEAD, keepAlive: head.keepAlive && !quiescing, start: .now())
-        guard isProtected(head.method) else { return startPassthrough(head, facts) }
+            version: head.version, isHEAD: head.method == .HEAD, keepAlive: head.keepAlive && !quiescing, start: .now(),
+            method: head.method, target: head.target, protected: protected)
+        guard protected else { return startPassthrough(head, facts) }
         switch ProtectedRequest.admit(head: head, loop: loop, clientAddress: clientAddress, client: self) {
         case .passThrough:
             startPassthrough(head, facts)
@@ -414,10 +429,34 @@ final class ProxyHandler: ChannelDuplexHandler {
         if case .idle = state { resumePipelined() }
     }
 
-    /// Every request is counted once, when its state gives way to the next.
+    /// Every request is counted (and logged) once, when its state gives way to the next.
     private func count(_ outcome: RequestOutcome, _ facts: RequestFacts) {
         loop.metrics.count(outcome)
         loop.metrics.requestFinished(since: facts.start)
+        if let accessLog = loop.accessLog, facts.protected || loop.logsEveryRequest {
+            accessLog.write(accessLogLine(outcome, facts))
+        }
+        answeredStatus = 0
+    }
+
+    /// docs/behaviour.md, "The access log". No header value is logged but the key's.
+    private func accessLogLine(_ outcome: RequestOutcome, _ facts: RequestFacts) -> [UInt8] {
+        var line = AccessLogLine()
+        line.field("method", facts.method?.rawValue ?? "")
+        let target = facts.target.utf8
+        line.field("path", Substring(target[..<(target.firstIndex(of: UInt8(ascii: "?")) ?? target.endIndex)]))
+        // nginx's "client closed request": the client left before any answer.
+        line.field("status", answeredStatus == 0 ? 499 : answeredStatus)
+        line.field("outcome", outcome.rawValue)
+        line.field("route", "default")
+        if let request = state.protectedRequest {
+            line.field("key", request.key)
+            line.field("record", request.recordID)
+            if let store = request.replayedFrom { line.field("store", store.rawValue) }
+            if let upstream = request.upstreamNanoseconds { line.milliseconds("upstream_ms", nanoseconds: upstream) }
+        }
+        line.milliseconds("total_ms", nanoseconds: NIODeadline.now().uptimeNanoseconds - facts.start.uptimeNanoseconds)
+        return line.finish()
     }
 
     /// Ends a response mid-way: the close is the only signal left that it is incomplete.
@@ -495,7 +534,8 @@ final class ProxyHandler: ChannelDuplexHandler {
         case .idle:
             // The bad bytes are where a request should begin: that request is this answer's.
             loop.metrics.requestStarted()
-            state = .refused(RequestFacts(version: .http1_1, isHEAD: false, keepAlive: false, start: .now()))
+            state = .refused(RequestFacts(
+                version: .http1_1, isHEAD: false, keepAlive: false, start: .now(), method: nil, target: "", protected: false))
         case .buffering(let facts, _):
             // The protected request had claimed nothing yet: it is dropped with its body.
             state = .refused(facts)
@@ -522,6 +562,7 @@ extension ProxyHandler: ClientResponder {
         guard let context, context.channel.isActive, let facts = state.facts else {
             return endResponse(outcome: outcome, requestEnded: requestEnded)
         }
+        answeredStatus = Int(response.status.code)
         var headers = response.headers
         if let connection = frame(status: response.status, hasContentLength: headers.contains(name: "content-length"), facts: facts) {
             headers.replaceOrAdd(name: "Connection", value: "\(connection)")
@@ -535,6 +576,7 @@ extension ProxyHandler: ClientResponder {
 
     func writeStreamedHead(_ head: ResponseHead) {
         guard let context, let facts = state.facts else { return }
+        answeredStatus = Int(head.status.code)
         let connection = frame(status: head.status, hasContentLength: head.contentLength != nil, facts: facts)
         var buffer = context.channel.allocator.buffer(capacity: head.headerLines.readableBytes + 1024)
         writer.head(head, connection: connection, version: facts.version, into: &buffer)

@@ -29,6 +29,7 @@ public final class ProxyServer: Sendable {
     /// held it, released by the loop after it ran, once did that to a stopped loop).
     private let quiesce: NIOLoopBoundBox<ServerQuiescingHelper?>
     private let adminChannel: (any Channel)?
+    private let accessLog: AccessLogWriter?
     private let stopped = NIOLockedValueBox(false)
 
     /// Binds both listeners and connects to Redis (without waiting for it: a Redis that is down
@@ -82,6 +83,7 @@ public final class ProxyServer: Sendable {
         }
         var contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>] = [:]
         let sentinelLog = SentinelMasterLog()
+        let accessLog = configuration.accessLog == .off ? nil : AccessLogWriter()
         for (index, loop) in group.makeIterator().enumerated() {
             contexts[ObjectIdentifier(loop)] = try await loop.submit { [postgres] in
                 let redis = RedisWiring.make(
@@ -103,7 +105,7 @@ public final class ProxyServer: Sendable {
                 let context = LoopContext(
                     eventLoop: loop, configuration: configuration, metrics: metrics, logger: logger, store: redis.store,
                     longTermStore: longTerm, sweeper: sweeper, outages: outages, subscriber: redis.subscriber, pool: pool,
-                    waitPollInterval: waitPollInterval)
+                    waitPollInterval: waitPollInterval, accessLog: accessLog)
                 return NIOLoopBound(context, eventLoop: loop)
             }.get()
         }
@@ -160,7 +162,8 @@ public final class ProxyServer: Sendable {
         if let admin = configuration.adminListen {
             do {
                 adminChannel = try await AdminServer.bind(
-                    address: admin, group: group, contexts: frozenContexts, metrics: metrics)
+                    address: admin, group: group, contexts: frozenContexts, metrics: metrics,
+                    adminToken: configuration.adminToken)
             } catch {
                 try? await serverChannel.close()
                 throw error
@@ -169,7 +172,7 @@ public final class ProxyServer: Sendable {
         let server = ProxyServer(
             configuration: configuration, metrics: metrics, localAddress: serverChannel.localAddress!,
             adminAddress: adminChannel?.localAddress, logger: logger, group: group, contexts: frozenContexts,
-            quiesce: quiesce, adminChannel: adminChannel)
+            quiesce: quiesce, adminChannel: adminChannel, accessLog: accessLog)
         let redis = configuration.redisURLs.map(\.description).joined(separator: ",")
         logger.info(
             "idemproxy listening",
@@ -191,8 +194,9 @@ public final class ProxyServer: Sendable {
         configuration: ProxyConfiguration, metrics: ProxyMetrics, localAddress: SocketAddress,
         adminAddress: SocketAddress?, logger: Logger, group: MultiThreadedEventLoopGroup,
         contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>], quiesce: NIOLoopBoundBox<ServerQuiescingHelper?>,
-        adminChannel: (any Channel)?
+        adminChannel: (any Channel)?, accessLog: AccessLogWriter?
     ) {
+        self.accessLog = accessLog
         self.configuration = configuration
         self.metrics = metrics
         self.localAddress = localAddress
@@ -233,6 +237,7 @@ public final class ProxyServer: Sendable {
         }
         try? await quiesce.eventLoop.submit { [quiesce] in quiesce.value = nil }.get()
         try? await group.shutdownGracefully()
+        accessLog?.shutdown()
         logger.info("stopped")
     }
 
