@@ -1,12 +1,13 @@
--- The long-term store's table (SPEC §8), for operators who create it themselves. idemproxy
--- creates the same table and index at start when `postgres_table` does not exist; rename
+-- The long-term store's table (docs/behaviour.md, "With a long-term store"), for operators
+-- who create it themselves. idemproxy creates the same table and index at start when `postgres_table` does not exist; rename
 -- both if you set another `postgres_table`. The proxy's role needs SELECT, INSERT, UPDATE
 -- and DELETE on it.
 --
 -- record_key   the record's key: key_prefix, a hash of the scope headers, and the key
 -- owner        the claim's owner token (owner-checked settling)
--- fingerprint  SHA-256 of method, path+query and body
--- record       the completed record (status, headers, body), NULL while in flight
+-- fingerprint  SHA-256 of method, path+query and body; empty for a record deleted by the
+--              records API while its request was in flight (a tombstone)
+-- record       the completed record (status, headers, body, when it completed), NULL while in flight
 -- expires_at   end of the claim's lock_ttl, or of the record's retention; expired rows are
 --              never replayed and are deleted in the background
 
