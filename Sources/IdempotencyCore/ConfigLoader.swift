@@ -33,6 +33,16 @@ public struct ConfigLoader {
     private var applied: [String: Int] = [:]
     private var applications = 0
     public private(set) var findings: [Finding] = []
+    /// Each route's lines as given, in the order their names first came; applied over the
+    /// top level once it is complete.
+    private var routeLines: [RouteLines] = []
+
+    private struct RouteLines {
+        let name: String
+        /// Where the route's name first came: a route without `path` is reported there.
+        let firstLocation: String
+        var fields: [(field: String, value: String, location: String)] = []
+    }
 
     public init() {}
 
@@ -68,6 +78,10 @@ public struct ConfigLoader {
     public mutating func applyEnvironment(_ environment: [String: String]) {
         for (name, value) in environment.sorted(by: { $0.key < $1.key }) where name.hasPrefix(Self.environmentPrefix) {
             let key = String(name.dropFirst(Self.environmentPrefix.count)).lowercased()
+            guard !key.hasPrefix("route") else {
+                findings.append(Finding(location: name, message: "routes have no environment form: set route.NAME.FIELD in the file or with --set"))
+                continue
+            }
             apply(key: key, value: ConfigValues.trim(value), location: name)
         }
     }
@@ -186,7 +200,130 @@ public struct ConfigLoader {
         if c.scopeHeaders.contains(where: { $0.lowercased() == c.keyHeader.lowercased() }) {
             findings.append(Finding(location: origin("scope_headers"), message: "scope_headers must not contain the key header \(c.keyHeader)"))
         }
+        let topLevel = c
+        for lines in routeLines {
+            if let route = Self.route(lines, over: topLevel, retentionSet: origins["retention"] != nil, findings: &findings) {
+                c.routes.append(route)
+            }
+        }
         return findings.isEmpty ? .success(c) : .failure(Findings(all: findings))
+    }
+
+    /// The keys a route may set for itself besides `path`, `host`, `protect` and `key_from`.
+    static let routeOverrides: [String] = [
+        "methods", "require_key", "key_header", "scope_headers", "fingerprint", "lock_ttl", "response_ttl", "retention",
+        "inflight_wait", "store_5xx", "release_statuses", "max_request_body", "max_stored_response", "upstream_timeout",
+    ]
+
+    /// A route's lines applied over the top level, each error at its own line; nil when the
+    /// route cannot be made.
+    private static func route(
+        _ lines: RouteLines, over topLevel: ProxyConfiguration, retentionSet: Bool, findings: inout [Finding]
+    ) -> Route? {
+        let name = lines.name
+        var settings = topLevel
+        var path: PathPattern?
+        var host: String?
+        var protect = true
+        var keyFromJSON: JSONPointer?
+        /// Where each field was set, and in which order.
+        var setAt: [String: (location: String, order: Int)] = [:]
+        for (order, (field, value, location)) in lines.fields.enumerated() {
+            do {
+                switch field {
+                case "path": path = try PathPattern(parsing: value)
+                case "host": host = try routeHost(value)
+                case "protect": protect = try ConfigValues.bool(value)
+                case "key_from": keyFromJSON = try keyFrom(value)
+                case _ where routeOverrides.contains(field): try ConfigKey.byName[field]!.apply(&settings, value)
+                default:
+                    findings.append(Finding(
+                        location: location,
+                        message: "unknown route field \"\(field)\" in route.\(name).\(field) (a route takes path, host, protect, key_from, \(routeOverrides.joined(separator: ", ")))"))
+                    continue
+                }
+                setAt[field] = (location, order)
+            } catch {
+                findings.append(Finding(location: location, message: "route.\(name).\(field): \(error.message)"))
+            }
+        }
+        /// The later of the fields the route set among `fields`, where a conflict is reported.
+        func blame(_ fields: String...) -> String? {
+            fields.compactMap { setAt[$0] }.max { $0.order < $1.order }?.location
+        }
+        if settings.lockTTLMs <= settings.upstreamTimeoutMs, let location = blame("lock_ttl", "upstream_timeout") {
+            findings.append(Finding(
+                location: location,
+                message: "route \(name): lock_ttl (\(ConfigValues.renderDuration(settings.lockTTLMs))) must exceed upstream_timeout (\(ConfigValues.renderDuration(settings.upstreamTimeoutMs))), or a slow upstream could run a request twice"))
+        }
+        if settings.retentionMs < settings.responseTTLMs, settings.postgresURL != nil || retentionSet || setAt["retention"] != nil,
+            let location = blame("retention", "response_ttl")
+        {
+            findings.append(Finding(
+                location: location,
+                message: "route \(name): retention (\(ConfigValues.renderDuration(settings.retentionMs))) must be at least response_ttl (\(ConfigValues.renderDuration(settings.responseTTLMs)))"))
+        }
+        if let store5xx = setAt["store_5xx"], let statuses = setAt["release_statuses"] {
+            let (first, second) = store5xx.order < statuses.order ? (store5xx, statuses) : (statuses, store5xx)
+            findings.append(Finding(
+                location: second.location,
+                message: "route \(name): store_5xx and release_statuses are both set (the other at \(first.location)): keep one"))
+        }
+        if settings.scopeHeaders.contains(where: { $0.lowercased() == settings.keyHeader.lowercased() }),
+            let location = blame("scope_headers", "key_header")
+        {
+            findings.append(Finding(location: location, message: "route \(name): scope_headers must not contain the key header \(settings.keyHeader)"))
+        }
+        guard let path else {
+            findings.append(Finding(location: lines.firstLocation, message: "route \(name) has no path (route.\(name).path = /v1/charges)"))
+            return nil
+        }
+        return Route(name: name, path: path, host: host, protect: protect, keyFromJSON: keyFromJSON, settings: settings)
+    }
+
+    /// A route's `host`: a name or address without a port, in any case; empty: any host.
+    private static func routeHost(_ value: String) throws(ConfigValueError) -> String? {
+        guard !value.isEmpty else { return nil }
+        let name = value.lowercased()
+        let bare = name.hasPrefix("[") && name.hasSuffix("]") ? String(name.dropFirst().dropLast()) : name
+        try ConfigValues.validateHost(bare, in: value)
+        guard bare.contains(":") == name.hasPrefix("[") else {
+            throw ConfigValueError("a route's host is matched without its port (write [::1] for an IPv6 address), got \"\(value)\"")
+        }
+        return name
+    }
+
+    /// Letters, digits, `_` and `-`.
+    private static func isRouteNameByte(_ byte: UInt8) -> Bool {
+        byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || byte.isLetterOrDigit
+    }
+
+    /// `header`, or `json:POINTER`.
+    private static func keyFrom(_ value: String) throws(ConfigValueError) -> JSONPointer? {
+        if value == "header" { return nil }
+        guard value.hasPrefix("json:") else {
+            throw ConfigValueError("expected header or json:POINTER (json:/id, json:/data/event_id), got \"\(value)\"")
+        }
+        return try JSONPointer(parsing: String(value.dropFirst("json:".count)))
+    }
+
+    /// A `route.NAME.FIELD` line.
+    private mutating func applyRoute(key: String, value: String, location: String) {
+        let parts = key.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3, !parts[2].isEmpty, !parts[1].isEmpty, parts[1].utf8.allSatisfy(Self.isRouteNameByte) else {
+            findings.append(Finding(location: location, message: "expected route.NAME.FIELD (NAME of letters, digits, _ and -), got \"\(key)\""))
+            return
+        }
+        let name = String(parts[1])
+        let field = String(parts[2])
+        if !routeLines.contains(where: { $0.name == name }) { routeLines.append(RouteLines(name: name, firstLocation: location)) }
+        let index = routeLines.firstIndex { $0.name == name }!
+        // A later source overrides the same field (precedence), in the place of the first.
+        if let same = routeLines[index].fields.firstIndex(where: { $0.field == field }) {
+            routeLines[index].fields[same] = (field, value, location)
+        } else {
+            routeLines[index].fields.append((field, value, location))
+        }
     }
 
     /// Where `key`'s effective value was set (`FILE:LINE`, `--set KEY`, `IDEMPROXY_KEY`), for
@@ -208,7 +345,19 @@ public struct ConfigLoader {
 
     /// The effective configuration as `key = value` lines, in the documented order.
     public static func render(_ configuration: ProxyConfiguration) -> String {
-        ConfigKey.all.compactMap { key in key.render.map { "\(key.name) = \($0(configuration))" } }.joined(separator: "\n")
+        var lines = ConfigKey.all.compactMap { key in key.render.map { "\(key.name) = \($0(configuration))" } }
+        for route in configuration.routes {
+            let prefix = "route.\(route.name)."
+            lines += [
+                "\(prefix)path = \(route.path)", "\(prefix)host = \(route.host ?? "")", "\(prefix)protect = \(route.protect)",
+                "\(prefix)key_from = \(route.keyFromJSON.map { "json:\($0)" } ?? "header")",
+            ]
+            for field in routeOverrides {
+                guard let render = ConfigKey.byName[field]?.render else { continue }
+                lines.append("\(prefix)\(field) = \(render(route.settings))")
+            }
+        }
+        return lines.joined(separator: "\n")
     }
 
     public static var keyNames: [String] { ConfigKey.all.map(\.name) }
@@ -223,6 +372,7 @@ public struct ConfigLoader {
     }
 
     private mutating func apply(key: String, value: String, location: String) {
+        if key.hasPrefix("route.") { return applyRoute(key: key, value: value, location: location) }
         guard let entry = ConfigKey.byName[key] else {
             findings.append(Finding(location: location, message: "unknown key \"\(key)\"\(suggestion(for: key))"))
             return
@@ -241,5 +391,12 @@ public struct ConfigLoader {
         let lowered = String(key.lowercased().map { $0 == "-" ? "_" : $0 })
         if lowered != key, ConfigKey.byName[lowered] != nil { return " (did you mean \(lowered)?)" }
         return ""
+    }
+}
+
+extension UInt8 {
+    fileprivate var isLetterOrDigit: Bool {
+        (self >= UInt8(ascii: "a") && self <= UInt8(ascii: "z")) || (self >= UInt8(ascii: "A") && self <= UInt8(ascii: "Z"))
+            || (self >= UInt8(ascii: "0") && self <= UInt8(ascii: "9"))
     }
 }

@@ -35,16 +35,22 @@ public enum IdempotencyKey {
             }
             key = value
         }
+        try validate(key, from: "The \(headerName) header", maxLength: maxLength)
+        return key
+    }
+
+    /// The rules every key follows, wherever it came from (`from` names that place in the
+    /// `detail`): not empty, printable ASCII, at most `maxLength`.
+    public static func validate(_ key: String, from place: String, maxLength: Int) throws(Invalid) {
         guard !key.isEmpty else {
-            throw Invalid(detail: "The \(headerName) header is empty.")
+            throw Invalid(detail: "\(place) is empty.")
         }
         guard key.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) else {
-            throw Invalid(detail: "The \(headerName) header may only contain printable ASCII characters.")
+            throw Invalid(detail: "\(place) may only contain printable ASCII characters.")
         }
         guard key.utf8.count <= maxLength else {
-            throw Invalid(detail: "The \(headerName) is \(key.utf8.count) characters long; the limit is \(maxLength).")
+            throw Invalid(detail: "\(place) is \(key.utf8.count) characters long; the limit is \(maxLength).")
         }
-        return key
     }
 
     private static func sfString(_ value: String) -> String? {

@@ -76,7 +76,9 @@ public struct IdempotencyRecord: Equatable, Sendable {
     }
 
     public func encoded() -> [UInt8] {
-        var out: [UInt8] = [Self.version]
+        // An in-flight claim is the same in both versions: written as version 1, a proxy of
+        // the previous version still reads it during a rolling upgrade.
+        var out: [UInt8] = [state == .inFlight ? 1 : Self.version]
         switch state {
         case .inFlight: out.append(1)
         case .completed: out.append(2)

@@ -54,6 +54,11 @@ extension Problem {
                 detail: "This endpoint requires an \(header) header; send a unique key per operation and reuse it when retrying.")
     }
 
+    public static func missingBodyKey(pointer: String) -> Problem {
+        Problem(status: 400, type: "missing-key", title: "Idempotency key required",
+                detail: "This endpoint takes its idempotency key from the JSON body at \(pointer); the body is not JSON there, or holds no string or integer at it.")
+    }
+
     public static func malformedRequest(_ detail: String) -> Problem {
         Problem(status: 400, type: "malformed-request", title: "Malformed request", detail: detail)
     }

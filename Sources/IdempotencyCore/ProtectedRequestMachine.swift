@@ -67,7 +67,7 @@ public struct ProtectedRequestMachine: Sendable {
     /// 9), or when PostgreSQL answered for a request that Redis had let claim (long-term claims).
     public enum Settlement: Equatable, Sendable {
         /// Owner-checked: store this completed state, kept for `ttlMs`. `completedAtMs`: when
-        /// the request completed (a copied record's time); nil: now.
+        /// the request completed (a copied record's time; 0 when that record does not say); nil: now.
         case complete(IdempotencyRecord.State, ttlMs: Int64, completedAtMs: Int64? = nil)
         /// Owner-checked: delete the claim, so that a retry runs again (and wake the retries
         /// waiting for it).
@@ -83,8 +83,9 @@ public struct ProtectedRequestMachine: Sendable {
         case nothing
         /// Rule 1: no key; forward as an unprotected request, streamed.
         case passThrough
-        /// Collect the body; it must be fingerprinted before the claim.
-        case collectBody(key: String)
+        /// Collect the body; it must be fingerprinted before the claim. `key` nil: the key is
+        /// in the body (`key_from = json:…`), read once it is complete.
+        case collectBody(key: String?)
         /// Rule 4: run the claim script.
         case claim
         /// docs/behaviour.md §3, long-term store: claim in PostgreSQL too (Redis had no record, or did not answer).
@@ -202,46 +203,8 @@ public struct ProtectedRequestMachine: Sendable {
     /// 100, 200, 400, 800 ms, then 1 s.
     static func settleBackoffMs(afterAttempt attempt: Int) -> Int64 { attempt >= 5 ? 1_000 : 100 << Int64(attempt - 1) }
 
-    /// The configuration a protected request needs: made once per event loop, since a copy of
-    /// the whole `ProxyConfiguration` (strings and arrays) per request costs retains for nothing.
-    public struct Settings: Sendable {
-        let keyHeader: String
-        let maxKeyLength: Int
-        let requireKey: Bool
-        let maxRequestBody: Int
-        let maxStoredResponse: Int
-        let fingerprint: Bool
-        let inflightWaitMs: Int64
-        let redisWaitReplicas: Int
-        let redisTimeoutMs: Int64
-        let onRedisError: ProxyConfiguration.OnRedisError
-        let releaseStatuses: ReleaseStatuses
-        let responseTTLMs: Int64
-        /// A long-term store is configured (docs/behaviour.md §3, long-term store).
-        let longTerm: Bool
-        let retentionMs: Int64
-        let onPostgresError: ProxyConfiguration.OnPostgresError
-
-        public init(_ c: ProxyConfiguration) {
-            keyHeader = c.keyHeader
-            maxKeyLength = c.maxKeyLength
-            requireKey = c.requireKey
-            maxRequestBody = c.maxRequestBody
-            maxStoredResponse = c.maxStoredResponse
-            fingerprint = c.fingerprint
-            inflightWaitMs = c.inflightWaitMs
-            redisWaitReplicas = c.redisWaitReplicas
-            redisTimeoutMs = c.redisTimeoutMs
-            onRedisError = c.onRedisError
-            releaseStatuses = c.releaseStatuses
-            responseTTLMs = c.responseTTLMs
-            longTerm = c.postgresURL != nil
-            retentionMs = c.retentionMs
-            onPostgresError = c.onPostgresError
-        }
-    }
-
-    private let settings: Settings
+    /// The request's policy (its route's, or the top level's).
+    private let settings: Policy
     private var state = State.admitting
     /// The request's fingerprint, bound to its record (zeros with `fingerprint = false`).
     public private(set) var fingerprint: [UInt8] = []
@@ -252,13 +215,16 @@ public struct ProtectedRequestMachine: Sendable {
     private var holdsPostgresClaim = false
     /// The stores where a claim was sent and never answered (`Reply.claimsToWithdraw`).
     private var unansweredClaims: [Store] = []
+    /// How a request forwarded unprotected is counted: no store answered (`on_redis_error =
+    /// open`), or it had no key in its body.
+    private var unprotectedOutcome = RequestOutcome.redisError
 
-    public init(settings: Settings) {
-        self.settings = settings
+    public init(policy: Policy) {
+        settings = policy
     }
 
     public init(configuration: ProxyConfiguration) {
-        self.init(settings: Settings(configuration))
+        self.init(policy: Policy(configuration))
     }
 
     // MARK: - events
@@ -267,6 +233,14 @@ public struct ProtectedRequestMachine: Sendable {
     public mutating func headReceived(keyHeaderValues: [String], declaredBodyLength: Int?) -> Action {
         guard case .admitting = state else { return .nothing }
         let c = settings
+        if c.keyFromJSON != nil {
+            // The key header is not read on such a route; the body's size is checked first.
+            if let declaredBodyLength, declaredBodyLength > c.maxRequestBody {
+                return finish(.problem(.bodyTooLarge(limit: c.maxRequestBody), .tooLarge, closesConnection: true))
+            }
+            state = .collectingBody
+            return .collectBody(key: nil)
+        }
         let key: String?
         do {
             key = try IdempotencyKey.parse(headerValues: keyHeaderValues, headerName: c.keyHeader, maxLength: c.maxKeyLength)
@@ -297,8 +271,23 @@ public struct ProtectedRequestMachine: Sendable {
 
     /// `fingerprint` hashes the request (SHA-256 of method, target and body); it is not called
     /// with `fingerprint = false`, where every request with the key is the same request.
-    public mutating func bodyEnded(now: UInt64, fingerprint: () -> [UInt8]) -> Action {
+    /// `bodyKey`: with `key_from = json:…`, the string or integer at the pointer, nil when the
+    /// body has none (rule 1 then applies as to a missing header).
+    public mutating func bodyEnded(now: UInt64, bodyKey: String? = nil, fingerprint: () -> [UInt8]) -> Action {
         guard case .collectingBody = state else { return .nothing }
+        if let pointer = settings.keyFromJSON {
+            guard let bodyKey else {
+                if settings.requireKey { return finish(.problem(.missingBodyKey(pointer: pointer.description), .badRequest)) }
+                state = .forwarding(protected: false)
+                unprotectedOutcome = .passthrough
+                return .forward(protected: false)
+            }
+            do {
+                try IdempotencyKey.validate(bodyKey, from: "The key at json:\(pointer)", maxLength: settings.maxKeyLength)
+            } catch {
+                return finish(.problem(.invalidKey(error.detail), .badRequest))
+            }
+        }
         self.fingerprint =
             settings.fingerprint ? fingerprint() : [UInt8](repeating: 0, count: IdempotencyRecord.fingerprintLength)
         if settings.inflightWaitMs > 0 { waitDeadline = now + UInt64(settings.inflightWaitMs) * 1_000_000 }
@@ -370,7 +359,7 @@ public struct ProtectedRequestMachine: Sendable {
             }
             let copy: Settlement =
                 record.fingerprint == fingerprint && record.state != .inFlight
-                ? .complete(record.state, ttlMs: min(settings.responseTTLMs, max(1, expiresInMs)), completedAtMs: record.completedAtMs)
+                ? .complete(record.state, ttlMs: min(settings.responseTTLMs, max(1, expiresInMs)), completedAtMs: record.completedAtMs ?? 0)
                 : .withdraw
             return settle([Step(settlement: copy, store: .redis)], then: next)
         }
@@ -398,7 +387,7 @@ public struct ProtectedRequestMachine: Sendable {
     /// Rules 5, 8 and 9.
     public mutating func upstreamFinished(_ result: UpstreamResult) -> Action {
         guard case .forwarding(let protected) = state else { return .nothing }
-        guard protected else { return finish(Self.unprotectedReply(result)) }
+        guard protected else { return finish(Self.unprotectedReply(result, outcome: unprotectedOutcome)) }
         switch result {
         case .notConnected:
             return settle(everyStore { _ in .release }, then: .answer(.problem(.upstreamUnreachable, .upstreamError)))
@@ -456,10 +445,10 @@ public struct ProtectedRequestMachine: Sendable {
 
     // MARK: - helpers
 
-    /// With `on_redis_error = open` nothing is stored and nothing spills.
-    private static func unprotectedReply(_ result: UpstreamResult) -> Reply {
+    /// Unprotected, nothing is stored and nothing spills.
+    private static func unprotectedReply(_ result: UpstreamResult, outcome: RequestOutcome) -> Reply {
         switch result {
-        case .response: return Reply(.upstreamResponse, .redisError)
+        case .response: return Reply(.upstreamResponse, outcome)
         case .notConnected: return .problem(.upstreamUnreachable, .upstreamError)
         case .failed(let failure, _): return .problem(failure.problem, .upstreamError)
         case .streamed: return .problem(.invalidUpstreamResponse, .upstreamError)

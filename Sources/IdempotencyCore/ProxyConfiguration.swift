@@ -74,6 +74,8 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// `admin_token_file`; empty: no records API.
     public var adminToken = ""
     public var adminTokenFile = ""
+    /// In the order they are tried (docs/behaviour.md, "Routes").
+    public var routes: [Route] = []
 
     public init() {}
 

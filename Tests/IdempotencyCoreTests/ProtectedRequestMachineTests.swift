@@ -77,7 +77,7 @@ import Testing
             action: problem(.invalidKey("The Idempotency-Key header is empty."), .badRequest)),
         HeadRow(
             rule: "rule 2: a key over max_key_length is 400", keys: [String(repeating: "k", count: 256)],
-            action: problem(.invalidKey("The Idempotency-Key is 256 characters long; the limit is 255."), .badRequest)),
+            action: problem(.invalidKey("The Idempotency-Key header is 256 characters long; the limit is 255."), .badRequest)),
         HeadRow(
             rule: "rule 2: a key with a control character is 400", keys: ["k\u{7f}ey"],
             action: problem(.invalidKey("The Idempotency-Key header may only contain printable ASCII characters."), .badRequest)),
@@ -501,7 +501,7 @@ import Testing
         ]),
         LongTermRow(rule: "long-term claims: a record PostgreSQL completed is copied back to Redis, then replayed", steps: [
             (.redis(.claimed), .claimInPostgres),
-            (inPostgres(mine, .completed(stored)), .settle(.complete(.completed(stored), ttlMs: responseTTL), in: .redis)),
+            (inPostgres(mine, .completed(stored)), .settle(.complete(.completed(stored), ttlMs: responseTTL, completedAtMs: 0), in: .redis)),
             (.settled(.done), replayFromPostgres(stored)),
         ]),
         LongTermRow(rule: "long-term claims: a copy back keeps the time the request completed", steps: [
@@ -512,17 +512,17 @@ import Testing
         ]),
         LongTermRow(rule: "retention: a copy back never outlives the record's retention", steps: [
             (.redis(.claimed), .claimInPostgres),
-            (inPostgres(mine, .completed(stored), expiresInMs: 5_000), .settle(.complete(.completed(stored), ttlMs: 5_000), in: .redis)),
+            (inPostgres(mine, .completed(stored), expiresInMs: 5_000), .settle(.complete(.completed(stored), ttlMs: 5_000, completedAtMs: 0), in: .redis)),
             (.settled(.done), replayFromPostgres(stored)),
         ]),
         LongTermRow(rule: "long-term claims: a copy back that Redis fails to take still replays", steps: [
             (.redis(.claimed), .claimInPostgres),
-            (inPostgres(mine, .completed(stored)), .settle(.complete(.completed(stored), ttlMs: responseTTL), in: .redis)),
+            (inPostgres(mine, .completed(stored)), .settle(.complete(.completed(stored), ttlMs: responseTTL, completedAtMs: 0), in: .redis)),
             (.settled(.refused), replayFromPostgres(stored)),
         ]),
         LongTermRow(rule: "long-term claims with rule 9: a record without body is copied back, then 502", steps: [
             (.redis(.claimed), .claimInPostgres),
-            (inPostgres(mine, .completedWithoutBody(status: 200, bodyBytes: 2_000_000)), .settle(.complete(.completedWithoutBody(status: 200, bodyBytes: 2_000_000), ttlMs: responseTTL), in: .redis)),
+            (inPostgres(mine, .completedWithoutBody(status: 200, bodyBytes: 2_000_000)), .settle(.complete(.completedWithoutBody(status: 200, bodyBytes: 2_000_000), ttlMs: responseTTL, completedAtMs: 0), in: .redis)),
             (.settled(.done), .answer(Reply(.problem(.responseNotReplayable), .replayed, replayedFrom: .postgres))),
         ]),
         LongTermRow(rule: "long-term claims: another fingerprint in PostgreSQL releases our Redis claim, then 422", steps: [

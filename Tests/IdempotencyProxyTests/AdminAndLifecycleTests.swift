@@ -20,7 +20,7 @@ import Testing
                 #expect(parts[0].first?.isLetter == true)
             }
             for outcome in ["forwarded", "replayed", "conflict", "mismatch", "bad_request", "too_large", "redis_error", "passthrough", "upstream_error"] {
-                #expect(metrics.text.contains("idemproxy_requests_total{outcome=\"\(outcome)\"}"))
+                #expect(metrics.text.contains("idemproxy_requests_total{outcome=\"\(outcome)\",route=\"default\"}"))
             }
             for histogram in ["idemproxy_request_duration_seconds", "idemproxy_upstream_duration_seconds", "idemproxy_redis_command_duration_seconds"] {
                 #expect(metrics.text.contains("\(histogram)_bucket"))

@@ -182,29 +182,37 @@ import Testing
     }
 
     /// The completion statement itself: it writes over an expired row of another request (a
-    /// claim that was never settled), as a claim would take it over, but never a live one.
+    /// claim that was never settled), as a claim would take it over, but never a live one; and
+    /// over an expired row or none only once its own lock has ended (before, the claim was
+    /// removed on purpose: a forced delete, a retry that took the key and released it).
     @Test func aCompletionTakesOverAnExpiredRowButNeverALiveOne() async throws {
         let table = TestTable()
         try await withProxy(table.settings()) { (h: ProxyHarness) async throws in
             try await table.query("""
                 INSERT INTO $TABLE (record_key, owner, fingerprint, record, expires_at) VALUES
                     ('expired', decode('01', 'hex'), decode('00', 'hex'), NULL, now() - interval '1 second'),
-                    ('live', decode('01', 'hex'), decode('00', 'hex'), NULL, now() + interval '1 hour')
+                    ('live', decode('01', 'hex'), decode('00', 'hex'), NULL, now() + interval '1 hour'),
+                    ('expired-early', decode('01', 'hex'), decode('00', 'hex'), NULL, now() - interval '1 second')
                 """)
             let sql = PostgresSQL(table: table.name)
             try await TestTable.withSession(url: table.url) { session in
-                for key in ["expired", "live"] {
+                let lockEnded = WallClock.milliseconds() - 1_000
+                let lockRunning = WallClock.milliseconds() + 60_000
+                for (key, lockEnd) in [("expired", lockEnded), ("live", lockEnded), ("expired-early", lockRunning), ("gone-early", lockRunning)] {
                     var binds = PostgresBindings()
                     binds.append(key)
                     binds.append(ByteBuffer(bytes: [2]))
                     binds.append(ByteBuffer(bytes: [0]))
                     binds.append(ByteBuffer(bytes: [9, 9]))
                     binds.append(Int64(60_000))
+                    binds.append(lockEnd)
                     _ = try await session.query(PostgresQuery(unsafeSQL: sql.complete, binds: binds), logger: Logger(label: "test-sql")).collect()
                 }
             }
             #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key = 'expired' AND owner = decode('02', 'hex') AND record IS NOT NULL") == 1)
             #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key = 'live' AND owner = decode('01', 'hex') AND record IS NULL") == 1)
+            #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key = 'expired-early' AND record IS NULL") == 1)
+            #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key = 'gone-early'") == 0)
         }
     }
 

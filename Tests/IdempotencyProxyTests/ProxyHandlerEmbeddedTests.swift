@@ -66,7 +66,7 @@ import Testing
         /// `idemproxy_requests_total` for `outcome`.
         func count(_ outcome: String) -> Int {
             let text = String(decoding: context.metrics.render(), as: UTF8.self)
-            let prefix = "idemproxy_requests_total{outcome=\"\(outcome)\"} "
+            let prefix = "idemproxy_requests_total{outcome=\"\(outcome)\",route=\"default\"} "
             let line = text.split(separator: "\n").first { $0.hasPrefix(prefix) }
             return line.flatMap { Int($0.dropFirst(prefix.count)) } ?? -1
         }
@@ -344,7 +344,7 @@ final class ScriptedStore: RecordStore {
     }
 
     func complete(
-        key: String, owner: [UInt8], record: IdempotencyRecord, responseTTLMs: Int64,
+        key: String, owner: [UInt8], record: IdempotencyRecord, responseTTLMs: Int64, lockEndMs: Int64,
         completion: @escaping (Result<CompleteResult, StoreError>) -> Void
     ) {
         settled.append("complete")

@@ -68,7 +68,7 @@ final class ProxyHarness: @unchecked Sendable {
 
     func metric(_ outcome: String) throws -> Int {
         let text = try admin("/metrics").text
-        let line = text.split(separator: "\n").first { $0.hasPrefix("idemproxy_requests_total{outcome=\"\(outcome)\"}") }
+        let line = text.split(separator: "\n").first { $0.hasPrefix("idemproxy_requests_total{outcome=\"\(outcome)\",route=\"default\"}") }
         return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
     }
 

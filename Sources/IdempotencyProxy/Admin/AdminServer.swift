@@ -62,7 +62,10 @@ final class AdminHandler: ChannelInboundHandler {
         let parts = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         let path = parts.first.map(String.init) ?? head.uri
         if path.hasPrefix("/records/") {
-            guard let token else { return send(.notFound, "not found: the records API needs admin_token\n", head: head, context: context) }
+            guard let token else {
+                let off = Problem(status: 404, type: "not-found", title: "Not found", detail: "The records API is off: it needs admin_token.")
+                return send(RecordsAPI.Answer(off), head: head, context: context)
+            }
             return records(head, id: path.dropFirst("/records/".count), query: parts.dropFirst().first, token: token, context: context)
         }
         guard head.method == .GET || head.method == .HEAD else {

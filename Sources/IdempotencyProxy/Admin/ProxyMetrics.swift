@@ -9,7 +9,8 @@ import Prometheus
 /// proxies can run in one process, as they do in the tests.
 public final class ProxyMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
-    private let outcomes: [RequestOutcome: CoreMetrics.Counter]
+    /// By route (`Policy.routeIndex`), then outcome.
+    private let outcomes: [[RequestOutcome: CoreMetrics.Counter]]
     private let requestLatency: CoreMetrics.Timer
     private let upstreamLatency: CoreMetrics.Timer
     private let redisLatency: CoreMetrics.Timer
@@ -23,7 +24,8 @@ public final class ProxyMetrics: Sendable {
     private let connectionLimitReached: CoreMetrics.Counter
     private let connectionsShed: CoreMetrics.Counter
 
-    public init() {
+    /// `routes`: the names of the routes, by `Policy.routeIndex` (`default` last).
+    public init(routes: [String] = [Route.defaultName]) {
         var factory = PrometheusMetricsFactory(registry: registry)
         let fine: [Duration] = [
             .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
@@ -32,12 +34,14 @@ public final class ProxyMetrics: Sendable {
             .seconds(30),
         ]
         factory.defaultDurationHistogramBuckets = fine
-        var outcomes: [RequestOutcome: CoreMetrics.Counter] = [:]
-        for outcome in RequestOutcome.allCases {
-            outcomes[outcome] = Counter(
-                label: "idemproxy_requests_total", dimensions: [("outcome", outcome.rawValue)], factory: factory)
+        outcomes = routes.map { route in
+            var outcomes: [RequestOutcome: CoreMetrics.Counter] = [:]
+            for outcome in RequestOutcome.allCases {
+                outcomes[outcome] = Counter(
+                    label: "idemproxy_requests_total", dimensions: [("outcome", outcome.rawValue), ("route", route)], factory: factory)
+            }
+            return outcomes
         }
-        self.outcomes = outcomes
         requestLatency = Timer(label: "idemproxy_request_duration_seconds", factory: factory)
         upstreamLatency = Timer(label: "idemproxy_upstream_duration_seconds", factory: factory)
         redisLatency = Timer(label: "idemproxy_redis_command_duration_seconds", factory: factory)
@@ -65,7 +69,7 @@ public final class ProxyMetrics: Sendable {
     /// Client connections closed to make room at `max_connections`.
     func shed(_ count: Int) { connectionsShed.increment(by: Int64(count)) }
 
-    public func count(_ outcome: RequestOutcome) { outcomes[outcome]?.increment() }
+    public func count(_ outcome: RequestOutcome, route: Int) { outcomes[route][outcome]?.increment() }
 
     /// A client request ended (its response written or the client gone).
     public func requestFinished(since start: NIODeadline) {

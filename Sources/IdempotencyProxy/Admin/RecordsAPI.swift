@@ -75,7 +75,8 @@ struct RecordsAPI {
                 switch result {
                 case .failure(let error):
                     let done = deletedInPostgres ? "It was deleted from PostgreSQL; " : ""
-                    answer(Answer(.recordStoreUnavailable("\(done)Redis did not answer (\(error)); send the DELETE again.")))
+                    answer(Answer(.recordStoreUnavailable(
+                        "\(done)Redis did not answer (\(error)); send the DELETE again (with ?force=true if Redis may hold the request in flight).")))
                 case .success(.inFlight):
                     answer(Answer(.recordInFlight))
                 case .success(let inRedis):

@@ -62,10 +62,12 @@ final class IdempotencyStore: RecordStore {
         owner: [UInt8],
         record: IdempotencyRecord,
         responseTTLMs: Int64,
+        lockEndMs: Int64,
         completion: @escaping (Result<CompleteResult, StoreError>) -> Void
     ) {
         let arguments: [RedisArgument] = [
             .bytes(owner), .bytes(record.encoded()), .string(String(responseTTLMs)), .string(completionWakeUp.argument),
+            .string(String(lockEndMs)),
         ]
         run(.complete, key: key, arguments: arguments) { result in
             completion(result.flatMap { reply in

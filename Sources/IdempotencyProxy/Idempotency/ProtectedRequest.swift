@@ -22,15 +22,19 @@ final class ProtectedRequest {
     }
 
     private let loop: LoopContext
+    /// The request's route's (or the top level's): every per-request value comes from it.
+    let policy: Policy
     private var machine: ProtectedRequestMachine
     private var head: RequestHead
     private var body: ByteBuffer
     private let clientAddress: String?
     private var client: (any ClientResponder)?
-    private let recordKey: String
+    /// Known from the head, or (`key_from = json:…`) once the body is complete.
+    private var recordKey = ""
+    private let scope: [UInt8]
     private let owner: [UInt8]
-    /// The key as parsed, for the access log.
-    let key: String
+    /// The key as parsed, for the access log; nil until known.
+    private(set) var key: String?
     /// The store a replay came from, and how long the upstream exchange took: for the access log.
     private(set) var replayedFrom: ProtectedRequestMachine.Store?
     private(set) var upstreamNanoseconds: UInt64?
@@ -58,16 +62,16 @@ final class ProtectedRequest {
 
     /// Rules 1–3 on a request head of a protected method.
     static func admit(
-        head: RequestHead, loop: LoopContext, clientAddress: String?, client: any ClientResponder
+        head: RequestHead, policy: Policy, loop: LoopContext, clientAddress: String?, client: any ClientResponder
     ) -> Admission {
-        let c = loop.configuration
         var declaredLength: Int?
         if case .length(let length) = head.framing { declaredLength = length }
-        var machine = ProtectedRequestMachine(settings: loop.requestSettings)
-        switch machine.headReceived(keyHeaderValues: head.values(named: c.keyHeader), declaredBodyLength: declaredLength) {
+        var machine = ProtectedRequestMachine(policy: policy)
+        let keyHeader = policy.keyFromJSON == nil ? head.values(named: policy.keyHeader) : []
+        switch machine.headReceived(keyHeaderValues: keyHeader, declaredBodyLength: declaredLength) {
         case .collectBody(let key):
             let request = ProtectedRequest(
-                loop: loop, machine: machine, head: head, key: key, bodyCapacity: declaredLength ?? 0,
+                loop: loop, policy: policy, machine: machine, head: head, key: key, bodyCapacity: declaredLength ?? 0,
                 clientAddress: clientAddress, client: client)
             return .collecting(request)
         case .answer(let reply):
@@ -78,11 +82,11 @@ final class ProtectedRequest {
     }
 
     private init(
-        loop: LoopContext, machine: ProtectedRequestMachine, head: RequestHead, key: String, bodyCapacity: Int,
+        loop: LoopContext, policy: Policy, machine: ProtectedRequestMachine, head: RequestHead, key: String?, bodyCapacity: Int,
         clientAddress: String?, client: any ClientResponder
     ) {
-        let c = loop.configuration
         self.loop = loop
+        self.policy = policy
         self.machine = machine
         var head = head
         // The head is kept while Redis and the upstream answer: it must not pin the read buffer.
@@ -91,10 +95,15 @@ final class ProtectedRequest {
         self.clientAddress = clientAddress
         self.client = client
         body = ByteBufferAllocator().buffer(capacity: bodyCapacity)
-        let scope = RequestDigest.scope(headerNames: c.scopeHeaders) { head.values(named: $0) }
-        recordKey = RequestDigest.recordKey(prefix: c.keyPrefix, scope: scope, key: key)
-        self.key = key
+        scope = RequestDigest.scope(headerNames: policy.scopeHeaders) { head.values(named: $0) }
         owner = loop.ownerTokens.next()
+        if let key { bind(key) }
+    }
+
+    /// The request's key, and so its record.
+    private func bind(_ key: String) {
+        self.key = key
+        recordKey = RequestDigest.recordKey(prefix: policy.keyPrefix, scope: scope, key: key)
     }
 
     // MARK: - events from the client connection
@@ -109,7 +118,12 @@ final class ProtectedRequest {
     func bodyEnded() {
         bodyComplete = true
         loop.protectedInFlight += 1
-        run(machine.bodyEnded(now: now()) {
+        var bodyKey: String?
+        if let pointer = policy.keyFromJSON {
+            bodyKey = body.withUnsafeReadableBytes { pointer.key(in: $0) }
+            if let bodyKey { bind(bodyKey) }
+        }
+        run(machine.bodyEnded(now: now(), bodyKey: bodyKey) {
             body.withUnsafeReadableBytes { RequestDigest.fingerprint(method: head.method.rawValue, target: head.target, body: $0) }
         })
     }
@@ -158,9 +172,8 @@ final class ProtectedRequest {
 
     private func claim() {
         let record = IdempotencyRecord(owner: owner, fingerprint: machine.fingerprint, state: .inFlight)
-        let c = loop.configuration
-        redisClaimDeadlineMs = WallClock.milliseconds() + c.redisTimeoutMs
-        loop.store.claim(key: recordKey, record: record, lockTTLMs: c.lockTTLMs, deadlineMs: redisClaimDeadlineMs) { result in
+        redisClaimDeadlineMs = WallClock.milliseconds() + policy.redisTimeoutMs
+        loop.store.claim(key: recordKey, record: record, lockTTLMs: policy.lockTTLMs, deadlineMs: redisClaimDeadlineMs) { result in
             switch result {
             case .success(let claim):
                 self.loop.outages.redis.answered(logger: self.loop.logger)
@@ -176,10 +189,9 @@ final class ProtectedRequest {
     /// docs/behaviour.md §3, long-term store: the claim in PostgreSQL, after Redis granted one or did not answer.
     private func claimInPostgres() {
         guard let longTerm = loop.longTermStore else { preconditionFailure("claimInPostgres without a long-term store") }
-        let c = loop.configuration
-        postgresClaimDeadlineMs = WallClock.milliseconds() + c.postgresTimeoutMs
+        postgresClaimDeadlineMs = WallClock.milliseconds() + policy.postgresTimeoutMs
         longTerm.claim(
-            key: recordKey, owner: owner, fingerprint: machine.fingerprint, lockTTLMs: c.lockTTLMs,
+            key: recordKey, owner: owner, fingerprint: machine.fingerprint, lockTTLMs: policy.lockTTLMs,
             deadlineMs: postgresClaimDeadlineMs
         ) { result in
             switch result {
@@ -226,14 +238,13 @@ final class ProtectedRequest {
     }
 
     private func forward(protected: Bool) {
-        let c = loop.configuration
         let started = NIODeadline.now()
         let upstreamHead = ForwardedRequest(
-            from: head, basePath: c.upstream.basePath, hostHeader: loop.upstreamHostHeader, clientAddress: clientAddress,
+            from: head, basePath: loop.configuration.upstream.basePath, hostHeader: loop.upstreamHostHeader, clientAddress: clientAddress,
             bodyLength: body.readableBytes, clientProtocol: loop.clientProtocol)
         exchange = BufferedExchange.run(
-            pool: loop.pool, head: upstreamHead, body: body, timeout: .milliseconds(c.upstreamTimeoutMs),
-            allocator: ByteBufferAllocator(), spillAfter: protected ? c.maxStoredResponse : nil, spill: self
+            pool: loop.pool, head: upstreamHead, body: body, timeout: .milliseconds(policy.upstreamTimeoutMs),
+            allocator: ByteBufferAllocator(), spillAfter: protected ? policy.maxStoredResponse : nil, spill: self
         ) { outcome in
             self.exchange = nil
             self.loop.metrics.upstreamExchange(since: started)
@@ -263,7 +274,8 @@ final class ProtectedRequest {
         switch settlement {
         case .complete(let state, let ttlMs, let completedAtMs):
             let record = completedRecord(state, at: completedAtMs)
-            loop.store.complete(key: recordKey, owner: owner, record: record, responseTTLMs: ttlMs) { result in
+            let lockEndMs = redisClaimDeadlineMs + policy.lockTTLMs
+            loop.store.complete(key: recordKey, owner: owner, record: record, responseTTLMs: ttlMs, lockEndMs: lockEndMs) { result in
                 // Behind PostgreSQL, another owner in Redis is a retry's copy of the record
                 // PostgreSQL just took: nothing was lost.
                 if case .success(.ownedByAnother) = result, !self.keptInPostgres { self.completionLost(in: "Redis") }
@@ -282,7 +294,8 @@ final class ProtectedRequest {
         switch settlement {
         case .complete(let state, let ttlMs, let completedAtMs):
             let record = completedRecord(state, at: completedAtMs)
-            longTerm.complete(key: recordKey, record: record, retentionMs: ttlMs) { result in
+            let lockEndMs = postgresClaimDeadlineMs + policy.lockTTLMs
+            longTerm.complete(key: recordKey, record: record, retentionMs: ttlMs, lockEndMs: lockEndMs) { result in
                 switch result {
                 case .success(true):
                     self.keptInPostgres = true
@@ -311,7 +324,7 @@ final class ProtectedRequest {
     private func completionLost(in store: String) {
         loop.metrics.completionLost()
         loop.logger.warning(
-            "claim in \(store) expired and was taken over before the response was stored; raise lock_ttl",
+            "the claim in \(store) was taken over or removed before the response was stored (it expired: raise lock_ttl; or the records API deleted it)",
             metadata: ["record": "\(recordKey)"])
     }
 
@@ -351,7 +364,7 @@ final class ProtectedRequest {
         case .problem(let problem):
             response = ProxyResponse(problem: problem)
         case .replay(let stored):
-            response = ProxyResponse(stored: stored, replayHeader: loop.configuration.replayHeader)
+            response = ProxyResponse(stored: stored, replayHeader: policy.replayHeader)
         case .upstreamResponse:
             guard let collected = self.response else { preconditionFailure("answered with an upstream response that was not collected") }
             response = ProxyResponse(stored: collected.stored, replayHeader: nil, body: collected.body)
@@ -365,19 +378,19 @@ final class ProtectedRequest {
 
     /// Hands the claims this request sent and never heard back from to the loop's withdrawals.
     private func withdraw(_ stores: [ProtectedRequestMachine.Store]) {
-        let c = loop.configuration
         for store in stores {
             let deadlineMs = store == .redis ? redisClaimDeadlineMs : postgresClaimDeadlineMs
             // The claim lives lock_ttl from when it landed, at the latest its deadline; a clock
             // skew of a few seconds is allowed for.
-            let remainingMs = max(0, deadlineMs - WallClock.milliseconds()) + c.lockTTLMs + 5_000
+            let remainingMs = max(0, deadlineMs - WallClock.milliseconds()) + policy.lockTTLMs + 5_000
             loop.unansweredClaims.withdraw(UnansweredClaims.Claim(
                 store: store, key: recordKey, owner: owner, deadlineMs: deadlineMs, giveUpAt: .now() + .milliseconds(remainingMs)))
         }
     }
 
-    /// The id both stores keep the record under (docs/behaviour.md, "The records API").
-    var recordID: Substring { recordKey.dropFirst(loop.configuration.keyPrefix.count) }
+    /// The id both stores keep the record under (docs/behaviour.md, "The records API"); nil
+    /// until the key is known.
+    var recordID: Substring? { key == nil ? nil : recordKey.dropFirst(policy.keyPrefix.count) }
 
     /// The loop's clock: real time on a real loop, the test's on an `EmbeddedEventLoop`.
     private func now() -> UInt64 { loop.eventLoop.now.uptimeNanoseconds }

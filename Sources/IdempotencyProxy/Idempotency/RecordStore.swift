@@ -11,8 +11,10 @@ protocol RecordStore: AnyObject {
         key: String, record: IdempotencyRecord, lockTTLMs: Int64, deadlineMs: Int64,
         completion: @escaping (Result<ProtectedRequestMachine.ClaimResult, StoreError>) -> Void)
 
+    /// `lockEndMs`: the latest the claim's lock can end (ms since the epoch); a key gone before
+    /// then is not written (`RedisScript.complete`).
     func complete(
-        key: String, owner: [UInt8], record: IdempotencyRecord, responseTTLMs: Int64,
+        key: String, owner: [UInt8], record: IdempotencyRecord, responseTTLMs: Int64, lockEndMs: Int64,
         completion: @escaping (Result<CompleteResult, StoreError>) -> Void)
 
     /// Result: true when the claim was ours and is gone. `wakeWaiters`: announce it to the

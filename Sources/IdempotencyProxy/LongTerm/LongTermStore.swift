@@ -9,9 +9,11 @@ protocol LongTermStore: AnyObject {
         key: String, owner: [UInt8], fingerprint: [UInt8], lockTTLMs: Int64, deadlineMs: Int64,
         completion: @escaping (Result<ProtectedRequestMachine.LongTermClaimResult, LongTermStoreError>) -> Void)
 
-    /// Owner-checked. Result: false when another request had taken the key over.
+    /// Owner-checked. Result: false when another request had taken the key over. `lockEndMs`:
+    /// the latest the claim's lock can end (ms since the epoch); another owner's expired row,
+    /// or none, is written over only after it (`PostgresSQL.complete`).
     func complete(
-        key: String, record: IdempotencyRecord, retentionMs: Int64,
+        key: String, record: IdempotencyRecord, retentionMs: Int64, lockEndMs: Int64,
         completion: @escaping (Result<Bool, LongTermStoreError>) -> Void)
 
     /// Owner-checked. Result: true when the claim was ours and is gone.

@@ -57,12 +57,12 @@ final class PostgresRecordStore: LongTermStore {
     }
 
     func complete(
-        key: String, record: IdempotencyRecord, retentionMs: Int64,
+        key: String, record: IdempotencyRecord, retentionMs: Int64, lockEndMs: Int64,
         completion: @escaping (Result<Bool, LongTermStoreError>) -> Void
     ) {
         let binds = [
             PostgresData(string: key), PostgresData(bytes: record.owner), PostgresData(bytes: record.fingerprint),
-            PostgresData(bytes: record.encoded()), PostgresData(int64: retentionMs),
+            PostgresData(bytes: record.encoded()), PostgresData(int64: retentionMs), PostgresData(int64: lockEndMs),
         ]
         run(.complete, binds) { completion($0.map { !$0.isEmpty }) }
     }

@@ -98,19 +98,24 @@ struct PostgresSQL: Sendable {
     /// deadline just in time to be committed.
     static let withdrawMargin = "interval '1 second'"
 
-    /// $1 key, $2 owner, $3 fingerprint, $4 record, $5 retention in ms. Owner-checked: a live
-    /// row of another request is left alone (no row returned); an expired one, or none (the
-    /// sweep deleted our expired claim), is written over, as a claim would take it over and as
-    /// Redis's script does.
+    /// $1 key, $2 owner, $3 fingerprint, $4 record, $5 retention in ms, $6 the latest our
+    /// claim's lock can end (ms since the epoch). Owner-checked: a live row of another request
+    /// is left alone (no row returned); an expired one, or none (the sweep deleted our expired
+    /// claim), is written over, as a claim would take it over and as Redis's script does, but
+    /// only once our own lock has ended: before, our claim was replaced or removed on purpose
+    /// (a forced delete, and a retry that took the key and gave it back), and a deleted record
+    /// must not come back.
     var complete: String {
-        """
-        INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
-        VALUES ($1::text, $2::bytea, $3::bytea, $4::bytea, now() + $5::int8 * interval '1 millisecond')
-        ON CONFLICT (record_key) DO UPDATE SET
-            owner = excluded.owner, fingerprint = excluded.fingerprint, record = excluded.record, expires_at = excluded.expires_at
-            WHERE r.owner = excluded.owner OR r.expires_at <= now()
-        RETURNING 1
-        """
+        let lockEnded = "clock_timestamp() > \(Self.deadline("$6"))"
+        return """
+            INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
+            SELECT $1::text, $2::bytea, $3::bytea, $4::bytea, now() + $5::int8 * interval '1 millisecond'
+            WHERE \(lockEnded) OR EXISTS (SELECT 1 FROM \(name) WHERE record_key = $1::text)
+            ON CONFLICT (record_key) DO UPDATE SET
+                owner = excluded.owner, fingerprint = excluded.fingerprint, record = excluded.record, expires_at = excluded.expires_at
+                WHERE r.owner = excluded.owner OR (r.expires_at <= now() AND \(lockEnded))
+            RETURNING 1
+            """
     }
 
     /// $1 key, $2 owner. Owner-checked, and only an in-flight claim.

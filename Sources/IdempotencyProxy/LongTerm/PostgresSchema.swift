@@ -79,7 +79,9 @@ final class PostgresSchema: Sendable {
                 $0.append(WallClock.milliseconds() + 60_000)
             }
         }.flatMap {
-            run(sql.complete) { $0.append(key); $0.append(token); $0.append(fingerprint); $0.append(token); $0.append(Int64(1)) }
+            run(sql.complete) {
+                $0.append(key); $0.append(token); $0.append(fingerprint); $0.append(token); $0.append(Int64(1)); $0.append(Int64(0))
+            }
         }.flatMap {
             run(sql.release) { $0.append(key); $0.append(token) }
         }

@@ -8,26 +8,34 @@ import NIOConcurrencyHelpers
 import NIOPosix
 
 /// Writes access log lines to standard error from a thread of its own, so that a slow reader of
-/// standard error never blocks an event loop: a loop appends its line under a lock and goes on.
-/// While standard error takes nothing, up to `limit` bytes wait; lines beyond are dropped and
-/// counted in a line of their own once writing resumes.
+/// standard error never blocks an event loop. A loop appends its line to a buffer under a lock
+/// and goes on; it never wakes the thread for a line. The thread writes what has gathered every
+/// 50 ms, or at once when 64 KiB have (a wake-up per line cost a futex call and a context
+/// switch each: 11 µs a request at 45,000 requests/s). While standard error takes nothing, up to
+/// 4 MiB of lines wait; lines beyond are dropped and counted in a line of their own.
 final class AccessLogWriter: Sendable {
     private struct Pending {
         var bytes: [UInt8] = []
         var dropped = 0
-        /// The thread is writing (and will look again before it stops).
-        var writing = false
         /// The thread has been started (at the first line: a proxy that fails to start, or
         /// logs nothing, has none).
         var started = false
+        /// Shutting down: the thread writes what is left and stops.
+        var stopping = false
     }
 
     private static let limit = 4 << 20
+    private static let batch = 64 << 10
+    private static let interval = 0.05
     /// Writes of at most this many bytes, ending at a line's end, are not interleaved with
     /// other writers on a pipe (POSIX's PIPE_BUF).
     private static let atomicWrite = 4_096
 
     private let pending = NIOLockedValueBox(Pending())
+    /// 1: write now (a batch gathered, or shutting down).
+    private let wake = WaitableFlag(value: 0)
+    /// True once the thread has written its last lines.
+    private let finished = WaitableFlag(value: false)
     private let thread = NIOThreadPool(numberOfThreads: 1)
     private let descriptor: CInt
 
@@ -36,39 +44,45 @@ final class AccessLogWriter: Sendable {
     }
 
     func write(_ line: [UInt8]) {
-        let wake = pending.withLockedValue { pending -> Bool in
+        let (start, batchGathered) = pending.withLockedValue { pending -> (Bool, Bool) in
             guard pending.bytes.count + line.count <= Self.limit else {
                 pending.dropped += 1
-                return false
+                return (false, false)
             }
+            let below = pending.bytes.count < Self.batch
             pending.bytes += line
-            guard !pending.writing else { return false }
-            pending.writing = true
-            if !pending.started {
-                pending.started = true
-                thread.start()
-            }
-            return true
+            defer { pending.started = true }
+            return (!pending.started, below && pending.bytes.count >= Self.batch)
         }
-        if wake { thread.submit { _ in self.drain() } }
+        if start {
+            thread.start()
+            thread.submit { _ in self.run() }
+        }
+        if batchGathered { wake.set(1) }
     }
 
-    /// Writes what is pending, then stops (the lines already given are written first).
-    func shutdown() {
-        if pending.withLockedValue({ $0.started }) { try? thread.syncShutdownGracefully() }
-        drain()
+    /// Writes what is pending, waiting at most `timeout` seconds for a stalled standard error
+    /// (then the thread is left to the process's exit).
+    func shutdown(timeout: Double = 2) {
+        let started = pending.withLockedValue { pending -> Bool in
+            pending.stopping = true
+            return pending.started
+        }
+        guard started else { return }
+        wake.set(1)
+        if finished.wait(for: true, timeoutSeconds: timeout) { try? thread.syncShutdownGracefully() }
     }
 
-    private func drain() {
+    private func run() {
         while true {
-            let (bytes, dropped) = pending.withLockedValue { pending -> ([UInt8], Int) in
-                let taken = (pending.bytes, pending.dropped)
-                pending.bytes = []
-                pending.dropped = 0
-                if taken.0.isEmpty && taken.1 == 0 { pending.writing = false }
-                return taken
+            _ = wake.wait(for: 1, timeoutSeconds: Self.interval, then: 0)
+            let (bytes, dropped, stopping) = pending.withLockedValue { pending in
+                defer {
+                    pending.bytes = []
+                    pending.dropped = 0
+                }
+                return (pending.bytes, pending.dropped, pending.stopping)
             }
-            if bytes.isEmpty && dropped == 0 { return }
             if dropped > 0 {
                 var line = AccessLogLine()
                 line.field("msg", "access log lines dropped: standard error took nothing while they came")
@@ -76,10 +90,14 @@ final class AccessLogWriter: Sendable {
                 writeAll(line.finish())
             }
             writeAll(bytes)
+            if stopping {
+                finished.set(true)
+                return
+            }
         }
     }
 
-    /// Whole lines, in writes no larger than `atomicWrite` unless one line is larger.
+    /// Whole lines, in writes of at most `atomicWrite` bytes (a longer line is cut).
     private func writeAll(_ bytes: [UInt8]) {
         bytes.withUnsafeBytes { all in
             var start = 0
@@ -90,14 +108,36 @@ final class AccessLogWriter: Sendable {
                 }
                 while start < end {
                     let written = writeBytes(descriptor, all.baseAddress! + start, end - start)
-                    if written < 0 {
-                        if errno == EINTR { continue }
+                    if written >= 0 {
+                        start += written
+                    } else if errno == EAGAIN || errno == EWOULDBLOCK {
+                        usleep(1_000)  // a non-blocking standard error that is full
+                    } else if errno != EINTR {
                         return  // standard error is gone: nothing else can be done with the lines
                     }
-                    start += written
                 }
             }
         }
+    }
+}
+
+/// A `ConditionLock` used as a flag one thread waits on.
+private final class WaitableFlag<Value: Equatable>: @unchecked Sendable {
+    private let lock: ConditionLock<Value>
+
+    init(value: Value) { lock = ConditionLock(value: value) }
+
+    func set(_ value: Value) {
+        lock.lock()
+        lock.unlock(withValue: value)
+    }
+
+    /// Waits until the value is `wanted` (true) or `timeoutSeconds` pass (false); `then`
+    /// replaces the value it found.
+    func wait(for wanted: Value, timeoutSeconds: Double, then next: Value? = nil) -> Bool {
+        guard lock.lock(whenValue: wanted, timeoutSeconds: timeoutSeconds) else { return false }
+        lock.unlock(withValue: next ?? wanted)
+        return true
     }
 }
 

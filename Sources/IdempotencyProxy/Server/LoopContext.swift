@@ -37,9 +37,8 @@ final class LoopContext {
     /// The owner of each claim made on this loop.
     var ownerTokens = OwnerTokens()
 
-    let requestSettings: ProtectedRequestMachine.Settings
-    /// Matched against every request's method.
-    let protectedMethods: Set<String>
+    /// The policy of each request is looked up here at its head.
+    let routes: RouteTable
     /// The `Host` sent upstream when a client sent none (made once, not per request).
     let upstreamHostHeader: String
     /// What clients speak on `listen`, for `X-Forwarded-Proto`.
@@ -67,8 +66,7 @@ final class LoopContext {
         self.waitPollInterval = waitPollInterval
         upstreamHostHeader = configuration.upstream.hostHeader
         clientProtocol = configuration.tlsCertFile.isEmpty ? "http" : "https"
-        protectedMethods = Set(configuration.methods)
-        requestSettings = ProtectedRequestMachine.Settings(configuration)
+        routes = RouteTable(configuration)
     }
 
     /// At `max_connections`: closes the connections that hold a descriptor and give nothing

@@ -31,7 +31,10 @@ final class ProxyHandler: ChannelDuplexHandler {
         /// For the access log: nil for bytes that were not a request.
         let method: HTTPMethod?
         let target: String
+        /// The request's method is protected on its route.
         let protected: Bool
+        /// Its route's (the top level's for bytes that were not a request).
+        let policy: Policy
     }
 
     private enum State {
@@ -252,12 +255,13 @@ final class ProxyHandler: ChannelDuplexHandler {
         var head = head
         if let origin = RequestTarget.originForm(of: head.target) { head.target = origin }
         loop.metrics.requestStarted()
-        let protected = isProtected(head.method)
+        let policy = loop.routes.policy(target: head.target, host: head.values(named: "host").first)
+        let protected = policy.protect && isProtected(head.method, by: policy)
         let facts = RequestFacts(
             version: head.version, isHEAD: head.method == .HEAD, keepAlive: head.keepAlive && !quiescing, start: .now(),
-            method: head.method, target: head.target, protected: protected)
+            method: head.method, target: head.target, protected: protected, policy: policy)
         guard protected else { return startPassthrough(head, facts) }
-        switch ProtectedRequest.admit(head: head, loop: loop, clientAddress: clientAddress, client: self) {
+        switch ProtectedRequest.admit(head: head, policy: policy, loop: loop, clientAddress: clientAddress, client: self) {
         case .passThrough:
             startPassthrough(head, facts)
         case .refused(let reply):
@@ -272,11 +276,11 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     /// Methods are case-sensitive (RFC 9110 §9.1), but an upstream that upper-cases them (some
     /// frameworks do) would run `post` as POST: it is protected like POST, not let through.
-    private func isProtected(_ method: HTTPMethod) -> Bool {
+    private func isProtected(_ method: HTTPMethod, by policy: Policy) -> Bool {
         let name = method.rawValue
-        if loop.protectedMethods.contains(name) { return true }
+        if policy.methods.contains(name) { return true }
         return name.utf8.contains { $0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z") }
-            && loop.protectedMethods.contains(name.uppercased())
+            && policy.methods.contains(name.uppercased())
     }
 
     /// Answers `Expect: 100-continue` once we know we want the body (never before a 4xx, never
@@ -431,7 +435,7 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     /// Every request is counted (and logged) once, when its state gives way to the next.
     private func count(_ outcome: RequestOutcome, _ facts: RequestFacts) {
-        loop.metrics.count(outcome)
+        loop.metrics.count(outcome, route: facts.policy.routeIndex)
         loop.metrics.requestFinished(since: facts.start)
         if let accessLog = loop.accessLog, facts.protected || loop.logsEveryRequest {
             accessLog.write(accessLogLine(outcome, facts))
@@ -448,10 +452,10 @@ final class ProxyHandler: ChannelDuplexHandler {
         // nginx's "client closed request": the client left before any answer.
         line.field("status", answeredStatus == 0 ? 499 : answeredStatus)
         line.field("outcome", outcome.rawValue)
-        line.field("route", "default")
-        if let request = state.protectedRequest {
-            line.field("key", request.key)
-            line.field("record", request.recordID)
+        line.field("route", facts.policy.route)
+        if let request = state.protectedRequest, let key = request.key, let record = request.recordID {
+            line.field("key", key)
+            line.field("record", record)
             if let store = request.replayedFrom { line.field("store", store.rawValue) }
             if let upstream = request.upstreamNanoseconds { line.milliseconds("upstream_ms", nanoseconds: upstream) }
         }
@@ -535,7 +539,8 @@ final class ProxyHandler: ChannelDuplexHandler {
             // The bad bytes are where a request should begin: that request is this answer's.
             loop.metrics.requestStarted()
             state = .refused(RequestFacts(
-                version: .http1_1, isHEAD: false, keepAlive: false, start: .now(), method: nil, target: "", protected: false))
+                version: .http1_1, isHEAD: false, keepAlive: false, start: .now(), method: nil, target: "", protected: false,
+                policy: loop.routes.fallback))
         case .buffering(let facts, _):
             // The protected request had claimed nothing yet: it is dropped with its body.
             state = .refused(facts)

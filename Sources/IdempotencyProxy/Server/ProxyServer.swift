@@ -61,7 +61,7 @@ public final class ProxyServer: Sendable {
         waitPollInterval: TimeAmount,
         sweepInterval: TimeAmount
     ) async throws -> ProxyServer {
-        let metrics = ProxyMetrics()
+        let metrics = ProxyMetrics(routes: RouteTable(configuration).policies.map(\.route))
         let outages = Outages()
         let redisTLS: RedisTLS?
         let upstreamTLS: UpstreamTLS?
