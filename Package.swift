@@ -133,6 +133,10 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "routes-bench",
+            dependencies: ["IdempotencyCore"]
+        ),
+        .executableTarget(
             name: "fuzz-parsers",
             dependencies: [
                 "RedisClient", "IdempotencyCore", "HTTPWire",

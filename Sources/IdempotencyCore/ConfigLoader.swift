@@ -275,7 +275,10 @@ public struct ConfigLoader {
             findings.append(Finding(location: location, message: "route \(name): scope_headers must not contain the key header \(settings.keyHeader)"))
         }
         guard let path else {
-            findings.append(Finding(location: lines.firstLocation, message: "route \(name) has no path (route.\(name).path = /v1/charges)"))
+            // (A path that was given and refused is reported at its own line.)
+            if !lines.fields.contains(where: { $0.field == "path" }) {
+                findings.append(Finding(location: lines.firstLocation, message: "route \(name) has no path (route.\(name).path = /v1/charges)"))
+            }
             return nil
         }
         return Route(name: name, path: path, host: host, protect: protect, keyFromJSON: keyFromJSON, settings: settings)

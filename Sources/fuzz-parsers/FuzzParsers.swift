@@ -3,8 +3,8 @@ import IdempotencyCore
 import NIOCore
 import RedisClient
 
-/// One input, every parser that reads untrusted bytes: the key header, the config file, the
-/// record codec, the RESP reader (and what reads its replies: the cluster slot map,
+/// One input, every parser that reads untrusted bytes: the key header, the config file, a
+/// route's JSON pointer and the body reader that follows it, the record codec, the RESP reader (and what reads its replies: the cluster slot map,
 /// redirections, Pub/Sub pushes), the client request parser and the upstream response parser.
 /// None may crash; each must accept or refuse cleanly.
 ///
@@ -12,6 +12,9 @@ import RedisClient
 /// `-sanitize=address,fuzzer`, since two separate `-sanitize=` flags leave Swift code without
 /// coverage counters). Without those flags it is a replay driver: `fuzz-parsers FILE...` runs
 /// saved inputs.
+/// Pointers into a fuzzed body: a member, a nested member, an array element, the whole document.
+let fuzzPointers = ["/id", "/data/object/id", "/a/0/b", "/~1~0", ""].map { try! JSONPointer(parsing: $0) }
+
 func fuzzOne(_ bytes: UnsafeRawBufferPointer) {
     let text = String(decoding: bytes, as: UTF8.self)
     _ = try? IdempotencyKey.parse(headerValues: [text], headerName: "Idempotency-Key", maxLength: 255)
@@ -25,6 +28,14 @@ func fuzzOne(_ bytes: UnsafeRawBufferPointer) {
         again.applyFile(named: "again", contents: ConfigLoader.render(configuration))
         guard case .success(let reparsed) = again.finish(), reparsed == configuration else {
             fatalError("config did not round-trip: \(text)")
+        }
+    }
+
+    // The input as a pointer, and as a body that pointers are followed into.
+    _ = try? JSONPointer(parsing: text)
+    for pointer in fuzzPointers {
+        if let key = pointer.key(in: bytes), key.isEmpty && bytes.firstIndex(of: UInt8(ascii: "\"")) == nil {
+            fatalError("an empty key without a string in the body")
         }
     }
 

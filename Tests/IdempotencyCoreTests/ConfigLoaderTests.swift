@@ -302,6 +302,59 @@ import Testing
         ])
     }
 
+    @Test func routesAreCheckedLineByLine() {
+        let text = """
+            route.charges.path = /v1/charges
+            route.charges.colour = red
+            route.charges.lock_ttl = 5s
+            route.bad.host = api.example
+            route.ptr.path = /hooks
+            route.ptr.key_from = json:id
+            route.ttl.path = /x
+            route.ttl.retention = 1h
+            route.both.path = /y
+            route.both.store_5xx = true
+            route.both.release_statuses = 5xx
+            route.pat.path = /v1/ch*
+            route..path = /z
+            route.ok.path = /ok
+            route.ok.upstream_timeout = 90s
+            """
+        // Lines are read first (a malformed name), then each route in turn.
+        #expect(errors(text) == [
+            "test.conf:13: expected route.NAME.FIELD (NAME of letters, digits, _ and -), got \"route..path\"",
+            "test.conf:2: unknown route field \"colour\" in route.charges.colour (a route takes path, host, protect, key_from, \(ConfigLoader.routeOverrides.joined(separator: ", ")))",
+            "test.conf:3: route charges: lock_ttl (5s) must exceed upstream_timeout (30s), or a slow upstream could run a request twice",
+            "test.conf:4: route bad has no path (route.bad.path = /v1/charges)",
+            "test.conf:6: route.ptr.key_from: a JSON pointer is empty or starts with /, got \"id\"",
+            "test.conf:8: route ttl: retention (1h) must be at least response_ttl (24h)",
+            "test.conf:11: route both: store_5xx and release_statuses are both set (the other at test.conf:10): keep one",
+            "test.conf:12: route.pat.path: * stands only for a whole segment (/v1/*/charges or /v1/charges/*), got \"/v1/ch*\"",
+            "test.conf:15: route ok: lock_ttl (60s) must exceed upstream_timeout (90s), or a slow upstream could run a request twice",
+        ])
+    }
+
+    @Test func routesPrintBackAndSetOverridesTheFile() throws {
+        let c = try load("""
+            route.hooks.path = /hooks/*
+            route.hooks.key_from = json:/data/id
+            route.charges.path = /v1/charges
+            route.charges.response_ttl = 7d
+            route.charges.retention = 7d
+            """, sets: ["route.charges.require_key=true", "route.late.path=/late"]).get()
+        #expect(c.routes.map(\.name) == ["hooks", "charges", "late"])
+        #expect(c.routes[1].settings.requireKey && c.routes[1].settings.responseTTLMs == 7 * 86_400_000)
+        #expect(c.routes[0].keyFromJSON?.description == "/data/id")
+        let rendered = ConfigLoader.render(c)
+        #expect(rendered.contains("route.hooks.key_from = json:/data/id\nroute.hooks.methods = POST,PATCH"))
+        #expect(rendered.contains("route.charges.path = /v1/charges\nroute.charges.host = \nroute.charges.protect = true"))
+        #expect(rendered.contains("route.charges.require_key = true"))
+        #expect(try load(rendered).get() == c)
+        #expect(errors("", env: ["IDEMPROXY_ROUTE_X_PATH": "/x"]) == [
+            "IDEMPROXY_ROUTE_X_PATH: routes have no environment form: set route.NAME.FIELD in the file or with --set"
+        ])
+    }
+
     @Test func passwordsAreMaskedWhenPrinted() throws {
         let c = try load("redis_url = redis://user:hunter2@h:6379/1").get()
         #expect(!ConfigLoader.render(c).contains("hunter2"))

@@ -51,6 +51,46 @@ import Testing
         return m
     }
 
+    // MARK: - routes: the key from the JSON body
+
+    struct BodyKeyRow: Sendable, CustomTestStringConvertible {
+        let rule: String
+        var requireKey = false
+        /// What the executor found at the pointer.
+        let bodyKey: String?
+        let action: Action
+        var testDescription: String { rule }
+    }
+
+    static let pointer = try! JSONPointer(parsing: "/id")
+
+    @Test(arguments: [
+        BodyKeyRow(rule: "key_from json: the key at the pointer is claimed", bodyKey: "evt_1", action: .claim),
+        BodyKeyRow(
+            rule: "key_from json: no key there, require_key: 400", requireKey: true, bodyKey: nil,
+            action: problem(.missingBodyKey(pointer: "/id"), .badRequest)),
+        BodyKeyRow(rule: "key_from json: no key there: forwarded unprotected", bodyKey: nil, action: .forward(protected: false)),
+        BodyKeyRow(
+            rule: "key_from json: a key over max_key_length is 400", bodyKey: String(repeating: "k", count: 256),
+            action: problem(.invalidKey("The key at json:/id is 256 characters long; the limit is 255."), .badRequest)),
+        BodyKeyRow(
+            rule: "key_from json: a key of non-printable characters is 400", bodyKey: "a\nb",
+            action: problem(.invalidKey("The key at json:/id may only contain printable ASCII characters."), .badRequest)),
+    ])
+    func bodyKey(_ row: BodyKeyRow) {
+        var c = Self.configuration { $0.requireKey = row.requireKey }
+        c.routes = [Route(name: "hooks", path: try! PathPattern(parsing: "/hooks"), keyFromJSON: Self.pointer, settings: c)]
+        var m = Machine(policy: Policy(c, route: c.routes[0]))
+        // The key header is not read on such a route; a declared body over the limit is 413 first.
+        #expect(m.headReceived(keyHeaderValues: [], declaredBodyLength: 10) == .collectBody(key: nil))
+        #expect(m.bodyEnded(now: 0, bodyKey: row.bodyKey) { Self.mine } == row.action)
+        if row.action == .forward(protected: false) {
+            #expect(m.upstreamFinished(.response(Self.response)) == .answer(Reply(.upstreamResponse, .passthrough)))
+        }
+        var tooLarge = Machine(policy: Policy(c, route: c.routes[0]))
+        #expect(tooLarge.headReceived(keyHeaderValues: [], declaredBodyLength: 101) == Self.problem(.bodyTooLarge(limit: 100), .tooLarge, closing: true))
+    }
+
     // MARK: - rules 1–3: the head and the body
 
     struct HeadRow: Sendable, CustomTestStringConvertible {

@@ -71,7 +71,9 @@ import Testing
         let all = try await accessLog(mode: "all") { port in
             _ = try RawHTTPClient(port: port).request("GET", "/stats?x=1")
             _ = try Self.post(port, "/charges", key: "k")
-            try RawHTTPClient(port: port).send("NOT HTTP\r\n\r\n")
+            let client = try RawHTTPClient(port: port)
+            try client.send("NOT HTTP\r\n\r\n")
+            #expect(try client.readResponse().status == 400)
         }
         #expect(all.map { $0["status"] ?? "" }.sorted() == ["200", "201", "400"], "\(all)")
         let get = all.first { $0["method"] == "GET" }

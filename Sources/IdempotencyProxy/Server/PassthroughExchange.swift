@@ -7,6 +7,8 @@ import NIOCore
 final class PassthroughExchange: UpstreamReceiver {
     private weak var client: (any ClientResponder)?
     private let loop: LoopContext
+    /// The request's route's `upstream_timeout`.
+    private let timeout: TimeAmount
     private let started = NIODeadline.now()
 
     private var connection: UpstreamConnection?
@@ -20,7 +22,8 @@ final class PassthroughExchange: UpstreamReceiver {
     private var unflushed = false
     private var finished = false
 
-    init(client: any ClientResponder, loop: LoopContext, clientHead: RequestHead, clientAddress: String?) {
+    init(client: any ClientResponder, loop: LoopContext, clientHead: RequestHead, clientAddress: String?, policy: Policy) {
+        timeout = .milliseconds(policy.upstreamTimeoutMs)
         self.client = client
         self.loop = loop
         let head = ForwardedRequest(
@@ -75,7 +78,7 @@ final class PassthroughExchange: UpstreamReceiver {
     private func connected(_ connection: UpstreamConnection, head: ForwardedRequest, flush: Bool) {
         guard !finished else { return loop.pool.release(connection) }
         self.connection = connection
-        connection.begin(receiver: self, timeout: .milliseconds(loop.configuration.upstreamTimeoutMs))
+        connection.begin(receiver: self, timeout: timeout)
         connection.write(.head(head))
         for part in queued { connection.write(part) }
         queued.removeAll()

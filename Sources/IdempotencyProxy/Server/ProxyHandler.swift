@@ -319,7 +319,8 @@ final class ProxyHandler: ChannelDuplexHandler {
     }
 
     private func startPassthrough(_ head: RequestHead, _ facts: RequestFacts) {
-        state = .streaming(facts, PassthroughExchange(client: self, loop: loop, clientHead: head, clientAddress: clientAddress))
+        state = .streaming(
+            facts, PassthroughExchange(client: self, loop: loop, clientHead: head, clientAddress: clientAddress, policy: facts.policy))
         acceptBody(head)
     }
 

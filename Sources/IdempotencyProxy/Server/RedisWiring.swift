@@ -64,7 +64,8 @@ enum RedisWiring {
         }
         let store = IdempotencyStore(
             redis: redis, metrics: metrics, publishCommand: subscriber.publishCommand,
-            wakeOnCompletion: configuration.inflightWaitMs > 0)
+            // Only a proxy that lets some retry wait (at the top level or on a route) publishes.
+            wakeOnCompletion: ([configuration] + configuration.routes.map(\.settings)).contains { $0.inflightWaitMs > 0 })
         return (store, subscriber)
     }
 
