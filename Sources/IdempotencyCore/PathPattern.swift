@@ -1,14 +1,24 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A route's `path` (docs/behaviour.md, "Routes"): `/v1/charges` is that path exactly,
 /// `/v1/charges/*` that path and everything under it, and a `*` between slashes one non-empty
 /// segment (`/v1/customers/*/charges`). Matched against the path as sent, without its query:
 /// `%2F` is three bytes, not a slash.
 public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
-    enum Segment: Sendable, Equatable {
-        case literal([UInt8])
-        case any
+    /// A segment: `*`, or the literal bytes `literals[start..<end]`. Plain values in one flat
+    /// buffer, so that matching touches no reference count (a match runs for every request).
+    struct Segment: Sendable, Equatable {
+        let start: Int
+        let end: Int
+        let any: Bool
     }
 
     let segments: [Segment]
+    let literals: [UInt8]
     /// Ends in `/*`: the path of the segments before it, and everything under it.
     let underneath: Bool
     public let description: String
@@ -22,40 +32,46 @@ public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
         underneath = parts.last == [UInt8(ascii: "*")]
         if underneath { parts.removeLast() }
         var segments: [Segment] = []
+        var literals: [UInt8] = []
         for part in parts {
             if part == [UInt8(ascii: "*")] {
-                segments.append(.any)
+                segments.append(Segment(start: 0, end: 0, any: true))
             } else if part.contains(UInt8(ascii: "*")) {
                 throw ConfigValueError("* stands only for a whole segment (/v1/*/charges or /v1/charges/*), got \"\(text)\"")
             } else {
-                segments.append(.literal(part))
+                segments.append(Segment(start: literals.count, end: literals.count + part.count, any: false))
+                literals += part
             }
         }
         self.segments = segments
+        self.literals = literals
         description = text
     }
 
     /// `path`: the request target's path, up to its `?`.
     public func matches(_ path: UnsafeRawBufferPointer) -> Bool {
         guard path.first == UInt8(ascii: "/") else { return false }
-        var position = 1
-        for segment in segments {
-            // The path has a segment here: after the start, or after a slash.
-            guard position <= path.count else { return false }
-            var end = position
-            while end < path.count && path[end] != UInt8(ascii: "/") { end += 1 }
-            switch segment {
-            case .literal(let bytes):
-                guard end - position == bytes.count, bytes.withUnsafeBytes({ $0.elementsEqual(path[position..<end]) }) else {
-                    return false
+        return literals.withUnsafeBufferPointer { literals in
+            segments.withUnsafeBufferPointer { segments in
+                var position = 1
+                for segment in segments {
+                    // The path has a segment here: after the start, or after a slash.
+                    guard position <= path.count else { return false }
+                    var end = position
+                    while end < path.count && path[end] != UInt8(ascii: "/") { end += 1 }
+                    if segment.any {
+                        guard end > position else { return false }
+                    } else {
+                        guard end - position == segment.end - segment.start,
+                            memcmp(path.baseAddress! + position, literals.baseAddress! + segment.start, end - position) == 0
+                        else { return false }
+                    }
+                    position = end + 1
                 }
-            case .any:
-                guard end > position else { return false }
+                // Each segment ended at a slash or at the end: under the pattern's path either
+                // way; exactly it only at the end.
+                return underneath || position == path.count + 1
             }
-            position = end + 1
         }
-        // Each segment ended at a slash or at the end: under the pattern's path either way;
-        // exactly it only at the end.
-        return underneath || position == path.count + 1
     }
 }

@@ -14,15 +14,6 @@ public struct Route: Sendable, Equatable {
     /// The top-level configuration with the route's own keys applied over it.
     public var settings: ProxyConfiguration
 
-    /// Whether the route takes a request with this path (its target up to `?`) and `Host`
-    /// (as sent, perhaps with a port).
-    public func takes(path: UnsafeRawBufferPointer, host: String?) -> Bool {
-        if let wanted = self.host {
-            guard let host, Self.host(host, is: wanted) else { return false }
-        }
-        return self.path.matches(path)
-    }
-
     /// Whether a `Host` value names `wanted` (lower case) once its port is removed, in any
     /// case: `API.example:8443` is `api.example`, `[::1]:80` is `[::1]`. Compared in place.
     static func host(_ sent: String, is wanted: String) -> Bool {
