@@ -256,8 +256,8 @@ public struct ConfigLoader {
                 location: location,
                 message: "route \(name): lock_ttl (\(ConfigValues.renderDuration(settings.lockTTLMs))) must exceed upstream_timeout (\(ConfigValues.renderDuration(settings.upstreamTimeoutMs))), or a slow upstream could run a request twice"))
         }
-        if settings.retentionMs < settings.responseTTLMs, settings.postgresURL != nil || retentionSet || setAt["retention"] != nil,
-            let location = blame("retention", "response_ttl")
+        // Without a long-term store a route's retention means nothing (and `--check` prints it).
+        if settings.retentionMs < settings.responseTTLMs, settings.postgresURL != nil, let location = blame("retention", "response_ttl")
         {
             findings.append(Finding(
                 location: location,
@@ -319,6 +319,10 @@ public struct ConfigLoader {
         }
         let name = String(parts[1])
         let field = String(parts[2])
+        guard name != Route.defaultName else {
+            findings.append(Finding(location: location, message: "a route may not be named \(Route.defaultName): that is the top level's name in metrics and logs"))
+            return
+        }
         if !routeLines.contains(where: { $0.name == name }) { routeLines.append(RouteLines(name: name, firstLocation: location)) }
         let index = routeLines.firstIndex { $0.name == name }!
         // A later source overrides the same field (precedence), in the place of the first.

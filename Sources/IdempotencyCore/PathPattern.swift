@@ -62,8 +62,9 @@ public struct PathPattern: Sendable, Equatable, CustomStringConvertible {
                     if segment.any {
                         guard end > position else { return false }
                     } else {
-                        guard end - position == segment.end - segment.start,
-                            memcmp(path.baseAddress! + position, literals.baseAddress! + segment.start, end - position) == 0
+                        let length = end - position
+                        guard length == segment.end - segment.start,
+                            length == 0 || memcmp(path.baseAddress! + position, literals.baseAddress! + segment.start, length) == 0
                         else { return false }
                     }
                     position = end + 1

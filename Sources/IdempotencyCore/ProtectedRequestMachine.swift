@@ -445,13 +445,13 @@ public struct ProtectedRequestMachine: Sendable {
 
     // MARK: - helpers
 
-    /// Unprotected, nothing is stored and nothing spills.
+    /// Unprotected, nothing is stored; a large response is passed on as it comes.
     private static func unprotectedReply(_ result: UpstreamResult, outcome: RequestOutcome) -> Reply {
         switch result {
         case .response: return Reply(.upstreamResponse, outcome)
         case .notConnected: return .problem(.upstreamUnreachable, .upstreamError)
         case .failed(let failure, _): return .problem(failure.problem, .upstreamError)
-        case .streamed: return .problem(.invalidUpstreamResponse, .upstreamError)
+        case .streamed: return Reply(.endOfStreamedResponse, outcome)
         }
     }
 

@@ -1,5 +1,6 @@
 /// The policies requests are resolved to: each route's, tried in order, then the top level's.
-/// Made at start (patterns parsed, policies built); a lookup allocates nothing.
+/// Made at start (patterns parsed, policies built) and shared by the loops; a lookup allocates
+/// nothing but the `Host` values, asked for only when a route names a host.
 public struct RouteTable: Sendable {
     /// Only what matching needs, by route: a `Route` also carries its whole configuration,
     /// which a loop over routes would retain and release field by field.

@@ -327,10 +327,21 @@ import Testing
             "test.conf:3: route charges: lock_ttl (5s) must exceed upstream_timeout (30s), or a slow upstream could run a request twice",
             "test.conf:4: route bad has no path (route.bad.path = /v1/charges)",
             "test.conf:6: route.ptr.key_from: a JSON pointer is empty or starts with /, got \"id\"",
-            "test.conf:8: route ttl: retention (1h) must be at least response_ttl (24h)",
             "test.conf:11: route both: store_5xx and release_statuses are both set (the other at test.conf:10): keep one",
             "test.conf:12: route.pat.path: * stands only for a whole segment (/v1/*/charges or /v1/charges/*), got \"/v1/ch*\"",
             "test.conf:15: route ok: lock_ttl (60s) must exceed upstream_timeout (90s), or a slow upstream could run a request twice",
+        ])
+    }
+
+    @Test func aRouteRetentionMatchesOnlyWithALongTermStore() throws {
+        #expect(errors("postgres_url = postgres://db/x\nroute.t.path = /t\nroute.t.response_ttl = 40d\nroute.t.retention = 40d\nroute.u.path = /u\nroute.u.retention = 1h") == [
+            "test.conf:6: route u: retention (1h) must be at least response_ttl (24h)"
+        ])
+        // Without one it means nothing, and what --check prints loads again.
+        let c = try load("route.t.path = /t\nroute.t.response_ttl = 40d").get()
+        #expect(try load(ConfigLoader.render(c)).get() == c)
+        #expect(errors("route.default.path = /x") == [
+            "test.conf:1: a route may not be named default: that is the top level's name in metrics and logs"
         ])
     }
 

@@ -377,6 +377,9 @@ import Testing
     @Test(arguments: [
         UnprotectedRow(rule: "rule 11 open: the response is passed on, counted as redis_error", result: collected(201), reply: Reply(.upstreamResponse, .redisError)),
         UnprotectedRow(rule: "rule 11 open: a 5xx is passed on, nothing released", result: collected(500), reply: Reply(.upstreamResponse, .redisError)),
+        UnprotectedRow(
+            rule: "rule 11 open: a large response is passed on as it comes", result: .streamed(status: 200, bodyBytes: 2_000_000),
+            reply: Reply(.endOfStreamedResponse, .redisError)),
         UnprotectedRow(rule: "rule 11 open: no connection is 502", result: .notConnected, reply: Reply(.problem(.upstreamUnreachable), .upstreamError)),
         UnprotectedRow(rule: "rule 11 open: a timeout is 504", result: .failed(.timedOut, afterStreaming: false), reply: Reply(.problem(.upstreamTimeout), .upstreamError)),
     ])

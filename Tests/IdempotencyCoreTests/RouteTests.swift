@@ -87,6 +87,39 @@ import Testing
         #expect(routes.policies.map(\.routeIndex) == [0, 1, 2, 3])
     }
 
+    struct OverrideRow: Sendable, CustomTestStringConvertible {
+        let field: String
+        let value: String
+        /// The route's policy has the value; the top level's does not.
+        let applied: @Sendable (Policy) -> Bool
+        var testDescription: String { "\(field) = \(value)" }
+    }
+
+    /// Every per-route field: the route's requests run with its value, the others with the top level's.
+    @Test(arguments: [
+        OverrideRow(field: "methods", value: "PUT", applied: { $0.methods == ["PUT"] }),
+        OverrideRow(field: "require_key", value: "true", applied: { $0.requireKey }),
+        OverrideRow(field: "key_header", value: "X-Request-Id", applied: { $0.keyHeader == "X-Request-Id" }),
+        OverrideRow(field: "scope_headers", value: "X-Tenant", applied: { $0.scopeHeaders == ["X-Tenant"] }),
+        OverrideRow(field: "fingerprint", value: "false", applied: { !$0.fingerprint }),
+        OverrideRow(field: "lock_ttl", value: "2m", applied: { $0.lockTTLMs == 120_000 }),
+        OverrideRow(field: "response_ttl", value: "7d", applied: { $0.responseTTLMs == 7 * 86_400_000 }),
+        OverrideRow(field: "retention", value: "90d", applied: { $0.retentionMs == 90 * 86_400_000 }),
+        OverrideRow(field: "inflight_wait", value: "5s", applied: { $0.inflightWaitMs == 5_000 }),
+        OverrideRow(field: "store_5xx", value: "true", applied: { $0.releaseStatuses == .storing5xx }),
+        OverrideRow(field: "release_statuses", value: "429", applied: { !$0.releaseStatuses.releases(503) && $0.releaseStatuses.releases(429) }),
+        OverrideRow(field: "max_request_body", value: "10KiB", applied: { $0.maxRequestBody == 10_240 }),
+        OverrideRow(field: "max_stored_response", value: "2MiB", applied: { $0.maxStoredResponse == 2 << 20 }),
+        OverrideRow(field: "upstream_timeout", value: "5s", applied: { $0.upstreamTimeoutMs == 5_000 }),
+        OverrideRow(field: "protect", value: "false", applied: { !$0.protect }),
+        OverrideRow(field: "key_from", value: "json:/id", applied: { $0.keyFromJSON?.description == "/id" }),
+    ])
+    func eachFieldAppliesToItsRouteOnly(_ row: OverrideRow) throws {
+        let routes = try table("route.r.path = /r\nroute.r.\(row.field) = \(row.value)")
+        #expect(row.applied(routes.policy(target: "/r", host: nil)))
+        #expect(!row.applied(routes.policy(target: "/other", host: nil)))
+    }
+
     @Test(arguments: [
         (#"{"id":"evt_1"}"#, "/id", "evt_1"),
         (#"  {"a":1, "id" : "evt_1" }"#, "/id", "evt_1"),

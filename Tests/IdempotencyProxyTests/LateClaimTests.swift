@@ -69,6 +69,11 @@ import Testing
     @Test func aClaimThatRanButWhoseAnswerWasLostIsWithdrawn() async throws {
         let relay = try TCPRelay(targetPort: SharedRedis.port)
         defer { relay.stop() }
+        // The script cached, so that the claim runs by EVALSHA alone: a NOSCRIPT answer held in
+        // the relay would keep the claim from ever running.
+        let loader = try await TestRedisClient(port: SharedRedis.port)
+        _ = try await loader.send(["SCRIPT", "LOAD", .string(RedisScript.claim.source)])
+        await loader.close()
         try await withProxy(["redis_timeout": "1s", "lock_ttl": "60s"], redisURL: "redis://127.0.0.1:\(relay.port)/0") { h in
             relay.holdReplies()
             async let lost = h.send("POST", "/charges", key: "k", body: "x")

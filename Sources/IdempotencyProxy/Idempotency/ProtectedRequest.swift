@@ -118,14 +118,13 @@ final class ProtectedRequest {
     func bodyEnded() {
         bodyComplete = true
         loop.protectedInFlight += 1
-        var bodyKey: String?
-        if let pointer = policy.keyFromJSON {
-            bodyKey = body.withUnsafeReadableBytes { pointer.key(in: $0) }
-            if let bodyKey { bind(bodyKey) }
-        }
-        run(machine.bodyEnded(now: now(), bodyKey: bodyKey) {
+        let bodyKey = policy.keyFromJSON.flatMap { pointer in body.withUnsafeReadableBytes { pointer.key(in: $0) } }
+        let action = machine.bodyEnded(now: now(), bodyKey: bodyKey) {
             body.withUnsafeReadableBytes { RequestDigest.fingerprint(method: head.method.rawValue, target: head.target, body: $0) }
-        })
+        }
+        // Only a key the machine accepted names a record (and is logged).
+        if case .claim = action, let bodyKey { bind(bodyKey) }
+        run(action)
     }
 
     /// The client can take more of a streamed response again.
@@ -244,7 +243,8 @@ final class ProtectedRequest {
             bodyLength: body.readableBytes, clientProtocol: loop.clientProtocol)
         exchange = BufferedExchange.run(
             pool: loop.pool, head: upstreamHead, body: body, timeout: .milliseconds(policy.upstreamTimeoutMs),
-            allocator: ByteBufferAllocator(), spillAfter: protected ? policy.maxStoredResponse : nil, spill: self
+            // Unprotected too, a response too large to store is passed on rather than held whole.
+            allocator: ByteBufferAllocator(), spillAfter: policy.maxStoredResponse, spill: self
         ) { outcome in
             self.exchange = nil
             self.loop.metrics.upstreamExchange(since: started)

@@ -48,7 +48,8 @@ final class LoopContext {
         eventLoop: any EventLoop, configuration: ProxyConfiguration, metrics: ProxyMetrics, logger: Logger,
         store: any RecordStore, longTermStore: (any LongTermStore)? = nil, sweeper: RecordSweeper? = nil,
         outages: Outages = Outages(),
-        subscriber: any RedisPubSub, pool: UpstreamPool, waitPollInterval: TimeAmount, accessLog: AccessLogWriter? = nil
+        subscriber: any RedisPubSub, pool: UpstreamPool, waitPollInterval: TimeAmount, accessLog: AccessLogWriter? = nil,
+        routes: RouteTable? = nil
     ) {
         self.accessLog = accessLog
         logsEveryRequest = configuration.accessLog == .all
@@ -66,7 +67,7 @@ final class LoopContext {
         self.waitPollInterval = waitPollInterval
         upstreamHostHeader = configuration.upstream.hostHeader
         clientProtocol = configuration.tlsCertFile.isEmpty ? "http" : "https"
-        routes = RouteTable(configuration)
+        self.routes = routes ?? RouteTable(configuration)
     }
 
     /// At `max_connections`: closes the connections that hold a descriptor and give nothing

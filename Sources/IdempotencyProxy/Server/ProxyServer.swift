@@ -61,7 +61,9 @@ public final class ProxyServer: Sendable {
         waitPollInterval: TimeAmount,
         sweepInterval: TimeAmount
     ) async throws -> ProxyServer {
-        let metrics = ProxyMetrics(routes: RouteTable(configuration).policies.map(\.route))
+        // One table for every loop, which the metrics' route labels are made from.
+        let routes = RouteTable(configuration)
+        let metrics = ProxyMetrics(routes: routes.policies.map(\.route))
         let outages = Outages()
         let redisTLS: RedisTLS?
         let upstreamTLS: UpstreamTLS?
@@ -105,7 +107,7 @@ public final class ProxyServer: Sendable {
                 let context = LoopContext(
                     eventLoop: loop, configuration: configuration, metrics: metrics, logger: logger, store: redis.store,
                     longTermStore: longTerm, sweeper: sweeper, outages: outages, subscriber: redis.subscriber, pool: pool,
-                    waitPollInterval: waitPollInterval, accessLog: accessLog)
+                    waitPollInterval: waitPollInterval, accessLog: accessLog, routes: routes)
                 return NIOLoopBound(context, eventLoop: loop)
             }.get()
         }
