@@ -33,8 +33,8 @@ public final class RedisSentinelClient: RedisCommands {
     private var closed = false
 
     public var onAvailabilityChange: ((_ server: String, _ available: Bool, _ error: RedisError?) -> Void)?
-    /// Told each time this client starts using a master (`old` nil for the first).
-    public var onMasterChange: ((_ old: ClusterNode?, _ new: ClusterNode) -> Void)?
+    /// Told each time this client starts using a master.
+    public var onMasterChange: ((_ new: ClusterNode) -> Void)?
     /// Told once when no Sentinel names a master that answers as one (until one does).
     public var onMasterUnknown: ((_ reason: String) -> Void)?
 
@@ -215,7 +215,7 @@ public final class RedisSentinelClient: RedisCommands {
         }
         master = (node, connection)
         old?.connection.close()
-        onMasterChange?(old?.node, node)
+        onMasterChange?(node)
     }
 
     /// `+switch-master` from `sentinel`: the new master, checked with `ROLE` at once.

@@ -93,7 +93,7 @@ final class UnansweredClaims {
         var remaining = batch.count
         var left: [Claim] = []
         for claim in batch {
-            withdraw(claim) { done in
+            send(claim) { done in
                 if !done { left.append(claim) }
                 remaining -= 1
                 guard remaining == 0 else { return }
@@ -114,7 +114,7 @@ final class UnansweredClaims {
 
     /// One withdrawal; `done` false while the store's clock is short of the deadline or the
     /// store does not answer.
-    private func withdraw(_ claim: Claim, done: @escaping (Bool) -> Void) {
+    private func send(_ claim: Claim, done: @escaping (Bool) -> Void) {
         let finished: (Bool?) -> Void = { withdrawn in
             if withdrawn == true {
                 self.logger.info(

@@ -108,15 +108,15 @@ final class ProxyHandler: ChannelDuplexHandler {
     /// Slow or silent clients are cut off after this long without a read (`client_idle_timeout`),
     /// but only while the proxy waits on them, never while they wait on the upstream.
     private let readTimeout: TimeAmount
-    /// `client_header_timeout`: see `headDeadline`.
+    /// `client_header_timeout`: see `headStarted`.
     private let headerTimeout: TimeAmount
     private var lastRead = NIODeadline.now()
     /// Checks for a silent client; re-armed from `lastRead` rather than on every read.
     private var idleCheck: Scheduled<Void>?
-    /// While no request is under way, the next head must arrive whole by this time: a client
-    /// trickling a head (or empty lines) a byte at a time is never silent, but is cut off too.
-    private var headDeadline: NIODeadline?
-    /// When the next head's first byte came (while `headDeadline` is set), for shedding.
+    /// While no request is under way: when the next head began (its first byte, or the
+    /// connection's opening). It must arrive whole within `headerTimeout`: a client trickling a
+    /// head (or empty lines) a byte at a time is never silent, but is cut off too. Shedding
+    /// reads it as well.
     private var headStarted: NIODeadline?
     /// When the connection last had no request under way, for shedding.
     private var idleSince = NIODeadline.now()
@@ -141,7 +141,6 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     private func startHead() {
         headStarted = .now()
-        headDeadline = .now() + headerTimeout
     }
 
     private func becomeIdle() {
@@ -156,7 +155,7 @@ final class ProxyHandler: ChannelDuplexHandler {
     /// What shedding at `max_connections` sees of this connection.
     var activity: ConnectionShedding.Activity {
         guard isIdle, pipelined.isEmpty else { return .busy }
-        if let headStarted, headDeadline != nil { return .readingHead(since: headStarted.uptimeNanoseconds) }
+        if let headStarted { return .readingHead(since: headStarted.uptimeNanoseconds) }
         return .idle(since: idleSince.uptimeNanoseconds)
     }
 
@@ -168,7 +167,7 @@ final class ProxyHandler: ChannelDuplexHandler {
     private func armIdleCheck(at deadline: NIODeadline, context: ChannelHandlerContext) {
         idleCheck = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
             var silentUntil = self.lastRead + self.readTimeout
-            if self.isIdle, let headDeadline = self.headDeadline { silentUntil = min(silentUntil, headDeadline) }
+            if self.isIdle, let headStarted = self.headStarted { silentUntil = min(silentUntil, headStarted + self.headerTimeout) }
             guard NIODeadline.now() >= silentUntil else {
                 return self.armIdleCheck(at: silentUntil, context: context)
             }
@@ -196,8 +195,8 @@ final class ProxyHandler: ChannelDuplexHandler {
             accept(.malformed(error), context: context)
         }
         if !isIdle {
-            headDeadline = nil
-        } else if headDeadline == nil {
+            headStarted = nil
+        } else if headStarted == nil {
             startHead()
         }
     }
@@ -251,7 +250,7 @@ final class ProxyHandler: ChannelDuplexHandler {
     }
 
     private func requestHead(_ head: RequestHead, context: ChannelHandlerContext) {
-        headDeadline = nil
+        headStarted = nil
         var head = head
         if let origin = RequestTarget.originForm(of: head.target) { head.target = origin }
         loop.metrics.requestStarted()

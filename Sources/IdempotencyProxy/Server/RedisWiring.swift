@@ -22,7 +22,7 @@ enum RedisWiring {
                 configuration: redisConfiguration, eventLoop: eventLoop)
             // Waiting retries listen on the master the Sentinels name, and follow it.
             let follower = RedisSubscriber(eventLoop: eventLoop)
-            sentinel.onMasterChange = { [weak sentinel] _, new in
+            sentinel.onMasterChange = { [weak sentinel] new in
                 guard let sentinel else { return }
                 follower.move(to: sentinel.masterConfiguration(new))
                 sentinelLog.masterChanged(to: new, logger: logger)
