@@ -298,7 +298,7 @@ public struct ConfigLoader {
 
     /// Letters, digits, `_` and `-`.
     private static func isRouteNameByte(_ byte: UInt8) -> Bool {
-        byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || byte.isLetterOrDigit
+        byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || ConfigValues.isAlphanumeric(byte)
     }
 
     /// `header`, or `json:POINTER`.
@@ -398,12 +398,5 @@ public struct ConfigLoader {
         let lowered = String(key.lowercased().map { $0 == "-" ? "_" : $0 })
         if lowered != key, ConfigKey.byName[lowered] != nil { return " (did you mean \(lowered)?)" }
         return ""
-    }
-}
-
-extension UInt8 {
-    fileprivate var isLetterOrDigit: Bool {
-        (self >= UInt8(ascii: "a") && self <= UInt8(ascii: "z")) || (self >= UInt8(ascii: "A") && self <= UInt8(ascii: "Z"))
-            || (self >= UInt8(ascii: "0") && self <= UInt8(ascii: "9"))
     }
 }

@@ -134,6 +134,13 @@ extension Problem {
         status: 400, type: "invalid-record-id", title: "Invalid record id",
         detail: "A record id is the 64 hex digits the access log shows as record=…, the SHA-256 of a request's scope and key.")
 
+    public static let recordsAPIOff = Problem(
+        status: 404, type: "not-found", title: "Not found", detail: "The records API is off: it needs admin_token.")
+
+    public static let recordMethodNotAllowed = Problem(
+        status: 405, type: "method-not-allowed", title: "Method not allowed",
+        detail: "A record is read with GET and deleted with DELETE.")
+
     public static let adminTokenRequired = Problem(
         status: 401, type: "unauthorized", title: "Unauthorized",
         detail: "The records API needs the header Authorization: Bearer <admin_token>.")

@@ -28,7 +28,7 @@ public enum RecordReport {
     /// The record id of a path segment: 64 hex digits, either case, as lower case; nil
     /// otherwise.
     public static func recordID(_ text: Substring) -> String? {
-        guard text.utf8.count == 64, text.utf8.allSatisfy({ hexValue($0) != nil }) else { return nil }
+        guard text.utf8.count == 64, text.utf8.allSatisfy(ConfigValues.isHexDigit) else { return nil }
         return text.lowercased()
     }
 
@@ -98,14 +98,5 @@ public enum RecordReport {
         }
         return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secondOfDay / 3_600, 2)):\(pad(secondOfDay / 60 % 60, 2)):"
             + "\(pad(secondOfDay % 60, 2)).\(pad(milli, 3))Z"
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
-        default: return nil
-        }
     }
 }

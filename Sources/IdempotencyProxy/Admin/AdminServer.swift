@@ -62,10 +62,7 @@ final class AdminHandler: ChannelInboundHandler {
         let parts = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         let path = parts.first.map(String.init) ?? head.uri
         if path.hasPrefix("/records/") {
-            guard let token else {
-                let off = Problem(status: 404, type: "not-found", title: "Not found", detail: "The records API is off: it needs admin_token.")
-                return send(RecordsAPI.Answer(off), head: head, context: context)
-            }
+            guard let token else { return send(RecordsAPI.Answer(.recordsAPIOff), head: head, context: context) }
             return records(head, id: path.dropFirst("/records/".count), query: parts.dropFirst().first, token: token, context: context)
         }
         guard head.method == .GET || head.method == .HEAD else {
@@ -114,8 +111,7 @@ final class AdminHandler: ChannelInboundHandler {
             let force = query?.split(separator: "&").contains("force=true") ?? false
             api.delete(id: id, force: force, answer: answer)
         default:
-            var refused = RecordsAPI.Answer(
-                Problem(status: 405, type: "method-not-allowed", title: "Method not allowed", detail: "A record is read with GET and deleted with DELETE."))
+            var refused = RecordsAPI.Answer(.recordMethodNotAllowed)
             refused.headers.append(("Allow", "GET, HEAD, DELETE"))
             answer(refused)
         }

@@ -28,8 +28,6 @@ final class LoopContext {
     let pool: UpstreamPool
     /// Where finished requests are logged (`access_log`); nil when off.
     let accessLog: AccessLogWriter?
-    /// `access_log = all`: unprotected requests are logged too.
-    let logsEveryRequest: Bool
     /// Protected requests whose work is not finished (they outlive their client connection).
     var protectedInFlight = 0
     /// This loop's client connections, for shedding at `max_connections`.
@@ -52,7 +50,6 @@ final class LoopContext {
         routes: RouteTable? = nil
     ) {
         self.accessLog = accessLog
-        logsEveryRequest = configuration.accessLog == .all
         self.eventLoop = eventLoop
         self.configuration = configuration
         self.metrics = metrics

@@ -437,7 +437,7 @@ final class ProxyHandler: ChannelDuplexHandler {
     private func count(_ outcome: RequestOutcome, _ facts: RequestFacts) {
         loop.metrics.count(outcome, route: facts.policy.routeIndex)
         loop.metrics.requestFinished(since: facts.start)
-        if let accessLog = loop.accessLog, facts.protected || loop.logsEveryRequest {
+        if let accessLog = loop.accessLog, facts.protected || loop.configuration.accessLog == .all {
             accessLog.write(accessLogLine(outcome, facts))
         }
         answeredStatus = 0
