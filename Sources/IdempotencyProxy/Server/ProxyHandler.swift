@@ -8,144 +8,66 @@ import NIOHTTP1
 ///
 /// It is the only handler on a client connection: it parses requests itself (`RequestParser`)
 /// and writes response bytes itself (`ResponseWriter`), which spares NIO's HTTP handlers and
-/// their per-header strings on the hot path. It serves one request at a time: requests a client
-/// pipelines behind the current one wait in `pipelined` (reads pause meanwhile) and are taken
-/// up, in order, when the current one is answered; so do bytes that are not HTTP, which get
-/// their 400 only after every request before them got its answer.
-///
-/// Its state enum carries the request under way and that request's own facts (version, HEAD,
-/// keep-alive, start time), so nothing of one request is left over for the next.
+/// their per-header strings on the hot path. Every rule of the connection (pipelining,
+/// keep-alive, quiescing, deadlines) is `ClientConnectionStateMachine`'s: this handler parses,
+/// reports to the machine, carries out its actions and gathers the writes, as AsyncHTTPClient's
+/// `HTTP1ClientChannelHandler` does. It keeps only the request under way's work and the facts
+/// it is counted and logged by.
 final class ProxyHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    /// One request's own facts, needed to frame its answer and to count it; they live in the
-    /// states that have a request and go with it.
-    private struct RequestFacts {
-        let version: HTTPVersion
-        let isHEAD: Bool
-        /// The connection carries another request after this one.
-        var keepAlive: Bool
+    /// What carries out the request under way.
+    private enum Work {
+        case passthrough(PassthroughExchange)
+        case protected(ProtectedRequest)
+        /// Answered by the connection itself.
+        case byConnection
+    }
+
+    /// The request under way, as it is counted and logged; it goes when it is counted.
+    private struct Current {
         let start: NIODeadline
-        /// For the access log: nil for bytes that were not a request.
+        /// nil for bytes that were not a request.
         let method: HTTPMethod?
         let target: String
         /// The request's method is protected on its route.
         let protected: Bool
         /// Its route's (the top level's for bytes that were not a request).
         let policy: Policy
-    }
-
-    private enum State {
-        case idle
-        /// Unprotected: streaming to the upstream.
-        case streaming(RequestFacts, PassthroughExchange)
-        /// Protected: collecting the body to fingerprint it.
-        case buffering(RequestFacts, ProtectedRequest)
-        /// Protected: body complete, the answer is being worked out.
-        case processing(RequestFacts, ProtectedRequest)
-        /// Answered by the connection itself (a refused key or body size, malformed HTTP).
-        case refused(RequestFacts)
-        /// The answer went out before the request ended: the rest of the request is skipped.
-        case draining(keepAlive: Bool)
-        /// The connection is closing (or closed): nothing more is read or answered.
-        case closed
-        /// Only while a state's facts are being changed in place.
-        case modifying
-
-        var facts: RequestFacts? {
-            switch self {
-            case .streaming(let facts, _), .buffering(let facts, _), .processing(let facts, _), .refused(let facts):
-                return facts
-            case .idle, .draining, .closed, .modifying:
-                return nil
-            }
-        }
-
-        var protectedRequest: ProtectedRequest? {
-            switch self {
-            case .buffering(_, let request), .processing(_, let request): return request
-            default: return nil
-            }
-        }
-
-        /// The request under way has been read to its end: what follows belongs to a later one.
-        var requestComplete: Bool {
-            switch self {
-            case .processing: return true
-            case .streaming(_, let exchange): return exchange.requestEnded
-            case .idle, .buffering, .refused, .draining, .closed, .modifying: return false
-            }
-        }
-    }
-
-    /// What a client sent, in order: request parts, or the place where its bytes stopped being
-    /// HTTP (answered in turn, after the requests before it: RFC 9112 §9.3.2).
-    private enum Inbound {
-        case part(RequestParser.Part)
-        case malformed(RequestParser.ParseError)
+        var work: Work
+        /// The status answered, for the access log; 0 before its answer.
+        var answeredStatus = 0
     }
 
     private let loop: LoopContext
     private var context: ChannelHandlerContext?
-    private var state = State.idle
+    private var machine: ClientConnectionStateMachine
+    private var current: Current?
     private var clientAddress: String?
-    /// Graceful shutdown: each connection closes after its current response.
-    private var quiescing = false
     private var writer = ResponseWriter()
     /// The response bytes not yet handed to the channel (see `emit`).
     private var gathered: ByteBuffer?
     /// Response bytes were handed to the channel and not flushed yet.
     private var unflushed = false
-    /// What arrived while an earlier request was still being answered.
-    private var pipelined = CircularBuffer<Inbound>()
     private var parser = RequestParser()
-
-    /// Reads from the client pause while the upstream cannot take more.
+    /// Reads from the client pause while the upstream cannot take more, or requests wait.
     private var readGate = ReadGate()
-
-    /// Slow or silent clients are cut off after this long without a read (`client_idle_timeout`),
-    /// but only while the proxy waits on them, never while they wait on the upstream.
-    private let readTimeout: TimeAmount
-    /// `client_header_timeout`: see `headStarted`.
-    private let headerTimeout: TimeAmount
-    private var lastRead = NIODeadline.now()
-    /// Checks for a silent client; re-armed from `lastRead` rather than on every read.
     private var idleCheck: Scheduled<Void>?
-    /// While no request is under way: when the next head began (its first byte, or the
-    /// connection's opening). It must arrive whole within `headerTimeout`: a client trickling a
-    /// head (or empty lines) a byte at a time is never silent, but is cut off too. Shedding
-    /// reads it as well.
-    private var headStarted: NIODeadline?
-    /// When the connection last had no request under way, for shedding.
-    private var idleSince = NIODeadline.now()
-    /// The status answered to the request under way, for the access log; 0 before its answer.
-    private var answeredStatus = 0
 
     init(loop: LoopContext) {
         self.loop = loop
-        readTimeout = .milliseconds(loop.configuration.clientIdleTimeoutMs)
-        headerTimeout = .milliseconds(loop.configuration.clientHeaderTimeoutMs)
+        machine = ClientConnectionStateMachine(
+            now: .now(), idleTimeout: .milliseconds(loop.configuration.clientIdleTimeoutMs),
+            headTimeout: .milliseconds(loop.configuration.clientHeaderTimeoutMs))
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         clientAddress = context.channel.remoteAddress?.ipAddress
         loop.clientConnections[ObjectIdentifier(self)] = self
-        // The first head is due client_header_timeout after the connection opens (nginx's
-        // meaning); later ones from their first byte.
-        startHead()
-        armIdleCheck(at: .now() + min(readTimeout, headerTimeout), context: context)
-    }
-
-    private func startHead() {
-        headStarted = .now()
-    }
-
-    private func becomeIdle() {
-        state = .idle
-        idleSince = .now()
+        armIdleCheck(at: machine.firstIdleCheck, context: context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -154,9 +76,9 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     /// What shedding at `max_connections` sees of this connection.
     var activity: ConnectionShedding.Activity {
-        guard isIdle, pipelined.isEmpty else { return .busy }
-        if let headStarted { return .readingHead(since: headStarted.uptimeNanoseconds) }
-        return .idle(since: idleSince.uptimeNanoseconds)
+        guard let quiet = machine.quietSince else { return .busy }
+        let since = quiet.since.uptimeNanoseconds
+        return quiet.readingHead ? .readingHead(since: since) : .idle(since: since)
     }
 
     /// Closed to make room at `max_connections`: it holds a descriptor and gives nothing.
@@ -166,15 +88,9 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     private func armIdleCheck(at deadline: NIODeadline, context: ChannelHandlerContext) {
         idleCheck = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
-            var silentUntil = self.lastRead + self.readTimeout
-            if self.isIdle, let headStarted = self.headStarted { silentUntil = min(silentUntil, headStarted + self.headerTimeout) }
-            guard NIODeadline.now() >= silentUntil else {
-                return self.armIdleCheck(at: silentUntil, context: context)
-            }
-            if self.state.requestComplete {
-                self.armIdleCheck(at: .now() + self.readTimeout, context: context)
-            } else {
-                context.close(promise: nil)
+            switch self.machine.idleCheckDue(now: .now()) {
+            case .again(let at): self.armIdleCheck(at: at, context: context)
+            case .close: context.close(promise: nil)
             }
         }
     }
@@ -182,94 +98,105 @@ final class ProxyHandler: ChannelDuplexHandler {
     // MARK: - inbound
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        lastRead = .now()
-        if case .streaming(_, let exchange) = state { exchange.flushUpstream() }
+        if case .passthrough(let exchange) = current?.work { exchange.flushUpstream() }
         context.fireChannelReadComplete()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        machine.readStarted(now: .now())
         do {
-            try parser.feed(unwrapInboundIn(data)) { part in accept(.part(part), context: context) }
+            try parser.feed(unwrapInboundIn(data)) { part in run(machine.received(.part(part))) }
         } catch {
             // The parser reads nothing after a refusal: this is the last of the connection's input.
-            accept(.malformed(error), context: context)
+            run(machine.received(.malformed(error)))
         }
-        if !isIdle {
-            headStarted = nil
-        } else if headStarted == nil {
-            startHead()
-        }
+        machine.readEnded()
     }
 
-    private func accept(_ inbound: Inbound, context: ChannelHandlerContext) {
-        guard self.context != nil else { return }
-        if !pipelined.isEmpty || mustWait(inbound) {
-            pipelined.append(inbound)
+    private func run(_ action: ClientConnectionStateMachine.Action) {
+        guard let context else { return }
+        switch action {
+        case .nothing:
+            break
+        case .pauseReads:
             readGate.pause(.pipelined)
-        } else {
-            handle(inbound, context: context)
+        case .startRequest(let head):
+            requestHead(head)
+        case .deliverBody(let buffer):
+            switch current?.work {
+            case .passthrough(let exchange): exchange.requestBody(buffer)
+            case .protected(let request): request.bodyReceived(buffer)
+            case .byConnection, nil: break
+            }
+        case .deliverEnd:
+            switch current?.work {
+            case .passthrough(let exchange): exchange.requestEnd()
+            case .protected(let request): request.bodyEnded()
+            case .byConnection, nil: break
+            }
+        case .answerMalformed(let error, let newRequest, let abandonWork):
+            answerMalformed(error, newRequest: newRequest, abandonWork: abandonWork)
+        case .cutResponse:
+            if case .passthrough(let exchange) = current?.work { exchange.clientClosed() }
+            cut(outcome: .passthrough)
+        case .writeContinue:
+            context.writeAndFlush(wrapOutboundOut(ResponseWriter.continueHead), promise: nil)
+        case .close:
+            context.close(promise: nil)
+        case .closeForBug(let why):
+            loop.logger.error("closing a client connection on an event its state cannot have", metadata: ["why": "\(why)"])
+            context.close(promise: nil)
         }
-    }
-
-    /// A new request (or the malformed bytes where one should be) waits until the current one
-    /// is answered; the current one's parts do not.
-    private func mustWait(_ inbound: Inbound) -> Bool {
-        switch inbound {
-        case .part(.head): return !isIdle
-        case .part: return false
-        case .malformed: return state.requestComplete
-        }
-    }
-
-    private func handle(_ inbound: Inbound, context: ChannelHandlerContext) {
-        switch inbound {
-        case .part(.head(let head)): requestHead(head, context: context)
-        case .part(.body(let buffer)): requestBody(buffer, context: context)
-        case .part(.end): requestEnd(context: context)
-        case .malformed(let error): malformed(error, context: context)
-        }
-    }
-
-    private var isIdle: Bool {
-        if case .idle = state { return true }
-        return false
     }
 
     /// Takes up pipelined requests once the current one is answered. Deferred to the next loop
     /// turn: the answer may have ended deep inside an upstream callback.
     private func resumePipelined() {
-        guard !pipelined.isEmpty, let context else { return readGate.resume(.pipelined, context) }
+        guard let context, machine.hasPipelined else { return readGate.resume(.pipelined, context) }
         context.eventLoop.assumeIsolated().execute {
-            while self.context != nil, let next = self.pipelined.first, !self.mustWait(next) {
-                self.pipelined.removeFirst()
-                self.handle(next, context: context)
+            while self.context != nil {
+                let (action, readsMayResume) = self.machine.nextPipelined()
+                if readsMayResume { self.readGate.resume(.pipelined, self.context) }
+                guard let action else { break }
+                self.run(action)
             }
-            if case .streaming(_, let exchange) = self.state { exchange.flushUpstream() }
-            if self.pipelined.isEmpty { self.readGate.resume(.pipelined, self.context) }
+            if case .passthrough(let exchange) = self.current?.work { exchange.flushUpstream() }
         }
     }
 
-    private func requestHead(_ head: RequestHead, context: ChannelHandlerContext) {
-        headStarted = nil
+    private func requestHead(_ head: RequestHead) {
         var head = head
         if let origin = RequestTarget.originForm(of: head.target) { head.target = origin }
         loop.metrics.requestStarted()
         let policy = loop.routes.policy(target: head.target, host: head.values(named: "host").first)
         let protected = policy.protect && isProtected(head.method, by: policy)
-        let facts = RequestFacts(
-            version: head.version, isHEAD: head.method == .HEAD, keepAlive: head.keepAlive && !quiescing, start: .now(),
-            method: head.method, target: head.target, protected: protected, policy: policy)
-        guard protected else { return startPassthrough(head, facts) }
-        switch ProtectedRequest.admit(head: head, policy: policy, loop: loop, clientAddress: clientAddress, client: self) {
-        case .passThrough:
-            startPassthrough(head, facts)
-        case .refused(let reply):
-            guard case .problem(let problem) = reply.content else { preconditionFailure("a head is refused only with a problem") }
-            state = .refused(facts)
-            respond(ProxyResponse(problem: problem), outcome: reply.outcome, requestEnded: false, closing: reply.closesConnection)
-        case .collecting(let request):
-            state = .buffering(facts, request)
-            acceptBody(head)
+        var current = Current(start: .now(), method: head.method, target: head.target, protected: protected, policy: policy, work: .byConnection)
+        let kind: ClientConnectionStateMachine.Kind
+        var refusal: ProtectedRequestMachine.Reply?
+        if !protected {
+            kind = .streamed
+        } else {
+            switch ProtectedRequest.admit(head: head, policy: policy, loop: loop, clientAddress: clientAddress, client: self) {
+            case .passThrough:
+                kind = .streamed
+            case .refused(let reply):
+                kind = .refused
+                refusal = reply
+            case .collecting(let request):
+                kind = .buffered
+                current.work = .protected(request)
+            }
+        }
+        if kind == .streamed {
+            current.work = .passthrough(
+                PassthroughExchange(client: self, loop: loop, clientHead: head, clientAddress: clientAddress, policy: policy))
+        }
+        self.current = current
+        run(machine.requestStarted(
+            kind, version: head.version, isHEAD: head.method == .HEAD, keepAlive: head.keepAlive, expectsContinue: head.expectsContinue))
+        if let refusal {
+            guard case .problem(let problem) = refusal.content else { preconditionFailure("a head is refused only with a problem") }
+            respond(ProxyResponse(problem: problem), outcome: refusal.outcome, requestEnded: false, closing: refusal.closesConnection)
         }
     }
 
@@ -282,82 +209,7 @@ final class ProxyHandler: ChannelDuplexHandler {
             && policy.methods.contains(name.uppercased())
     }
 
-    /// Answers `Expect: 100-continue` once we know we want the body (never before a 4xx, never
-    /// to an HTTP/1.0 client, which cannot take a 1xx: RFC 9110 §15.2).
-    private func acceptBody(_ head: RequestHead) {
-        guard let context, head.version.minor >= 1, head.expectsContinue else { return }
-        context.writeAndFlush(wrapOutboundOut(ResponseWriter.continueHead), promise: nil)
-    }
-
-    private func requestBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
-        switch state {
-        case .streaming(_, let exchange): exchange.requestBody(buffer)
-        case .buffering(_, let request): request.bodyReceived(buffer)
-        case .idle, .processing, .refused, .draining, .closed, .modifying: break
-        }
-    }
-
-    private func requestEnd(context: ChannelHandlerContext) {
-        switch state {
-        case .streaming(_, let exchange):
-            exchange.requestEnd()
-        case .buffering(let facts, let request):
-            state = .processing(facts, request)
-            request.bodyEnded()
-        case .draining(let keepAlive):
-            if keepAlive {
-                becomeIdle()
-                resumePipelined()
-            } else {
-                state = .closed
-                context.close(promise: nil)
-            }
-        case .idle, .processing, .refused, .closed, .modifying:
-            break
-        }
-    }
-
-    private func startPassthrough(_ head: RequestHead, _ facts: RequestFacts) {
-        state = .streaming(
-            facts, PassthroughExchange(client: self, loop: loop, clientHead: head, clientAddress: clientAddress, policy: facts.policy))
-        acceptBody(head)
-    }
-
-    /// The connection closes after the answer to the request under way (or being drained).
-    private func endKeepAlive() {
-        let current = state
-        state = .modifying
-        switch current {
-        case .streaming(var facts, let exchange):
-            facts.keepAlive = false
-            state = .streaming(facts, exchange)
-        case .buffering(var facts, let request):
-            facts.keepAlive = false
-            state = .buffering(facts, request)
-        case .processing(var facts, let request):
-            facts.keepAlive = false
-            state = .processing(facts, request)
-        case .refused(var facts):
-            facts.keepAlive = false
-            state = .refused(facts)
-        case .draining:
-            state = .draining(keepAlive: false)
-        case .idle, .closed, .modifying:
-            state = current
-        }
-    }
-
     // MARK: - writing answers
-
-    /// A response decides the connection's framing; `facts` is the request's.
-    private func frame(status: HTTPResponseStatus, hasContentLength: Bool, facts: RequestFacts) -> StaticString? {
-        // An HTTP/1.0 client learns where a body without a length ends only by the close.
-        let framing = writer.frame(
-            status: status, hasContentLength: hasContentLength, version: facts.version, toHEAD: facts.isHEAD)
-        if framing == .untilClose && facts.keepAlive { endKeepAlive() }
-        if framing == .untilClose || !facts.keepAlive { return "close" }
-        return facts.version.minor == 0 ? "keep-alive" : nil
-    }
 
     /// The head is held back (`gathered`) so that the small pieces after it leave with it.
     private func hold(_ head: ByteBuffer, context: ChannelHandlerContext) {
@@ -399,76 +251,67 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     /// The request's answer is complete: count it, then close or take up the next request.
     private func endResponse(outcome: RequestOutcome, requestEnded: Bool) {
-        guard let facts = state.facts else { return }
-        count(outcome, facts)
-        // The state moves on before any write: a write can complete, and close the channel,
+        guard machine.request != nil else { return }
+        count(outcome)
+        // The machine moves on before any write: a write can complete, and close the channel,
         // before it returns.
-        guard let context, context.channel.isActive else {
-            state = .closed
-            return
-        }
-        if !requestEnded {
-            state = .draining(keepAlive: facts.keepAlive)
-        } else if facts.keepAlive {
-            becomeIdle()
-        } else {
-            state = .closed
-        }
+        let after = machine.responseEnded(requestEnded: requestEnded, clientActive: context?.channel.isActive ?? false, now: .now())
+        guard let context, after != .gone else { return }
         if let end = writer.end { emit(end, context: context) }
-        if facts.keepAlive {
+        switch after {
+        case .gone:
+            return
+        case .flush:
             flushResponse(context: context)
-        } else {
-            // Closing only our side while the client may still be sending keeps the kernel from
-            // answering its bytes with a reset that could destroy the response in flight.
-            let mode: CloseMode = requestEnded ? .all : .output
+            resumeReads()
+            resumePipelined()
+        case .closeAfterFlush(let outputOnly):
             let last = gathered ?? ByteBuffer()
             gathered = nil
             unflushed = false
-            pipelined.removeAll()
             context.writeAndFlush(wrapOutboundOut(last)).assumeIsolated().whenComplete { _ in
-                context.close(mode: mode, promise: nil)
+                context.close(mode: outputOnly ? .output : .all, promise: nil)
             }
+            resumeReads()
         }
-        resumeReads()
-        if case .idle = state { resumePipelined() }
     }
 
-    /// Every request is counted (and logged) once, when its state gives way to the next.
-    private func count(_ outcome: RequestOutcome, _ facts: RequestFacts) {
-        loop.metrics.count(outcome, route: facts.policy.routeIndex)
-        loop.metrics.requestFinished(since: facts.start)
-        if let accessLog = loop.accessLog, facts.protected || loop.configuration.accessLog == .all {
-            accessLog.write(accessLogLine(outcome, facts))
+    /// Every request is counted (and logged) once, when it gives way to the next.
+    private func count(_ outcome: RequestOutcome) {
+        guard let current else { return }
+        self.current = nil
+        loop.metrics.count(outcome, route: current.policy.routeIndex)
+        loop.metrics.requestFinished(since: current.start)
+        if let accessLog = loop.accessLog, current.protected || loop.configuration.accessLog == .all {
+            accessLog.write(accessLogLine(outcome, current))
         }
-        answeredStatus = 0
     }
 
     /// docs/behaviour.md, "The access log". No header value is logged but the key's.
-    private func accessLogLine(_ outcome: RequestOutcome, _ facts: RequestFacts) -> [UInt8] {
+    private func accessLogLine(_ outcome: RequestOutcome, _ current: Current) -> [UInt8] {
         var line = AccessLogLine()
-        line.field("method", facts.method?.rawValue ?? "")
-        let target = facts.target.utf8
+        line.field("method", current.method?.rawValue ?? "")
+        let target = current.target.utf8
         line.field("path", Substring(target[..<(target.firstIndex(of: UInt8(ascii: "?")) ?? target.endIndex)]))
         // nginx's "client closed request": the client left before any answer.
-        line.field("status", answeredStatus == 0 ? 499 : answeredStatus)
+        line.field("status", current.answeredStatus == 0 ? 499 : current.answeredStatus)
         line.field("outcome", outcome.rawValue)
-        line.field("route", facts.policy.route)
-        if let request = state.protectedRequest, let key = request.key, let record = request.recordID {
+        line.field("route", current.policy.route)
+        if case .protected(let request) = current.work, let key = request.key, let record = request.recordID {
             line.field("key", key)
             line.field("record", record)
             if let store = request.replayedFrom { line.field("store", store.rawValue) }
             if let upstream = request.upstreamNanoseconds { line.milliseconds("upstream_ms", nanoseconds: upstream) }
         }
-        line.milliseconds("total_ms", nanoseconds: NIODeadline.now().uptimeNanoseconds - facts.start.uptimeNanoseconds)
+        line.milliseconds("total_ms", nanoseconds: NIODeadline.now().uptimeNanoseconds - current.start.uptimeNanoseconds)
         return line.finish()
     }
 
     /// Ends a response mid-way: the close is the only signal left that it is incomplete.
     private func cut(outcome: RequestOutcome) {
         gathered = nil
-        if let facts = state.facts { count(outcome, facts) }
-        state = .closed
-        pipelined.removeAll()
+        count(outcome)
+        machine.responseCut()
         context?.close(promise: nil)
     }
 
@@ -477,10 +320,11 @@ final class ProxyHandler: ChannelDuplexHandler {
     func read(context: ChannelHandlerContext) { readGate.read(context) }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        switch state {
-        case .streaming(_, let exchange): exchange.clientWritabilityChanged(isWritable: context.channel.isWritable)
-        case .processing(_, let request): request.clientWritabilityChanged(isWritable: context.channel.isWritable)
-        case .idle, .buffering, .refused, .draining, .closed, .modifying: break
+        let isWritable = context.channel.isWritable
+        switch current?.work {
+        case .passthrough(let exchange): exchange.clientWritabilityChanged(isWritable: isWritable)
+        case .protected(let request): request.clientWritabilityChanged(isWritable: isWritable)
+        case .byConnection, nil: break
         }
         context.fireChannelWritabilityChanged()
     }
@@ -488,22 +332,15 @@ final class ProxyHandler: ChannelDuplexHandler {
     // MARK: - connection events
 
     func channelInactive(context: ChannelHandlerContext) {
-        switch state {
-        case .streaming(_, let exchange):
-            exchange.clientClosed()
-            endResponse(outcome: .passthrough, requestEnded: true)
-        case .buffering:
-            // The client left before its request was complete.
-            endResponse(outcome: .badRequest, requestEnded: true)
-        case .processing:
-            // The protected request carries on without us (docs/behaviour.md §3, rule 10); its answer is
-            // counted when it comes.
+        switch machine.clientClosed() {
+        case .abandonStreaming:
+            if case .passthrough(let exchange) = current?.work { exchange.clientClosed() }
+            count(.passthrough)
+        case .incompleteRequest:
+            count(.badRequest)
+        case .carriesOn, .nothing:
             break
-        case .idle, .refused, .draining, .closed, .modifying:
-            // (`.refused` lasts only while its answer is written.)
-            state = .closed
         }
-        pipelined.removeAll()
         idleCheck?.cancel()
         self.context = nil
         context.fireChannelInactive()
@@ -511,11 +348,7 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
-            // Graceful shutdown: idle connections close now, busy ones after their response
-            // (which says `Connection: close` if its head has not gone out yet).
-            quiescing = true
-            endKeepAlive()
-            if isIdle && pipelined.isEmpty { context.close(promise: nil) }
+            run(machine.quiesce())
         } else {
             context.fireUserInboundEventTriggered(event)
         }
@@ -525,37 +358,19 @@ final class ProxyHandler: ChannelDuplexHandler {
         context.close(promise: nil)
     }
 
-    /// Malformed HTTP, reached in turn: answered with 400 (or 431) if no answer to the request
-    /// it is part of is under way, then the connection closes; the byte stream cannot be
-    /// trusted to find the next request.
-    private func malformed(_ error: RequestParser.ParseError, context: ChannelHandlerContext) {
-        pipelined.removeAll()
+    /// Malformed HTTP, reached in turn: 400 (or 431), then the connection closes.
+    private func answerMalformed(_ error: RequestParser.ParseError, newRequest: Bool, abandonWork: Bool) {
         let problem: Problem =
             error.headTooLarge
             ? .headersTooLarge(limit: RequestParser.maxHeadBytes)
             : .malformedRequest("The request is not valid HTTP/1.1: \(error.description).")
-        switch state {
-        case .idle:
+        if newRequest {
             // The bad bytes are where a request should begin: that request is this answer's.
             loop.metrics.requestStarted()
-            state = .refused(RequestFacts(
-                version: .http1_1, isHEAD: false, keepAlive: false, start: .now(), method: nil, target: "", protected: false,
-                policy: loop.routes.fallback))
-        case .buffering(let facts, _):
-            // The protected request had claimed nothing yet: it is dropped with its body.
-            state = .refused(facts)
-        case .streaming(let facts, let exchange) where !exchange.responseStarted:
-            // Its head went upstream, its body cannot be finished: the exchange is abandoned.
-            exchange.clientClosed()
-            state = .refused(facts)
-        case .streaming(_, let exchange):
-            exchange.clientClosed()
-            return cut(outcome: .passthrough)
-        case .processing, .refused, .draining, .closed, .modifying:
-            // The answer is decided (or already out): a second one would be a response the
-            // client never asked for.
-            state = .closed
-            return context.close(promise: nil)
+            current = Current(start: .now(), method: nil, target: "", protected: false, policy: loop.routes.fallback, work: .byConnection)
+        } else if abandonWork {
+            if case .passthrough(let exchange) = current?.work { exchange.clientClosed() }
+            current?.work = .byConnection
         }
         respond(ProxyResponse(problem: problem), outcome: .badRequest, requestEnded: true, closing: true)
     }
@@ -563,28 +378,32 @@ final class ProxyHandler: ChannelDuplexHandler {
 
 extension ProxyHandler: ClientResponder {
     func respond(_ response: ProxyResponse, outcome: RequestOutcome, requestEnded: Bool, closing: Bool) {
-        if closing { endKeepAlive() }
-        guard let context, context.channel.isActive, let facts = state.facts else {
+        guard let context, context.channel.isActive, let request = machine.request else {
             return endResponse(outcome: outcome, requestEnded: requestEnded)
         }
-        answeredStatus = Int(response.status.code)
+        current?.answeredStatus = Int(response.status.code)
         var headers = response.headers
-        if let connection = frame(status: response.status, hasContentLength: headers.contains(name: "content-length"), facts: facts) {
+        let framing = writer.frame(
+            status: response.status, hasContentLength: headers.contains(name: "content-length"), version: request.version,
+            toHEAD: request.isHEAD)
+        if let connection = machine.responseHead(framing: framing, closing: closing) {
             headers.replaceOrAdd(name: "Connection", value: "\(connection)")
         }
         var buffer = context.channel.allocator.buffer(capacity: 512 + min(response.body.readableBytes, Self.gatherLimit))
-        writer.head(status: response.status, headers: headers, version: facts.version, into: &buffer)
+        writer.head(status: response.status, headers: headers, version: request.version, into: &buffer)
         hold(buffer, context: context)
         writer.body(response.body, allocator: context.channel.allocator) { emit($0, context: context) }
         endResponse(outcome: outcome, requestEnded: requestEnded)
     }
 
     func writeStreamedHead(_ head: ResponseHead) {
-        guard let context, let facts = state.facts else { return }
-        answeredStatus = Int(head.status.code)
-        let connection = frame(status: head.status, hasContentLength: head.contentLength != nil, facts: facts)
+        guard let context, let request = machine.request else { return }
+        current?.answeredStatus = Int(head.status.code)
+        let framing = writer.frame(
+            status: head.status, hasContentLength: head.contentLength != nil, version: request.version, toHEAD: request.isHEAD)
+        let connection = machine.responseHead(framing: framing)
         var buffer = context.channel.allocator.buffer(capacity: head.headerLines.readableBytes + 1024)
-        writer.head(head, connection: connection, version: facts.version, into: &buffer)
+        writer.head(head, connection: connection, version: request.version, into: &buffer)
         hold(buffer, context: context)
     }
 
