@@ -163,7 +163,7 @@ public struct ClientConnectionStateMachine {
         if case .closed = state { return .nothing }
         if !pipelined.isEmpty || mustWait(inbound) {
             pipelined.append(inbound)
-            return .pauseReads
+            return pipelined.count == 1 ? .pauseReads : .nothing
         }
         return take(inbound)
     }
@@ -180,14 +180,11 @@ public struct ClientConnectionStateMachine {
     }
 
     /// The next pipelined request (or malformed bytes) to take up now that the one before was
-    /// answered; nil when nothing waits or it must wait longer. `readsMayResume`: the queue is
-    /// empty again.
-    public mutating func nextPipelined() -> (action: Action?, readsMayResume: Bool) {
-        guard let next = pipelined.first else { return (nil, true) }
-        if case .closed = state { return (nil, false) }
-        guard !mustWait(next) else { return (nil, false) }
+    /// answered; nil when nothing waits or it must wait longer.
+    public mutating func nextPipelined() -> Action? {
+        guard let next = pipelined.first, state != .closed, !mustWait(next) else { return nil }
         pipelined.removeFirst()
-        return (take(next), pipelined.isEmpty)
+        return take(next)
     }
 
     /// A new request (or the malformed bytes where one should be) waits until the current one
@@ -224,7 +221,7 @@ public struct ClientConnectionStateMachine {
             switch state {
             case .streaming, .buffering: return .deliverBody(buffer)
             case .draining, .closed: return .nothing
-            case .idle, .readingHead, .processing, .refused: return .closeForBug("request body in state \(state)")
+            case .idle, .readingHead, .processing, .refused: return closeForBug("request body in state \(state)")
             }
         case .part(.end):
             return requestEnded()
@@ -251,7 +248,7 @@ public struct ClientConnectionStateMachine {
         case .closed:
             return .nothing
         case .idle, .readingHead, .processing, .refused:
-            return .closeForBug("request end in state \(state)")
+            return closeForBug("request end in state \(state)")
         }
     }
 
@@ -273,8 +270,9 @@ public struct ClientConnectionStateMachine {
             state = .closed
             return .cutResponse
         case .processing:
-            // Its answer is decided: a second one would be a response the client never asked
-            // for. It carries on and is counted when it ends.
+            // Not reached (what follows a whole request waits for its answer); were it, a second
+            // answer would be one the client never asked for. The request carries on and is
+            // counted when it ends.
             return .close
         case .buffering(_, answering: true), .refused, .draining, .closed:
             state = .closed

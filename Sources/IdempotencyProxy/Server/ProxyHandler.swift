@@ -154,12 +154,8 @@ final class ProxyHandler: ChannelDuplexHandler {
     private func resumePipelined() {
         guard let context, machine.hasPipelined else { return readGate.resume(.pipelined, context) }
         context.eventLoop.assumeIsolated().execute {
-            while self.context != nil {
-                let (action, readsMayResume) = self.machine.nextPipelined()
-                if readsMayResume { self.readGate.resume(.pipelined, self.context) }
-                guard let action else { break }
-                self.run(action)
-            }
+            while self.context != nil, let action = self.machine.nextPipelined() { self.run(action) }
+            if !self.machine.hasPipelined { self.readGate.resume(.pipelined, self.context) }
             if case .passthrough(let exchange) = self.current?.work { exchange.flushUpstream() }
         }
     }
