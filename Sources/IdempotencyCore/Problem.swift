@@ -116,6 +116,11 @@ extension Problem {
         detail: "The long-term idempotency store (PostgreSQL) is not answering, so the request was not forwarded; retry later with the same key.",
         retryAfter: 1)
 
+    public static let recordUnreadable = Problem(
+        status: 503, type: "record-unreadable", title: "Unreadable idempotency record",
+        detail: "The idempotency store (Redis) holds a record for this key that this proxy cannot read (written by another version?), so the request was not forwarded: it may have run before.",
+        retryAfter: 1)
+
     public static let longTermRecordUnreadable = Problem(
         status: 503, type: "long-term-record-unreadable", title: "Unreadable idempotency record",
         detail: "The long-term idempotency store holds a record for this key that this proxy cannot read (written by another version?), so the request was not forwarded: it may have run before.",

@@ -1,18 +1,19 @@
 /// One protected request (docs/behaviour.md §3, rules 1–11, with its long-term store) as a pure state
 /// machine, in the style of AsyncHTTPClient's `HTTP1ConnectionStateMachine`: the executor
 /// (`ProtectedRequest`) feeds it what happened and carries out the action it returns, nothing
-/// else. Time comes in as an
-/// argument (monotonic nanoseconds), never from a clock read here, so every rule is a row of a
-/// table test.
+/// else. Time comes in as an argument (monotonic nanoseconds), never from a clock read here, and
+/// every store's answer comes in as a `StoreOutcome`, so every rule, and every store outcome in
+/// every state, is a row of a table test.
 ///
-///     headReceived ─► collectBody ─► bodyEnded ─► claim ─┬─► (claimInPostgres) ─► (waitForReplicas) ─► forward ─► settle… ─► answer
-///        │ passThrough | answer 400/413                  ├─► answer replay | 409 | 422 | 502 not replayable
-///                                                        ├─► waitForFirst ─► woken ─► claim …
-///                                                        └─► Redis failed: claimInPostgres | answer 503 | forward unprotected
+///     headReceived ─► collectBody ─► bodyEnded ─► claim(redis) ─┬─► (claim(postgres)) ─► (waitForReplicas) ─► forward ─► settle… ─► answer
+///        │ passThrough | refuse 400/413                         ├─► answer replay | 409 | 422 | 502 not replayable
+///                                                               ├─► waitForFirst ─► woken ─► claim …
+///                                                               └─► Redis failed: claim(postgres) | answer 503 | forward unprotected
 ///
-/// With a long-term store (docs/behaviour.md §3, long-term store) a claim Redis grants is also made in PostgreSQL, whose
-/// answer decides; a settlement is carried out in PostgreSQL first, then in Redis, one store
-/// at a time, each retried on its own. The machine remembers which stores hold its claim.
+/// With a long-term store (docs/behaviour.md, "With a long-term store") a claim Redis grants is
+/// also made in PostgreSQL, whose answer decides; a settlement is carried out in PostgreSQL
+/// first, then in Redis, one store at a time, each retried on its own. The machine remembers
+/// which stores hold its claim.
 ///
 /// The metrics outcome of every answer is decided here, beside the answer.
 public struct ProtectedRequestMachine: Sendable {
@@ -21,8 +22,8 @@ public struct ProtectedRequestMachine: Sendable {
         public enum Content: Equatable, Sendable {
             case problem(Problem)
             case replay(StoredResponse)
-            /// The upstream's response, as the executor collected it.
-            case upstreamResponse
+            /// The upstream's response, collected whole.
+            case upstreamResponse(StoredResponse)
             /// A response too large to store went on to the client as it arrived: end it.
             case endOfStreamedResponse
             /// Part of a streamed response is out and the exchange failed: cutting the
@@ -40,16 +41,20 @@ public struct ProtectedRequestMachine: Sendable {
         /// there, so it is withdrawn in the background once the store answers again (owner-
         /// checked, after the claim's deadline), not while the client waits.
         public var claimsToWithdraw: [Store]
+        /// Stores where this request's claim was taken over or removed before its completion
+        /// was stored (counted and logged).
+        public var completionsLost: [Store]
 
         public init(
             _ content: Content, _ outcome: RequestOutcome, closesConnection: Bool = false, replayedFrom: Store? = nil,
-            claimsToWithdraw: [Store] = []
+            claimsToWithdraw: [Store] = [], completionsLost: [Store] = []
         ) {
             self.content = content
             self.outcome = outcome
             self.closesConnection = closesConnection
             self.replayedFrom = replayedFrom
             self.claimsToWithdraw = claimsToWithdraw
+            self.completionsLost = completionsLost
         }
 
         static func problem(_ problem: Problem, _ outcome: RequestOutcome, closesConnection: Bool = false) -> Reply {
@@ -59,16 +64,68 @@ public struct ProtectedRequestMachine: Sendable {
 
     public enum Store: String, Equatable, Sendable {
         case redis
-        /// The long-term store (docs/behaviour.md §3, long-term store).
+        /// The long-term store (docs/behaviour.md, "With a long-term store").
         case postgres
     }
 
+    /// Why a store gave no answer to one command. The executor turns each store's errors into
+    /// these, and the machine decides what each means in each state.
+    public enum StoreFailure: Error, Equatable, Sendable {
+        /// Not connected, reconnecting, or restarting (PostgreSQL's 57P, 53300; any Redis error
+        /// reply, such as `READONLY` during a failover): nothing was written, and another try
+        /// soon may succeed.
+        case unavailable
+        /// Sent, and the connection broke before the answer: it may have run.
+        case interrupted
+        /// Sent, and no answer came within the store's timeout: it may still run.
+        case timedOut
+        /// Refused for good (a claim run after its deadline, a statement the server rejects):
+        /// nothing was written, and another try would be refused too.
+        case refused
+        /// The store holds a record under the key that this proxy cannot read.
+        case unreadable
+
+        /// The command may have run without its answer reaching us.
+        public var mayHaveLanded: Bool { self == .interrupted || self == .timedOut }
+    }
+
+    /// How a store answered one command.
+    public typealias StoreOutcome<Answer> = Result<Answer, StoreFailure>
+
+    /// What a store's claim answered.
+    public enum ClaimAnswer: Equatable, Sendable {
+        /// Nothing there (or, in PostgreSQL, a claim or record that had expired): ours now, in flight.
+        case claimed
+        /// Someone claimed it before. `expiresInMs`: what is left of the record's `lock_ttl` or
+        /// `retention`, which PostgreSQL tells and Redis does not.
+        case existing(IdempotencyRecord, expiresInMs: Int64? = nil)
+    }
+
+    /// What a settling command answered.
+    public enum SettleAnswer: Equatable, Sendable {
+        /// Done, or nothing left to do (a release of a claim that was gone).
+        case done
+        /// A completion found the claim taken over by a newer request, or removed: that
+        /// request's record is the truth.
+        case takenOver
+    }
+
+    /// How a protected request's head is taken.
+    public enum HeadDecision: Equatable, Sendable {
+        /// Rule 1: no key; forward as an unprotected request, streamed.
+        case passThrough
+        /// Collect the body; it must be fingerprinted before the claim. `key` nil: the key is
+        /// in the body (`key_from = json:…`), read once it is complete.
+        case collectBody(key: String?)
+        /// Rules 1–3: answered at once with this problem; nothing is claimed.
+        case refuse(Reply)
+    }
+
     /// What becomes of a claim in one store: once the upstream exchange is over (rules 5, 8,
-    /// 9), or when PostgreSQL answered for a request that Redis had let claim (long-term claims).
+    /// 9), or when PostgreSQL answered for a request that Redis had let claim.
     public enum Settlement: Equatable, Sendable {
-        /// Owner-checked: store this completed state, kept for `ttlMs`. `completedAtMs`: when
-        /// the request completed (a copied record's time; 0 when that record does not say); nil: now.
-        case complete(IdempotencyRecord.State, ttlMs: Int64, completedAtMs: Int64? = nil)
+        /// Owner-checked: store this completed record, kept for `ttlMs`.
+        case complete(IdempotencyRecord, ttlMs: Int64)
         /// Owner-checked: delete the claim, so that a retry runs again (and wake the retries
         /// waiting for it).
         case release
@@ -81,18 +138,12 @@ public struct ProtectedRequestMachine: Sendable {
     public enum Action: Equatable, Sendable {
         /// Nothing to do until the next event.
         case nothing
-        /// Rule 1: no key; forward as an unprotected request, streamed.
-        case passThrough
-        /// Collect the body; it must be fingerprinted before the claim. `key` nil: the key is
-        /// in the body (`key_from = json:…`), read once it is complete.
-        case collectBody(key: String?)
-        /// Rule 4: run the claim script.
-        case claim
-        /// docs/behaviour.md §3, long-term store: claim in PostgreSQL too (Redis had no record, or did not answer).
-        case claimInPostgres
+        /// Rule 4 (and, in PostgreSQL, the long-term claim): claim the key with this in-flight record.
+        case claim(IdempotencyRecord, in: Store)
         /// `redis_wait_replicas`: `WAIT` for that many replicas, giving up after `timeoutMs`.
         case waitForReplicas(count: Int, timeoutMs: Int64)
-        /// Send the request upstream. `protected` false: `on_redis_error = open`, nothing is stored.
+        /// Send the request upstream. `protected` false: nothing is stored (`on_redis_error =
+        /// open`, or no key in the body).
         case forward(protected: Bool)
         /// Rule 7 with `inflight_wait`: listen for the first request's end, and report
         /// `woken` on a message or at `until` (the poll; the executor may poll sooner).
@@ -102,54 +153,9 @@ public struct ProtectedRequestMachine: Sendable {
         case retrySettle(afterMs: Int64)
         /// The request is finished: send this.
         case answer(Reply)
-    }
-
-    /// What the claim script answered.
-    public enum ClaimResult: Equatable, Sendable {
-        /// The key was free and is now ours, in flight.
-        case claimed
-        /// Someone claimed it before.
-        case existing(IdempotencyRecord)
-        /// Nothing was claimed (rule 11): Redis was not connected, answered something
-        /// unusable, or ran the claim after its deadline and wrote nothing.
-        case failed
-        /// The claim was sent and no answer came in time (a stalled server, a lost
-        /// connection): as `failed` for this request, but it may still land.
-        case unanswered
-    }
-
-    /// What PostgreSQL's claim statement answered (docs/behaviour.md §3, long-term store).
-    public enum LongTermClaimResult: Equatable, Sendable {
-        /// Nothing there, or a claim or record that had expired: ours now, in flight.
-        case claimed
-        /// A live record: `expiresInMs` is what is left of its `lock_ttl` or `retention`.
-        case existing(IdempotencyRecord, expiresInMs: Int64)
-        /// PostgreSQL could not be asked, refused, or ran the claim after its deadline (which then
-        /// holds nothing).
-        case failed
-        /// The statement was sent and no answer came in time: as `failed` for this request,
-        /// but it may have committed. It is withdrawn in the background (`claimsToWithdraw`),
-        /// not while the client waits another postgres_timeout.
-        case unanswered
-        /// A record is there that this proxy cannot read: the request may have run, so it is
-        /// never forwarded, whatever `on_postgres_error` says.
-        case unreadable
-    }
-
-    /// How carrying out a settlement went.
-    public enum SettleResult: Equatable, Sendable {
-        /// Done, or done by someone else (a completion that found the key owned by a newer
-        /// request: nothing more can be done).
-        case done
-        /// The store did not answer: another try may succeed.
-        case unavailable
-        /// The store answered with something no retry changes (or PostgreSQL timed out, which
-        /// another try would most likely repeat while the client waits).
-        case refused
-        /// PostgreSQL found the claim taken over by a newer request: that request's record is
-        /// the truth, so Redis gets no completion from this one (its own Redis claim is
-        /// withdrawn instead).
-        case lost
+        /// An event this state cannot have: a bug. The executor logs it and cuts the client's
+        /// connection; nothing more is stored, and the claim ends with its `lock_ttl`.
+        case preconditionFailed(String)
     }
 
     /// How the upstream exchange ended.
@@ -174,15 +180,14 @@ public struct ProtectedRequestMachine: Sendable {
     /// What follows the settling steps.
     enum Next: Equatable, Sendable {
         case answer(Reply)
-        /// docs/behaviour.md §3, long-term store: PostgreSQL holds a live claim and the retry may wait for it.
+        /// PostgreSQL holds a live claim and the retry may wait for it.
         case waitForFirst(until: UInt64)
     }
 
     private enum State: Sendable {
         case admitting
         case collectingBody
-        case claiming
-        case claimingInPostgres
+        case claiming(Store)
         case waitingForReplicas
         case forwarding(protected: Bool)
         case waitingForFirst
@@ -203,41 +208,57 @@ public struct ProtectedRequestMachine: Sendable {
     /// 100, 200, 400, 800 ms, then 1 s.
     static func settleBackoffMs(afterAttempt attempt: Int) -> Int64 { attempt >= 5 ? 1_000 : 100 << Int64(attempt - 1) }
 
+    /// Whether a settling command that failed this way is tried again. A PostgreSQL statement
+    /// that timed out is not: a paused server would hold the client for every try.
+    static func retries(_ outcome: StoreOutcome<SettleAnswer>, in store: Store) -> Bool {
+        switch outcome {
+        case .failure(.unavailable), .failure(.interrupted): return true
+        case .failure(.timedOut): return store == .redis
+        case .success, .failure(.refused), .failure(.unreadable): return false
+        }
+    }
+
     /// The request's policy (its route's, or the top level's).
     private let settings: Policy
+    /// This request's owner token: its claims and completions carry it.
+    private let owner: [UInt8]
     private var state = State.admitting
     /// The request's fingerprint, bound to its record (zeros with `fingerprint = false`).
-    public private(set) var fingerprint: [UInt8] = []
+    private var fingerprint: [UInt8] = []
     /// Until when a retry that finds the request in flight keeps waiting (`inflight_wait`).
     private var waitDeadline: UInt64?
     /// The stores that hold this request's claim, and so must settle it.
     private var holdsRedisClaim = false
     private var holdsPostgresClaim = false
+    /// PostgreSQL stored this request's completion: it is the record of truth, and a Redis
+    /// claim found taken over then only means a retry copied that record back.
+    private var keptInPostgres = false
     /// The stores where a claim was sent and never answered (`Reply.claimsToWithdraw`).
     private var unansweredClaims: [Store] = []
+    private var completionsLost: [Store] = []
+    /// Redis holds a record under the key that this proxy cannot read.
+    private var redisRecordUnreadable = false
     /// How a request forwarded unprotected is counted: no store answered (`on_redis_error =
     /// open`), or it had no key in its body.
     private var unprotectedOutcome = RequestOutcome.redisError
+    /// When the upstream's answer came (ms since the epoch): both stores keep the same time.
+    private var completedAtMs: Int64?
 
-    public init(policy: Policy) {
+    public init(policy: Policy, owner: [UInt8]) {
         settings = policy
-    }
-
-    public init(configuration: ProxyConfiguration) {
-        self.init(policy: Policy(configuration))
+        self.owner = owner
     }
 
     // MARK: - events
 
     /// Rules 1–3, before any body is read.
-    public mutating func headReceived(keyHeaderValues: [String], declaredBodyLength: Int?) -> Action {
-        guard case .admitting = state else { return .nothing }
+    public mutating func headReceived(keyHeaderValues: [String], declaredBodyLength: Int?) -> HeadDecision {
+        guard case .admitting = state else { preconditionFailure("headReceived twice") }
         let c = settings
+        let tooLarge = declaredBodyLength.map { $0 > c.maxRequestBody } ?? false
         if c.keyFromJSON != nil {
             // The key header is not read on such a route; the body's size is checked first.
-            if let declaredBodyLength, declaredBodyLength > c.maxRequestBody {
-                return finish(.problem(.bodyTooLarge(limit: c.maxRequestBody), .tooLarge, closesConnection: true))
-            }
+            if tooLarge { return refuse(.problem(.bodyTooLarge(limit: c.maxRequestBody), .tooLarge, closesConnection: true)) }
             state = .collectingBody
             return .collectBody(key: nil)
         }
@@ -245,24 +266,27 @@ public struct ProtectedRequestMachine: Sendable {
         do {
             key = try IdempotencyKey.parse(headerValues: keyHeaderValues, headerName: c.keyHeader, maxLength: c.maxKeyLength)
         } catch {
-            return finish(.problem(.invalidKey(error.detail), .badRequest))
+            return refuse(.problem(.invalidKey(error.detail), .badRequest))
         }
         guard let key else {
-            if c.requireKey { return finish(.problem(.missingKey(header: c.keyHeader), .badRequest)) }
+            if c.requireKey { return refuse(.problem(.missingKey(header: c.keyHeader), .badRequest)) }
             state = .finished
             return .passThrough
         }
-        if let declaredBodyLength, declaredBodyLength > c.maxRequestBody {
-            // Closing spares reading a body that will not be used.
-            return finish(.problem(.bodyTooLarge(limit: c.maxRequestBody), .tooLarge, closesConnection: true))
-        }
+        // Closing spares reading a body that will not be used.
+        if tooLarge { return refuse(.problem(.bodyTooLarge(limit: c.maxRequestBody), .tooLarge, closesConnection: true)) }
         state = .collectingBody
         return .collectBody(key: key)
     }
 
+    private mutating func refuse(_ reply: Reply) -> HeadDecision {
+        state = .finished
+        return .refuse(reply)
+    }
+
     /// Rule 3 for a body whose length is learnt while reading (chunked).
     public mutating func bodyReceived(totalLength: Int) -> Action {
-        guard case .collectingBody = state else { return .nothing }
+        guard case .collectingBody = state else { return bug("body received while \(state)") }
         guard totalLength <= settings.maxRequestBody else {
             return finish(.problem(.bodyTooLarge(limit: settings.maxRequestBody), .tooLarge, closesConnection: true))
         }
@@ -274,7 +298,7 @@ public struct ProtectedRequestMachine: Sendable {
     /// `bodyKey`: with `key_from = json:…`, the string or integer at the pointer, nil when the
     /// body has none (rule 1 then applies as to a missing header).
     public mutating func bodyEnded(now: UInt64, bodyKey: String? = nil, fingerprint: () -> [UInt8]) -> Action {
-        guard case .collectingBody = state else { return .nothing }
+        guard case .collectingBody = state else { return bug("body ended while \(state)") }
         if let pointer = settings.keyFromJSON {
             guard let bodyKey else {
                 if settings.requireKey { return finish(.problem(.missingBodyKey(pointer: pointer.description), .badRequest)) }
@@ -291,48 +315,49 @@ public struct ProtectedRequestMachine: Sendable {
         self.fingerprint =
             settings.fingerprint ? fingerprint() : [UInt8](repeating: 0, count: IdempotencyRecord.fingerprintLength)
         if settings.inflightWaitMs > 0 { waitDeadline = now + UInt64(settings.inflightWaitMs) * 1_000_000 }
-        state = .claiming
-        return .claim
+        return claim(in: .redis)
     }
 
-    /// Rules 4, 6, 7, 9 and 11; with a long-term store, long-term claims and the failure matrix's rows where Redis fails.
-    public mutating func claimAnswered(_ result: ClaimResult, now: UInt64) -> Action {
-        guard case .claiming = state else { return .nothing }
+    /// A store answered the claim: rules 4, 6, 7, 9 and 11 for Redis; for PostgreSQL, the
+    /// long-term claim and the rows of the failure matrix where one store fails.
+    public mutating func claimAnswered(_ outcome: StoreOutcome<ClaimAnswer>, in store: Store, now: UInt64) -> Action {
+        guard case .claiming(let claiming) = state, claiming == store else {
+            return bug("a \(store) claim answered while \(state)")
+        }
         // An answered claim (a retry of the claim after a wait) comes after any earlier one of
         // this request that went unanswered, which has landed (this one saw it as ours) or never
         // will: nothing is left to withdraw, and withdrawing could remove the claim now held.
-        if result != .failed && result != .unanswered { unansweredClaims.removeAll { $0 == .redis } }
-        switch result {
-        case .claimed:
-            holdsRedisClaim = true
-            if settings.longTerm {
-                state = .claimingInPostgres
-                return .claimInPostgres
-            }
-            return claimedEverywhere()
-        case .failed, .unanswered:
-            if result == .unanswered { noteUnanswered(.redis) }
-            // Redis down, PostgreSQL asked alone: protected, slower, never a 503 for Redis.
-            if settings.longTerm {
-                state = .claimingInPostgres
-                return .claimInPostgres
-            }
-            return unprotectable()
-        case .existing(let record):
-            return answer(for: record, from: .redis, now: now)
+        switch outcome {
+        case .success: unansweredClaims.removeAll { $0 == store }
+        case .failure(let failure):
+            if failure.mayHaveLanded, !unansweredClaims.contains(store) { unansweredClaims.append(store) }
         }
-    }
+        switch (store, outcome) {
+        case (.redis, .success(.claimed)):
+            holdsRedisClaim = true
+            return settings.longTerm ? claim(in: .postgres) : claimedEverywhere()
+        case (.redis, .success(.existing(let record, _))):
+            return answer(for: record, from: .redis, now: now)
+        case (.redis, .failure(.unreadable)):
+            // A record is there that may say the request ran: it is never forwarded
+            // unprotected. PostgreSQL, the record of truth, may still answer for it.
+            redisRecordUnreadable = true
+            return settings.longTerm ? claim(in: .postgres) : unprotectable()
+        case (.redis, .failure):
+            // Redis down, PostgreSQL asked alone: protected, slower, never a 503 for Redis.
+            return settings.longTerm ? claim(in: .postgres) : unprotectable()
 
-    /// docs/behaviour.md §3, long-term store, and the rows of its failure matrix where PostgreSQL fails.
-    public mutating func postgresClaimAnswered(_ result: LongTermClaimResult, now: UInt64) -> Action {
-        guard case .claimingInPostgres = state else { return .nothing }
-        if result != .failed && result != .unanswered { unansweredClaims.removeAll { $0 == .postgres } }
-        switch result {
-        case .claimed:
+        case (.postgres, .success(.claimed)):
             holdsPostgresClaim = true
             return claimedEverywhere()
-        case .failed, .unanswered:
-            if result == .unanswered { noteUnanswered(.postgres) }
+        case (.postgres, .success(.existing(let record, let expiresInMs))):
+            return postgresHolds(record, expiresInMs: expiresInMs ?? settings.responseTTLMs, now: now)
+        case (.postgres, .failure(.unreadable)):
+            // The request may have run: never forwarded, whatever on_postgres_error says.
+            let withdraw = holdsRedisClaim ? [Step(settlement: .withdraw, store: .redis)] : []
+            holdsRedisClaim = false
+            return settle(withdraw, then: .answer(.problem(.longTermRecordUnreadable, .postgresError)))
+        case (.postgres, .failure):
             guard holdsRedisClaim else { return unprotectable() }
             switch settings.onPostgresError {
             case .redis:
@@ -340,34 +365,35 @@ public struct ProtectedRequestMachine: Sendable {
             case .closed:
                 return settle(everyStore { _ in .release }, then: .answer(.problem(.postgresUnavailable, .postgresError)))
             }
-        case .unreadable:
-            let withdraw = holdsRedisClaim ? [Step(settlement: .withdraw, store: .redis)] : []
-            holdsRedisClaim = false
-            return settle(withdraw, then: .answer(.problem(.longTermRecordUnreadable, .postgresError)))
-        case .existing(let record, let expiresInMs):
-            // The request does not leave its own Redis claim behind: a completed record
-            // replaces it (for what is left of the record's retention, at most response_ttl),
-            // anything else withdraws it, so the first request's settling lands in Redis.
-            let action = answer(for: record, from: .postgres, now: now)
-            guard holdsRedisClaim else { return action }
-            holdsRedisClaim = false
-            let next: Next
-            switch action {
-            case .answer(let reply): next = .answer(reply)
-            case .waitForFirst(let until): next = .waitForFirst(until: until)
-            default: preconditionFailure("a record is answered or waited for, got \(action)")
-            }
-            let copy: Settlement =
-                record.fingerprint == fingerprint && record.state != .inFlight
-                ? .complete(record.state, ttlMs: min(settings.responseTTLMs, max(1, expiresInMs)), completedAtMs: record.completedAtMs ?? 0)
-                : .withdraw
-            return settle([Step(settlement: copy, store: .redis)], then: next)
         }
+    }
+
+    /// PostgreSQL holds a live record for a request Redis may have let claim. The request does
+    /// not leave its own Redis claim behind: a completed record replaces it (for what is left
+    /// of the record's retention, at most response_ttl), anything else withdraws it, so the
+    /// first request's settling lands in Redis.
+    private mutating func postgresHolds(_ record: IdempotencyRecord, expiresInMs: Int64, now: UInt64) -> Action {
+        let action = answer(for: record, from: .postgres, now: now)
+        guard holdsRedisClaim else { return action }
+        holdsRedisClaim = false
+        let next: Next
+        switch action {
+        case .answer(let reply): next = .answer(reply)
+        case .waitForFirst(let until): next = .waitForFirst(until: until)
+        default: return bug("a record is answered or waited for, got \(action)")
+        }
+        let copy: Settlement =
+            record.fingerprint == fingerprint && record.state != .inFlight
+            ? .complete(
+                IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: record.state, completedAtMs: record.completedAtMs ?? 0),
+                ttlMs: min(settings.responseTTLMs, max(1, expiresInMs)))
+            : .withdraw
+        return settle([Step(settlement: copy, store: .redis)], then: next)
     }
 
     /// `redis_wait_replicas`: how many replicas acknowledged the claim; nil when `WAIT` failed.
     public mutating func replicasAnswered(_ count: Int?) -> Action {
-        guard case .waitingForReplicas = state else { return .nothing }
+        guard case .waitingForReplicas = state else { return bug("replicas answered while \(state)") }
         let wanted = settings.redisWaitReplicas
         if let count, count >= wanted {
             state = .forwarding(protected: true)
@@ -377,17 +403,18 @@ public struct ProtectedRequestMachine: Sendable {
         return settle(everyStore { _ in .release }, then: .answer(.problem(problem, .redisError)))
     }
 
-    /// The first request ended (a Pub/Sub message), or the poll came due: look again.
+    /// The first request ended (a Pub/Sub message), or the poll came due: look again. A
+    /// message may come late, while the claim is being made again: it is nothing then.
     public mutating func woken() -> Action {
         guard case .waitingForFirst = state else { return .nothing }
-        state = .claiming
-        return .claim
+        return claim(in: .redis)
     }
 
-    /// Rules 5, 8 and 9.
-    public mutating func upstreamFinished(_ result: UpstreamResult) -> Action {
-        guard case .forwarding(let protected) = state else { return .nothing }
+    /// Rules 5, 8 and 9. `nowMs`: the wall clock, the completion's time in both stores.
+    public mutating func upstreamFinished(_ result: UpstreamResult, nowMs: Int64) -> Action {
+        guard case .forwarding(let protected) = state else { return bug("the upstream answered while \(state)") }
         guard protected else { return finish(Self.unprotectedReply(result, outcome: unprotectedOutcome)) }
+        completedAtMs = nowMs
         switch result {
         case .notConnected:
             return settle(everyStore { _ in .release }, then: .answer(.problem(.upstreamUnreachable, .upstreamError)))
@@ -399,7 +426,7 @@ public struct ProtectedRequestMachine: Sendable {
             return settle(
                 status: response.status,
                 keeping: replayable ? .completed(response) : .completedWithoutBody(status: response.status, bodyBytes: response.body.count),
-                then: Reply(.upstreamResponse, .forwarded))
+                then: Reply(.upstreamResponse(response), .forwarded))
         case .streamed(let status, let bodyBytes):
             return settle(status: status, keeping: .completedWithoutBody(status: status, bodyBytes: bodyBytes), then: Reply(.endOfStreamedResponse, .forwarded))
         }
@@ -410,14 +437,17 @@ public struct ProtectedRequestMachine: Sendable {
     /// (rule 9: a retry gets 502, the request never runs twice).
     private mutating func settle(status: Int, keeping state: IdempotencyRecord.State, then reply: Reply) -> Action {
         if settings.releaseStatuses.releases(status) { return settle(everyStore { _ in .release }, then: .answer(reply)) }
-        return settle(everyStore { .complete(state, ttlMs: $0) }, then: .answer(reply))
+        let record = IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: state, completedAtMs: completedAtMs)
+        return settle(everyStore { .complete(record, ttlMs: $0) }, then: .answer(reply))
     }
 
-    /// The step in hand is done, refused, or failed; a failure that may pass is tried again
-    /// within `settleWindowNs`.
-    public mutating func settled(_ result: SettleResult, now: UInt64) -> Action {
-        guard case .settling(let steps, let attempt, var failingSince, let next) = state else { return .nothing }
-        if result == .unavailable {
+    /// The step in hand answered, or failed; a failure that may pass is tried again within
+    /// `settleWindowNs`.
+    public mutating func settled(_ outcome: StoreOutcome<SettleAnswer>, now: UInt64) -> Action {
+        guard case .settling(let steps, let attempt, var failingSince, let next) = state, let step = steps.first else {
+            return bug("a settlement answered while \(state)")
+        }
+        if Self.retries(outcome, in: step.store) {
             let since = failingSince ?? now
             failingSince = since
             let backoffMs = Self.settleBackoffMs(afterAttempt: attempt)
@@ -429,17 +459,29 @@ public struct ProtectedRequestMachine: Sendable {
         // Given up on this store: the next one still settles and the client still gets its
         // answer; retries that this store answers get 409 until lock_ttl ends.
         var rest = Array(steps.dropFirst())
-        if result == .lost {
-            rest = rest.map { step in
-                guard case .complete = step.settlement else { return step }
-                return Step(settlement: .withdraw, store: step.store)
+        if case .complete = step.settlement {
+            switch outcome {
+            case .success(.done):
+                if step.store == .postgres { keptInPostgres = true }
+            case .success(.takenOver):
+                // Behind PostgreSQL, another owner in Redis is a retry's copy of the record
+                // PostgreSQL just took: nothing was lost.
+                if step.store == .postgres || !keptInPostgres { completionsLost.append(step.store) }
+                // The newer request's record is the truth: Redis gets no completion from this
+                // one (its own Redis claim is withdrawn instead).
+                rest = rest.map { next in
+                    guard case .complete = next.settlement else { return next }
+                    return Step(settlement: .withdraw, store: next.store)
+                }
+            case .failure:
+                break
             }
         }
         return settle(rest, then: next, failingSince: failingSince)
     }
 
     public mutating func retryDue() -> Action {
-        guard case .settling(let steps, _, _, _) = state, let step = steps.first else { return .nothing }
+        guard case .settling(let steps, _, _, _) = state, let step = steps.first else { return bug("a retry came due while \(state)") }
         return .settle(step.settlement, in: step.store)
     }
 
@@ -448,16 +490,20 @@ public struct ProtectedRequestMachine: Sendable {
     /// Unprotected, nothing is stored; a large response is passed on as it comes.
     private static func unprotectedReply(_ result: UpstreamResult, outcome: RequestOutcome) -> Reply {
         switch result {
-        case .response: return Reply(.upstreamResponse, outcome)
+        case .response(let response): return Reply(.upstreamResponse(response), outcome)
         case .notConnected: return .problem(.upstreamUnreachable, .upstreamError)
         case .failed(let failure, _): return .problem(failure.problem, .upstreamError)
         case .streamed: return Reply(.endOfStreamedResponse, outcome)
         }
     }
 
-    /// A settlement in every store that holds the claim, PostgreSQL first (docs/behaviour.md §3, long-term store); a
-    /// completion is kept for `retention` there and `response_ttl` in Redis.
-    /// `settlement` is given the store's TTL.
+    private mutating func claim(in store: Store) -> Action {
+        state = .claiming(store)
+        return .claim(IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: .inFlight), in: store)
+    }
+
+    /// A settlement in every store that holds the claim, PostgreSQL first; a completion is kept
+    /// for `retention` there and `response_ttl` in Redis. `settlement` is given the store's TTL.
     private func everyStore(_ settlement: (_ ttlMs: Int64) -> Settlement) -> [Step] {
         var steps: [Step] = []
         if holdsPostgresClaim { steps.append(Step(settlement: settlement(settings.retentionMs), store: .postgres)) }
@@ -492,8 +538,10 @@ public struct ProtectedRequestMachine: Sendable {
         return .forward(protected: true)
     }
 
-    /// No store answered: rule 11.
+    /// No store answered: rule 11; but a record Redis holds and cannot read may say the
+    /// request ran, so it is never forwarded unprotected.
     private mutating func unprotectable() -> Action {
+        if redisRecordUnreadable { return finish(.problem(.recordUnreadable, .redisError)) }
         switch settings.onRedisError {
         case .closed: return finish(.problem(.redisUnavailable, .redisError))
         case .open:
@@ -522,10 +570,12 @@ public struct ProtectedRequestMachine: Sendable {
         state = .finished
         var reply = reply
         reply.claimsToWithdraw = unansweredClaims
+        reply.completionsLost = completionsLost
         return .answer(reply)
     }
 
-    private mutating func noteUnanswered(_ store: Store) {
-        if !unansweredClaims.contains(store) { unansweredClaims.append(store) }
+    private mutating func bug(_ why: String) -> Action {
+        state = .finished
+        return .preconditionFailed(why)
     }
 }

@@ -200,8 +200,8 @@ extension LateClaimTests {
         let store = try await loop.submit { NIOLoopBound(wiring.store(on: loop, metrics: ProxyMetrics(), logger: Logger(label: "test")), eventLoop: loop) }.get()
         let owner = [UInt8](repeating: 5, count: IdempotencyRecord.ownerLength)
         let fingerprint = [UInt8](repeating: 1, count: IdempotencyRecord.fingerprintLength)
-        func claim(deadline: Int64) async throws -> Result<ProtectedRequestMachine.LongTermClaimResult, LongTermStoreError> {
-            let promise = loop.makePromise(of: Result<ProtectedRequestMachine.LongTermClaimResult, LongTermStoreError>.self)
+        func claim(deadline: Int64) async throws -> Result<ProtectedRequestMachine.ClaimAnswer, LongTermStoreError> {
+            let promise = loop.makePromise(of: Result<ProtectedRequestMachine.ClaimAnswer, LongTermStoreError>.self)
             loop.execute {
                 store.value.claim(key: "k", owner: owner, fingerprint: fingerprint, lockTTLMs: 60_000, deadlineMs: deadline) {
                     promise.succeed($0)

@@ -232,7 +232,7 @@ import Testing
     @Test func aRetryWaitingPastInflightWaitGets409() throws {
         let rig = try Rig { $0.inflightWaitMs = 250 }
         let owner = [UInt8](repeating: 7, count: 16)
-        let inFlight: (IdempotencyRecord) -> ProtectedRequestMachine.ClaimResult = {
+        let inFlight: (IdempotencyRecord) -> ProtectedRequestMachine.ClaimAnswer = {
             .existing(IdempotencyRecord(owner: owner, fingerprint: $0.fingerprint, state: .inFlight))
         }
         rig.store.claims = Array(repeating: inFlight, count: 10)
@@ -312,10 +312,10 @@ import Testing
 /// A store that answers claims from a script (a free key once the script is used up), at once
 /// or when the test says, and everything else with success.
 final class ScriptedStore: RecordStore {
-    var claims: [(IdempotencyRecord) -> ProtectedRequestMachine.ClaimResult] = []
+    var claims: [(IdempotencyRecord) -> ProtectedRequestMachine.ClaimAnswer] = []
     /// Claims wait for `answerHeldClaim`.
     var holdClaims = false
-    private var held: [(Result<ProtectedRequestMachine.ClaimResult, StoreError>) -> Void] = []
+    private var held: [(Result<ProtectedRequestMachine.ClaimAnswer, StoreError>) -> Void] = []
     private(set) var claimsMade = 0
     private(set) var settled: [String] = []
     /// The next claim fails with this.
@@ -327,7 +327,7 @@ final class ScriptedStore: RecordStore {
 
     func claim(
         key: String, record: IdempotencyRecord, lockTTLMs: Int64, deadlineMs: Int64,
-        completion: @escaping (Result<ProtectedRequestMachine.ClaimResult, StoreError>) -> Void
+        completion: @escaping (Result<ProtectedRequestMachine.ClaimAnswer, StoreError>) -> Void
     ) {
         claimsMade += 1
         if let claimFailure {
@@ -339,7 +339,7 @@ final class ScriptedStore: RecordStore {
         completion(.success(claims.removeFirst()(record)))
     }
 
-    func answerHeldClaim(_ result: ProtectedRequestMachine.ClaimResult) {
+    func answerHeldClaim(_ result: ProtectedRequestMachine.ClaimAnswer) {
         held.removeFirst()(.success(result))
     }
 

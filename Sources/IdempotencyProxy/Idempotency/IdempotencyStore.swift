@@ -26,7 +26,7 @@ final class IdempotencyStore: RecordStore {
         record: IdempotencyRecord,
         lockTTLMs: Int64,
         deadlineMs: Int64,
-        completion: @escaping (Result<ProtectedRequestMachine.ClaimResult, StoreError>) -> Void
+        completion: @escaping (Result<ProtectedRequestMachine.ClaimAnswer, StoreError>) -> Void
     ) {
         let arguments: [RedisArgument] = [.bytes(record.encoded()), .string(String(lockTTLMs)), .string(String(deadlineMs))]
         run(.claim, key: key, arguments: arguments) { result in

@@ -45,19 +45,15 @@ final class ProtectedRequest {
     private var exchange: BufferedExchange?
     /// A response too large to store is being passed on as it arrives.
     private var streaming = false
-    /// The upstream's response, kept for the answer once settled.
-    private var response: (stored: StoredResponse, body: ByteBuffer)?
+    /// The upstream's response body as it came, written to the client without a copy.
+    private var responseBody: ByteBuffer?
     /// While waiting for the first request: the Pub/Sub listener on the record's channel, and
     /// the poll, which is the safety net for a message lost to a reconnect.
     private var subscription: Int?
     private var poll: Scheduled<Void>?
-    /// PostgreSQL stored this request's response: it is the record of truth from now on.
-    private var keptInPostgres = false
     /// The deadline (ms since the epoch) of the last claim sent to each store: when this
     /// request stops waiting for its answer, and after which the store refuses it.
     private var redisClaimDeadlineMs: Int64 = 0
-    /// When the upstream's answer was first settled (ms since the epoch).
-    private var completionTimeMs: Int64?
     private var postgresClaimDeadlineMs: Int64 = 0
 
     /// Rules 1–3 on a request head of a protected method.
@@ -66,23 +62,25 @@ final class ProtectedRequest {
     ) -> Admission {
         var declaredLength: Int?
         if case .length(let length) = head.framing { declaredLength = length }
-        var machine = ProtectedRequestMachine(policy: policy)
+        let owner = loop.ownerTokens.next()
+        var machine = ProtectedRequestMachine(policy: policy, owner: owner)
         let keyHeader = policy.keyFromJSON == nil ? head.values(named: policy.keyHeader) : []
         switch machine.headReceived(keyHeaderValues: keyHeader, declaredBodyLength: declaredLength) {
         case .collectBody(let key):
             let request = ProtectedRequest(
-                loop: loop, policy: policy, machine: machine, head: head, key: key, bodyCapacity: declaredLength ?? 0,
+                loop: loop, policy: policy, machine: machine, owner: owner, head: head, key: key, bodyCapacity: declaredLength ?? 0,
                 clientAddress: clientAddress, client: client)
             return .collecting(request)
-        case .answer(let reply):
+        case .refuse(let reply):
             return .refused(reply)
-        default:
+        case .passThrough:
             return .passThrough
         }
     }
 
     private init(
-        loop: LoopContext, policy: Policy, machine: ProtectedRequestMachine, head: RequestHead, key: String?, bodyCapacity: Int,
+        loop: LoopContext, policy: Policy, machine: ProtectedRequestMachine, owner: [UInt8], head: RequestHead, key: String?,
+        bodyCapacity: Int,
         clientAddress: String?, client: any ClientResponder
     ) {
         self.loop = loop
@@ -96,7 +94,7 @@ final class ProtectedRequest {
         self.client = client
         body = ByteBufferAllocator().buffer(capacity: bodyCapacity)
         scope = RequestDigest.scope(headerNames: policy.scopeHeaders) { head.values(named: $0) }
-        owner = loop.ownerTokens.next()
+        self.owner = owner
         if let key { bind(key) }
     }
 
@@ -138,12 +136,10 @@ final class ProtectedRequest {
         switch action {
         case .nothing:
             break
-        case .passThrough, .collectBody:
-            assertionFailure("\(action) answers a head, which `admit` handles")
-        case .claim:
-            claim()
-        case .claimInPostgres:
-            claimInPostgres()
+        case .claim(let record, .redis):
+            claimInRedis(record)
+        case .claim(let record, .postgres):
+            claimInPostgres(record)
         case .waitForReplicas(let count, let timeoutMs):
             loop.store.waitForReplicas(count, key: recordKey, timeoutMs: timeoutMs) { result in
                 if case .failure(let error) = result {
@@ -155,55 +151,63 @@ final class ProtectedRequest {
             forward(protected: protected)
         case .waitForFirst(let until):
             waitForTheFirst(until: until)
-        case .settle(let settlement, let store):
-            switch store {
-            case .redis: settle(settlement)
-            case .postgres: settleInPostgres(settlement)
-            }
+        case .settle(let settlement, .redis):
+            settleInRedis(settlement)
+        case .settle(let settlement, .postgres):
+            settleInPostgres(settlement)
         case .retrySettle(let afterMs):
             loop.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(afterMs)) {
                 self.run(self.machine.retryDue())
             }
         case .answer(let reply):
             answer(reply)
+        case .preconditionFailed(let why):
+            loop.logger.error("a protected request met an event its state cannot have; cutting its connection", metadata: [
+                "record": "\(recordKey)", "why": "\(why)",
+            ])
+            letGoOfClient()?.abortStreamed()
         }
     }
 
-    private func claim() {
-        let record = IdempotencyRecord(owner: owner, fingerprint: machine.fingerprint, state: .inFlight)
+    private func claimInRedis(_ record: IdempotencyRecord) {
         redisClaimDeadlineMs = WallClock.milliseconds() + policy.redisTimeoutMs
         loop.store.claim(key: recordKey, record: record, lockTTLMs: policy.lockTTLMs, deadlineMs: redisClaimDeadlineMs) { result in
             switch result {
-            case .success(let claim):
+            case .success(let answer):
                 self.loop.outages.redis.answered(logger: self.loop.logger)
-                self.run(self.machine.claimAnswered(claim, now: self.now()))
+                self.run(self.machine.claimAnswered(.success(answer), in: .redis, now: self.now()))
+            case .failure(.malformedRecord(let why)):
+                self.loop.outages.redis.answered(logger: self.loop.logger)
+                self.loop.logger.error(
+                    "a record in Redis cannot be read", metadata: ["record": "\(self.recordKey)", "error": "\(why)"])
+                self.run(self.machine.claimAnswered(.failure(.unreadable), in: .redis, now: self.now()))
             case .failure(let error):
-                let action = self.machine.claimAnswered(error.mayHaveLanded ? .unanswered : .failed, now: self.now())
+                let action = self.machine.claimAnswered(.failure(error.failure), in: .redis, now: self.now())
                 self.loop.outages.redis.failed(error, instead: Self.fallback(action), logger: self.loop.logger)
                 self.run(action)
             }
         }
     }
 
-    /// docs/behaviour.md §3, long-term store: the claim in PostgreSQL, after Redis granted one or did not answer.
-    private func claimInPostgres() {
-        guard let longTerm = loop.longTermStore else { preconditionFailure("claimInPostgres without a long-term store") }
+    /// The claim in PostgreSQL, after Redis granted one or did not answer.
+    private func claimInPostgres(_ record: IdempotencyRecord) {
+        guard let longTerm = loop.longTermStore else { preconditionFailure("a PostgreSQL claim without a long-term store") }
         postgresClaimDeadlineMs = WallClock.milliseconds() + policy.postgresTimeoutMs
         longTerm.claim(
-            key: recordKey, owner: owner, fingerprint: machine.fingerprint, lockTTLMs: policy.lockTTLMs,
+            key: recordKey, owner: record.owner, fingerprint: record.fingerprint, lockTTLMs: policy.lockTTLMs,
             deadlineMs: postgresClaimDeadlineMs
         ) { result in
             switch result {
-            case .success(let claim):
+            case .success(let answer):
                 self.loop.outages.postgres.answered(logger: self.loop.logger)
-                self.run(self.machine.postgresClaimAnswered(claim, now: self.now()))
+                self.run(self.machine.claimAnswered(.success(answer), in: .postgres, now: self.now()))
             case .failure(.malformedRecord(let why)):
                 self.loop.outages.postgres.answered(logger: self.loop.logger)
                 self.loop.logger.error(
-                    "a record in PostgreSQL cannot be read; answering 503", metadata: ["record": "\(self.recordKey)", "error": "\(why)"])
-                self.run(self.machine.postgresClaimAnswered(.unreadable, now: self.now()))
+                    "a record in PostgreSQL cannot be read", metadata: ["record": "\(self.recordKey)", "error": "\(why)"])
+                self.run(self.machine.claimAnswered(.failure(.unreadable), in: .postgres, now: self.now()))
             case .failure(let error):
-                let action = self.machine.postgresClaimAnswered(error.mayHaveLanded ? .unanswered : .failed, now: self.now())
+                let action = self.machine.claimAnswered(.failure(error.failure), in: .postgres, now: self.now())
                 self.loop.outages.postgres.failed(error, instead: Self.fallback(action), logger: self.loop.logger)
                 self.run(action)
             }
@@ -213,10 +217,10 @@ final class ProtectedRequest {
     /// What the proxy does instead while a store is down, for the outage log.
     private static func fallback(_ action: ProtectedRequestMachine.Action) -> String {
         switch action {
-        case .claimInPostgres: return "protecting requests by PostgreSQL alone"
+        case .claim(_, .postgres): return "protecting requests by PostgreSQL alone"
         case .forward(protected: true), .waitForReplicas: return "protecting requests by Redis alone (on_postgres_error = redis)"
         case .forward(protected: false): return "no store answers: forwarding requests unprotected (on_redis_error = open)"
-        default: return "answering 503"
+        case .nothing, .claim, .waitForFirst, .settle, .retrySettle, .answer, .preconditionFailed: return "answering 503"
         }
     }
 
@@ -249,7 +253,7 @@ final class ProtectedRequest {
             self.exchange = nil
             self.loop.metrics.upstreamExchange(since: started)
             self.upstreamNanoseconds = NIODeadline.now().uptimeNanoseconds - started.uptimeNanoseconds
-            self.run(self.machine.upstreamFinished(self.result(of: outcome)))
+            self.run(self.machine.upstreamFinished(self.result(of: outcome), nowMs: WallClock.milliseconds()))
         }
     }
 
@@ -264,100 +268,88 @@ final class ProtectedRequest {
         case .spilled(let head, let bodyLength):
             return .streamed(status: Int(head.status.code), bodyBytes: bodyLength)
         case .response(let head, let body):
-            let stored = StoredResponse(upstream: head, body: Array(body.readableBytesView))
-            response = (stored, body)
-            return .response(stored)
+            responseBody = body
+            return .response(StoredResponse(upstream: head, body: Array(body.readableBytesView)))
         }
     }
 
-    private func settle(_ settlement: ProtectedRequestMachine.Settlement) {
+    private func settleInRedis(_ settlement: ProtectedRequestMachine.Settlement) {
         switch settlement {
-        case .complete(let state, let ttlMs, let completedAtMs):
-            let record = completedRecord(state, at: completedAtMs)
+        case .complete(let record, let ttlMs):
             let lockEndMs = redisClaimDeadlineMs + policy.lockTTLMs
             loop.store.complete(key: recordKey, owner: owner, record: record, responseTTLMs: ttlMs, lockEndMs: lockEndMs) { result in
-                // Behind PostgreSQL, another owner in Redis is a retry's copy of the record
-                // PostgreSQL just took: nothing was lost.
-                if case .success(.ownedByAnother) = result, !self.keptInPostgres { self.completionLost(in: "Redis") }
-                self.settledInRedis(result.map { _ in () }, failing: "storing a response failed; retries get 409 until lock_ttl ends")
+                self.settled(
+                    result.map { $0 == .ownedByAnother ? .takenOver : .done }.mapError(\.failure), result,
+                    failing: "storing a response failed; retries get 409 until lock_ttl ends")
             }
         case .release, .withdraw:
             loop.store.release(key: recordKey, owner: owner, wakeWaiters: settlement == .release) { result in
-                self.settledInRedis(result.map { _ in () }, failing: "releasing a claim failed; it expires after lock_ttl")
+                self.settled(
+                    result.map { _ in .done }.mapError(\.failure), result, failing: "releasing a claim failed; it expires after lock_ttl")
             }
         }
     }
 
-    /// docs/behaviour.md §3, long-term store: PostgreSQL settles first, owner-checked.
+    /// PostgreSQL settles first, owner-checked.
     private func settleInPostgres(_ settlement: ProtectedRequestMachine.Settlement) {
         guard let longTerm = loop.longTermStore else { preconditionFailure("a PostgreSQL settlement without a long-term store") }
         switch settlement {
-        case .complete(let state, let ttlMs, let completedAtMs):
-            let record = completedRecord(state, at: completedAtMs)
+        case .complete(let record, let ttlMs):
             let lockEndMs = postgresClaimDeadlineMs + policy.lockTTLMs
             longTerm.complete(key: recordKey, record: record, retentionMs: ttlMs, lockEndMs: lockEndMs) { result in
-                switch result {
-                case .success(true):
-                    self.keptInPostgres = true
-                    self.run(self.machine.settled(.done, now: self.now()))
-                case .success(false):
-                    self.completionLost(in: "PostgreSQL")
-                    self.run(self.machine.settled(.lost, now: self.now()))
-                case .failure(let error):
-                    self.settledInPostgres(error, failing: "storing a response in PostgreSQL failed; only Redis keeps it, if it answers")
-                }
+                self.settled(
+                    result.map { $0 ? .done : .takenOver }.mapError(\.failure), result,
+                    failing: "storing a response in PostgreSQL failed; only Redis keeps it, if it answers")
             }
         case .release, .withdraw:
             longTerm.release(key: recordKey, owner: owner) { result in
-                guard case .failure(let error) = result else { return self.run(self.machine.settled(.done, now: self.now())) }
-                self.settledInPostgres(error, failing: "releasing a claim in PostgreSQL failed; it expires after lock_ttl")
+                self.settled(
+                    result.map { _ in .done }.mapError(\.failure), result,
+                    failing: "releasing a claim in PostgreSQL failed; it expires after lock_ttl")
             }
         }
     }
 
-    /// The record a settlement stores: both stores get the same completion time.
-    private func completedRecord(_ state: IdempotencyRecord.State, at completedAtMs: Int64?) -> IdempotencyRecord {
-        if completedAtMs == nil && completionTimeMs == nil { completionTimeMs = WallClock.milliseconds() }
-        return IdempotencyRecord(owner: owner, fingerprint: machine.fingerprint, state: state, completedAtMs: completedAtMs ?? completionTimeMs)
-    }
-
-    private func completionLost(in store: String) {
-        loop.metrics.completionLost()
-        loop.logger.warning(
-            "the claim in \(store) was taken over or removed before the response was stored (it expired: raise lock_ttl; or the records API deleted it)",
-            metadata: ["record": "\(recordKey)"])
-    }
-
-    /// A Redis error may pass; a record Redis holds that cannot be read will not.
-    private func settledInRedis(_ result: Result<Void, StoreError>, failing message: Logger.Message) {
-        guard case .failure(let error) = result else { return run(machine.settled(.done, now: now())) }
-        if case .redis = error { settled(.unavailable, error, failing: message) } else { settled(.refused, error, failing: message) }
-    }
-
-    /// A PostgreSQL that is not connected or restarting may be back soon; one that timed out
-    /// would most likely time out again while the client waits.
-    private func settledInPostgres(_ error: LongTermStoreError, failing message: Logger.Message) {
-        settled(error.mayPass ? .unavailable : .refused, error, failing: message)
-    }
-
     /// A settlement given up on is logged once.
-    private func settled(_ result: ProtectedRequestMachine.SettleResult, _ error: any Error, failing message: Logger.Message) {
-        let action = machine.settled(result, now: now())
-        if case .retrySettle = action {} else { loop.logger.error(message, metadata: ["error": "\(error)"]) }
+    private func settled<Answer, Failure: Error>(
+        _ outcome: ProtectedRequestMachine.StoreOutcome<ProtectedRequestMachine.SettleAnswer>, _ result: Result<Answer, Failure>,
+        failing message: Logger.Message
+    ) {
+        let action = machine.settled(outcome, now: now())
+        if case .retrySettle = action {
+        } else if case .failure(let error) = result {
+            loop.logger.error(message, metadata: ["error": "\(error)"])
+        }
         run(action)
     }
 
-    /// The last step of every path: let go of the client after giving it its answer.
-    private func answer(_ reply: ProtectedRequestMachine.Reply) {
-        guard let client else { return }
+    /// Counted and logged once the request is answered.
+    private func completionLost(in store: ProtectedRequestMachine.Store) {
+        loop.metrics.completionLost()
+        loop.logger.warning(
+            "the claim in \(store == .redis ? "Redis" : "PostgreSQL") was taken over or removed before the response was stored (it expired: raise lock_ttl; or the records API deleted it)",
+            metadata: ["record": "\(recordKey)"])
+    }
+
+    /// Lets go of the client (and of what waited for the first request): this request is
+    /// answered, or can no longer be. The client, if it is still there to be answered.
+    private func letGoOfClient() -> (any ClientResponder)? {
+        guard let client else { return nil }
         self.client = nil
         poll?.cancel()
         poll = nil
         if let subscription { loop.subscriber.unsubscribe(recordKey, id: subscription) }
         if bodyComplete { loop.protectedInFlight -= 1 }
+        return client
+    }
+
+    /// The last step of every path: let go of the client after giving it its answer.
+    private func answer(_ reply: ProtectedRequestMachine.Reply) {
+        guard let client = letGoOfClient() else { return }
         if let store = reply.replayedFrom { loop.metrics.replayed(from: store) }
         replayedFrom = reply.replayedFrom
         withdraw(reply.claimsToWithdraw)
+        reply.completionsLost.forEach(completionLost(in:))
         let requestEnded = bodyComplete
         let response: ProxyResponse
         switch reply.content {
@@ -365,9 +357,8 @@ final class ProtectedRequest {
             response = ProxyResponse(problem: problem)
         case .replay(let stored):
             response = ProxyResponse(stored: stored, replayHeader: policy.replayHeader)
-        case .upstreamResponse:
-            guard let collected = self.response else { preconditionFailure("answered with an upstream response that was not collected") }
-            response = ProxyResponse(stored: collected.stored, replayHeader: nil, body: collected.body)
+        case .upstreamResponse(let stored):
+            response = ProxyResponse(stored: stored, replayHeader: nil, body: responseBody)
         case .endOfStreamedResponse:
             return client.finishStreamed(outcome: reply.outcome, requestEnded: requestEnded)
         case .abortStreamedResponse:

@@ -9,7 +9,7 @@ protocol RecordStore: AnyObject {
     /// answer; a claim that runs later writes nothing and fails with `.lateClaim`.
     func claim(
         key: String, record: IdempotencyRecord, lockTTLMs: Int64, deadlineMs: Int64,
-        completion: @escaping (Result<ProtectedRequestMachine.ClaimResult, StoreError>) -> Void)
+        completion: @escaping (Result<ProtectedRequestMachine.ClaimAnswer, StoreError>) -> Void)
 
     /// `lockEndMs`: the latest the claim's lock can end (ms since the epoch); a key gone before
     /// then is not written (`RedisScript.complete`).
@@ -57,12 +57,16 @@ enum StoreError: Error, CustomStringConvertible {
     /// is ahead of this host's by more than `redis_timeout`.
     case lateClaim
 
-    /// The command may have run, or still run: it was sent and no answer came, or what came
-    /// cannot be read. Only a command never sent, or one the server refused, certainly did not.
-    var mayHaveLanded: Bool {
+    /// What this means to the request machine. Any Redis error reply is taken as passing (a
+    /// `READONLY` or `LOADING` during a failover or restart); only a command never sent, or
+    /// one the server refused, certainly did not run.
+    var failure: ProtectedRequestMachine.StoreFailure {
         switch self {
-        case .redis(.notConnected), .redis(.server), .malformedRecord, .lateClaim: return false
-        case .redis: return true
+        case .redis(.notConnected), .redis(.server): return .unavailable
+        case .redis(.timeout): return .timedOut
+        case .redis: return .interrupted
+        case .malformedRecord: return .unreadable
+        case .lateClaim: return .refused
         }
     }
 

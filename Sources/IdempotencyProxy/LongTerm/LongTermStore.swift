@@ -7,7 +7,7 @@ protocol LongTermStore: AnyObject {
     /// `deadlineMs` (ms since the epoch): a claim that runs later holds nothing (`.lateClaim`).
     func claim(
         key: String, owner: [UInt8], fingerprint: [UInt8], lockTTLMs: Int64, deadlineMs: Int64,
-        completion: @escaping (Result<ProtectedRequestMachine.LongTermClaimResult, LongTermStoreError>) -> Void)
+        completion: @escaping (Result<ProtectedRequestMachine.ClaimAnswer, LongTermStoreError>) -> Void)
 
     /// Owner-checked. Result: false when another request had taken the key over. `lockEndMs`:
     /// the latest the claim's lock can end (ms since the epoch); another owner's expired row,

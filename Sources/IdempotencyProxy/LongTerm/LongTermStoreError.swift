@@ -1,3 +1,4 @@
+import IdempotencyCore
 import PostgresNIO
 
 /// Why the long-term store gave no usable answer, worded for a log line.
@@ -51,14 +52,17 @@ enum LongTermStoreError: Error, Equatable, CustomStringConvertible {
         }
     }
 
-    /// Another try of a settlement may succeed: not connected, or a server restarting (57P,
-    /// such as 57P01 shutting down and 57P03 starting up) or out of connections (53300). A
-    /// timeout is not one: a paused server would hold the client for every try.
-    var mayPass: Bool {
+    /// What this means to the request machine: a server restarting (57P, such as 57P01
+    /// shutting down and 57P03 starting up) or out of connections (53300) is unavailable for
+    /// now, like one not connected.
+    var failure: ProtectedRequestMachine.StoreFailure {
         switch self {
-        case .unavailable, .unanswered: return true
-        case .server(let sqlState, _): return sqlState.hasPrefix("57P") || sqlState == "53300"
-        case .timeout, .malformedRecord, .unusableTable, .lateClaim: return false
+        case .unavailable: return .unavailable
+        case .unanswered: return .interrupted
+        case .timeout: return .timedOut
+        case .server(let sqlState, _): return sqlState.hasPrefix("57P") || sqlState == "53300" ? .unavailable : .refused
+        case .malformedRecord: return .unreadable
+        case .lateClaim, .unusableTable: return .refused
         }
     }
 
@@ -70,14 +74,6 @@ enum LongTermStoreError: Error, Equatable, CustomStringConvertible {
         case .unusableTable: return true
         case .server(let sqlState, _): return sqlState.hasPrefix("28") || sqlState == "3D000"
         case .unavailable, .unanswered, .timeout, .malformedRecord, .lateClaim: return false
-        }
-    }
-
-    /// The statement may have run without its answer reaching us (a claim to withdraw).
-    var mayHaveLanded: Bool {
-        switch self {
-        case .unanswered, .timeout: return true
-        case .unavailable, .server, .malformedRecord, .unusableTable, .lateClaim: return false
         }
     }
 

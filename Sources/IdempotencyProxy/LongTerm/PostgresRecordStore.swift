@@ -14,7 +14,7 @@ final class PostgresRecordStore: LongTermStore {
 
     func claim(
         key: String, owner: [UInt8], fingerprint: [UInt8], lockTTLMs: Int64, deadlineMs: Int64,
-        completion: @escaping (Result<ProtectedRequestMachine.LongTermClaimResult, LongTermStoreError>) -> Void
+        completion: @escaping (Result<ProtectedRequestMachine.ClaimAnswer, LongTermStoreError>) -> Void
     ) {
         let binds = [
             PostgresData(string: key), PostgresData(bytes: owner), PostgresData(bytes: fingerprint), PostgresData(int64: lockTTLMs),
@@ -35,7 +35,7 @@ final class PostgresRecordStore: LongTermStore {
 
     /// The claim statement's row: ours (claimed; written expired when it ran late), or what
     /// was there.
-    private static func claimResult(_ rows: [PostgresRow], owner: [UInt8]) throws -> ProtectedRequestMachine.LongTermClaimResult {
+    private static func claimResult(_ rows: [PostgresRow], owner: [UInt8]) throws -> ProtectedRequestMachine.ClaimAnswer {
         guard let row = rows.first else { throw LongTermStoreError.malformedRecord("the claim returned no row") }
         // The int8 is read as raw bytes: a prepared statement's rows come in binary (as bound)
         // but are described as text, which `Int64` decoding refuses.
