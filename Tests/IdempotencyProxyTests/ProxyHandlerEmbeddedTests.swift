@@ -16,12 +16,19 @@ import Testing
         let loop: EmbeddedEventLoop
         let client: EmbeddedChannel
         let store = ScriptedStore()
+        /// Set with `longTerm: true`: PostgreSQL behind Redis, both noting calls in one journal.
+        let longTerm: ScriptedLongTermStore?
         private(set) var upstreams: [EmbeddedChannel] = []
         let context: LoopContext
 
-        init(_ change: (inout ProxyConfiguration) -> Void = { _ in }) throws {
+        init(longTerm: Bool = false, _ change: (inout ProxyConfiguration) -> Void = { _ in }) throws {
             var configuration = ProxyConfiguration()
+            if longTerm {
+                configuration.postgresURL = PostgresURL(address: HostPort(host: "db", port: 5432), username: "u", database: "d")
+            }
             change(&configuration)
+            let longTermStore = longTerm ? ScriptedLongTermStore(journal: store.journal) : nil
+            self.longTerm = longTermStore
             let logger = Logger(label: "embedded") { _ in SwiftLogNoOpLogHandler() }
             let loop = EmbeddedEventLoop()
             self.loop = loop
@@ -38,7 +45,7 @@ import Testing
             }
             context = LoopContext(
                 eventLoop: loop, configuration: configuration, metrics: ProxyMetrics(), logger: logger, store: store,
-                subscriber: SilentPubSub(), pool: pool, waitPollInterval: .milliseconds(100))
+                longTermStore: longTermStore, subscriber: SilentPubSub(), pool: pool, waitPollInterval: .milliseconds(100))
             client = EmbeddedChannel(loop: loop)
             try client.pipeline.syncOperations.addHandler(ProxyHandler(loop: context))
             try client.connect(to: SocketAddress(ipAddress: "127.0.0.2", port: 40_000)).wait()
@@ -65,10 +72,14 @@ import Testing
 
         /// `idemproxy_requests_total` for `outcome`.
         func count(_ outcome: String) -> Int {
+            metric("idemproxy_requests_total{outcome=\"\(outcome)\",route=\"default\"}")
+        }
+
+        /// The value of the metric line `name` (with its labels); -1 when there is none.
+        func metric(_ name: String) -> Int {
             let text = String(decoding: context.metrics.render(), as: UTF8.self)
-            let prefix = "idemproxy_requests_total{outcome=\"\(outcome)\",route=\"default\"} "
-            let line = text.split(separator: "\n").first { $0.hasPrefix(prefix) }
-            return line.flatMap { Int($0.dropFirst(prefix.count)) } ?? -1
+            let line = text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+            return line.flatMap { Int($0.dropFirst(name.count + 1)) } ?? -1
         }
 
         /// Upstream connection `index` answers.
@@ -307,87 +318,4 @@ import Testing
         #expect(try busy.received().contains("Connection: close\r\n"))
         #expect(!busy.client.isActive)
     }
-}
-
-/// A store that answers claims from a script (a free key once the script is used up), at once
-/// or when the test says, and everything else with success.
-final class ScriptedStore: RecordStore {
-    var claims: [(IdempotencyRecord) -> ProtectedRequestMachine.ClaimAnswer] = []
-    /// Claims wait for `answerHeldClaim`.
-    var holdClaims = false
-    private var held: [(Result<ProtectedRequestMachine.ClaimAnswer, StoreError>) -> Void] = []
-    private(set) var claimsMade = 0
-    private(set) var settled: [String] = []
-    /// The next claim fails with this.
-    var claimFailure: StoreError?
-    /// How withdrawals of unanswered claims are answered, in turn (then: withdrawn).
-    var withdrawals: [Bool?] = []
-    /// The deadlines of the withdrawals asked for.
-    private(set) var withdrawalDeadlines: [Int64] = []
-
-    func claim(
-        key: String, record: IdempotencyRecord, lockTTLMs: Int64, deadlineMs: Int64,
-        completion: @escaping (Result<ProtectedRequestMachine.ClaimAnswer, StoreError>) -> Void
-    ) {
-        claimsMade += 1
-        if let claimFailure {
-            self.claimFailure = nil
-            return completion(.failure(claimFailure))
-        }
-        if holdClaims { return held.append(completion) }
-        guard !claims.isEmpty else { return completion(.success(.claimed)) }
-        completion(.success(claims.removeFirst()(record)))
-    }
-
-    func answerHeldClaim(_ result: ProtectedRequestMachine.ClaimAnswer) {
-        held.removeFirst()(.success(result))
-    }
-
-    func complete(
-        key: String, owner: [UInt8], record: IdempotencyRecord, responseTTLMs: Int64, lockEndMs: Int64,
-        completion: @escaping (Result<CompleteResult, StoreError>) -> Void
-    ) {
-        settled.append("complete")
-        completion(.success(.stored))
-    }
-
-    func release(key: String, owner: [UInt8], wakeWaiters: Bool, completion: @escaping (Result<Bool, StoreError>) -> Void) {
-        settled.append("release")
-        completion(.success(true))
-    }
-
-    func withdrawUnanswered(
-        key: String, owner: [UInt8], deadlineMs: Int64, completion: @escaping (Result<Bool?, StoreError>) -> Void
-    ) {
-        withdrawalDeadlines.append(deadlineMs)
-        completion(.success(withdrawals.isEmpty ? true : withdrawals.removeFirst()))
-    }
-
-    func waitForReplicas(
-        _ count: Int, key: String, timeoutMs: Int64, completion: @escaping (Result<Int, StoreError>) -> Void
-    ) { completion(.success(count)) }
-
-    /// The records API is not served on an embedded loop.
-    func inspect(key: String, completion: @escaping (Result<HeldRecord?, StoreError>) -> Void) {
-        completion(.success(nil))
-    }
-
-    func forget(
-        key: String, force: Bool, tombstoneOwner: [UInt8], completion: @escaping (Result<ForgetResult, StoreError>) -> Void
-    ) { completion(.success(.absent)) }
-
-    func ping(completion: @escaping (Result<Void, StoreError>) -> Void) { completion(.success(())) }
-
-    let serverInUse: String? = nil
-
-    func close() {}
-}
-
-/// Pub/Sub that never delivers: waiting retries depend on their poll.
-final class SilentPubSub: RedisPubSub {
-    let publishCommand = "PUBLISH"
-    var onRefused: ((String) -> Void)?
-    func subscribe(_ channel: String, listener: @escaping () -> Void) -> Int { 0 }
-    func unsubscribe(_ channel: String, id: Int) {}
-    func close() {}
 }
