@@ -20,19 +20,19 @@ public final class Policy: Sendable {
     public let fingerprint: Bool
     public let maxRequestBody: Int
     public let maxStoredResponse: Int
-    public let lockTTLMs: Int64
-    public let responseTTLMs: Int64
-    public let retentionMs: Int64
-    public let inflightWaitMs: Int64
-    public let upstreamTimeoutMs: Int64
+    public let lockTTL: Duration
+    public let responseTTL: Duration
+    public let retention: Duration
+    public let inflightWait: Duration
+    public let upstreamTimeout: Duration
     public let releaseStatuses: ReleaseStatuses
     public let replayHeader: String
-    public let redisTimeoutMs: Int64
+    public let redisTimeout: Duration
     public let redisWaitReplicas: Int
     public let onRedisError: ProxyConfiguration.OnRedisError
     /// A long-term store is configured (docs/behaviour.md §3, long-term store).
     public let longTerm: Bool
-    public let postgresTimeoutMs: Int64
+    public let postgresTimeout: Duration
     public let onPostgresError: ProxyConfiguration.OnPostgresError
 
     /// The top level's policy (`route` nil), or a route's, whose overrides `route.settings` holds.
@@ -51,18 +51,18 @@ public final class Policy: Sendable {
         fingerprint = s.fingerprint
         maxRequestBody = s.maxRequestBody
         maxStoredResponse = s.maxStoredResponse
-        lockTTLMs = s.lockTTLMs
-        responseTTLMs = s.responseTTLMs
-        retentionMs = s.retentionMs
-        inflightWaitMs = s.inflightWaitMs
-        upstreamTimeoutMs = s.upstreamTimeoutMs
+        lockTTL = .milliseconds(s.lockTTLMs)
+        responseTTL = .milliseconds(s.responseTTLMs)
+        retention = .milliseconds(s.retentionMs)
+        inflightWait = .milliseconds(s.inflightWaitMs)
+        upstreamTimeout = .milliseconds(s.upstreamTimeoutMs)
         releaseStatuses = s.releaseStatuses
         replayHeader = s.replayHeader
-        redisTimeoutMs = s.redisTimeoutMs
+        redisTimeout = .milliseconds(s.redisTimeoutMs)
         redisWaitReplicas = s.redisWaitReplicas
         onRedisError = s.onRedisError
         longTerm = s.postgresURL != nil
-        postgresTimeoutMs = s.postgresTimeoutMs
+        postgresTimeout = .milliseconds(s.postgresTimeoutMs)
         onPostgresError = s.onPostgresError
     }
 }

@@ -314,7 +314,7 @@ public struct ProtectedRequestMachine: Sendable {
         }
         self.fingerprint =
             settings.fingerprint ? fingerprint() : [UInt8](repeating: 0, count: IdempotencyRecord.fingerprintLength)
-        if settings.inflightWaitMs > 0 { waitDeadline = now + UInt64(settings.inflightWaitMs) * 1_000_000 }
+        if settings.inflightWait > .zero { waitDeadline = now + settings.inflightWait.nanoseconds }
         return claim(in: .redis)
     }
 
@@ -351,7 +351,7 @@ public struct ProtectedRequestMachine: Sendable {
             holdsPostgresClaim = true
             return claimedEverywhere()
         case (.postgres, .success(.existing(let record, let expiresInMs))):
-            return postgresHolds(record, expiresInMs: expiresInMs ?? settings.responseTTLMs, now: now)
+            return postgresHolds(record, expiresInMs: expiresInMs ?? settings.responseTTL.milliseconds, now: now)
         case (.postgres, .failure(.unreadable)):
             // The request may have run: never forwarded, whatever on_postgres_error says.
             let withdraw = holdsRedisClaim ? [Step(settlement: .withdraw, store: .redis)] : []
@@ -386,7 +386,7 @@ public struct ProtectedRequestMachine: Sendable {
             record.fingerprint == fingerprint && record.state != .inFlight
             ? .complete(
                 IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: record.state, completedAtMs: record.completedAtMs ?? 0),
-                ttlMs: min(settings.responseTTLMs, max(1, expiresInMs)))
+                ttlMs: min(settings.responseTTL.milliseconds, max(1, expiresInMs)))
             : .withdraw
         return settle([Step(settlement: copy, store: .redis)], then: next)
     }
@@ -506,8 +506,8 @@ public struct ProtectedRequestMachine: Sendable {
     /// for `retention` there and `response_ttl` in Redis. `settlement` is given the store's TTL.
     private func everyStore(_ settlement: (_ ttlMs: Int64) -> Settlement) -> [Step] {
         var steps: [Step] = []
-        if holdsPostgresClaim { steps.append(Step(settlement: settlement(settings.retentionMs), store: .postgres)) }
-        if holdsRedisClaim { steps.append(Step(settlement: settlement(settings.responseTTLMs), store: .redis)) }
+        if holdsPostgresClaim { steps.append(Step(settlement: settlement(settings.retention.milliseconds), store: .postgres)) }
+        if holdsRedisClaim { steps.append(Step(settlement: settlement(settings.responseTTL.milliseconds), store: .redis)) }
         return steps
     }
 
@@ -532,7 +532,7 @@ public struct ProtectedRequestMachine: Sendable {
             state = .waitingForReplicas
             // WAIT must give up before our own command timeout does, or its answer would
             // be lost with the connection.
-            return .waitForReplicas(count: settings.redisWaitReplicas, timeoutMs: max(1, settings.redisTimeoutMs * 3 / 4))
+            return .waitForReplicas(count: settings.redisWaitReplicas, timeoutMs: max(1, settings.redisTimeout.milliseconds * 3 / 4))
         }
         state = .forwarding(protected: true)
         return .forward(protected: true)

@@ -77,13 +77,13 @@ import Testing
             route.all.require_key = true
             """)
         #expect(routes.policy(target: "/v1/charges/ch_1?expand=x", host: nil).route == "charges")
-        #expect(routes.policy(target: "/v1/charges/ch_1", host: nil).responseTTLMs == 7 * 86_400_000)
+        #expect(routes.policy(target: "/v1/charges/ch_1", host: nil).responseTTL == .seconds(7 * 86_400))
         #expect(routes.policy(target: "/v1/refunds", host: "Admin.Example:443").route == "admin")
         #expect(routes.policy(target: "/v1/refunds", host: "admin.example").protect == false)
         #expect(routes.policy(target: "/v1/refunds", host: "api.example").route == "all")
         #expect(routes.policy(target: "/v1/refunds", host: nil).requireKey)
         #expect(routes.policy(target: "/v2/refunds", host: nil).route == "default")
-        #expect(routes.policy(target: "/v2/refunds", host: nil).responseTTLMs == 86_400_000)
+        #expect(routes.policy(target: "/v2/refunds", host: nil).responseTTL == .seconds(86_400))
         #expect(routes.policies.map(\.routeIndex) == [0, 1, 2, 3])
     }
 
@@ -102,15 +102,15 @@ import Testing
         OverrideRow(field: "key_header", value: "X-Request-Id", applied: { $0.keyHeader == "X-Request-Id" }),
         OverrideRow(field: "scope_headers", value: "X-Tenant", applied: { $0.scopeHeaders == ["X-Tenant"] }),
         OverrideRow(field: "fingerprint", value: "false", applied: { !$0.fingerprint }),
-        OverrideRow(field: "lock_ttl", value: "2m", applied: { $0.lockTTLMs == 120_000 }),
-        OverrideRow(field: "response_ttl", value: "7d", applied: { $0.responseTTLMs == 7 * 86_400_000 }),
-        OverrideRow(field: "retention", value: "90d", applied: { $0.retentionMs == 90 * 86_400_000 }),
-        OverrideRow(field: "inflight_wait", value: "5s", applied: { $0.inflightWaitMs == 5_000 }),
+        OverrideRow(field: "lock_ttl", value: "2m", applied: { $0.lockTTL == .seconds(120) }),
+        OverrideRow(field: "response_ttl", value: "7d", applied: { $0.responseTTL == .seconds(7 * 86_400) }),
+        OverrideRow(field: "retention", value: "90d", applied: { $0.retention == .seconds(90 * 86_400) }),
+        OverrideRow(field: "inflight_wait", value: "5s", applied: { $0.inflightWait == .seconds(5) }),
         OverrideRow(field: "store_5xx", value: "true", applied: { $0.releaseStatuses == .storing5xx }),
         OverrideRow(field: "release_statuses", value: "429", applied: { !$0.releaseStatuses.releases(503) && $0.releaseStatuses.releases(429) }),
         OverrideRow(field: "max_request_body", value: "10KiB", applied: { $0.maxRequestBody == 10_240 }),
         OverrideRow(field: "max_stored_response", value: "2MiB", applied: { $0.maxStoredResponse == 2 << 20 }),
-        OverrideRow(field: "upstream_timeout", value: "5s", applied: { $0.upstreamTimeoutMs == 5_000 }),
+        OverrideRow(field: "upstream_timeout", value: "5s", applied: { $0.upstreamTimeout == .seconds(5) }),
         OverrideRow(field: "protect", value: "false", applied: { !$0.protect }),
         OverrideRow(field: "key_from", value: "json:/id", applied: { $0.keyFromJSON?.description == "/id" }),
     ])

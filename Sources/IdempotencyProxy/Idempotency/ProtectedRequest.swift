@@ -170,8 +170,8 @@ final class ProtectedRequest {
     }
 
     private func claimInRedis(_ record: IdempotencyRecord) {
-        redisClaimDeadlineMs = WallClock.milliseconds() + policy.redisTimeoutMs
-        loop.store.claim(key: recordKey, record: record, lockTTLMs: policy.lockTTLMs, deadlineMs: redisClaimDeadlineMs) { result in
+        redisClaimDeadlineMs = WallClock.milliseconds() + policy.redisTimeout.milliseconds
+        loop.store.claim(key: recordKey, record: record, lockTTLMs: policy.lockTTL.milliseconds, deadlineMs: redisClaimDeadlineMs) { result in
             switch result {
             case .success(let answer):
                 self.loop.outages.redis.answered(logger: self.loop.logger)
@@ -192,9 +192,9 @@ final class ProtectedRequest {
     /// The claim in PostgreSQL, after Redis granted one or did not answer.
     private func claimInPostgres(_ record: IdempotencyRecord) {
         guard let longTerm = loop.longTermStore else { preconditionFailure("a PostgreSQL claim without a long-term store") }
-        postgresClaimDeadlineMs = WallClock.milliseconds() + policy.postgresTimeoutMs
+        postgresClaimDeadlineMs = WallClock.milliseconds() + policy.postgresTimeout.milliseconds
         longTerm.claim(
-            key: recordKey, owner: record.owner, fingerprint: record.fingerprint, lockTTLMs: policy.lockTTLMs,
+            key: recordKey, owner: record.owner, fingerprint: record.fingerprint, lockTTLMs: policy.lockTTL.milliseconds,
             deadlineMs: postgresClaimDeadlineMs
         ) { result in
             switch result {
@@ -246,7 +246,7 @@ final class ProtectedRequest {
             from: head, basePath: loop.configuration.upstream.basePath, hostHeader: loop.upstreamHostHeader, clientAddress: clientAddress,
             bodyLength: body.readableBytes, clientProtocol: loop.clientProtocol)
         exchange = BufferedExchange.run(
-            pool: loop.pool, head: upstreamHead, body: body, timeout: .milliseconds(policy.upstreamTimeoutMs),
+            pool: loop.pool, head: upstreamHead, body: body, timeout: TimeAmount(policy.upstreamTimeout),
             // Unprotected too, a response too large to store is passed on rather than held whole.
             allocator: ByteBufferAllocator(), spillAfter: policy.maxStoredResponse, spill: self
         ) { outcome in
@@ -276,7 +276,7 @@ final class ProtectedRequest {
     private func settleInRedis(_ settlement: ProtectedRequestMachine.Settlement) {
         switch settlement {
         case .complete(let record, let ttlMs):
-            let lockEndMs = redisClaimDeadlineMs + policy.lockTTLMs
+            let lockEndMs = redisClaimDeadlineMs + policy.lockTTL.milliseconds
             loop.store.complete(key: recordKey, owner: owner, record: record, responseTTLMs: ttlMs, lockEndMs: lockEndMs) { result in
                 self.settled(
                     result.map { $0 == .ownedByAnother ? .takenOver : .done }.mapError(\.failure), result,
@@ -295,7 +295,7 @@ final class ProtectedRequest {
         guard let longTerm = loop.longTermStore else { preconditionFailure("a PostgreSQL settlement without a long-term store") }
         switch settlement {
         case .complete(let record, let ttlMs):
-            let lockEndMs = postgresClaimDeadlineMs + policy.lockTTLMs
+            let lockEndMs = postgresClaimDeadlineMs + policy.lockTTL.milliseconds
             longTerm.complete(key: recordKey, record: record, retentionMs: ttlMs, lockEndMs: lockEndMs) { result in
                 self.settled(
                     result.map { $0 ? .done : .takenOver }.mapError(\.failure), result,
@@ -373,7 +373,7 @@ final class ProtectedRequest {
             let deadlineMs = store == .redis ? redisClaimDeadlineMs : postgresClaimDeadlineMs
             // The claim lives lock_ttl from when it landed, at the latest its deadline; a clock
             // skew of a few seconds is allowed for.
-            let remainingMs = max(0, deadlineMs - WallClock.milliseconds()) + policy.lockTTLMs + 5_000
+            let remainingMs = max(0, deadlineMs - WallClock.milliseconds()) + policy.lockTTL.milliseconds + 5_000
             loop.unansweredClaims.withdraw(UnansweredClaims.Claim(
                 store: store, key: recordKey, owner: owner, deadlineMs: deadlineMs, giveUpAt: .now() + .milliseconds(remainingMs)))
         }

@@ -23,7 +23,7 @@ final class PassthroughExchange: UpstreamReceiver {
     private var finished = false
 
     init(client: any ClientResponder, loop: LoopContext, clientHead: RequestHead, clientAddress: String?, policy: Policy) {
-        timeout = .milliseconds(policy.upstreamTimeoutMs)
+        timeout = TimeAmount(policy.upstreamTimeout)
         self.client = client
         self.loop = loop
         let head = ForwardedRequest(
