@@ -8,9 +8,9 @@ import NIOHTTP1
 /// a closed client does to the request under way) is a row of its table test; the handler keeps
 /// only the request's work (its exchange) and the writes.
 ///
-///     readingHead ─► (head) ─► streaming | buffering ─► processing | refused ─► (answer) ─┬─► idle ─► readingHead …
-///                                                                                          ├─► draining ─► (end) ─► idle
-///                                                                                          └─► closed
+///     readingHead ─► (head) ─┬─► streaming ────────────────┬─► (answer) ─┬─► idle ─► readingHead …
+///                            ├─► buffering ─► processing ──┤              ├─► draining ─► (end) ─► idle
+///                            └─► refused ──────────────────┘              └─► closed
 ///
 /// It serves one request at a time: what a client pipelines behind the request under way waits
 /// in `pipelined` (reads pause meanwhile) and is taken up, in order, once that request is
@@ -71,9 +71,9 @@ public struct ClientConnectionStateMachine {
         /// The request under way has been read to its end.
         case deliverEnd
         /// Answer `error` with 400 (or 431), then close. `newRequest`: the bytes are where a
-        /// request should have begun, the answer is that request's. `abandonWork`: the request
-        /// under way is dropped, its upstream exchange (if any) abandoned.
-        case answerMalformed(RequestParser.ParseError, newRequest: Bool, abandonWork: Bool)
+        /// request should have begun, the answer is that request's; else the request under way
+        /// is dropped, its upstream exchange (if any) abandoned, and the answer is its.
+        case answerMalformed(RequestParser.ParseError, newRequest: Bool)
         /// Part of a response is out and the request cannot go on: abandon the work, count the
         /// request as `passthrough`, and close; the close is the only honest signal left.
         case cutResponse
@@ -173,8 +173,9 @@ public struct ClientConnectionStateMachine {
         lastRead = now
     }
 
-    /// The parser has seen the whole read: bytes left over between requests begin a head,
-    /// which is now due.
+    /// The parser has seen the whole read. Between requests, a head is now due: bytes of one
+    /// may be left over in the parser (a read that ended with an answer counts too, so a
+    /// connection that pipelines nothing after it is due as well).
     public mutating func readEnded() {
         if case .idle = state { state = .readingHead(since: lastRead) }
     }
@@ -260,20 +261,18 @@ public struct ClientConnectionStateMachine {
         switch state {
         case .idle, .readingHead:
             state = .refused(Request(version: .http1_1, isHEAD: false, keepAlive: false))
-            return .answerMalformed(error, newRequest: true, abandonWork: false)
+            return .answerMalformed(error, newRequest: true)
         case .buffering(let request, answering: false), .streaming(let request, _, answering: false):
             // The protected request had claimed nothing yet; a streamed one's head went upstream
             // and its body cannot be finished: either is dropped.
             state = .refused(Request(version: request.version, isHEAD: request.isHEAD, keepAlive: false))
-            return .answerMalformed(error, newRequest: false, abandonWork: true)
+            return .answerMalformed(error, newRequest: false)
         case .streaming(_, _, answering: true):
             state = .closed
             return .cutResponse
         case .processing:
-            // Not reached (what follows a whole request waits for its answer); were it, a second
-            // answer would be one the client never asked for. The request carries on and is
-            // counted when it ends.
-            return .close
+            // What follows a whole request waits for its answer.
+            return closeForBug("malformed bytes taken while a request is processed")
         case .buffering(_, answering: true), .refused, .draining, .closed:
             state = .closed
             return .close
@@ -303,17 +302,36 @@ public struct ClientConnectionStateMachine {
     /// A body framed by the close ends keep-alive; an HTTP/1.0 client learns of keep-alive only
     /// from the header.
     public mutating func responseHead(framing: ResponseWriter.Framing, closing: Bool = false) -> StaticString? {
-        guard var request = self.request else { return nil }
-        if framing == .untilClose || closing { request.keepAlive = false }
-        switch state {
-        case .streaming(_, let ended, _): state = .streaming(request, ended: ended, answering: true)
-        case .buffering: state = .buffering(request, answering: true)
-        case .processing: state = .processing(request)
-        case .refused: state = .refused(request)
-        case .idle, .readingHead, .draining, .closed: break
+        guard let request = updateRequest(answering: true, { if framing == .untilClose || closing { $0.keepAlive = false } }) else {
+            return nil
         }
         if !request.keepAlive { return "close" }
         return request.version.minor == 0 ? "keep-alive" : nil
+    }
+
+    /// Changes the request under way in place (`answering`: its answer has begun); the request
+    /// as changed, nil when there is none.
+    private mutating func updateRequest(answering: Bool, _ change: (inout Request) -> Void) -> Request? {
+        switch state {
+        case .streaming(var request, let ended, let answered):
+            change(&request)
+            state = .streaming(request, ended: ended, answering: answered || answering)
+            return request
+        case .buffering(var request, let answered):
+            change(&request)
+            state = .buffering(request, answering: answered || answering)
+            return request
+        case .processing(var request):
+            change(&request)
+            state = .processing(request)
+            return request
+        case .refused(var request):
+            change(&request)
+            state = .refused(request)
+            return request
+        case .idle, .readingHead, .draining, .closed:
+            return nil
+        }
     }
 
     /// The answer is complete. `requestEnded`: the request has been read to its end (else the
@@ -371,18 +389,8 @@ public struct ClientConnectionStateMachine {
     public mutating func quiesce() -> Action {
         quiescing = true
         switch state {
-        case .streaming(var request, let ended, let answering):
-            request.keepAlive = false
-            state = .streaming(request, ended: ended, answering: answering)
-        case .buffering(var request, let answering):
-            request.keepAlive = false
-            state = .buffering(request, answering: answering)
-        case .processing(var request):
-            request.keepAlive = false
-            state = .processing(request)
-        case .refused(var request):
-            request.keepAlive = false
-            state = .refused(request)
+        case .streaming, .buffering, .processing, .refused:
+            _ = updateRequest(answering: false) { $0.keepAlive = false }
         case .draining:
             state = .draining(keepAlive: false)
         case .idle, .readingHead:

@@ -251,7 +251,8 @@ public struct ProtectedRequestMachine: Sendable {
 
     // MARK: - events
 
-    /// Rules 1–3, before any body is read.
+    /// Rules 1–3, before any body is read. Called once, by construction: the executor makes
+    /// the machine for the head.
     public mutating func headReceived(keyHeaderValues: [String], declaredBodyLength: Int?) -> HeadDecision {
         guard case .admitting = state else { preconditionFailure("headReceived twice") }
         let c = settings
@@ -465,8 +466,11 @@ public struct ProtectedRequestMachine: Sendable {
                 if step.store == .postgres { keptInPostgres = true }
             case .success(.takenOver):
                 // Behind PostgreSQL, another owner in Redis is a retry's copy of the record
-                // PostgreSQL just took: nothing was lost.
-                if step.store == .postgres || !keptInPostgres { completionsLost.append(step.store) }
+                // PostgreSQL just took: nothing was lost. Nor is anything by a copy back (the
+                // request's own Redis claim was already given up): it stores a record that
+                // PostgreSQL keeps.
+                let copyBack = step.store == .redis && !holdsRedisClaim
+                if step.store == .postgres || !(keptInPostgres || copyBack) { completionsLost.append(step.store) }
                 // The newer request's record is the truth: Redis gets no completion from this
                 // one (its own Redis claim is withdrawn instead).
                 rest = rest.map { next in

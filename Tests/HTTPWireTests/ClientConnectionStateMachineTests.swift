@@ -55,8 +55,8 @@ import Testing
                     expectsContinue: head.expectsContinue))
             case .deliverBody(let buffer): log.append("body \(buffer.readableBytes)")
             case .deliverEnd: log.append("end")
-            case .answerMalformed(_, let newRequest, let abandonWork):
-                log.append("400" + (newRequest ? " new" : "") + (abandonWork ? " abandon" : ""))
+            case .answerMalformed(_, let newRequest):
+                log.append("400" + (newRequest ? " new" : " abandon"))
             case .cutResponse: log.append("cut")
             case .writeContinue: log.append("continue")
             case .close: log.append("close")
@@ -156,6 +156,12 @@ import Testing
         Row(name: "a request after Connection: close is not taken up",
             steps: [.read("GET /a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" + get), .answer(), .takePipelined],
             expected: ["start GET /a", "end", "head close", "flush, close", "resume"]),
+        Row(name: "a request waiting behind one whose answer ends keep-alive is dropped",
+            steps: [.read(get + get), .quiesce, .answer(), .takePipelined],
+            expected: ["start GET /a", "end", "pause", "head close", "flush, close", "resume"]),
+        Row(name: "a request waiting behind one whose answer closes is dropped",
+            steps: [.read(get + get), .answer(closing: true), .takePipelined],
+            expected: ["start GET /a", "end", "pause", "head close", "flush, close", "resume"]),
         Row(name: "garbage after a complete request waits for its answer, then gets 400",
             steps: [.read(get + "GARBAGE\r\n\r\n"), .answer(), .takePipelined, .answer()],
             expected: ["start GET /a", "end", "pause", "head", "flush", "400 new", "resume", "head close", "flush, close"]),
@@ -164,6 +170,9 @@ import Testing
         Row(name: "garbage in a buffered body abandons it",
             steps: [.read("POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"), .answer()],
             expected: ["start POST /p", "400 abandon", "head close", "flush, close"]),
+        Row(name: "garbage in a streamed body before its answer abandons the exchange",
+            steps: [.read("PUT /u HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"), .answer()],
+            expected: ["start PUT /u", "400 abandon", "head close", "flush, close"]),
         Row(name: "garbage in a streamed body whose answer began cuts it",
             steps: [.read("PUT /u HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"), .answerHead, .read("zz\r\n")],
             expected: ["start PUT /u", "head", "cut"]),
@@ -197,6 +206,9 @@ import Testing
         Row(name: "a head trickling in is cut off at its deadline though never silent",
             steps: [.read("GET /a HT"), .idleCheck(atMs: 400), .read("TP/1.1\r\n"), .idleCheck(atMs: 500)],
             expected: ["idle again at 500 ms", "idle close"]),
+        Row(name: "a later head trickling in is due from its first byte",
+            steps: [.read(get), .answer(), .read("GET /b HT"), .idleCheck(atMs: 400), .idleCheck(atMs: 502)],
+            expected: ["start GET /a", "end", "head", "flush", "idle again at 502 ms", "idle close"]),
         Row(name: "between requests only the idle deadline counts",
             steps: [.read(get), .answer(), .idleCheck(atMs: 500), .idleCheck(atMs: 1_001)],
             expected: ["start GET /a", "end", "head", "flush", "idle again at 1001 ms", "idle close"]),

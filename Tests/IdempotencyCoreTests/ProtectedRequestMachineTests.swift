@@ -398,6 +398,7 @@ import Testing
         var m = Self.forwarding(Self.configuration { $0.releaseStatuses = row.releaseStatuses })
         let action = m.upstreamFinished(row.result, nowMs: Self.completedAt)
         #expect(action == row.action)
+        if case .answer(let reply) = action, let expected = row.reply { #expect(reply == expected) }
         if case .settle = action {
             var reply = row.reply
             if reply == nil, case .response(let response) = row.result { reply = Reply(.upstreamResponse(response), .forwarded) }
@@ -507,8 +508,9 @@ import Testing
         #expect(m.woken() == .nothing)
         var claiming = Self.claiming(Self.configuration())
         #expect(isBug(claiming.claimAnswered(.success(.claimed), in: .postgres, now: 0)), "a PostgreSQL answer to a Redis claim")
-        _ = m.upstreamFinished(.failed(.timedOut, afterStreaming: false), nowMs: Self.completedAt)
-        #expect(isBug(m.upstreamFinished(.notConnected, nowMs: Self.completedAt)), "a finished request stays finished")
+        var done = Self.forwarding(Self.configuration())
+        #expect(done.upstreamFinished(.failed(.timedOut, afterStreaming: false), nowMs: Self.completedAt) == Self.problem(.upstreamTimeout, .upstreamError))
+        #expect(isBug(done.upstreamFinished(.notConnected, nowMs: Self.completedAt)), "a finished request stays finished")
     }
 
     // MARK: - the long-term store (docs/behaviour.md §3): every cell of the failure matrix and every transition
@@ -595,6 +597,11 @@ import Testing
             (.redis(.success(.claimed)), claimPostgres),
             (inPostgres(mine, .completed(stored)), .settle(.complete(completion(.completed(stored), at: 0), ttlMs: responseTTL), in: .redis)),
             (.settled(.success(.done)), replayFromPostgres(stored)),
+        ]),
+        LongTermRow(rule: "long-term claims: a copy back that finds Redis taken by another stores nothing of ours: no completion lost", steps: [
+            (.redis(.success(.claimed)), claimPostgres),
+            (inPostgres(mine, .completed(stored)), .settle(.complete(completion(.completed(stored), at: 0), ttlMs: responseTTL), in: .redis)),
+            (.settled(.success(.takenOver)), replayFromPostgres(stored)),
         ]),
         LongTermRow(rule: "long-term claims: a copy back keeps the time the request completed", steps: [
             (.redis(.success(.claimed)), claimPostgres),
@@ -723,7 +730,7 @@ import Testing
             (.upstream(collected(503)), .settle(.release, in: .postgres)),
             (.settled(.failure(.timedOut)), .settle(.release, in: .redis)),
         ]),
-        LongTermRow(rule: "store outcomes: PostgreSQL refusing a settlement for good is not tried again", steps: [
+        LongTermRow(rule: "store outcomes: an unreadable answer to a settlement is not tried again", steps: [
             (.redis(.success(.claimed)), claimPostgres), (.postgres(.success(.claimed)), .forward(protected: true)),
             (.upstream(collected(503)), .settle(.release, in: .postgres)),
             (.settled(.failure(.unreadable)), .settle(.release, in: .redis)),

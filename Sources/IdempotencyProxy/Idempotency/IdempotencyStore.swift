@@ -49,7 +49,7 @@ final class IdempotencyStore: RecordStore {
                 case .null:
                     // The record expired between SET NX and GET inside the script: cannot
                     // happen atomically, but never treat it as a claim.
-                    return .failure(.malformedRecord("claim script returned nil"))
+                    return .failure(.redis(.unexpectedReply("claim: the script returned nil")))
                 default:
                     return .failure(.redis(.unexpectedReply("claim: \(reply)")))
                 }

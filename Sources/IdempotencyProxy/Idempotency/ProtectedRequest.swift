@@ -162,10 +162,12 @@ final class ProtectedRequest {
         case .answer(let reply):
             answer(reply)
         case .preconditionFailed(let why):
+            // Said once: the callbacks still under way after it meet a finished machine too.
+            guard let client = letGoOfClient() else { return }
             loop.logger.error("a protected request met an event its state cannot have; cutting its connection", metadata: [
                 "record": "\(recordKey)", "why": "\(why)",
             ])
-            letGoOfClient()?.abortStreamed()
+            client.abortStreamed()
         }
     }
 

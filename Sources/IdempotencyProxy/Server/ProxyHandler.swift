@@ -134,10 +134,10 @@ final class ProxyHandler: ChannelDuplexHandler {
             case .protected(let request): request.bodyEnded()
             case .byConnection, nil: break
             }
-        case .answerMalformed(let error, let newRequest, let abandonWork):
-            answerMalformed(error, newRequest: newRequest, abandonWork: abandonWork)
+        case .answerMalformed(let error, let newRequest):
+            answerMalformed(error, newRequest: newRequest)
         case .cutResponse:
-            if case .passthrough(let exchange) = current?.work { exchange.clientClosed() }
+            abandonWork()
             cut(outcome: .passthrough)
         case .writeContinue:
             context.writeAndFlush(wrapOutboundOut(ResponseWriter.continueHead), promise: nil)
@@ -145,6 +145,9 @@ final class ProxyHandler: ChannelDuplexHandler {
             context.close(promise: nil)
         case .closeForBug(let why):
             loop.logger.error("closing a client connection on an event its state cannot have", metadata: ["why": "\(why)"])
+            // Whatever was under way is never answered now: it is counted here, once.
+            abandonWork()
+            count(.badRequest)
             context.close(promise: nil)
         }
     }
@@ -167,14 +170,12 @@ final class ProxyHandler: ChannelDuplexHandler {
         let policy = loop.routes.policy(target: head.target, host: head.values(named: "host").first)
         let protected = policy.protect && isProtected(head.method, by: policy)
         var current = Current(start: .now(), method: head.method, target: head.target, protected: protected, policy: policy, work: .byConnection)
-        let kind: ClientConnectionStateMachine.Kind
+        var kind = ClientConnectionStateMachine.Kind.streamed
         var refusal: ProtectedRequestMachine.Reply?
-        if !protected {
-            kind = .streamed
-        } else {
+        if protected {
             switch ProtectedRequest.admit(head: head, policy: policy, loop: loop, clientAddress: clientAddress, client: self) {
             case .passThrough:
-                kind = .streamed
+                break
             case .refused(let reply):
                 kind = .refused
                 refusal = reply
@@ -183,13 +184,15 @@ final class ProxyHandler: ChannelDuplexHandler {
                 current.work = .protected(request)
             }
         }
-        if kind == .streamed {
-            current.work = .passthrough(
-                PassthroughExchange(client: self, loop: loop, clientHead: head, clientAddress: clientAddress, policy: policy))
-        }
+        // The machine and the request's facts come first: an exchange may answer (a 502) as
+        // soon as it is made.
         self.current = current
         run(machine.requestStarted(
             kind, version: head.version, isHEAD: head.method == .HEAD, keepAlive: head.keepAlive, expectsContinue: head.expectsContinue))
+        if kind == .streamed, machine.request != nil {
+            self.current?.work = .passthrough(
+                PassthroughExchange(client: self, loop: loop, clientHead: head, clientAddress: clientAddress, policy: policy))
+        }
         if let refusal {
             guard case .problem(let problem) = refusal.content else { preconditionFailure("a head is refused only with a problem") }
             respond(ProxyResponse(problem: problem), outcome: refusal.outcome, requestEnded: false, closing: refusal.closesConnection)
@@ -330,7 +333,7 @@ final class ProxyHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         switch machine.clientClosed() {
         case .abandonStreaming:
-            if case .passthrough(let exchange) = current?.work { exchange.clientClosed() }
+            abandonWork()
             count(.passthrough)
         case .incompleteRequest:
             count(.badRequest)
@@ -354,8 +357,14 @@ final class ProxyHandler: ChannelDuplexHandler {
         context.close(promise: nil)
     }
 
+    /// The request under way goes on no further: its upstream exchange, if any, is abandoned.
+    private func abandonWork() {
+        if case .passthrough(let exchange) = current?.work { exchange.clientClosed() }
+        current?.work = .byConnection
+    }
+
     /// Malformed HTTP, reached in turn: 400 (or 431), then the connection closes.
-    private func answerMalformed(_ error: RequestParser.ParseError, newRequest: Bool, abandonWork: Bool) {
+    private func answerMalformed(_ error: RequestParser.ParseError, newRequest: Bool) {
         let problem: Problem =
             error.headTooLarge
             ? .headersTooLarge(limit: RequestParser.maxHeadBytes)
@@ -364,9 +373,8 @@ final class ProxyHandler: ChannelDuplexHandler {
             // The bad bytes are where a request should begin: that request is this answer's.
             loop.metrics.requestStarted()
             current = Current(start: .now(), method: nil, target: "", protected: false, policy: loop.routes.fallback, work: .byConnection)
-        } else if abandonWork {
-            if case .passthrough(let exchange) = current?.work { exchange.clientClosed() }
-            current?.work = .byConnection
+        } else {
+            abandonWork()
         }
         respond(ProxyResponse(problem: problem), outcome: .badRequest, requestEnded: true, closing: true)
     }
