@@ -67,7 +67,7 @@ public final class PostgresServerProcess: @unchecked Sendable {
     /// Starts (or restarts) the server on the same port and data.
     public func start() throws {
         var options =
-            "-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+            "-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200"
         if tls { options += " -c ssl=on" }
         try Self.run(runAs + [
             Self.binDirectory + "/pg_ctl", "-D", directory + "/data", "-l", directory + "/postgres.log", "-w", "-t", "30",
