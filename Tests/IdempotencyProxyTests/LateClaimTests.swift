@@ -164,8 +164,8 @@ import Testing
         let fingerprint = ByteBuffer(bytes: [UInt8](repeating: 1, count: 32))
         /// The remaining life (ms) the claim statement returns.
         func claim(_ key: String, by owner: ByteBuffer, deadline: Int64) async throws -> Int64 {
-            let rows = try await table.run(sql.claim, key, owner, fingerprint, Int64(60_000), deadline)
-            let expiresIn = try rows[0].decode((ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self).3
+            let rows = try await table.run(sql.claim, [key], [owner], [fingerprint], [Int64(60_000)], [deadline])
+            let expiresIn = try rows[0].decode((String, ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self).4
             return try #require(expiresIn.getInteger(at: expiresIn.readerIndex, as: Int64.self))
         }
         func withdraw(deadline: Int64) async throws -> (Bool, Bool) {

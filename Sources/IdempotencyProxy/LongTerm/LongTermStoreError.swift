@@ -54,13 +54,15 @@ enum LongTermStoreError: Error, Equatable, CustomStringConvertible {
 
     /// What this means to the request machine: a server restarting (57P, such as 57P01
     /// shutting down and 57P03 starting up) or out of connections (53300) is unavailable for
-    /// now, like one not connected.
+    /// now, like one not connected; so is a statement rolled back as a deadlock's victim
+    /// (40P01) or in a serialization failure (40001), which wrote nothing.
     var failure: ProtectedRequestMachine.StoreFailure {
         switch self {
         case .unavailable: return .unavailable
         case .unanswered: return .interrupted
         case .timeout: return .timedOut
-        case .server(let sqlState, _): return sqlState.hasPrefix("57P") || sqlState == "53300" ? .unavailable : .refused
+        case .server(let sqlState, _):
+            return sqlState.hasPrefix("57P") || ["53300", "40P01", "40001"].contains(sqlState) ? .unavailable : .refused
         case .malformedRecord: return .unreadable
         case .lateClaim, .unusableTable: return .refused
         }

@@ -19,7 +19,7 @@ import RedisClient
 final class PostgresConnections {
     /// The statements prepared on every connection.
     enum Statement: Int, CaseIterable {
-        case claim, complete, release, withdrawUnanswered, sweep, ping, inspect, forget
+        case claim, complete, completeOwned, release, withdrawUnanswered, sweep, ping, inspect, forget
     }
 
     private struct Ready: Sendable {
@@ -71,6 +71,9 @@ final class PostgresConnections {
         slots = (0..<size).map { _ in Slot() }
         texts = Statement.allCases.map { sql.text(of: $0) }
     }
+
+    /// How many connections the loop may have.
+    var count: Int { slots.count }
 
     /// Runs a prepared statement; its rows, or why there are none, within `postgres_timeout`.
     func execute(
@@ -221,6 +224,7 @@ extension PostgresSQL {
         switch statement {
         case .claim: return claim
         case .complete: return complete
+        case .completeOwned: return completeOwned
         case .release: return release
         case .withdrawUnanswered: return withdrawUnanswered
         case .sweep: return sweep

@@ -3,9 +3,35 @@ import NIOCore
 import PostgresNIO
 
 /// The long-term store over one loop's PostgreSQL connections; callbacks run on that loop.
+///
+/// Claims and completions are committed in groups (`GroupCommitQueue`): at most one batch per
+/// connection is out at a time, and whatever queues meanwhile goes out together when one
+/// answers, so that a busy loop pays one round trip, one statement and one commit for many
+/// requests. A batch fails as a whole, exactly as each of its statements alone would have.
 final class PostgresRecordStore: LongTermStore {
     private let connections: PostgresConnections
     private let metrics: ProxyMetrics
+    private var claims = GroupCommitQueue<PendingClaim>()
+    private var completions = GroupCommitQueue<PendingCompletion>()
+    /// Batches sent and not answered yet, at most one per connection.
+    private var batchesOut = 0
+    /// Orders the items of both queues, so that the kind that has waited longest goes first.
+    private var queued: UInt64 = 0
+
+    private struct PendingClaim {
+        let owner: [UInt8]
+        let fingerprint: [UInt8]
+        let lockTTLMs: Int64
+        let deadlineMs: Int64
+        let completion: (Result<ProtectedRequestMachine.ClaimAnswer, LongTermStoreError>) -> Void
+    }
+
+    private struct PendingCompletion {
+        let record: IdempotencyRecord
+        let retentionMs: Int64
+        let lockEndMs: Int64
+        let completion: (Result<Bool, LongTermStoreError>) -> Void
+    }
 
     init(connections: PostgresConnections, metrics: ProxyMetrics) {
         self.connections = connections
@@ -16,30 +42,80 @@ final class PostgresRecordStore: LongTermStore {
         key: String, owner: [UInt8], fingerprint: [UInt8], lockTTLMs: Int64, deadlineMs: Int64,
         completion: @escaping (Result<ProtectedRequestMachine.ClaimAnswer, LongTermStoreError>) -> Void
     ) {
-        let binds = [
-            PostgresData(string: key), PostgresData(bytes: owner), PostgresData(bytes: fingerprint), PostgresData(int64: lockTTLMs),
-            PostgresData(int64: deadlineMs),
-        ]
-        run(.claim, binds) { result in
-            completion(result.flatMap { rows in
-                do {
-                    return .success(try Self.claimResult(rows, owner: owner))
-                } catch let error as LongTermStoreError {
-                    return .failure(error)
-                } catch {
-                    return .failure(.malformedRecord(String(reflecting: error)))
-                }
-            })
+        queued += 1
+        claims.append(
+            key: key, sequence: queued,
+            PendingClaim(owner: owner, fingerprint: fingerprint, lockTTLMs: lockTTLMs, deadlineMs: deadlineMs, completion: completion))
+        sendBatches()
+    }
+
+    func complete(
+        key: String, record: IdempotencyRecord, retentionMs: Int64, lockEndMs: Int64,
+        completion: @escaping (Result<Bool, LongTermStoreError>) -> Void
+    ) {
+        queued += 1
+        completions.append(
+            key: key, sequence: queued, PendingCompletion(record: record, retentionMs: retentionMs, lockEndMs: lockEndMs, completion: completion))
+        sendBatches()
+    }
+
+    /// Sends what waits while a connection is free for it.
+    private func sendBatches() {
+        while batchesOut < connections.count {
+            switch (claims.oldest, completions.oldest) {
+            case (nil, nil): return
+            case (.some(let claim), .some(let completion)) where completion < claim: sendCompletions(completions.nextBatch())
+            case (.some, _): sendClaims(claims.nextBatch())
+            case (nil, .some): sendCompletions(completions.nextBatch())
+            }
         }
     }
 
-    /// The claim statement's row: ours (claimed; written expired when it ran late), or what
-    /// was there.
-    private static func claimResult(_ rows: [PostgresRow], owner: [UInt8]) throws -> ProtectedRequestMachine.ClaimAnswer {
-        guard let row = rows.first else { throw LongTermStoreError.malformedRecord("the claim returned no row") }
+    /// A claim that waited past its deadline is still sent: the statement writes it expired
+    /// and says it came late (`lateClaim`), as for one that reached a stalled server.
+    private func sendClaims(_ batch: [(key: String, item: PendingClaim)]) {
+        let binds = [
+            Self.array(batch.map { PostgresData(string: $0.key) }, of: .text),
+            Self.array(batch.map { PostgresData(bytes: $0.item.owner) }, of: .bytea),
+            Self.array(batch.map { PostgresData(bytes: $0.item.fingerprint) }, of: .bytea),
+            Self.array(batch.map { PostgresData(int64: $0.item.lockTTLMs) }, of: .int8),
+            Self.array(batch.map { PostgresData(int64: $0.item.deadlineMs) }, of: .int8),
+        ]
+        batchesOut += 1
+        run(.claim, binds) { result in
+            self.batchesOut -= 1
+            self.sendBatches()
+            switch result {
+            case .success(let rows):
+                var answers: [String: PostgresRow] = [:]
+                for row in rows {
+                    guard let key = try? row.decode(ByteBuffer.self) else { continue }
+                    answers[String(buffer: key)] = row
+                }
+                for (key, claim) in batch {
+                    guard let row = answers[key] else {
+                        claim.completion(.failure(.malformedRecord("the claim returned no row for its key")))
+                        continue
+                    }
+                    do {
+                        claim.completion(.success(try Self.claimAnswer(row, owner: claim.owner)))
+                    } catch let error as LongTermStoreError {
+                        claim.completion(.failure(error))
+                    } catch {
+                        claim.completion(.failure(.malformedRecord(String(reflecting: error))))
+                    }
+                }
+            case .failure(let error):
+                for (_, claim) in batch { claim.completion(.failure(error)) }
+            }
+        }
+    }
+
+    /// A claim's row: ours (claimed; written expired when it ran late), or what was there.
+    private static func claimAnswer(_ row: PostgresRow, owner: [UInt8]) throws -> ProtectedRequestMachine.ClaimAnswer {
         // The int8 is read as raw bytes: a prepared statement's rows come in binary (as bound)
         // but are described as text, which `Int64` decoding refuses.
-        var (rowOwner, rowFingerprint, record, expiresIn) = try row.decode((ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self)
+        var (_, rowOwner, rowFingerprint, record, expiresIn) = try row.decode((ByteBuffer, ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self)
         guard expiresIn.readableBytes == 8, let expiresInMs = expiresIn.readInteger(as: Int64.self) else {
             throw LongTermStoreError.malformedRecord("the claim returned an expiry of \(expiresIn.readableBytes) bytes")
         }
@@ -56,15 +132,44 @@ final class PostgresRecordStore: LongTermStore {
         return .existing(IdempotencyRecord(owner: existingOwner, fingerprint: existingFingerprint, state: .inFlight), expiresInMs: expiresInMs)
     }
 
-    func complete(
-        key: String, record: IdempotencyRecord, retentionMs: Int64, lockEndMs: Int64,
-        completion: @escaping (Result<Bool, LongTermStoreError>) -> Void
-    ) {
+    private func sendCompletions(_ batch: [(key: String, item: PendingCompletion)]) {
+        let binds = [
+            Self.array(batch.map { PostgresData(string: $0.key) }, of: .text),
+            Self.array(batch.map { PostgresData(bytes: $0.item.record.owner) }, of: .bytea),
+            Self.array(batch.map { PostgresData(bytes: $0.item.record.fingerprint) }, of: .bytea),
+            Self.array(batch.map { PostgresData(bytes: $0.item.record.encoded()) }, of: .bytea),
+            Self.array(batch.map { PostgresData(int64: $0.item.retentionMs) }, of: .int8),
+        ]
+        batchesOut += 1
+        run(.completeOwned, binds) { result in
+            self.batchesOut -= 1
+            self.sendBatches()
+            switch result {
+            case .success(let rows):
+                var done = Set<String>()
+                for row in rows { if let key = try? row.decode(ByteBuffer.self) { done.insert(String(buffer: key)) } }
+                for (key, pending) in batch {
+                    if done.contains(key) { pending.completion(.success(true)) } else { self.completeAlone(key: key, pending) }
+                }
+            case .failure(let error):
+                for (_, pending) in batch { pending.completion(.failure(error)) }
+            }
+        }
+    }
+
+    /// A completion whose claim is no longer ours as it was (expired and taken over, or swept):
+    /// the full statement decides, owner-checked.
+    private func completeAlone(key: String, _ pending: PendingCompletion) {
+        let record = pending.record
         let binds = [
             PostgresData(string: key), PostgresData(bytes: record.owner), PostgresData(bytes: record.fingerprint),
-            PostgresData(bytes: record.encoded()), PostgresData(int64: retentionMs), PostgresData(int64: lockEndMs),
+            PostgresData(bytes: record.encoded()), PostgresData(int64: pending.retentionMs), PostgresData(int64: pending.lockEndMs),
         ]
-        run(.complete, binds) { completion($0.map { !$0.isEmpty }) }
+        run(.complete, binds) { pending.completion($0.map { !$0.isEmpty }) }
+    }
+
+    private static func array(_ elements: [PostgresData], of type: PostgresDataType) -> PostgresData {
+        PostgresData(array: elements, elementType: type)
     }
 
     func release(key: String, owner: [UInt8], completion: @escaping (Result<Bool, LongTermStoreError>) -> Void) {

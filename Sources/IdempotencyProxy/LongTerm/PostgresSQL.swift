@@ -49,15 +49,17 @@ struct PostgresSQL: Sendable {
         """
     }
 
-    /// $1 key, $2 owner, $3 fingerprint, $4 lock_ttl in ms, $5 the claimer's deadline in ms
-    /// since the epoch. One statement that claims the key when nothing live is there (a row
+    /// A batch of claims (`GroupCommitQueue`), one row per key, as arrays of the same length:
+    /// $1 keys, $2 owners, $3 fingerprints, $4 lock_ttls in ms, $5 the claimers' deadlines in ms
+    /// since the epoch. One statement that claims each key when nothing live is there (a row
     /// whose `expires_at` passed is taken over, so an expired record is never replayed) and
     /// otherwise leaves the row as it is and returns it: the returned owner is ours exactly
-    /// when the claim is. The row is locked and read at its latest version, so two proxies
-    /// claiming at once cannot both win.
+    /// when the claim is. Each row is locked and read at its latest version, so two proxies
+    /// claiming at once cannot both win; the keys are written in byte order, so two batches
+    /// cannot deadlock.
     ///
-    /// Past the deadline (`clock_timestamp()`, read when the row is proposed and again once an
-    /// expired row's lock is held) the claim is written already expired: it holds nothing, and
+    /// Past its deadline (`clock_timestamp()`, read when the row is proposed and again once an
+    /// expired row's lock is held) a claim is written already expired: it holds nothing, and
     /// the returned expiry (not in the future) says it came late. The claimer has given up, and
     /// a live claim nobody waits for would hold the key until lock_ttl. A live row is returned
     /// whatever the time, so a late retry still meets it. Our own live in-flight claim (an
@@ -67,23 +69,25 @@ struct PostgresSQL: Sendable {
     /// A tombstone (a claim the records API deleted while in flight: another owner, no
     /// fingerprint) is taken over like an expired row.
     var claim: String {
-        let deadline = Self.deadline("$5")
-        let inTime = "clock_timestamp() <= \(deadline)"
+        // The deadline of the row being written over, found by its key among the parameters.
+        let deadline = Self.deadline("(SELECT w.d FROM unnest($1::text[], $5::int8[]) AS w(k, d) WHERE w.k = excluded.record_key)")
         let vacant = "(r.expires_at <= now() OR length(r.fingerprint) = 0)"
         return """
             INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
-            VALUES ($1::text, $2::bytea, $3::bytea, NULL,
-                CASE WHEN \(inTime) THEN now() + $4::int8 * interval '1 millisecond' ELSE \(Self.expired) END)
+            SELECT u.k, u.o, u.f, NULL,
+                CASE WHEN clock_timestamp() <= \(Self.deadline("u.d")) THEN now() + u.ttl * interval '1 millisecond' ELSE \(Self.expired) END
+            FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int8[], $5::int8[]) AS u(k, o, f, ttl, d)
+            ORDER BY u.k COLLATE "C"
             ON CONFLICT (record_key) DO UPDATE SET
                 owner = CASE WHEN \(vacant) THEN excluded.owner ELSE r.owner END,
                 fingerprint = CASE WHEN \(vacant) THEN excluded.fingerprint ELSE r.fingerprint END,
                 record = CASE WHEN \(vacant) THEN NULL ELSE r.record END,
                 expires_at = CASE
                     WHEN NOT \(vacant) AND (r.owner <> excluded.owner OR r.record IS NOT NULL) THEN r.expires_at
-                    WHEN \(inTime) THEN excluded.expires_at
+                    WHEN clock_timestamp() <= \(deadline) THEN excluded.expires_at
                     WHEN NOT \(vacant) THEN r.expires_at
                     ELSE \(Self.expired) END
-            RETURNING owner, fingerprint, record, (extract(epoch FROM expires_at - now()) * 1000)::int8
+            RETURNING record_key, owner, fingerprint, record, (extract(epoch FROM expires_at - now()) * 1000)::int8
             """
     }
 
@@ -116,6 +120,21 @@ struct PostgresSQL: Sendable {
                 WHERE r.owner = excluded.owner OR (r.expires_at <= now() AND \(lockEnded))
             RETURNING 1
             """
+    }
+
+    /// A batch of completions, as arrays: $1 keys, $2 owners, $3 fingerprints, $4 records, $5
+    /// retentions in ms. The usual case of `complete` alone: each row that is still our claim
+    /// gets its record, in key order (as claims lock). The keys returned are done; any other (a
+    /// claim that expired and was taken over, or swept) goes to `complete`, whose owner check
+    /// and lock rules decide.
+    var completeOwned: String {
+        """
+        UPDATE \(name) AS r SET fingerprint = u.f, record = u.rec, expires_at = now() + u.ttl * interval '1 millisecond'
+        FROM (SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int8[]) AS u(k, o, f, rec, ttl)
+            ORDER BY k COLLATE "C") AS u
+        WHERE r.record_key = u.k AND r.owner = u.o
+        RETURNING r.record_key
+        """
     }
 
     /// $1 key, $2 owner. Owner-checked, and only an in-flight claim.

@@ -1,0 +1,45 @@
+/// Statements of one kind waiting for a PostgreSQL connection, sent together: every claim (or
+/// completion) queued on a loop while its connections are busy goes out as one statement, one
+/// round trip and one commit, when a connection is free again; a lone one goes out at once.
+///
+/// A batch never holds two items of one key (a statement cannot write a row twice, and two
+/// claims of one key must meet one after the other): the second waits for the next batch. A
+/// batch is sorted by key, so that batches of two loops or two proxies lock rows in the same
+/// order and cannot deadlock, and holds at most `maxBatch` items. Pure: the store sends.
+struct GroupCommitQueue<Item> {
+    /// Enough to carry a loop's share of a busy server's requests in one commit, few enough
+    /// that a statement stays short.
+    static var maxBatch: Int { 64 }
+
+    private var waiting: [(key: String, sequence: UInt64, item: Item)] = []
+
+    var isEmpty: Bool { waiting.isEmpty }
+
+    /// When the longest-waiting item was queued (in `append`'s sequence), to serve the kind
+    /// that has waited longest first.
+    var oldest: UInt64? { waiting.first?.sequence }
+
+    mutating func append(key: String, sequence: UInt64, _ item: Item) {
+        waiting.append((key, sequence, item))
+    }
+
+    /// The next batch: the longest-waiting items, one per key, at most `limit`, sorted by key.
+    mutating func nextBatch(limit: Int = Self.maxBatch) -> [(key: String, item: Item)] {
+        var batch: [(key: String, item: Item)] = []
+        var keys = Set<String>()
+        var deferred: [(key: String, sequence: UInt64, item: Item)] = []
+        var taken = 0
+        for entry in waiting {
+            if batch.count < limit, keys.insert(entry.key).inserted {
+                batch.append((entry.key, entry.item))
+            } else {
+                deferred.append(entry)
+            }
+            taken += 1
+            if batch.count == limit { break }
+        }
+        waiting = deferred + waiting.dropFirst(taken)
+        batch.sort { $0.key < $1.key }
+        return batch
+    }
+}

@@ -1,0 +1,100 @@
+import IdempotencyCore
+import Logging
+import NIOCore
+import NIOPosix
+import Testing
+
+@testable import IdempotencyProxy
+
+/// Group commit against a real PostgreSQL, directly and through PgBouncer (where statements go
+/// unnamed): claims and completions queued in one loop turn go out as few statements, each
+/// answered as it would have been alone.
+@Suite struct GroupCommitTests {
+    typealias ClaimResult = Result<ProtectedRequestMachine.ClaimAnswer, LongTermStoreError>
+
+    @Test(arguments: PostgresPath.allCases)
+    func claimsAndCompletionsQueuedTogetherGoOutTogether(path: PostgresPath) async throws {
+        let table = TestTable(url: try path.url)
+        var loader = ConfigLoader()
+        for (key, value) in table.settings() { loader.applySet("\(key)=\(value)") }
+        let configuration = try loader.finish().get()
+        let wiring = PostgresWiring(url: configuration.postgresURL!, tls: .disable, configuration: configuration)
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let metrics = ProxyMetrics()
+        // One connection: everything queued behind the first statement goes out as the next.
+        let store = try await loop.submit {
+            NIOLoopBound(wiring.store(on: loop, connections: 1, metrics: metrics, logger: Logger(label: "test")), eventLoop: loop)
+        }.get()
+        let first = [UInt8](repeating: 1, count: IdempotencyRecord.ownerLength)
+        let second = [UInt8](repeating: 2, count: IdempotencyRecord.ownerLength)
+        let fingerprint = [UInt8](repeating: 7, count: IdempotencyRecord.fingerprintLength)
+        let keys = (0..<10).map { "k\($0)" }
+
+        // Ten keys claimed by one owner, five of them again by another, and one claim too late,
+        // all in one loop turn.
+        let claimed = try await loop.submit { () -> EventLoopFuture<[(String, [UInt8], ClaimResult)]> in
+            var answers: [EventLoopFuture<(String, [UInt8], ClaimResult)>] = []
+            func claim(_ key: String, _ owner: [UInt8], deadline: Int64) {
+                let promise = loop.makePromise(of: (String, [UInt8], ClaimResult).self)
+                store.value.claim(key: key, owner: owner, fingerprint: fingerprint, lockTTLMs: 60_000, deadlineMs: deadline) {
+                    promise.succeed((key, owner, $0))
+                }
+                answers.append(promise.futureResult)
+            }
+            let deadline = WallClock.milliseconds() + 30_000
+            for key in keys { claim(key, first, deadline: deadline) }
+            for key in keys.prefix(5) { claim(key, second, deadline: deadline) }
+            claim("late", first, deadline: WallClock.milliseconds() - 1)
+            return EventLoopFuture.whenAllSucceed(answers, on: loop)
+        }.get().get()
+        let inFlight = IdempotencyRecord(owner: first, fingerprint: fingerprint, state: .inFlight)
+        for (key, owner, result) in claimed {
+            switch (key, owner) {
+            case ("late", _): #expect(result == .failure(.lateClaim), "\(key)")
+            case (_, first): #expect(result == .success(.claimed), "\(key)")
+            default:
+                guard case .success(.existing(let record, let expiresInMs)) = result else {
+                    Issue.record("\(key) claimed again by another owner: \(result)")
+                    continue
+                }
+                #expect(record == inFlight && (expiresInMs ?? 0) > 0, "\(key): the first owner's live claim")
+            }
+        }
+        // The first claim alone, then all the rest but the duplicates, then the duplicates.
+        #expect(statements(metrics) == 3)
+
+        let response = StoredResponse(status: 201, headers: [], body: Array("ok".utf8))
+        let completed = try await loop.submit { () -> EventLoopFuture<[(String, [UInt8], Result<Bool, LongTermStoreError>)]> in
+            var answers: [EventLoopFuture<(String, [UInt8], Result<Bool, LongTermStoreError>)>] = []
+            func complete(_ key: String, _ owner: [UInt8]) {
+                let promise = loop.makePromise(of: (String, [UInt8], Result<Bool, LongTermStoreError>).self)
+                let record = IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: .completed(response), completedAtMs: 1)
+                store.value.complete(key: key, record: record, retentionMs: 60_000, lockEndMs: WallClock.milliseconds() + 60_000) {
+                    promise.succeed((key, owner, $0))
+                }
+                answers.append(promise.futureResult)
+            }
+            for key in keys { complete(key, first) }
+            complete("k0", second)
+            return EventLoopFuture.whenAllSucceed(answers, on: loop)
+        }.get().get()
+        for (key, owner, result) in completed {
+            #expect(result == .success(owner == first), "\(key): only the owner's completion is stored")
+        }
+        // The first alone, then the other nine with the other owner's k0 (its first owner's
+        // went out before), which the owners' update passes over and the full statement
+        // refuses.
+        #expect(statements(metrics) == 3 + 3)
+        let stored = try await table.integer("SELECT count(*) FROM $TABLE WHERE record IS NOT NULL AND expires_at > now()")
+        #expect(stored == 10)
+        try await loop.submit { store.value.close() }.get()
+    }
+
+    /// Statements the store has run (`idemproxy_postgres_statement_duration_seconds`).
+    private func statements(_ metrics: ProxyMetrics) -> Int {
+        let text = String(decoding: metrics.render(), as: UTF8.self)
+        let name = "idemproxy_postgres_statement_duration_seconds_count"
+        let line = text.split(separator: "\n").first { $0.hasPrefix(name) }
+        return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
+    }
+}
