@@ -126,13 +126,13 @@ struct PostgresSQL: Sendable {
     /// retentions in ms. The usual case of `complete` alone: each row that is still our claim
     /// gets its record, in key order (as claims lock). The keys returned are done; any other (a
     /// claim that expired and was taken over, or swept) goes to `complete`, whose owner check
-    /// and lock rules decide.
+    /// and lock rules decide. The rows are found by `= ANY` on the primary key, so that no plan
+    /// (a prepared statement's generic one included) joins the arrays to the whole table.
     var completeOwned: String {
         """
         UPDATE \(name) AS r SET fingerprint = u.f, record = u.rec, expires_at = now() + u.ttl * interval '1 millisecond'
-        FROM (SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int8[]) AS u(k, o, f, rec, ttl)
-            ORDER BY k COLLATE "C") AS u
-        WHERE r.record_key = u.k AND r.owner = u.o
+        FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int8[]) AS u(k, o, f, rec, ttl)
+        WHERE r.record_key = ANY ($1::text[]) AND r.record_key = u.k AND r.owner = u.o
         RETURNING r.record_key
         """
     }

@@ -6,8 +6,12 @@ import PostgresNIO
 /// Builds the long-term store from the configuration (docs/behaviour.md §3, long-term store): the connection settings, the
 /// check of the table at start, and one loop's store.
 struct PostgresWiring: Sendable {
-    /// Connections per event loop: one statement runs at a time on each.
-    static let connectionsPerLoop = 4
+    /// Connections per event loop: one statement runs at a time on each, and with group commit
+    /// (`PostgresRecordStore`) whatever queues behind it goes out as the next one. One per loop
+    /// makes the largest batches: first-time requests ran at 1.5× the rate of four connections
+    /// each sending its own statements, and the server spent half the CPU per request
+    /// (docs/performance.md, "Group commit").
+    static let connectionsPerLoop = 1
 
     let url: PostgresURL
     let sql: PostgresSQL
