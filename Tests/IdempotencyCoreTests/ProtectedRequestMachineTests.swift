@@ -476,6 +476,18 @@ import Testing
         #expect(m.settled(.failure(.unavailable), now: 6_500_000_000) == .answer(Reply(.problem(.upstreamUnreachable), .upstreamError)))
     }
 
+    /// Every store's every failure while settling: tried again, or given up on for that store.
+    @Test(arguments: [
+        (Machine.Store.redis, Machine.StoreFailure.unavailable, true), (.redis, .interrupted, true), (.redis, .timedOut, true),
+        (.redis, .refused, false), (.redis, .unreadable, false),
+        (.postgres, .unavailable, true), (.postgres, .interrupted, true), (.postgres, .timedOut, false),
+        (.postgres, .refused, false), (.postgres, .unreadable, false),
+    ] as [(Machine.Store, Machine.StoreFailure, Bool)])
+    func settling_eachFailureOfEachStore(store: Machine.Store, failure: Machine.StoreFailure, retried: Bool) {
+        #expect(Machine.retries(.failure(failure), in: store) == retried)
+        #expect(!Machine.retries(.success(.done), in: store) && !Machine.retries(.success(.takenOver), in: store))
+    }
+
     @Test func settling_refusedByTheStoreIsNotRetried() {
         var m = Self.forwarding(Self.configuration())
         _ = m.upstreamFinished(.notConnected, nowMs: Self.completedAt)
