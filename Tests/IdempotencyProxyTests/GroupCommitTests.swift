@@ -15,16 +15,9 @@ import Testing
     @Test(arguments: PostgresPath.allCases)
     func claimsAndCompletionsQueuedTogetherGoOutTogether(path: PostgresPath) async throws {
         let table = TestTable(url: try path.url)
-        var loader = ConfigLoader()
-        for (key, value) in table.settings() { loader.applySet("\(key)=\(value)") }
-        let configuration = try loader.finish().get()
-        let wiring = PostgresWiring(url: configuration.postgresURL!, tls: .disable, configuration: configuration)
-        let loop = MultiThreadedEventLoopGroup.singleton.next()
         let metrics = ProxyMetrics()
         // One connection: everything queued behind the first statement goes out as the next.
-        let store = try await loop.submit {
-            NIOLoopBound(wiring.store(on: loop, connections: 1, metrics: metrics, logger: Logger(label: "test")), eventLoop: loop)
-        }.get()
+        let (loop, store) = try await table.loopStore(connections: 1, metrics: metrics)
         let first = [UInt8](repeating: 1, count: IdempotencyRecord.ownerLength)
         let second = [UInt8](repeating: 2, count: IdempotencyRecord.ownerLength)
         let fingerprint = [UInt8](repeating: 7, count: IdempotencyRecord.fingerprintLength)

@@ -192,12 +192,7 @@ extension LateClaimTests {
     @Test(arguments: PostgresPath.allCases)
     func thePostgresStoreRefusesALateClaimAndWithdrawsAnUnansweredOne(path: PostgresPath) async throws {
         let table = TestTable(url: try path.url)
-        var loader = ConfigLoader()
-        for (key, value) in table.settings() { loader.applySet("\(key)=\(value)") }
-        let configuration = try loader.finish().get()
-        let wiring = PostgresWiring(url: configuration.postgresURL!, tls: .disable, configuration: configuration)
-        let loop = MultiThreadedEventLoopGroup.singleton.next()
-        let store = try await loop.submit { NIOLoopBound(wiring.store(on: loop, metrics: ProxyMetrics(), logger: Logger(label: "test")), eventLoop: loop) }.get()
+        let (loop, store) = try await table.loopStore(metrics: ProxyMetrics())
         let owner = [UInt8](repeating: 5, count: IdempotencyRecord.ownerLength)
         let fingerprint = [UInt8](repeating: 1, count: IdempotencyRecord.fingerprintLength)
         func claim(deadline: Int64) async throws -> Result<ProtectedRequestMachine.ClaimAnswer, LongTermStoreError> {

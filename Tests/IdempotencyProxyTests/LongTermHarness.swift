@@ -1,10 +1,14 @@
 import Foundation
 import IdempotencyCore
 import Logging
+import NIOCore
+import NIOPosix
 import PostgresNIO
 import RedisClient
 import TestSupport
 import Testing
+
+@testable import IdempotencyProxy
 
 /// How the proxy reaches the test PostgreSQL: directly, or through PgBouncer in transaction
 /// mode with its default settings (docs/behaviour.md, "Production stacks").
@@ -113,5 +117,22 @@ extension ProxyHarness {
         let text = try admin("/metrics").text
         let line = text.split(separator: "\n").first { $0.hasPrefix(series + " ") }
         return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
+    }
+}
+
+extension TestTable {
+    /// The store one event loop of a proxy on this table would use, on a loop of the shared group.
+    func loopStore(connections: Int = PostgresWiring.connectionsPerLoop, metrics: ProxyMetrics) async throws
+        -> (any EventLoop, NIOLoopBound<PostgresRecordStore>)
+    {
+        var loader = ConfigLoader()
+        for (key, value) in settings() { loader.applySet("\(key)=\(value)") }
+        let configuration = try loader.finish().get()
+        let wiring = PostgresWiring(url: configuration.postgresURL!, tls: .disable, configuration: configuration)
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let store = try await loop.submit {
+            NIOLoopBound(wiring.store(on: loop, connections: connections, metrics: metrics, logger: Logger(label: "test")), eventLoop: loop)
+        }.get()
+        return (loop, store)
     }
 }
