@@ -22,7 +22,7 @@ import Testing
             batches: [["c", "d", "e"], ["a", "b"]]),
         Row(rule: "a deferred item keeps its place ahead of later ones", queued: ["a", "a", "b", "c"], limit: 2,
             batches: [["a", "b"], ["a", "c"]]),
-        Row(rule: "keys sort by their bytes, as the statements lock them (COLLATE \"C\")", queued: ["b", "B", "a", "_"],
+        Row(rule: "ASCII keys sort by their bytes, as the statements write them (COLLATE \"C\")", queued: ["b", "B", "a", "_"],
             batches: [["B", "_", "a", "b"]]),
     ])
     func batches(_ row: Row) {

@@ -23,6 +23,7 @@ import IdempotencyCore
         Row(error: server("57P03"), failure: .unavailable, brokeConnection: true, isMisconfiguration: false),
         Row(error: server("53300"), failure: .unavailable, brokeConnection: false, isMisconfiguration: false),
         Row(error: server("40P01"), failure: .unavailable, brokeConnection: false, isMisconfiguration: false),
+        Row(error: server("40001"), failure: .unavailable, brokeConnection: false, isMisconfiguration: false),
         Row(error: server("28P01"), failure: .refused, brokeConnection: true, isMisconfiguration: true),
         Row(error: server("3D000"), failure: .refused, brokeConnection: false, isMisconfiguration: true),
         Row(error: server("23505"), failure: .refused, brokeConnection: false, isMisconfiguration: false),

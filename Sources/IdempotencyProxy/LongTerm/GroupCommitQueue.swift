@@ -1,11 +1,13 @@
-/// Statements of one kind waiting for a PostgreSQL connection, sent together: every claim (or
-/// completion) queued on a loop while its connections are busy goes out as one statement, one
-/// round trip and one commit, when a connection is free again; a lone one goes out at once.
+/// Statements of one kind waiting for a PostgreSQL connection, sent together: the claims (or
+/// completions) queued on a loop while its connections are busy go out as one statement, one
+/// round trip and one commit, when a connection is free again (up to `maxBatch` of them); a lone
+/// one goes out at once.
 ///
 /// A batch never holds two items of one key (a statement cannot write a row twice, and two
-/// claims of one key must meet one after the other): the second waits for the next batch. A
-/// batch is sorted by key, so that batches of two loops or two proxies lock rows in the same
-/// order and cannot deadlock, and holds at most `maxBatch` items. Pure: the store sends.
+/// claims of one key must meet one after the other): the second waits for the next batch. The
+/// statements themselves write their rows in byte order (`COLLATE "C"`), which is what keeps
+/// batches of two loops or two proxies from deadlocking; the batch comes sorted the same way.
+/// Pure: the store sends.
 struct GroupCommitQueue<Item> {
     /// Enough to carry a loop's share of a busy server's requests in one commit, few enough
     /// that a statement stays short.

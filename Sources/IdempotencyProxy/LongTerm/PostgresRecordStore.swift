@@ -7,7 +7,8 @@ import PostgresNIO
 /// Claims and completions are committed in groups (`GroupCommitQueue`): at most one batch per
 /// connection is out at a time, and whatever queues meanwhile goes out together when one
 /// answers, so that a busy loop pays one round trip, one statement and one commit for many
-/// requests. A batch fails as a whole, exactly as each of its statements alone would have.
+/// requests. A batch that times out or loses its connection fails as a whole, as each of its
+/// statements alone would have; one the server refuses is sent again item by item.
 final class PostgresRecordStore: LongTermStore {
     private let connections: PostgresConnections
     private let metrics: ProxyMetrics
@@ -17,6 +18,8 @@ final class PostgresRecordStore: LongTermStore {
     private var batchesOut = 0
     /// Orders the items of both queues, so that the kind that has waited longest goes first.
     private var queued: UInt64 = 0
+    /// `sendBatches` is running.
+    private var sending = false
 
     private struct PendingClaim {
         let owner: [UInt8]
@@ -59,8 +62,13 @@ final class PostgresRecordStore: LongTermStore {
         sendBatches()
     }
 
-    /// Sends what waits while a connection is free for it.
+    /// Sends what waits while a connection is free for it. A batch answered at once (no
+    /// connection) calls back into this: the loop already running carries on, so that a long
+    /// queue fails in a loop, not in a recursion.
     private func sendBatches() {
+        guard !sending else { return }
+        sending = true
+        defer { sending = false }
         while batchesOut < connections.count {
             switch (claims.oldest, completions.oldest) {
             case (nil, nil): return
@@ -105,6 +113,8 @@ final class PostgresRecordStore: LongTermStore {
                         claim.completion(.failure(.malformedRecord(String(reflecting: error))))
                     }
                 }
+            case .failure(let error) where Self.mayBeOneRows(error, batch.count):
+                for entry in batch { self.sendClaims([entry]) }
             case .failure(let error):
                 for (_, claim) in batch { claim.completion(.failure(error)) }
             }
@@ -139,33 +149,31 @@ final class PostgresRecordStore: LongTermStore {
             Self.array(batch.map { PostgresData(bytes: $0.item.record.fingerprint) }, of: .bytea),
             Self.array(batch.map { PostgresData(bytes: $0.item.record.encoded()) }, of: .bytea),
             Self.array(batch.map { PostgresData(int64: $0.item.retentionMs) }, of: .int8),
+            Self.array(batch.map { PostgresData(int64: $0.item.lockEndMs) }, of: .int8),
         ]
         batchesOut += 1
-        run(.completeOwned, binds) { result in
+        run(.complete, binds) { result in
             self.batchesOut -= 1
             self.sendBatches()
             switch result {
             case .success(let rows):
-                var done = Set<String>()
-                for row in rows { if let key = try? row.decode(ByteBuffer.self) { done.insert(String(buffer: key)) } }
-                for (key, pending) in batch {
-                    if done.contains(key) { pending.completion(.success(true)) } else { self.completeAlone(key: key, pending) }
-                }
+                var stored = Set<String>()
+                for row in rows { if let key = try? row.decode(ByteBuffer.self) { stored.insert(String(buffer: key)) } }
+                for (key, pending) in batch { pending.completion(.success(stored.contains(key))) }
+            case .failure(let error) where Self.mayBeOneRows(error, batch.count):
+                for entry in batch { self.sendCompletions([entry]) }
             case .failure(let error):
                 for (_, pending) in batch { pending.completion(.failure(error)) }
             }
         }
     }
 
-    /// A completion whose claim is no longer ours as it was (expired and taken over, or swept):
-    /// the full statement decides, owner-checked.
-    private func completeAlone(key: String, _ pending: PendingCompletion) {
-        let record = pending.record
-        let binds = [
-            PostgresData(string: key), PostgresData(bytes: record.owner), PostgresData(bytes: record.fingerprint),
-            PostgresData(bytes: record.encoded()), PostgresData(int64: pending.retentionMs), PostgresData(int64: pending.lockEndMs),
-        ]
-        run(.complete, binds) { pending.completion($0.map { !$0.isEmpty }) }
+    /// A batch the server refused (a lock or statement timeout on one hot row, a trigger or a
+    /// check of the operator's) may have failed for one row alone, and wrote nothing: each of its
+    /// items is sent again on its own, so that each gets the answer its own statement would.
+    private static func mayBeOneRows(_ error: LongTermStoreError, _ count: Int) -> Bool {
+        guard count > 1, case .server = error else { return false }
+        return error.failure == .refused && !error.isMisconfiguration
     }
 
     private static func array(_ elements: [PostgresData], of type: PostgresDataType) -> PostgresData {

@@ -102,39 +102,30 @@ struct PostgresSQL: Sendable {
     /// deadline just in time to be committed.
     static let withdrawMargin = "interval '1 second'"
 
-    /// $1 key, $2 owner, $3 fingerprint, $4 record, $5 retention in ms, $6 the latest our
-    /// claim's lock can end (ms since the epoch). Owner-checked: a live row of another request
-    /// is left alone (no row returned); an expired one, or none (the sweep deleted our expired
-    /// claim), is written over, as a claim would take it over and as Redis's script does, but
-    /// only once our own lock has ended: before, our claim was replaced or removed on purpose
-    /// (a forced delete, and a retry that took the key and gave it back), and a deleted record
-    /// must not come back.
+    /// A batch of completions, as arrays: $1 keys, $2 owners, $3 fingerprints, $4 records, $5
+    /// retentions in ms, $6 the latest each claim's lock can end (ms since the epoch). Returns
+    /// the keys stored. Owner-checked: a live row of another request is left alone (its key is
+    /// not returned); an expired one, or none (the sweep deleted our expired claim), is written
+    /// over, as a claim would take it over and as Redis's script does, but only once our own
+    /// lock has ended: before, our claim was replaced or removed on purpose (a forced delete,
+    /// and a retry that took the key and gave it back), and a deleted record must not come back.
+    ///
+    /// Written as the claim is, rows in byte order through the primary key: `ON CONFLICT` locks
+    /// a conflicting row even when its `WHERE` leaves it alone, so claims and completions lock
+    /// in one order and cannot deadlock, and no plan joins the batch to the whole table.
     var complete: String {
-        let lockEnded = "clock_timestamp() > \(Self.deadline("$6"))"
+        let lockEnd = "(SELECT w.le FROM unnest($1::text[], $6::int8[]) AS w(k, le) WHERE w.k = excluded.record_key)"
         return """
             INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
-            SELECT $1::text, $2::bytea, $3::bytea, $4::bytea, now() + $5::int8 * interval '1 millisecond'
-            WHERE \(lockEnded) OR EXISTS (SELECT 1 FROM \(name) WHERE record_key = $1::text)
+            SELECT u.k, u.o, u.f, u.rec, now() + u.ttl * interval '1 millisecond'
+            FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int8[], $6::int8[]) AS u(k, o, f, rec, ttl, le)
+            WHERE clock_timestamp() > \(Self.deadline("u.le")) OR EXISTS (SELECT 1 FROM \(name) WHERE record_key = u.k)
+            ORDER BY u.k COLLATE "C"
             ON CONFLICT (record_key) DO UPDATE SET
                 owner = excluded.owner, fingerprint = excluded.fingerprint, record = excluded.record, expires_at = excluded.expires_at
-                WHERE r.owner = excluded.owner OR (r.expires_at <= now() AND \(lockEnded))
-            RETURNING 1
+                WHERE r.owner = excluded.owner OR (r.expires_at <= now() AND clock_timestamp() > \(Self.deadline(lockEnd)))
+            RETURNING record_key
             """
-    }
-
-    /// A batch of completions, as arrays: $1 keys, $2 owners, $3 fingerprints, $4 records, $5
-    /// retentions in ms. The usual case of `complete` alone: each row that is still our claim
-    /// gets its record, in key order (as claims lock). The keys returned are done; any other (a
-    /// claim that expired and was taken over, or swept) goes to `complete`, whose owner check
-    /// and lock rules decide. The rows are found by `= ANY` on the primary key, so that no plan
-    /// (a prepared statement's generic one included) joins the arrays to the whole table.
-    var completeOwned: String {
-        """
-        UPDATE \(name) AS r SET fingerprint = u.f, record = u.rec, expires_at = now() + u.ttl * interval '1 millisecond'
-        FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int8[]) AS u(k, o, f, rec, ttl)
-        WHERE r.record_key = ANY ($1::text[]) AND r.record_key = u.k AND r.owner = u.o
-        RETURNING r.record_key
-        """
     }
 
     /// $1 key, $2 owner. Owner-checked, and only an in-flight claim.
