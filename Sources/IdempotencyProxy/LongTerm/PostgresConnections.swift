@@ -19,7 +19,7 @@ import RedisClient
 final class PostgresConnections {
     /// The statements prepared on every connection.
     enum Statement: Int, CaseIterable {
-        case claim, complete, release, withdrawUnanswered, sweep, ping, inspect, forget
+        case claim, complete, completeOwned, release, withdrawUnanswered, sweep, ping, inspect, forget
     }
 
     private struct Ready: Sendable {
@@ -224,6 +224,7 @@ extension PostgresSQL {
         switch statement {
         case .claim: return claim
         case .complete: return complete
+        case .completeOwned: return completeOwned
         case .release: return release
         case .withdrawUnanswered: return withdrawUnanswered
         case .sweep: return sweep

@@ -149,23 +149,35 @@ final class PostgresRecordStore: LongTermStore {
             Self.array(batch.map { PostgresData(bytes: $0.item.record.fingerprint) }, of: .bytea),
             Self.array(batch.map { PostgresData(bytes: $0.item.record.encoded()) }, of: .bytea),
             Self.array(batch.map { PostgresData(int64: $0.item.retentionMs) }, of: .int8),
-            Self.array(batch.map { PostgresData(int64: $0.item.lockEndMs) }, of: .int8),
         ]
         batchesOut += 1
-        run(.complete, binds) { result in
+        run(.completeOwned, binds) { result in
             self.batchesOut -= 1
             self.sendBatches()
             switch result {
             case .success(let rows):
                 var stored = Set<String>()
                 for row in rows { if let key = try? row.decode(ByteBuffer.self) { stored.insert(String(buffer: key)) } }
-                for (key, pending) in batch { pending.completion(.success(stored.contains(key))) }
+                for (key, pending) in batch {
+                    if stored.contains(key) { pending.completion(.success(true)) } else { self.completeAlone(key: key, pending) }
+                }
             case .failure(let error) where Self.mayBeOneRows(error, batch.count):
                 for entry in batch { self.sendCompletions([entry]) }
             case .failure(let error):
                 for (_, pending) in batch { pending.completion(.failure(error)) }
             }
         }
+    }
+
+    /// A completion whose claim is no longer ours as it was (expired and taken over, or swept):
+    /// the full statement decides, owner-checked.
+    private func completeAlone(key: String, _ pending: PendingCompletion) {
+        let record = pending.record
+        let binds = [
+            PostgresData(string: key), PostgresData(bytes: record.owner), PostgresData(bytes: record.fingerprint),
+            PostgresData(bytes: record.encoded()), PostgresData(int64: pending.retentionMs), PostgresData(int64: pending.lockEndMs),
+        ]
+        run(.complete, binds) { pending.completion($0.map { !$0.isEmpty }) }
     }
 
     /// A batch the server refused (a lock or statement timeout on one hot row, a trigger or a

@@ -102,29 +102,42 @@ struct PostgresSQL: Sendable {
     /// deadline just in time to be committed.
     static let withdrawMargin = "interval '1 second'"
 
-    /// A batch of completions, as arrays: $1 keys, $2 owners, $3 fingerprints, $4 records, $5
-    /// retentions in ms, $6 the latest each claim's lock can end (ms since the epoch). Returns
-    /// the keys stored. Owner-checked: a live row of another request is left alone (its key is
-    /// not returned); an expired one, or none (the sweep deleted our expired claim), is written
-    /// over, as a claim would take it over and as Redis's script does, but only once our own
-    /// lock has ended: before, our claim was replaced or removed on purpose (a forced delete,
-    /// and a retry that took the key and gave it back), and a deleted record must not come back.
+    /// A batch of completions, the usual case, as arrays: $1 keys, $2 owners, $3 fingerprints, $4
+    /// records, $5 retentions in ms. Each row still held by its claim's owner gets its record;
+    /// the keys returned are stored, and any other (a claim that expired and was taken over, or
+    /// swept) goes to `complete` alone, whose owner check and lock rules decide.
     ///
-    /// Written as the claim is, rows in byte order through the primary key: `ON CONFLICT` locks
-    /// a conflicting row even when its `WHERE` leaves it alone, so claims and completions lock
-    /// in one order and cannot deadlock, and no plan joins the batch to the whole table.
+    /// The rows are locked first, in byte order through the primary key (`FOR UPDATE` above the
+    /// sort), as the claim writes them: claims and completions lock in one order and cannot
+    /// deadlock, and no plan joins the batch to the whole table.
+    var completeOwned: String {
+        """
+        WITH locked AS MATERIALIZED (
+            SELECT record_key FROM \(name) WHERE record_key = ANY ($1::text[]) ORDER BY record_key COLLATE "C" FOR UPDATE)
+        UPDATE \(name) AS r SET fingerprint = u.f, record = u.rec, expires_at = now() + u.ttl * interval '1 millisecond'
+        FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int8[]) AS u(k, o, f, rec, ttl)
+        WHERE r.record_key = ANY (ARRAY(SELECT record_key FROM locked)) AND r.record_key = u.k AND r.owner = u.o
+        RETURNING r.record_key
+        """
+    }
+
+    /// $1 key, $2 owner, $3 fingerprint, $4 record, $5 retention in ms, $6 the latest our
+    /// claim's lock can end (ms since the epoch). Owner-checked: a live row of another request
+    /// is left alone (no row returned); an expired one, or none (the sweep deleted our expired
+    /// claim), is written over, as a claim would take it over and as Redis's script does, but
+    /// only once our own lock has ended: before, our claim was replaced or removed on purpose
+    /// (a forced delete, and a retry that took the key and gave it back), and a deleted record
+    /// must not come back.
     var complete: String {
-        let lockEnd = "(SELECT w.le FROM unnest($1::text[], $6::int8[]) AS w(k, le) WHERE w.k = excluded.record_key)"
+        let lockEnded = "clock_timestamp() > \(Self.deadline("$6"))"
         return """
             INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
-            SELECT u.k, u.o, u.f, u.rec, now() + u.ttl * interval '1 millisecond'
-            FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int8[], $6::int8[]) AS u(k, o, f, rec, ttl, le)
-            WHERE clock_timestamp() > \(Self.deadline("u.le")) OR EXISTS (SELECT 1 FROM \(name) WHERE record_key = u.k)
-            ORDER BY u.k COLLATE "C"
+            SELECT $1::text, $2::bytea, $3::bytea, $4::bytea, now() + $5::int8 * interval '1 millisecond'
+            WHERE \(lockEnded) OR EXISTS (SELECT 1 FROM \(name) WHERE record_key = $1::text)
             ON CONFLICT (record_key) DO UPDATE SET
                 owner = excluded.owner, fingerprint = excluded.fingerprint, record = excluded.record, expires_at = excluded.expires_at
-                WHERE r.owner = excluded.owner OR (r.expires_at <= now() AND clock_timestamp() > \(Self.deadline(lockEnd)))
-            RETURNING record_key
+                WHERE r.owner = excluded.owner OR (r.expires_at <= now() AND \(lockEnded))
+            RETURNING 1
             """
     }
 

@@ -60,7 +60,7 @@ final class PostgresSchema: Sendable {
         }
     }
 
-    /// Runs the claim, the completion and the release once on a key of its own, in a
+    /// Runs the claim, both completions and the release once on a key of its own, in a
     /// transaction that is rolled back: what only running them shows (a table without its
     /// primary key, a missing right) fails here, not on every request.
     private static func trial(on connection: PostgresConnection, sql: PostgresSQL, logger: Logger) -> EventLoopFuture<Void> {
@@ -79,9 +79,12 @@ final class PostgresSchema: Sendable {
                 $0.append([WallClock.milliseconds() + 60_000])
             }
         }.flatMap {
-            run(sql.complete) {
+            run(sql.completeOwned) {
                 $0.append([key]); $0.append([token]); $0.append([fingerprint]); $0.append([token]); $0.append([Int64(1)])
-                $0.append([Int64(0)])
+            }
+        }.flatMap {
+            run(sql.complete) {
+                $0.append(key); $0.append(token); $0.append(fingerprint); $0.append(token); $0.append(Int64(1)); $0.append(Int64(0))
             }
         }.flatMap {
             run(sql.release) { $0.append(key); $0.append(token) }
