@@ -87,25 +87,10 @@ import Testing
     /// The statement reads each row's own deadline where it takes over an expired row: in one
     /// batch, one claim in time and one late.
     @Test func eachRowOfABatchHasItsOwnDeadline() async throws {
-        let table = TestTable()
-        let sql = PostgresSQL(table: table.name)
-        try await table.query(sql.createTable)
-        try await table.query("""
-            INSERT INTO $TABLE (record_key, owner, fingerprint, record, expires_at) VALUES
-                ('in-time', decode('01', 'hex'), decode('00', 'hex'), NULL, now() - interval '1 second'),
-                ('late', decode('01', 'hex'), decode('00', 'hex'), NULL, now() - interval '1 second')
-            """)
-        let ours = ByteBuffer(bytes: [UInt8](repeating: 3, count: IdempotencyRecord.ownerLength))
-        let fingerprint = ByteBuffer(bytes: [UInt8](repeating: 1, count: 32))
+        let (table, sql) = try await Self.tableWithExpiredRows(["in-time", "late"])
         let now = WallClock.milliseconds()
-        let rows = try await table.run(
-            sql.claim, ["late", "in-time"], [ours, ours], [fingerprint, fingerprint], [Int64(60_000), 60_000], [now - 1, now + 60_000])
-        var expiresIn: [String: Int64] = [:]
-        for row in rows {
-            let (key, owner, _, _, expiry) = try row.decode((String, ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self)
-            #expect(owner == ours, "\(key): the expired row is taken over")
-            expiresIn[key] = expiry.getInteger(at: expiry.readerIndex, as: Int64.self)
-        }
+        let expiresIn = try await Self.claimedExpiries(table.run(sql.claim, ["late", "in-time"], [Self.ours, Self.ours],
+            [Self.fingerprint, Self.fingerprint], [Int64(60_000), 60_000], [now - 1, now + 60_000]))
         #expect((expiresIn["in-time"] ?? 0) > 0, "claimed")
         #expect((expiresIn["late"] ?? 1) <= 0, "written expired: late")
     }
@@ -113,33 +98,45 @@ import Testing
     /// A row whose lock is held past its claim's deadline is written expired once the lock is
     /// free, by that claim's own deadline, not another row's of the batch.
     @Test func aRowLockedPastItsDeadlineIsWrittenExpiredAmongOthersInTime() async throws {
-        let table = TestTable()
-        let sql = PostgresSQL(table: table.name)
-        try await table.query(sql.createTable)
-        try await table.query("""
-            INSERT INTO $TABLE (record_key, owner, fingerprint, record, expires_at) VALUES
-                ('a', decode('01', 'hex'), decode('00', 'hex'), NULL, now() - interval '1 second'),
-                ('x', decode('01', 'hex'), decode('00', 'hex'), NULL, now() - interval '1 second')
-            """)
-        let ours = ByteBuffer(bytes: [UInt8](repeating: 3, count: IdempotencyRecord.ownerLength))
-        let fingerprint = ByteBuffer(bytes: [UInt8](repeating: 1, count: 32))
+        let (table, sql) = try await Self.tableWithExpiredRows(["a", "x"])
         try await TestTable.withSession(url: table.url) { locker in
             let logger = Logger(label: "test-sql")
             _ = try await locker.query("BEGIN", logger: logger).collect()
             _ = try await locker.query(PostgresQuery(unsafeSQL: "SELECT 1 FROM \"\(table.name)\" WHERE record_key = 'x' FOR UPDATE"), logger: logger).collect()
             let now = WallClock.milliseconds()
             async let claimed = table.run(
-                sql.claim, ["a", "x"], [ours, ours], [fingerprint, fingerprint], [Int64(60_000), 60_000], [now + 60_000, now + 300])
+                sql.claim, ["a", "x"], [Self.ours, Self.ours], [Self.fingerprint, Self.fingerprint], [Int64(60_000), 60_000],
+                [now + 60_000, now + 300])
             try await Task.sleep(for: .milliseconds(800))
             _ = try await locker.query("COMMIT", logger: logger).collect()
-            var expiresIn: [String: Int64] = [:]
-            for row in try await claimed {
-                let (key, _, _, _, expiry) = try row.decode((String, ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self)
-                expiresIn[key] = expiry.getInteger(at: expiry.readerIndex, as: Int64.self)
-            }
+            let expiresIn = try await Self.claimedExpiries(claimed)
             #expect((expiresIn["a"] ?? 0) > 0, "in time: claimed")
             #expect((expiresIn["x"] ?? 1) <= 0, "its lock came after its deadline: written expired")
         }
+    }
+
+    static let ours = ByteBuffer(bytes: [UInt8](repeating: 3, count: IdempotencyRecord.ownerLength))
+    static let fingerprint = ByteBuffer(bytes: [UInt8](repeating: 1, count: 32))
+
+    /// A table of its own holding an expired claim of another owner under each of `keys`.
+    static func tableWithExpiredRows(_ keys: [String]) async throws -> (TestTable, PostgresSQL) {
+        let table = TestTable()
+        let sql = PostgresSQL(table: table.name)
+        try await table.query(sql.createTable)
+        let rows = keys.map { "('\($0)', decode('01', 'hex'), decode('00', 'hex'), NULL, now() - interval '1 second')" }
+        try await table.query("INSERT INTO $TABLE (record_key, owner, fingerprint, record, expires_at) VALUES \(rows.joined(separator: ", "))")
+        return (table, sql)
+    }
+
+    /// The claim statement's rows: each key's remaining life (ms), every one taken over by `ours`.
+    static func claimedExpiries(_ rows: [PostgresRow]) throws -> [String: Int64] {
+        var expiresIn: [String: Int64] = [:]
+        for row in rows {
+            let (key, owner, _, _, expiry) = try row.decode((String, ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self)
+            #expect(owner == ours, "\(key): the expired row is taken over")
+            expiresIn[key] = expiry.getInteger(at: expiry.readerIndex, as: Int64.self)
+        }
+        return expiresIn
     }
 
     /// Statements the store has run (`idemproxy_postgres_statement_duration_seconds`).
