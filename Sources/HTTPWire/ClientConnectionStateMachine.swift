@@ -344,11 +344,8 @@ public struct ClientConnectionStateMachine {
         }
         if !requestEnded {
             state = .draining(keepAlive: request.keepAlive)
-        } else if request.keepAlive {
-            state = .idle(since: now)
-            return .flush
         } else {
-            state = .closed
+            state = request.keepAlive ? .idle(since: now) : .closed
         }
         guard request.keepAlive else {
             pipelined.removeAll()

@@ -12,10 +12,7 @@ public struct AccessLogLine {
     // Concrete `String` and `Substring` rather than a generic `StringProtocol`: called from
     // another module, a generic is not specialized, and reading its bytes through protocol
     // witnesses cost about 3 µs a line.
-    public mutating func field(_ name: StaticString, _ value: String) {
-        var value = value
-        value.withUTF8 { field(name, bytes: $0) }
-    }
+    public mutating func field(_ name: StaticString, _ value: String) { field(name, value[...]) }
 
     public mutating func field(_ name: StaticString, _ value: Substring) {
         var value = value

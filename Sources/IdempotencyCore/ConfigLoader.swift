@@ -202,7 +202,7 @@ public struct ConfigLoader {
         }
         let topLevel = c
         for lines in routeLines {
-            if let route = Self.route(lines, over: topLevel, retentionSet: origins["retention"] != nil, findings: &findings) {
+            if let route = Self.route(lines, over: topLevel, findings: &findings) {
                 c.routes.append(route)
             }
         }
@@ -218,7 +218,7 @@ public struct ConfigLoader {
     /// A route's lines applied over the top level, each error at its own line; nil when the
     /// route cannot be made.
     private static func route(
-        _ lines: RouteLines, over topLevel: ProxyConfiguration, retentionSet: Bool, findings: inout [Finding]
+        _ lines: RouteLines, over topLevel: ProxyConfiguration, findings: inout [Finding]
     ) -> Route? {
         let name = lines.name
         var settings = topLevel

@@ -241,8 +241,6 @@ public struct ProtectedRequestMachine: Sendable {
     /// How a request forwarded unprotected is counted: no store answered (`on_redis_error =
     /// open`), or it had no key in its body.
     private var unprotectedOutcome = RequestOutcome.redisError
-    /// When the upstream's answer came (ms since the epoch): both stores keep the same time.
-    private var completedAtMs: Int64?
 
     public init(policy: Policy, owner: [UInt8]) {
         settings = policy
@@ -415,7 +413,6 @@ public struct ProtectedRequestMachine: Sendable {
     public mutating func upstreamFinished(_ result: UpstreamResult, nowMs: Int64) -> Action {
         guard case .forwarding(let protected) = state else { return bug("the upstream answered while \(state)") }
         guard protected else { return finish(Self.unprotectedReply(result, outcome: unprotectedOutcome)) }
-        completedAtMs = nowMs
         switch result {
         case .notConnected:
             return settle(everyStore { _ in .release }, then: .answer(.problem(.upstreamUnreachable, .upstreamError)))
@@ -427,16 +424,19 @@ public struct ProtectedRequestMachine: Sendable {
             return settle(
                 status: response.status,
                 keeping: replayable ? .completed(response) : .completedWithoutBody(status: response.status, bodyBytes: response.body.count),
-                then: Reply(.upstreamResponse(response), .forwarded))
+                completedAtMs: nowMs, then: Reply(.upstreamResponse(response), .forwarded))
         case .streamed(let status, let bodyBytes):
-            return settle(status: status, keeping: .completedWithoutBody(status: status, bodyBytes: bodyBytes), then: Reply(.endOfStreamedResponse, .forwarded))
+            return settle(
+                status: status, keeping: .completedWithoutBody(status: status, bodyBytes: bodyBytes), completedAtMs: nowMs,
+                then: Reply(.endOfStreamedResponse, .forwarded))
         }
     }
 
     /// An upstream answer: one in `release_statuses` releases the claim (rule 8: the request
     /// was not processed); any other is kept, without its body when it is too large to replay
-    /// (rule 9: a retry gets 502, the request never runs twice).
-    private mutating func settle(status: Int, keeping state: IdempotencyRecord.State, then reply: Reply) -> Action {
+    /// (rule 9: a retry gets 502, the request never runs twice). `completedAtMs`: when the
+    /// answer came, the time both stores keep.
+    private mutating func settle(status: Int, keeping state: IdempotencyRecord.State, completedAtMs: Int64, then reply: Reply) -> Action {
         if settings.releaseStatuses.releases(status) { return settle(everyStore { _ in .release }, then: .answer(reply)) }
         let record = IdempotencyRecord(owner: owner, fingerprint: fingerprint, state: state, completedAtMs: completedAtMs)
         return settle(everyStore { .complete(record, ttlMs: $0) }, then: .answer(reply))

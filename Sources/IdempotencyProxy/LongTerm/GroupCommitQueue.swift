@@ -10,7 +10,7 @@
 /// Pure: the store sends.
 struct GroupCommitQueue<Item> {
     /// Enough to carry a loop's share of a busy server's requests in one commit, few enough
-    /// that a statement stays short.
+    /// that a statement stays short. (Computed: a generic type stores no static.)
     static var maxBatch: Int { 64 }
 
     private var waiting: [(key: String, sequence: UInt64, item: Item)] = []

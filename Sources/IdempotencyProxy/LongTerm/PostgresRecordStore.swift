@@ -89,34 +89,21 @@ final class PostgresRecordStore: LongTermStore {
             Self.array(batch.map { PostgresData(int64: $0.item.lockTTLMs) }, of: .int8),
             Self.array(batch.map { PostgresData(int64: $0.item.deadlineMs) }, of: .int8),
         ]
-        batchesOut += 1
-        run(.claim, binds) { result in
-            self.batchesOut -= 1
-            self.sendBatches()
-            switch result {
-            case .success(let rows):
-                var answers: [String: PostgresRow] = [:]
-                for row in rows {
-                    guard let key = try? row.decode(ByteBuffer.self) else { continue }
-                    answers[String(buffer: key)] = row
+        send(.claim, binds, batch, resend: { self.sendClaims([$0]) }, fail: { $0.completion(.failure($1)) }) { rows in
+            var answers: [String: PostgresRow] = [:]
+            for row in rows { if let key = Self.key(of: row) { answers[key] = row } }
+            for (key, claim) in batch {
+                guard let row = answers[key] else {
+                    claim.completion(.failure(.malformedRecord("the claim returned no row for its key")))
+                    continue
                 }
-                for (key, claim) in batch {
-                    guard let row = answers[key] else {
-                        claim.completion(.failure(.malformedRecord("the claim returned no row for its key")))
-                        continue
-                    }
-                    do {
-                        claim.completion(.success(try Self.claimAnswer(row, owner: claim.owner)))
-                    } catch let error as LongTermStoreError {
-                        claim.completion(.failure(error))
-                    } catch {
-                        claim.completion(.failure(.malformedRecord(String(reflecting: error))))
-                    }
+                do {
+                    claim.completion(.success(try Self.claimAnswer(row, owner: claim.owner)))
+                } catch let error as LongTermStoreError {
+                    claim.completion(.failure(error))
+                } catch {
+                    claim.completion(.failure(.malformedRecord(String(reflecting: error))))
                 }
-            case .failure(let error) where Self.mayBeOneRows(error, batch.count):
-                for entry in batch { self.sendClaims([entry]) }
-            case .failure(let error):
-                for (_, claim) in batch { claim.completion(.failure(error)) }
             }
         }
     }
@@ -150,23 +137,47 @@ final class PostgresRecordStore: LongTermStore {
             Self.array(batch.map { PostgresData(bytes: $0.item.record.encoded()) }, of: .bytea),
             Self.array(batch.map { PostgresData(int64: $0.item.retentionMs) }, of: .int8),
         ]
+        send(.completeOwned, binds, batch, resend: { self.sendCompletions([$0]) }, fail: { $0.completion(.failure($1)) }) { rows in
+            let stored = Set(rows.compactMap(Self.key(of:)))
+            for (key, pending) in batch {
+                if stored.contains(key) { pending.completion(.success(true)) } else { self.completeAlone(key: key, pending) }
+            }
+        }
+    }
+
+    /// Sends one batch, out (and counted against the connections) until it is answered. A
+    /// batch the server refused (a lock or statement timeout on one hot row, a trigger or a
+    /// check of the operator's) may have failed for one row alone, and wrote nothing: each of
+    /// its items is sent again on its own, so that each gets the answer its own statement would.
+    /// Any other failure answers every item, as each statement alone would have failed.
+    private func send<Item>(
+        _ statement: PostgresConnections.Statement, _ binds: [PostgresData], _ batch: [(key: String, item: Item)],
+        resend: @escaping ((key: String, item: Item)) -> Void, fail: @escaping (Item, LongTermStoreError) -> Void,
+        answered: @escaping ([PostgresRow]) -> Void
+    ) {
         batchesOut += 1
-        run(.completeOwned, binds) { result in
+        run(statement, binds) { result in
             self.batchesOut -= 1
             self.sendBatches()
             switch result {
             case .success(let rows):
-                var stored = Set<String>()
-                for row in rows { if let key = try? row.decode(ByteBuffer.self) { stored.insert(String(buffer: key)) } }
-                for (key, pending) in batch {
-                    if stored.contains(key) { pending.completion(.success(true)) } else { self.completeAlone(key: key, pending) }
-                }
-            case .failure(let error) where Self.mayBeOneRows(error, batch.count):
-                for entry in batch { self.sendCompletions([entry]) }
+                answered(rows)
+            case .failure(let error) where batch.count > 1 && Self.mayBeOneRows(error):
+                for entry in batch { resend(entry) }
             case .failure(let error):
-                for (_, pending) in batch { pending.completion(.failure(error)) }
+                for (_, item) in batch { fail(item, error) }
             }
         }
+    }
+
+    private static func mayBeOneRows(_ error: LongTermStoreError) -> Bool {
+        guard case .server = error else { return false }
+        return error.failure == .refused && !error.isMisconfiguration
+    }
+
+    /// The key a batch statement returns first in each row.
+    private static func key(of row: PostgresRow) -> String? {
+        (try? row.decode(ByteBuffer.self)).map { String(buffer: $0) }
     }
 
     /// A completion whose claim is no longer ours as it was (expired and taken over, or swept):
@@ -178,14 +189,6 @@ final class PostgresRecordStore: LongTermStore {
             PostgresData(bytes: record.encoded()), PostgresData(int64: pending.retentionMs), PostgresData(int64: pending.lockEndMs),
         ]
         run(.complete, binds) { pending.completion($0.map { !$0.isEmpty }) }
-    }
-
-    /// A batch the server refused (a lock or statement timeout on one hot row, a trigger or a
-    /// check of the operator's) may have failed for one row alone, and wrote nothing: each of its
-    /// items is sent again on its own, so that each gets the answer its own statement would.
-    private static func mayBeOneRows(_ error: LongTermStoreError, _ count: Int) -> Bool {
-        guard count > 1, case .server = error else { return false }
-        return error.failure == .refused && !error.isMisconfiguration
     }
 
     private static func array(_ elements: [PostgresData], of type: PostgresDataType) -> PostgresData {

@@ -15,9 +15,9 @@ final class PassthroughExchange: UpstreamReceiver {
     /// Body parts that arrived before the upstream connection was ready.
     private var queued: [UpstreamRequestPart] = []
     /// The client has sent the whole request; until then the proxy is waiting on it.
-    private(set) var requestEnded = false
+    private var requestEnded = false
     /// Part of the response went out to the client.
-    private(set) var responseStarted = false
+    private var responseStarted = false
     /// Request bytes were written to the upstream and not flushed yet.
     private var unflushed = false
     private var finished = false

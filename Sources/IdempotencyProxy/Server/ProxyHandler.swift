@@ -257,21 +257,17 @@ final class ProxyHandler: ChannelDuplexHandler {
         let after = machine.responseEnded(requestEnded: requestEnded, clientActive: context?.channel.isActive ?? false, now: .now())
         guard let context, after != .gone else { return }
         if let end = writer.end { emit(end, context: context) }
-        switch after {
-        case .gone:
-            return
-        case .flush:
-            flushResponse(context: context)
-            resumeReads()
-            resumePipelined()
-        case .closeAfterFlush(let outputOnly):
+        resumeReads()
+        if case .closeAfterFlush(let outputOnly) = after {
             let last = gathered ?? ByteBuffer()
             gathered = nil
             unflushed = false
             context.writeAndFlush(wrapOutboundOut(last)).assumeIsolated().whenComplete { _ in
                 context.close(mode: outputOnly ? .output : .all, promise: nil)
             }
-            resumeReads()
+        } else {
+            flushResponse(context: context)
+            resumePipelined()
         }
     }
 
@@ -387,10 +383,9 @@ extension ProxyHandler: ClientResponder {
         }
         current?.answeredStatus = Int(response.status.code)
         var headers = response.headers
-        let framing = writer.frame(
-            status: response.status, hasContentLength: headers.contains(name: "content-length"), version: request.version,
-            toHEAD: request.isHEAD)
-        if let connection = machine.responseHead(framing: framing, closing: closing) {
+        if let connection = responseHead(
+            status: response.status, hasContentLength: headers.contains(name: "content-length"), request: request, closing: closing)
+        {
             headers.replaceOrAdd(name: "Connection", value: "\(connection)")
         }
         var buffer = context.channel.allocator.buffer(capacity: 512 + min(response.body.readableBytes, Self.gatherLimit))
@@ -403,12 +398,18 @@ extension ProxyHandler: ClientResponder {
     func writeStreamedHead(_ head: ResponseHead) {
         guard let context, let request = machine.request else { return }
         current?.answeredStatus = Int(head.status.code)
-        let framing = writer.frame(
-            status: head.status, hasContentLength: head.contentLength != nil, version: request.version, toHEAD: request.isHEAD)
-        let connection = machine.responseHead(framing: framing)
+        let connection = responseHead(status: head.status, hasContentLength: head.contentLength != nil, request: request)
         var buffer = context.channel.allocator.buffer(capacity: head.headerLines.readableBytes + 1024)
         writer.head(head, connection: connection, version: request.version, into: &buffer)
         hold(buffer, context: context)
+    }
+
+    /// A response's framing, which the machine turns into its `Connection` header, if any.
+    private func responseHead(
+        status: HTTPResponseStatus, hasContentLength: Bool, request: ClientConnectionStateMachine.Request, closing: Bool = false
+    ) -> StaticString? {
+        let framing = writer.frame(status: status, hasContentLength: hasContentLength, version: request.version, toHEAD: request.isHEAD)
+        return machine.responseHead(framing: framing, closing: closing)
     }
 
     func writeStreamedBody(_ buffer: ByteBuffer) -> Bool {
