@@ -51,7 +51,7 @@ stop_pids() {
 }
 
 # Starts a private PostgreSQL (temporary data directory, free loopback port, password auth,
-# durability off: it only ever holds test data) as the `postgres` system user when run as root,
+# durability off unless PG_FSYNC=on: it only ever holds test data) as the `postgres` system user when run as root,
 # since PostgreSQL refuses to run as root. Sets PG_PORT, PG_DIR, PG_BIN, PG_PASSWORD and
 # POSTGRES_URL; the caller stops it with stop_postgres.
 start_postgres() {
@@ -72,7 +72,7 @@ start_postgres() {
     -E UTF8 --no-sync >"$PG_DIR/initdb.log" 2>&1 || { cat "$PG_DIR/initdb.log" >&2; return 1; }
   rm -f "$PG_DIR/pwfile"
   "${as[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w -t 30 start \
-    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200" \
+    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=${PG_FSYNC:-off} -c full_page_writes=${PG_FSYNC:-off} -c max_connections=200" \
     >/dev/null || { cat "$PG_DIR/postgres.log" >&2; return 1; }
   POSTGRES_URL="postgres://postgres:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"
 }

@@ -106,6 +106,7 @@ extension ConfigKey {
             print: { $0.map(\.description) ?? "" }),
         value("postgres_table", \.postgresTable, parse: ConfigValues.sqlIdentifier),
         duration("postgres_timeout", \.postgresTimeoutMs, allowZero: false),
+        bool("postgres_synchronous_commit", \.postgresSynchronousCommit),
         duration("retention", \.retentionMs, allowZero: false),
         choice("on_postgres_error", \.onPostgresError),
         value(

@@ -57,6 +57,9 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var postgresURL: PostgresURL?
     public var postgresTable = "idempotency_records"
     public var postgresTimeoutMs: Int64 = 2_000
+    /// false: the claim and completion commit without waiting for their WAL flush
+    /// (docs/behaviour.md, "postgres_synchronous_commit").
+    public var postgresSynchronousCommit = true
     public var retentionMs: Int64 = 30 * 86_400_000
     public var onPostgresError = OnPostgresError.closed
     /// The master's name under Sentinel; empty: no Sentinel, `redisURLs` is the server itself.

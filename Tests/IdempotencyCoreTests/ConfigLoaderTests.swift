@@ -56,6 +56,7 @@ import Testing
             postgres_url = 
             postgres_table = idempotency_records
             postgres_timeout = 2s
+            postgres_synchronous_commit = true
             retention = 30d
             on_postgres_error = closed
             redis_sentinel = 
@@ -126,6 +127,7 @@ import Testing
         ValidCase(line: "postgres_url =", check: { $0.postgresURL == nil }),
         ValidCase(line: "postgres_table = idem_records_2", check: { $0.postgresTable == "idem_records_2" }),
         ValidCase(line: "postgres_timeout = 500ms", check: { $0.postgresTimeoutMs == 500 }),
+        ValidCase(line: "postgres_synchronous_commit = false", check: { !$0.postgresSynchronousCommit }),
         ValidCase(line: "retention = 7d", check: { $0.retentionMs == 7 * 86_400_000 }),
         ValidCase(line: "retention = 24h", check: { $0.retentionMs == 86_400_000 }),
         ValidCase(line: "on_postgres_error = redis", check: { $0.onPostgresError == .redis }),
@@ -209,6 +211,7 @@ import Testing
         ("postgres_table = Records", "test.conf:1: postgres_table: expected a table name of lower-case letters, digits and _ (at most 63, not starting with a digit), got \"Records\""),
         ("postgres_table = records; drop table x", "test.conf:1: postgres_table: expected a table name of lower-case letters, digits and _ (at most 63, not starting with a digit), got \"records; drop table x\""),
         ("postgres_timeout = 0s", "test.conf:1: postgres_timeout: must be more than 0, got \"0s\""),
+        ("postgres_synchronous_commit = off", "test.conf:1: postgres_synchronous_commit: expected true or false, got \"off\""),
         ("on_postgres_error = open", "test.conf:1: on_postgres_error: expected closed or redis, got \"open\""),
         ("retention = 12h", "test.conf:1: retention (12h) must be at least response_ttl (24h): PostgreSQL must keep a record as long as Redis replays it"),
         ("postgres_url = postgres://db/x\nresponse_ttl = 40d", "test.conf:2: retention (30d) must be at least response_ttl (40d): PostgreSQL must keep a record as long as Redis replays it"),

@@ -228,6 +228,28 @@ import Testing
         }
     }
 
+    /// `postgres_synchronous_commit = false` holds for the claim and the completion, in their
+    /// own transactions, directly and through a transaction pooler: a trigger on the table
+    /// records the setting each write ran under.
+    @Test(arguments: PostgresPath.allCases, [true, false])
+    func synchronousCommitIsTheClaimsAndCompletionsOwn(path: PostgresPath, synchronous: Bool) async throws {
+        let table = TestTable(url: try path.url)
+        try await table.query(PostgresSQL(table: table.name).createTable)
+        try await table.query("CREATE TABLE $TABLE_modes (mode text NOT NULL)")
+        try await table.query("""
+            CREATE FUNCTION $TABLE_mode() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN INSERT INTO $TABLE_modes VALUES (current_setting('synchronous_commit')); RETURN NEW; END $$
+            """)
+        try await table.query("CREATE TRIGGER mode BEFORE INSERT OR UPDATE ON $TABLE FOR EACH ROW EXECUTE FUNCTION $TABLE_mode()")
+        try await withProxy(table.settings(["postgres_synchronous_commit": "\(synchronous)"])) { (h: ProxyHarness) async throws in
+            for key in ["a", "b"] { #expect(try await h.send("POST", "/charges", key: key, body: "x").status == 201) }
+        }
+        let expected = synchronous ? "on" : "off"
+        #expect(try await table.integer("SELECT count(*) FROM $TABLE_modes") >= 4, "two claims and two completions")
+        #expect(try await table.integer("SELECT count(*) FROM $TABLE_modes WHERE mode <> '\(expected)'") == 0)
+        #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record IS NOT NULL") == 2)
+    }
+
     // MARK: - failure matrix: the failure matrix
 
     @Test func redisDownIsProtectedByPostgresAlone() async throws {

@@ -6,9 +6,20 @@
 struct PostgresSQL: Sendable {
     /// A lower-case identifier (the configuration allows no other).
     let table: String
+    /// `postgres_synchronous_commit`.
+    var synchronousCommit = true
 
     /// Quoted, so that a name such as `order` is a table, not a keyword.
     private var name: String { "\"\(table)\"" }
+
+    /// With `postgres_synchronous_commit = off`, a one-row source the claim and completion
+    /// statements join: `synchronous_commit` set for their own transaction only (as `SET LOCAL`
+    /// would, which needs a transaction block), read by the server when it commits. A session
+    /// setting or a startup parameter would not do: a transaction pooler runs the next
+    /// statement on another server connection, or refuses the parameter.
+    private var commitMode: String? {
+        synchronousCommit ? nil : "(SELECT set_config('synchronous_commit', 'off', true)) AS commit_mode"
+    }
 
     /// The columns a usable table has, and their `information_schema` types.
     static let columns: [(name: String, type: String)] = [
@@ -76,7 +87,7 @@ struct PostgresSQL: Sendable {
             INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
             SELECT u.k, u.o, u.f, NULL,
                 CASE WHEN clock_timestamp() <= \(Self.deadline("u.d")) THEN now() + u.ttl * interval '1 millisecond' ELSE \(Self.expired) END
-            FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int8[], $5::int8[]) AS u(k, o, f, ttl, d)
+            FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int8[], $5::int8[]) AS u(k, o, f, ttl, d)\(commitMode.map { ", " + $0 } ?? "")
             ORDER BY u.k COLLATE "C"
             ON CONFLICT (record_key) DO UPDATE SET
                 owner = CASE WHEN \(vacant) THEN excluded.owner ELSE r.owner END,
@@ -115,7 +126,7 @@ struct PostgresSQL: Sendable {
         WITH locked AS MATERIALIZED (
             SELECT record_key FROM \(name) WHERE record_key = ANY ($1::text[]) ORDER BY record_key COLLATE "C" FOR UPDATE)
         UPDATE \(name) AS r SET fingerprint = u.f, record = u.rec, expires_at = now() + u.ttl * interval '1 millisecond'
-        FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int8[]) AS u(k, o, f, rec, ttl)
+        FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int8[]) AS u(k, o, f, rec, ttl)\(commitMode.map { ", " + $0 } ?? "")
         WHERE r.record_key = ANY (ARRAY(SELECT record_key FROM locked)) AND r.record_key = u.k AND r.owner = u.o
         RETURNING r.record_key
         """
@@ -132,7 +143,7 @@ struct PostgresSQL: Sendable {
         let lockEnded = "clock_timestamp() > \(Self.deadline("$6"))"
         return """
             INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
-            SELECT $1::text, $2::bytea, $3::bytea, $4::bytea, now() + $5::int8 * interval '1 millisecond'
+            SELECT $1::text, $2::bytea, $3::bytea, $4::bytea, now() + $5::int8 * interval '1 millisecond'\(commitMode.map { " FROM " + $0 } ?? "")
             WHERE \(lockEnded) OR EXISTS (SELECT 1 FROM \(name) WHERE record_key = $1::text)
             ON CONFLICT (record_key) DO UPDATE SET
                 owner = excluded.owner, fingerprint = excluded.fingerprint, record = excluded.record, expires_at = excluded.expires_at

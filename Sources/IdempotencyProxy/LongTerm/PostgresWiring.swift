@@ -22,7 +22,7 @@ struct PostgresWiring: Sendable {
     /// `tls`: `TLSContexts.postgres`.
     init(url: PostgresURL, tls: PostgresConnection.Configuration.TLS, configuration c: ProxyConfiguration) {
         self.url = url
-        sql = PostgresSQL(table: c.postgresTable)
+        sql = PostgresSQL(table: c.postgresTable, synchronousCommit: c.postgresSynchronousCommit)
         timeout = .milliseconds(c.postgresTimeoutMs)
         var connection = PostgresConnection.Configuration(
             host: url.address.host, port: url.address.port, username: url.username, password: url.password,
