@@ -78,7 +78,9 @@ public struct IdempotencyRecord: Equatable, Sendable {
     public func encoded() -> [UInt8] {
         // An in-flight claim is the same in both versions: written as version 1, a proxy of
         // the previous version still reads it during a rolling upgrade.
-        var out: [UInt8] = [state == .inFlight ? 1 : Self.version]
+        var out: [UInt8] = []
+        out.reserveCapacity(encodedCount)
+        out.append(state == .inFlight ? 1 : Self.version)
         switch state {
         case .inFlight: out.append(1)
         case .completed: out.append(2)
@@ -90,7 +92,6 @@ public struct IdempotencyRecord: Equatable, Sendable {
         case .inFlight:
             break
         case .completed(let response):
-            out.reserveCapacity(out.count + response.body.count + 72)
             put64(&out, completedAtMs ?? 0)
             put16(&out, response.status)
             put16(&out, response.headers.count)
@@ -110,7 +111,25 @@ public struct IdempotencyRecord: Equatable, Sendable {
         return out
     }
 
+    /// The length of `encoded()`, so that it is written into one allocation.
+    private var encodedCount: Int {
+        let header = 2 + Self.ownerLength + Self.fingerprintLength
+        switch state {
+        case .inFlight:
+            return header
+        case .completed(let response):
+            return response.headers.reduce(header + 8 + 2 + 2 + 4 + response.body.count) { $0 + 6 + $1.name.utf8.count + $1.value.utf8.count }
+        case .completedWithoutBody:
+            return header + 8 + 2 + 8
+        }
+    }
+
     public static func decode(_ bytes: [UInt8]) throws(Malformed) -> IdempotencyRecord {
+        try bytes.withUnsafeBytes { bytes in Result { () throws(Malformed) in try decode(bytes) } }.get()
+    }
+
+    /// The record in bytes it does not keep (a reply's buffer): what it holds is copied out.
+    public static func decode(_ bytes: UnsafeRawBufferPointer) throws(Malformed) -> IdempotencyRecord {
         var reader = Reader(bytes: bytes)
         let recordVersion = try reader.byte()
         guard recordVersion == 1 || recordVersion == version else {
@@ -172,11 +191,11 @@ public struct IdempotencyRecord: Equatable, Sendable {
     }
 
     private struct Reader {
-        let bytes: [UInt8]
+        let bytes: UnsafeRawBufferPointer
         var position = 0
 
         /// The next `count` bytes, in place (the caller copies what it keeps).
-        mutating func take(_ count: Int) throws(Malformed) -> ArraySlice<UInt8> {
+        mutating func take(_ count: Int) throws(Malformed) -> Slice<UnsafeRawBufferPointer> {
             guard count >= 0, bytes.count - position >= count else {
                 throw Malformed(description: "record is truncated at byte \(position)")
             }

@@ -57,7 +57,7 @@ public enum RecordReport {
     /// The fields that say what a store holds, without its expiry.
     private static func describe(_ held: HeldRecord) -> [String] {
         let record = held.record
-        let fingerprint = record.fingerprint.withUnsafeBytes(RequestDigest.hex)
+        let fingerprint = record.fingerprint.withUnsafeBytes { RequestDigest.hex($0) }
         switch record.state {
         case .inFlight:
             return ["\"state\":\"in_flight\"", "\"fingerprint\":\"\(fingerprint)\""]

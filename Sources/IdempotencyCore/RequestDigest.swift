@@ -13,7 +13,7 @@ public enum RequestDigest {
             update(&hasher, String(all.count))
             for value in all { update(&hasher, value) }
         }
-        return Array(hasher.finalize())
+        return bytes(of: hasher)
     }
 
     /// SHA-256 of method, path+query and body: a reused key with another request is refused (422).
@@ -23,7 +23,12 @@ public enum RequestDigest {
         update(&hasher, method)
         update(&hasher, target)
         hasher.update(bufferPointer: body)
-        return Array(hasher.finalize())
+        return bytes(of: hasher)
+    }
+
+    /// The digest in one allocation (an `Array` of the digest as a sequence grows as it goes).
+    private static func bytes(of hasher: SHA256) -> [UInt8] {
+        hasher.finalize().withUnsafeBytes { Array($0) }
     }
 
     /// The Redis key of a record: user keys of any bytes never reach Redis raw, and every
@@ -33,17 +38,22 @@ public enum RequestDigest {
         hasher.update(data: scope)
         var key = key
         key.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
-        return prefix + hasher.finalize().withUnsafeBytes(hex)
+        return hasher.finalize().withUnsafeBytes { hex($0, after: prefix) }
     }
 
-    public static func hex(_ bytes: UnsafeRawBufferPointer) -> String {
-        String(unsafeUninitializedCapacity: bytes.count * 2) { out in
-            let digits = UnsafeRawBufferPointer(start: hexDigits.utf8Start, count: 16)
-            for (index, byte) in bytes.enumerated() {
-                out[2 * index] = digits[Int(byte >> 4)]
-                out[2 * index + 1] = digits[Int(byte & 0x0F)]
+    /// `prefix` followed by the bytes in lower-case hex, in one allocation.
+    public static func hex(_ bytes: UnsafeRawBufferPointer, after prefix: String = "") -> String {
+        var prefix = prefix
+        return prefix.withUTF8 { start in
+            String(unsafeUninitializedCapacity: start.count + bytes.count * 2) { out in
+                _ = out.initialize(fromContentsOf: start)
+                let digits = UnsafeRawBufferPointer(start: hexDigits.utf8Start, count: 16)
+                for (index, byte) in bytes.enumerated() {
+                    out[start.count + 2 * index] = digits[Int(byte >> 4)]
+                    out[start.count + 2 * index + 1] = digits[Int(byte & 0x0F)]
+                }
+                return start.count + bytes.count * 2
             }
-            return bytes.count * 2
         }
     }
 

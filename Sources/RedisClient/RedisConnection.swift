@@ -100,12 +100,22 @@ public final class RedisConnection {
         asking: Bool,
         completion: @escaping RedisCompletion
     ) {
-        let tail = [RedisArgument(keys.count)] + keys + arguments
+        // One array for the command: this runs for every protected request.
+        var command: [RedisArgument] = []
+        command.reserveCapacity(3 + keys.count + arguments.count)
+        command.append("EVALSHA")
+        command.append(.string(script.sha1))
+        command.append(RedisArgument(keys.count))
+        command += keys
+        command += arguments
         if asking { send(["ASKING"]) { _ in } }
-        send(["EVALSHA", .string(script.sha1)] + tail) { result in
+        send(command) { [command] result in
             if case .success(.error(let message)) = result, message.hasPrefix("NOSCRIPT") {
                 if asking { self.send(["ASKING"]) { _ in } }
-                self.send(["EVAL", .string(script.source)] + tail, completion: completion)
+                var again = command
+                again[0] = "EVAL"
+                again[1] = .string(script.source)
+                self.send(again, completion: completion)
             } else {
                 completion(result)
             }

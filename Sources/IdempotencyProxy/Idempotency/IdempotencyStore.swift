@@ -38,7 +38,7 @@ final class IdempotencyStore: RecordStore {
                     return .failure(.lateClaim)
                 case .bulk(let buffer):
                     do {
-                        let existing = try IdempotencyRecord.decode(Array(buffer.readableBytesView))
+                        let existing = try IdempotencyRecord.decode(buffer)
                         // Our own claim, from an earlier try whose answer never came: ours, as
                         // PostgreSQL's claim says too.
                         if existing.owner == record.owner && existing.state == .inFlight { return .success(.claimed) }

@@ -121,7 +121,7 @@ final class PostgresRecordStore: LongTermStore {
             guard expiresInMs > 0 else { throw LongTermStoreError.lateClaim }
             return .claimed
         }
-        if let record { return .existing(try IdempotencyRecord.decode(Array(record.readableBytesView)), expiresInMs: expiresInMs) }
+        if let record { return .existing(try IdempotencyRecord.decode(record), expiresInMs: expiresInMs) }
         let existingFingerprint = Array(rowFingerprint.readableBytesView)
         guard existingOwner.count == IdempotencyRecord.ownerLength, existingFingerprint.count == IdempotencyRecord.fingerprintLength else {
             throw LongTermStoreError.malformedRecord("owner or fingerprint of the wrong length")
@@ -235,7 +235,7 @@ final class PostgresRecordStore: LongTermStore {
                     guard let expiresAtMs = Int64(expiresAt) else { throw LongTermStoreError.malformedRecord("expiry \(expiresAt)") }
                     let held: IdempotencyRecord
                     if let record {
-                        held = try IdempotencyRecord.decode(Array(record.readableBytesView))
+                        held = try IdempotencyRecord.decode(record)
                     } else {
                         let owner = owner.readBytes(length: owner.readableBytes) ?? []
                         let fingerprint = fingerprint.readBytes(length: fingerprint.readableBytes) ?? []

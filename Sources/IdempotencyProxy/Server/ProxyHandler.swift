@@ -210,8 +210,9 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     // MARK: - writing answers
 
-    /// The head is held back (`gathered`) so that the small pieces after it leave with it.
-    private func hold(_ head: ByteBuffer, context: ChannelHandlerContext) {
+    /// The head is held back (`gathered`) so that the small pieces after it leave with it. Taken
+    /// over, not shared: appending to a buffer the caller still holds would copy it.
+    private func hold(_ head: consuming ByteBuffer, context: ChannelHandlerContext) {
         writeGathered(context: context)
         gathered = head
     }
@@ -390,7 +391,7 @@ extension ProxyHandler: ClientResponder {
         }
         var buffer = context.channel.allocator.buffer(capacity: 512 + min(response.body.readableBytes, Self.gatherLimit))
         writer.head(status: response.status, headers: headers, version: request.version, into: &buffer)
-        hold(buffer, context: context)
+        hold(consume buffer, context: context)
         writer.body(response.body, allocator: context.channel.allocator) { emit($0, context: context) }
         endResponse(outcome: outcome, requestEnded: requestEnded)
     }
@@ -401,7 +402,7 @@ extension ProxyHandler: ClientResponder {
         let connection = responseHead(status: head.status, hasContentLength: head.contentLength != nil, request: request)
         var buffer = context.channel.allocator.buffer(capacity: head.headerLines.readableBytes + 1024)
         writer.head(head, connection: connection, version: request.version, into: &buffer)
-        hold(buffer, context: context)
+        hold(consume buffer, context: context)
     }
 
     /// A response's framing, which the machine turns into its `Connection` header, if any.
