@@ -57,8 +57,8 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var postgresURL: PostgresURL?
     public var postgresTable = "idempotency_records"
     public var postgresTimeoutMs: Int64 = 2_000
-    /// false: the claim and completion commit without waiting for their WAL flush
-    /// (docs/behaviour.md, "postgres_synchronous_commit").
+    /// false: completions commit without waiting for their WAL flush (docs/behaviour.md,
+    /// "Asynchronous commit"); true: the server's own setting.
     public var postgresSynchronousCommit = true
     public var retentionMs: Int64 = 30 * 86_400_000
     public var onPostgresError = OnPostgresError.closed

@@ -47,4 +47,19 @@ import Testing
         #expect(key.dropFirst(5).allSatisfy { "0123456789abcdef".contains($0) })
         #expect(key != RequestDigest.recordKey(prefix: "idem:", scope: scope, key: "other"))
     }
+
+    /// Record keys and fingerprints are kept in Redis and PostgreSQL: a proxy of another
+    /// version must compute the same ones. The expected values come from Python's hashlib over
+    /// the same length-prefixed fields.
+    @Test func digestsAreTheSameInEveryVersion() {
+        let scope = RequestDigest.scope(headerNames: ["Authorization"]) { _ in ["Bearer sk_test_1"] }
+        #expect(scope.withUnsafeBytes { RequestDigest.hex($0) } == "913b5bc2ff41ac82159862e79747432631be207c29c03f3ec72dfa5547422f7c")
+        #expect(
+            RequestDigest.recordKey(prefix: "idem:", scope: scope, key: "order-42")
+                == "idem:0461f6331795b7208bbdac46bc506d342b63469b7cc8037bceadb40b57dcb41d")
+        let fingerprint = Array(#"{"amount":100}"#.utf8).withUnsafeBytes {
+            RequestDigest.fingerprint(method: "POST", target: "/charges?x=1", body: $0)
+        }
+        #expect(fingerprint.withUnsafeBytes { RequestDigest.hex($0) } == "9c8d7cb93c89101eb620e2cb2b47a735c1762634b76e41a2920d32de45a61f71")
+    }
 }

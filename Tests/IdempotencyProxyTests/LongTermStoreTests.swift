@@ -228,26 +228,42 @@ import Testing
         }
     }
 
-    /// `postgres_synchronous_commit = false` holds for the claim and the completion, in their
-    /// own transactions, directly and through a transaction pooler: a trigger on the table
-    /// records the setting each write ran under.
+    /// `postgres_synchronous_commit = false` holds for completions, in their own transactions,
+    /// directly and through a transaction pooler; claims and releases keep the server's own
+    /// setting, also on a connection that has just run a completion (nothing leaks into the
+    /// session). A trigger on the table records the setting each write ran under.
     @Test(arguments: PostgresPath.allCases, [true, false])
-    func synchronousCommitIsTheClaimsAndCompletionsOwn(path: PostgresPath, synchronous: Bool) async throws {
+    func asynchronousCommitIsTheCompletionsOwn(path: PostgresPath, synchronous: Bool) async throws {
         let table = TestTable(url: try path.url)
         try await table.query(PostgresSQL(table: table.name).createTable)
-        try await table.query("CREATE TABLE $TABLE_modes (mode text NOT NULL)")
+        try await table.query("CREATE TABLE $TABLE_modes (kind text NOT NULL, mode text NOT NULL)")
         try await table.query("""
             CREATE FUNCTION $TABLE_mode() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN INSERT INTO $TABLE_modes VALUES (current_setting('synchronous_commit')); RETURN NEW; END $$
+            BEGIN
+                IF TG_OP = 'DELETE' THEN
+                    INSERT INTO $TABLE_modes VALUES ('release', current_setting('synchronous_commit'));
+                    RETURN OLD;
+                END IF;
+                INSERT INTO $TABLE_modes
+                VALUES (CASE WHEN NEW.record IS NULL THEN 'claim' ELSE 'completion' END, current_setting('synchronous_commit'));
+                RETURN NEW;
+            END $$
             """)
-        try await table.query("CREATE TRIGGER mode BEFORE INSERT OR UPDATE ON $TABLE FOR EACH ROW EXECUTE FUNCTION $TABLE_mode()")
+        try await table.query("CREATE TRIGGER mode BEFORE INSERT OR UPDATE OR DELETE ON $TABLE FOR EACH ROW EXECUTE FUNCTION $TABLE_mode()")
+        let serverMode = try #require(try await table.query("SHOW synchronous_commit").first).decode(String.self)
         try await withProxy(table.settings(["postgres_synchronous_commit": "\(synchronous)"])) { (h: ProxyHarness) async throws in
-            for key in ["a", "b"] { #expect(try await h.send("POST", "/charges", key: key, body: "x").status == 201) }
+            for key in ["a", "b", "c", "d"] { #expect(try await h.send("POST", "/charges", key: key, body: "x").status == 201) }
+            // A 5xx releases its claim: a delete.
+            #expect(try await h.send("POST", "/status/503", key: "e", body: "x").status == 503)
         }
-        let expected = synchronous ? "on" : "off"
-        #expect(try await table.integer("SELECT count(*) FROM $TABLE_modes") >= 4, "two claims and two completions")
-        #expect(try await table.integer("SELECT count(*) FROM $TABLE_modes WHERE mode <> '\(expected)'") == 0)
-        #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record IS NOT NULL") == 2)
+        func count(_ kind: String, mode: String) async throws -> Int {
+            try await table.integer("SELECT count(*) FROM $TABLE_modes WHERE kind = '\(kind)' AND mode = '\(mode)'")
+        }
+        #expect(try await table.integer("SELECT count(*) FROM $TABLE_modes") == 5 + 4 + 1, "five claims, four completions, a release")
+        #expect(try await count("claim", mode: serverMode) == 5)
+        #expect(try await count("completion", mode: synchronous ? serverMode : "off") == 4)
+        #expect(try await count("release", mode: serverMode) == 1)
+        #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record IS NOT NULL") == 4)
     }
 
     // MARK: - failure matrix: the failure matrix

@@ -12,11 +12,13 @@ struct PostgresSQL: Sendable {
     /// Quoted, so that a name such as `order` is a table, not a keyword.
     private var name: String { "\"\(table)\"" }
 
-    /// With `postgres_synchronous_commit = off`, a one-row source the claim and completion
-    /// statements join: `synchronous_commit` set for their own transaction only (as `SET LOCAL`
-    /// would, which needs a transaction block), read by the server when it commits. A session
-    /// setting or a startup parameter would not do: a transaction pooler runs the next
-    /// statement on another server connection, or refuses the parameter.
+    /// With `postgres_synchronous_commit = false`, a one-row source the completion statements
+    /// join: `synchronous_commit` set for their own transaction only (as `SET LOCAL` would,
+    /// which needs a transaction block), read by the server when it commits. A session setting
+    /// or a startup parameter would not do: a transaction pooler runs the next statement on
+    /// another server connection, or refuses the parameter. Claims stay synchronous: a claim
+    /// lost in a crash would find the request's completion no row to write, and so withdraw
+    /// its record from Redis too.
     private var commitMode: String? {
         synchronousCommit ? nil : "(SELECT set_config('synchronous_commit', 'off', true)) AS commit_mode"
     }
@@ -87,7 +89,7 @@ struct PostgresSQL: Sendable {
             INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
             SELECT u.k, u.o, u.f, NULL,
                 CASE WHEN clock_timestamp() <= \(Self.deadline("u.d")) THEN now() + u.ttl * interval '1 millisecond' ELSE \(Self.expired) END
-            FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int8[], $5::int8[]) AS u(k, o, f, ttl, d)\(commitMode.map { ", " + $0 } ?? "")
+            FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int8[], $5::int8[]) AS u(k, o, f, ttl, d)
             ORDER BY u.k COLLATE "C"
             ON CONFLICT (record_key) DO UPDATE SET
                 owner = CASE WHEN \(vacant) THEN excluded.owner ELSE r.owner END,
