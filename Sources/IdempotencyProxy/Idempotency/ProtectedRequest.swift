@@ -173,21 +173,8 @@ final class ProtectedRequest {
 
     private func claimInRedis(_ record: IdempotencyRecord) {
         redisClaimDeadlineMs = WallClock.milliseconds() + policy.redisTimeout.milliseconds
-        loop.store.claim(key: recordKey, record: record, lockTTLMs: policy.lockTTL.milliseconds, deadlineMs: redisClaimDeadlineMs) { result in
-            switch result {
-            case .success(let answer):
-                self.loop.outages.redis.answered(logger: self.loop.logger)
-                self.run(self.machine.claimAnswered(.success(answer), in: .redis, now: self.now()))
-            case .failure(.malformedRecord(let why)):
-                self.loop.outages.redis.answered(logger: self.loop.logger)
-                self.loop.logger.error(
-                    "a record in Redis cannot be read", metadata: ["record": "\(self.recordKey)", "error": "\(why)"])
-                self.run(self.machine.claimAnswered(.failure(.unreadable), in: .redis, now: self.now()))
-            case .failure(let error):
-                let action = self.machine.claimAnswered(.failure(error.failure), in: .redis, now: self.now())
-                self.loop.outages.redis.failed(error, instead: Self.fallback(action), logger: self.loop.logger)
-                self.run(action)
-            }
+        loop.store.claim(key: recordKey, record: record, lockTTLMs: policy.lockTTL.milliseconds, deadlineMs: redisClaimDeadlineMs) {
+            self.claimAnswered($0, in: .redis)
         }
     }
 
@@ -198,21 +185,27 @@ final class ProtectedRequest {
         longTerm.claim(
             key: recordKey, owner: record.owner, fingerprint: record.fingerprint, lockTTLMs: policy.lockTTL.milliseconds,
             deadlineMs: postgresClaimDeadlineMs
-        ) { result in
-            switch result {
-            case .success(let answer):
-                self.loop.outages.postgres.answered(logger: self.loop.logger)
-                self.run(self.machine.claimAnswered(.success(answer), in: .postgres, now: self.now()))
-            case .failure(.malformedRecord(let why)):
-                self.loop.outages.postgres.answered(logger: self.loop.logger)
-                self.loop.logger.error(
-                    "a record in PostgreSQL cannot be read", metadata: ["record": "\(self.recordKey)", "error": "\(why)"])
-                self.run(self.machine.claimAnswered(.failure(.unreadable), in: .postgres, now: self.now()))
-            case .failure(let error):
-                let action = self.machine.claimAnswered(.failure(error.failure), in: .postgres, now: self.now())
-                self.loop.outages.postgres.failed(error, instead: Self.fallback(action), logger: self.loop.logger)
-                self.run(action)
-            }
+        ) { self.claimAnswered($0, in: .postgres) }
+    }
+
+    /// A store's answer to a claim, to the machine; the store's outage log hears whether it
+    /// answered (a record it holds and cannot read is an answer, and logged as an error).
+    private func claimAnswered(
+        _ result: Result<ProtectedRequestMachine.ClaimAnswer, some StoreAnswerError>, in store: ProtectedRequestMachine.Store
+    ) {
+        let outage = store == .redis ? loop.outages.redis : loop.outages.postgres
+        switch result {
+        case .success(let answer):
+            outage.answered(logger: loop.logger)
+            run(machine.claimAnswered(.success(answer), in: store, now: now()))
+        case .failure(let error) where error.failure == .unreadable:
+            outage.answered(logger: loop.logger)
+            loop.logger.error("a stored record cannot be read", metadata: ["record": "\(recordKey)", "error": "\(error)"])
+            run(machine.claimAnswered(.failure(.unreadable), in: store, now: now()))
+        case .failure(let error):
+            let action = machine.claimAnswered(.failure(error.failure), in: store, now: now())
+            outage.failed(error, instead: Self.fallback(action), logger: loop.logger)
+            run(action)
         }
     }
 

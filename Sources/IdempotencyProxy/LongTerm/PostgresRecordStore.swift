@@ -31,6 +31,8 @@ final class PostgresRecordStore: LongTermStore {
 
     private struct PendingCompletion {
         let record: IdempotencyRecord
+        /// Encoded once, for the batch and for `completeAlone` after it.
+        let encoded: [UInt8]
         let retentionMs: Int64
         let lockEndMs: Int64
         let completion: (Result<Bool, LongTermStoreError>) -> Void
@@ -58,7 +60,8 @@ final class PostgresRecordStore: LongTermStore {
     ) {
         queued += 1
         completions.append(
-            key: key, sequence: queued, PendingCompletion(record: record, retentionMs: retentionMs, lockEndMs: lockEndMs, completion: completion))
+            key: key, sequence: queued,
+            PendingCompletion(record: record, encoded: record.encoded(), retentionMs: retentionMs, lockEndMs: lockEndMs, completion: completion))
         sendBatches()
     }
 
@@ -134,7 +137,7 @@ final class PostgresRecordStore: LongTermStore {
             Self.array(batch.map { PostgresData(string: $0.key) }, of: .text),
             Self.array(batch.map { PostgresData(bytes: $0.item.record.owner) }, of: .bytea),
             Self.array(batch.map { PostgresData(bytes: $0.item.record.fingerprint) }, of: .bytea),
-            Self.array(batch.map { PostgresData(bytes: $0.item.record.encoded()) }, of: .bytea),
+            Self.array(batch.map { PostgresData(bytes: $0.item.encoded) }, of: .bytea),
             Self.array(batch.map { PostgresData(int64: $0.item.retentionMs) }, of: .int8),
         ]
         send(.completeOwned, binds, batch, resend: { self.sendCompletions([$0]) }, fail: { $0.completion(.failure($1)) }) { rows in
@@ -186,7 +189,7 @@ final class PostgresRecordStore: LongTermStore {
         let record = pending.record
         let binds = [
             PostgresData(string: key), PostgresData(bytes: record.owner), PostgresData(bytes: record.fingerprint),
-            PostgresData(bytes: record.encoded()), PostgresData(int64: pending.retentionMs), PostgresData(int64: pending.lockEndMs),
+            PostgresData(bytes: pending.encoded), PostgresData(int64: pending.retentionMs), PostgresData(int64: pending.lockEndMs),
         ]
         run(.complete, binds) { pending.completion($0.map { !$0.isEmpty }) }
     }
