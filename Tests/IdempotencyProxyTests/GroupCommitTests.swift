@@ -115,7 +115,59 @@ import Testing
         }
     }
 
+    /// A batch of completions stores the rows their owners still hold, live or expired; leaves
+    /// another owner's alone; and for a key with no row (swept) leaves an expired tombstone that
+    /// the next claim takes over, as it would take the key with no row.
+    @Test func aBatchOfCompletionsStoresOnlyTheRowsItsOwnersHold() async throws {
+        let table = TestTable()
+        let sql = PostgresSQL(table: table.name)
+        try await table.query(sql.createTable)
+        try await table.query("""
+            INSERT INTO $TABLE (record_key, owner, fingerprint, record, expires_at) VALUES
+                ('ours', decode('\(Self.oursHex)', 'hex'), decode('00', 'hex'), NULL, now() + interval '1 hour'),
+                ('ours-expired', decode('\(Self.oursHex)', 'hex'), decode('00', 'hex'), NULL, now() - interval '1 second'),
+                ('theirs', decode('01', 'hex'), decode('00', 'hex'), NULL, now() + interval '1 hour')
+            """)
+        let keys = ["gone", "ours", "ours-expired", "theirs"]
+        let record = ByteBuffer(bytes: [9, 9])
+        let stored = try await table.run(
+            sql.completeOwned, keys, Array(repeating: Self.ours, count: 4), Array(repeating: Self.fingerprint, count: 4),
+            Array(repeating: record, count: 4), Array(repeating: Int64(60_000), count: 4)
+        ).map { try $0.decode(String.self) }
+        #expect(Set(stored) == ["ours", "ours-expired"])
+        #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record = decode('0909', 'hex') AND expires_at > now()") == 2)
+        #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key = 'theirs' AND record IS NULL") == 1)
+        #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key = 'gone' AND expires_at <= now() AND length(owner) = 0") == 1)
+        let now = WallClock.milliseconds()
+        let claimed = try await table.run(sql.claim, ["gone"], [Self.ours], [Self.fingerprint], [Int64(60_000)], [now + 60_000])
+        let (_, owner, _, _, _) = try #require(claimed.first).decode((String, ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self)
+        #expect(owner == Self.ours, "taken over")
+    }
+
+    /// The statements every protected request runs find their rows through the primary key by
+    /// the conflict, with no scan for the planner to choose: a generic plan made while the table
+    /// is empty (as here) is the plan every later batch uses, whatever the table has become.
+    @Test func theStatementsOfEveryRequestScanNoTable() async throws {
+        let table = TestTable()
+        let sql = PostgresSQL(table: table.name)
+        try await table.query(sql.createTable)
+        try await table.query(sql.createIndex)
+        try await TestTable.withSession(url: table.url) { session in
+            let logger = Logger(label: "test-sql")
+            _ = try await session.query("SET plan_cache_mode = force_generic_plan", logger: logger).collect()
+            for (name, text) in [("claim", sql.claim), ("complete_owned", sql.completeOwned)] {
+                _ = try await session.query(PostgresQuery(unsafeSQL: "PREPARE \(name) AS \(text)"), logger: logger).collect()
+                let plan = try await session.query(
+                    PostgresQuery(unsafeSQL: "EXPLAIN EXECUTE \(name)('{k}', '{}', '{}', '{}', '{}')"), logger: logger
+                ).collect().map { try $0.decode(String.self) }
+                let scans = plan.filter { $0.contains(" on \(table.name)") && !$0.contains("Insert on \(table.name)") }
+                #expect(scans.isEmpty, "\(name): \(plan.joined(separator: "\n"))")
+            }
+        }
+    }
+
     static let ours = ByteBuffer(bytes: [UInt8](repeating: 3, count: IdempotencyRecord.ownerLength))
+    static let oursHex = String(repeating: "03", count: IdempotencyRecord.ownerLength)
     static let fingerprint = ByteBuffer(bytes: [UInt8](repeating: 1, count: 32))
 
     /// A table of its own holding an expired claim of another owner under each of `keys`.

@@ -82,8 +82,7 @@ struct PostgresSQL: Sendable {
     /// A tombstone (a claim the records API deleted while in flight: another owner, no
     /// fingerprint) is taken over like an expired row.
     var claim: String {
-        // The deadline of the row being written over, found by its key among the parameters.
-        let deadline = Self.deadline("(SELECT w.d FROM unnest($1::text[], $5::int8[]) AS w(k, d) WHERE w.k = excluded.record_key)")
+        let deadline = Self.deadline(Self.ofExcluded("$5::int8[]"))
         let vacant = "(r.expires_at <= now() OR length(r.fingerprint) = 0)"
         return """
             INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
@@ -104,6 +103,11 @@ struct PostgresSQL: Sendable {
             """
     }
 
+    /// The element of a batch's parameter array that belongs to the row being written over,
+    /// by its key's place in $1: found in C, where a subquery would build a table of the
+    /// parameters for every row.
+    private static func ofExcluded(_ array: String) -> String { "(\(array))[array_position($1::text[], excluded.record_key)]" }
+
     /// A deadline parameter (ms since the epoch) as a timestamp.
     private static func deadline(_ parameter: String) -> String { "to_timestamp(\(parameter)::int8 / 1000.0)" }
 
@@ -120,17 +124,26 @@ struct PostgresSQL: Sendable {
     /// the keys returned are stored, and any other (a claim that expired and was taken over, or
     /// swept) goes to `complete` alone, whose owner check and lock rules decide.
     ///
-    /// The rows are locked first, in byte order through the primary key (`FOR UPDATE` above the
-    /// sort), as the claim writes them: claims and completions lock in one order and cannot
-    /// deadlock, and no plan joins the batch to the whole table.
+    /// Written as an upsert, like the claim, so that the rows are found through the primary key
+    /// by the conflict itself, never by a scan the planner chooses: a plan cached while the
+    /// table was small would scan it whole for every batch once it has grown, and a plan made
+    /// anew for each batch costs the server more than the write. The rows are written in byte
+    /// order, as the claim writes them, so claims and completions cannot deadlock. A key with no
+    /// row gets an expired tombstone (no owner, no fingerprint), which holds nothing and
+    /// answers every statement as no row would; the sweep deletes it.
     var completeOwned: String {
         """
-        WITH locked AS MATERIALIZED (
-            SELECT record_key FROM \(name) WHERE record_key = ANY ($1::text[]) ORDER BY record_key COLLATE "C" FOR UPDATE)
-        UPDATE \(name) AS r SET fingerprint = u.f, record = u.rec, expires_at = now() + u.ttl * interval '1 millisecond'
-        FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int8[]) AS u(k, o, f, rec, ttl)\(commitMode.map { ", " + $0 } ?? "")
-        WHERE r.record_key = ANY (ARRAY(SELECT record_key FROM locked)) AND r.record_key = u.k AND r.owner = u.o
-        RETURNING r.record_key
+        WITH written AS (
+            INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
+            SELECT u.k, ''::bytea, ''::bytea, NULL, \(Self.expired)
+            FROM unnest($1::text[]) AS u(k)\(commitMode.map { ", " + $0 } ?? "")
+            ORDER BY u.k COLLATE "C"
+            ON CONFLICT (record_key) DO UPDATE
+                SET fingerprint = \(Self.ofExcluded("$3::bytea[]")), record = \(Self.ofExcluded("$4::bytea[]")),
+                    expires_at = now() + \(Self.ofExcluded("$5::int8[]")) * interval '1 millisecond'
+                WHERE r.owner = \(Self.ofExcluded("$2::bytea[]"))
+            RETURNING r.record_key, length(r.fingerprint) > 0 AS stored)
+        SELECT record_key FROM written WHERE stored
         """
     }
 
