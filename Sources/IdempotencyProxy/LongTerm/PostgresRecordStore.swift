@@ -86,11 +86,11 @@ final class PostgresRecordStore: LongTermStore {
     /// and says it came late (`lateClaim`), as for one that reached a stalled server.
     private func sendClaims(_ batch: [(key: String, item: PendingClaim)]) {
         let binds = [
-            Self.array(batch.map { PostgresData(string: $0.key) }, of: .text),
-            Self.array(batch.map { PostgresData(bytes: $0.item.owner) }, of: .bytea),
-            Self.array(batch.map { PostgresData(bytes: $0.item.fingerprint) }, of: .bytea),
-            Self.array(batch.map { PostgresData(int64: $0.item.lockTTLMs) }, of: .int8),
-            Self.array(batch.map { PostgresData(int64: $0.item.deadlineMs) }, of: .int8),
+            PostgresArray.text(batch.lazy.map(\.key)),
+            PostgresArray.bytea(batch.lazy.map(\.item.owner)),
+            PostgresArray.bytea(batch.lazy.map(\.item.fingerprint)),
+            PostgresArray.int8(batch.lazy.map(\.item.lockTTLMs)),
+            PostgresArray.int8(batch.lazy.map(\.item.deadlineMs)),
         ]
         send(.claim, binds, batch, resend: { self.sendClaims([$0]) }, fail: { $0.completion(.failure($1)) }) { rows in
             var answers: [String: PostgresRow] = [:]
@@ -134,11 +134,11 @@ final class PostgresRecordStore: LongTermStore {
 
     private func sendCompletions(_ batch: [(key: String, item: PendingCompletion)]) {
         let binds = [
-            Self.array(batch.map { PostgresData(string: $0.key) }, of: .text),
-            Self.array(batch.map { PostgresData(bytes: $0.item.record.owner) }, of: .bytea),
-            Self.array(batch.map { PostgresData(bytes: $0.item.record.fingerprint) }, of: .bytea),
-            Self.array(batch.map { PostgresData(bytes: $0.item.encoded) }, of: .bytea),
-            Self.array(batch.map { PostgresData(int64: $0.item.retentionMs) }, of: .int8),
+            PostgresArray.text(batch.lazy.map(\.key)),
+            PostgresArray.bytea(batch.lazy.map(\.item.record.owner)),
+            PostgresArray.bytea(batch.lazy.map(\.item.record.fingerprint)),
+            PostgresArray.bytea(batch.lazy.map(\.item.encoded)),
+            PostgresArray.int8(batch.lazy.map(\.item.retentionMs)),
         ]
         send(.completeOwned, binds, batch, resend: { self.sendCompletions([$0]) }, fail: { $0.completion(.failure($1)) }) { rows in
             let stored = Set(rows.compactMap(Self.key(of:)))
@@ -192,10 +192,6 @@ final class PostgresRecordStore: LongTermStore {
             PostgresData(bytes: pending.encoded), PostgresData(int64: pending.retentionMs), PostgresData(int64: pending.lockEndMs),
         ]
         run(.complete, binds) { pending.completion($0.map { !$0.isEmpty }) }
-    }
-
-    private static func array(_ elements: [PostgresData], of type: PostgresDataType) -> PostgresData {
-        PostgresData(array: elements, elementType: type)
     }
 
     func release(key: String, owner: [UInt8], completion: @escaping (Result<Bool, LongTermStoreError>) -> Void) {
