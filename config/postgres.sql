@@ -5,8 +5,9 @@
 --
 -- record_key   the record's key: key_prefix, a hash of the scope headers, and the key
 -- owner        the claim's owner token (owner-checked settling)
--- fingerprint  SHA-256 of method, path+query and body; empty for a record deleted by the
---              records API while its request was in flight (a tombstone)
+-- fingerprint  SHA-256 of method, path+query and body; empty for a tombstone: a record
+--              deleted by the records API while its request was in flight, or a key a
+--              completion found without a row (an owner of zeros, expired at once)
 -- record       the completed record (status, headers, body, when it completed), NULL while in flight
 -- expires_at   end of the claim's lock_ttl, or of the record's retention; expired rows are
 --              never replayed and are deleted in the background

@@ -115,9 +115,10 @@ import Testing
         }
     }
 
-    /// A batch of completions stores the rows their owners still hold, live or expired; leaves
-    /// another owner's alone; and for a key with no row (swept) leaves an expired tombstone that
-    /// the next claim takes over, as it would take the key with no row.
+    /// A batch of completions stores the rows their owners still hold, live or expired, each
+    /// with its own values; leaves another owner's alone, live or expired; and for a key with no
+    /// row (swept) leaves an expired tombstone, which the single completion writes over only
+    /// once its claim's lock has ended, and the next claim takes over.
     @Test func aBatchOfCompletionsStoresOnlyTheRowsItsOwnersHold() async throws {
         let table = TestTable()
         let sql = PostgresSQL(table: table.name)
@@ -126,22 +127,90 @@ import Testing
             INSERT INTO $TABLE (record_key, owner, fingerprint, record, expires_at) VALUES
                 ('ours', decode('\(Self.oursHex)', 'hex'), decode('00', 'hex'), NULL, now() + interval '1 hour'),
                 ('ours-expired', decode('\(Self.oursHex)', 'hex'), decode('00', 'hex'), NULL, now() - interval '1 second'),
-                ('theirs', decode('01', 'hex'), decode('00', 'hex'), NULL, now() + interval '1 hour')
+                ('theirs', decode('01', 'hex'), decode('00', 'hex'), NULL, now() + interval '1 hour'),
+                ('theirs-expired', decode('01', 'hex'), decode('00', 'hex'), NULL, now() - interval '1 second')
             """)
-        let keys = ["gone", "ours", "ours-expired", "theirs"]
-        let record = ByteBuffer(bytes: [9, 9])
+        // Unsorted, each with values of its own: its place in the batch, and a retention in hours.
+        let keys = ["theirs", "ours-expired", "gone", "ours", "theirs-expired"]
+        let places = keys.indices.map { UInt8($0 + 1) }
         let stored = try await table.run(
-            sql.completeOwned, keys, Array(repeating: Self.ours, count: 4), Array(repeating: Self.fingerprint, count: 4),
-            Array(repeating: record, count: 4), Array(repeating: Int64(60_000), count: 4)
+            sql.completeOwned, keys, Array(repeating: Self.ours, count: keys.count),
+            places.map { ByteBuffer(bytes: [UInt8](repeating: $0, count: 32)) }, places.map { ByteBuffer(bytes: [$0, $0]) },
+            places.map { Int64($0) * 3_600_000 }
         ).map { try $0.decode(String.self) }
         #expect(Set(stored) == ["ours", "ours-expired"])
-        #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record = decode('0909', 'hex') AND expires_at > now()") == 2)
-        #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key = 'theirs' AND record IS NULL") == 1)
-        #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key = 'gone' AND expires_at <= now() AND length(owner) = 0") == 1)
+        for (key, place) in zip(keys, places) where Set(stored).contains(key) {
+            let hex = String(format: "%02x", place)
+            #expect(try await table.integer("""
+                SELECT count(*) FROM $TABLE WHERE record_key = '\(key)' AND record = decode('\(hex)\(hex)', 'hex')
+                AND fingerprint = decode(repeat('\(hex)', 32), 'hex')
+                AND expires_at BETWEEN now() + interval '\(place) hours' - interval '1 minute' AND now() + interval '\(place) hours'
+                """) == 1, "\(key): its own record, fingerprint and retention")
+        }
+        #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key LIKE 'theirs%' AND record IS NULL AND owner = decode('01', 'hex')") == 2)
+        #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key = 'gone' AND expires_at <= now() AND length(fingerprint) = 0") == 1)
+
+        // The single completion on the tombstone: nothing while its claim's lock runs, the
+        // record once it has ended.
+        func completeGone(lockEnd: Int64) async throws -> Int {
+            try await table.run(sql.complete, "gone", Self.ours, Self.fingerprint, ByteBuffer(bytes: [9]), Int64(60_000), lockEnd).count
+        }
+        #expect(try await completeGone(lockEnd: WallClock.milliseconds() + 60_000) == 0, "a lock still running: nothing written")
+        #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key = 'gone' AND record IS NULL") == 1)
+        #expect(try await completeGone(lockEnd: WallClock.milliseconds() - 1_000) == 1, "the lock ended: written")
+        try await table.query("UPDATE $TABLE SET expires_at = now() - interval '1 second' WHERE record_key = 'gone'")
         let now = WallClock.milliseconds()
-        let claimed = try await table.run(sql.claim, ["gone"], [Self.ours], [Self.fingerprint], [Int64(60_000)], [now + 60_000])
+        let claimed = try await table.run(sql.claim, ["gone"], [ByteBuffer(bytes: [7])], [Self.fingerprint], [Int64(60_000)], [now + 60_000])
         let (_, owner, _, _, _) = try #require(claimed.first).decode((String, ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self)
-        #expect(owner == Self.ours, "taken over")
+        #expect(owner == ByteBuffer(bytes: [7]), "taken over")
+    }
+
+    /// A batch of completions the server refuses (here an operator's trigger refusing the
+    /// tombstone the upsert proposes for one key) goes item by item to the single completion
+    /// statement, which proposes the record itself: every completion is still stored.
+    @Test func aRefusedBatchOfCompletionsIsStoredItemByItem() async throws {
+        let table = TestTable()
+        try await table.query(PostgresSQL(table: table.name).createTable)
+        try await table.query("""
+            CREATE FUNCTION $TABLE_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.record_key LIKE 'refuse%' AND length(NEW.fingerprint) = 0 THEN
+                    RAISE EXCEPTION 'no tombstone for %', NEW.record_key;
+                END IF;
+                RETURN NEW;
+            END $$
+            """)
+        try await table.query("CREATE TRIGGER refuse BEFORE INSERT ON $TABLE FOR EACH ROW EXECUTE FUNCTION $TABLE_refuse()")
+        let metrics = ProxyMetrics()
+        let (loop, store) = try await table.loopStore(connections: 1, metrics: metrics)
+        let owner = [UInt8](repeating: 4, count: IdempotencyRecord.ownerLength)
+        let fingerprint = [UInt8](repeating: 5, count: IdempotencyRecord.fingerprintLength)
+        let record = IdempotencyRecord(
+            owner: owner, fingerprint: fingerprint, state: .completed(StoredResponse(status: 201, headers: [], body: [1])), completedAtMs: 1)
+        let keys = ["refuse-me", "fine", "also-fine"]
+        func inOneTurn<T: Sendable>(_ each: @escaping (String, EventLoopPromise<T>) -> Void) async throws -> [T] {
+            try await loop.submit { () -> EventLoopFuture<[T]> in
+                EventLoopFuture.whenAllSucceed(keys.map { key in
+                    let promise = loop.makePromise(of: T.self)
+                    each(key, promise)
+                    return promise.futureResult
+                }, on: loop)
+            }.get().get()
+        }
+        let claimed: [ClaimResult] = try await inOneTurn { key, promise in
+            store.value.claim(key: key, owner: owner, fingerprint: fingerprint, lockTTLMs: 60_000, deadlineMs: WallClock.milliseconds() + 30_000) {
+                promise.succeed($0)
+            }
+        }
+        #expect(claimed == Array(repeating: .success(.claimed), count: keys.count))
+        let completed: [Result<Bool, LongTermStoreError>] = try await inOneTurn { key, promise in
+            store.value.complete(key: key, record: record, retentionMs: 60_000, lockEndMs: WallClock.milliseconds() + 60_000) {
+                promise.succeed($0)
+            }
+        }
+        #expect(completed == Array(repeating: .success(true), count: keys.count))
+        #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record IS NOT NULL AND expires_at > now()") == keys.count)
+        try await loop.submit { store.value.close() }.get()
     }
 
     /// The statements every protected request runs find their rows through the primary key by

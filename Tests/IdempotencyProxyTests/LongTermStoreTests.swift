@@ -244,9 +244,9 @@ import Testing
                     INSERT INTO $TABLE_modes VALUES ('release', current_setting('synchronous_commit'));
                     RETURN OLD;
                 END IF;
-                -- A completion's upsert proposes a tombstone (no owner), which its conflict
-                -- turns into the update.
-                IF TG_OP = 'INSERT' AND length(NEW.owner) = 0 THEN
+                -- A completion's upsert proposes a tombstone (no fingerprint), which its
+                -- conflict turns into the update.
+                IF TG_OP = 'INSERT' AND length(NEW.fingerprint) = 0 THEN
                     RETURN NEW;
                 END IF;
                 INSERT INTO $TABLE_modes

@@ -140,7 +140,12 @@ final class PostgresRecordStore: LongTermStore {
             PostgresArray.bytea(batch.lazy.map(\.item.encoded)),
             PostgresArray.int8(batch.lazy.map(\.item.retentionMs)),
         ]
-        send(.completeOwned, binds, batch, resend: { self.sendCompletions([$0]) }, fail: { $0.completion(.failure($1)) }) { rows in
+        // Refused, each goes to the single statement, which decides alone and proposes the
+        // record itself, not a tombstone that a trigger or check of the operator's may refuse.
+        send(
+            .completeOwned, binds, batch, resendingEvenOne: true, resend: { self.completeAlone(key: $0.key, $0.item) },
+            fail: { $0.completion(.failure($1)) }
+        ) { rows in
             let stored = Set(rows.compactMap(Self.key(of:)))
             for (key, pending) in batch {
                 if stored.contains(key) { pending.completion(.success(true)) } else { self.completeAlone(key: key, pending) }
@@ -151,11 +156,13 @@ final class PostgresRecordStore: LongTermStore {
     /// Sends one batch, out (and counted against the connections) until it is answered. A
     /// batch the server refused (a lock or statement timeout on one hot row, a trigger or a
     /// check of the operator's) may have failed for one row alone, and wrote nothing: each of
-    /// its items is sent again on its own, so that each gets the answer its own statement would.
+    /// its items is sent again on its own, so that each gets the answer its own statement would
+    /// (a batch of one too when `resendingEvenOne`: its own statement is another).
     /// Any other failure answers every item, as each statement alone would have failed.
     private func send<Item>(
         _ statement: PostgresConnections.Statement, _ binds: [PostgresData], _ batch: [(key: String, item: Item)],
-        resend: @escaping ((key: String, item: Item)) -> Void, fail: @escaping (Item, LongTermStoreError) -> Void,
+        resendingEvenOne: Bool = false, resend: @escaping ((key: String, item: Item)) -> Void,
+        fail: @escaping (Item, LongTermStoreError) -> Void,
         answered: @escaping ([PostgresRow]) -> Void
     ) {
         batchesOut += 1
@@ -165,7 +172,7 @@ final class PostgresRecordStore: LongTermStore {
             switch result {
             case .success(let rows):
                 answered(rows)
-            case .failure(let error) where batch.count > 1 && Self.mayBeOneRows(error):
+            case .failure(let error) where (batch.count > 1 || resendingEvenOne) && Self.mayBeOneRows(error):
                 for entry in batch { resend(entry) }
             case .failure(let error):
                 for (_, item) in batch { fail(item, error) }

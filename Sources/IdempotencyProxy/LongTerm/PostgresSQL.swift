@@ -1,3 +1,5 @@
+import IdempotencyCore
+
 /// The SQL of the long-term store (docs/behaviour.md §3, long-term store), for one table. `config/postgres.sql` holds the same
 /// schema for operators (a test makes a table from it and runs the proxy on it).
 ///
@@ -104,8 +106,8 @@ struct PostgresSQL: Sendable {
     }
 
     /// The element of a batch's parameter array that belongs to the row being written over,
-    /// by its key's place in $1: found in C, where a subquery would build a table of the
-    /// parameters for every row.
+    /// by its key's place in $1: a built-in function call, where a subquery would build a table
+    /// of the parameters for every row.
     private static func ofExcluded(_ array: String) -> String { "(\(array))[array_position($1::text[], excluded.record_key)]" }
 
     /// A deadline parameter (ms since the epoch) as a timestamp.
@@ -114,6 +116,10 @@ struct PostgresSQL: Sendable {
     /// The expiry of a claim that holds nothing: long past, finite (so that the remaining
     /// time can still be computed), and first for the sweep.
     private static let expired = "'epoch'::timestamptz"
+
+    /// The owner of the completion's tombstone: of an owner's length, so that it passes what
+    /// the table may check of owners, and no claim's (whose tokens count up from a random prefix).
+    private static let noOwner = "'\\x\(String(repeating: "00", count: IdempotencyRecord.ownerLength))'::bytea"
 
     /// How long after a claim's deadline a withdrawal waits, for a claim that read its
     /// deadline just in time to be committed.
@@ -129,13 +135,13 @@ struct PostgresSQL: Sendable {
     /// table was small would scan it whole for every batch once it has grown, and a plan made
     /// anew for each batch costs the server more than the write. The rows are written in byte
     /// order, as the claim writes them, so claims and completions cannot deadlock. A key with no
-    /// row gets an expired tombstone (no owner, no fingerprint), which holds nothing and
-    /// answers every statement as no row would; the sweep deletes it.
+    /// row gets an expired tombstone (an owner of zeros, no fingerprint), which holds nothing
+    /// and answers every statement as no row would; the sweep deletes it.
     var completeOwned: String {
         """
         WITH written AS (
             INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
-            SELECT u.k, ''::bytea, ''::bytea, NULL, \(Self.expired)
+            SELECT u.k, \(Self.noOwner), ''::bytea, NULL, \(Self.expired)
             FROM unnest($1::text[]) AS u(k)\(commitMode.map { ", " + $0 } ?? "")
             ORDER BY u.k COLLATE "C"
             ON CONFLICT (record_key) DO UPDATE
@@ -153,13 +159,14 @@ struct PostgresSQL: Sendable {
     /// claim), is written over, as a claim would take it over and as Redis's script does, but
     /// only once our own lock has ended: before, our claim was replaced or removed on purpose
     /// (a forced delete, and a retry that took the key and gave it back), and a deleted record
-    /// must not come back.
+    /// must not come back. Before then only a row of ours lets the insert go ahead, so that a
+    /// tombstone the sweep deletes in the meantime leaves nothing to write.
     var complete: String {
         let lockEnded = "clock_timestamp() > \(Self.deadline("$6"))"
         return """
             INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
             SELECT $1::text, $2::bytea, $3::bytea, $4::bytea, now() + $5::int8 * interval '1 millisecond'\(commitMode.map { " FROM " + $0 } ?? "")
-            WHERE \(lockEnded) OR EXISTS (SELECT 1 FROM \(name) WHERE record_key = $1::text)
+            WHERE \(lockEnded) OR EXISTS (SELECT 1 FROM \(name) WHERE record_key = $1::text AND owner = $2::bytea)
             ON CONFLICT (record_key) DO UPDATE SET
                 owner = excluded.owner, fingerprint = excluded.fingerprint, record = excluded.record, expires_at = excluded.expires_at
                 WHERE r.owner = excluded.owner OR (r.expires_at <= now() AND \(lockEnded))
