@@ -213,24 +213,30 @@ import Testing
         try await loop.submit { store.value.close() }.get()
     }
 
-    /// The statements every protected request runs find their rows through the primary key by
-    /// the conflict, with no scan for the planner to choose: a generic plan made while the table
-    /// is empty (as here) is the plan every later batch uses, whatever the table has become.
-    @Test func theStatementsOfEveryRequestScanNoTable() async throws {
+    /// The statements prepared on every connection (those of every protected request) find
+    /// their rows through the primary key by the conflict, with no scan for the planner to
+    /// choose: a generic plan made while the table is empty (as here) is the plan every later
+    /// batch uses, whatever the table has become. The other statements are sent unnamed.
+    @Test func thePreparedStatementsScanNoTable() async throws {
         let table = TestTable()
         let sql = PostgresSQL(table: table.name)
         try await table.query(sql.createTable)
         try await table.query(sql.createIndex)
+        let prepared = PostgresConnections.Statement.allCases.filter(\.isPrepared)
+        #expect(prepared.contains(.claim) && prepared.contains(.completeOwned), "the batches are prepared")
         try await TestTable.withSession(url: table.url) { session in
             let logger = Logger(label: "test-sql")
             _ = try await session.query("SET plan_cache_mode = force_generic_plan", logger: logger).collect()
-            for (name, text) in [("claim", sql.claim), ("complete_owned", sql.completeOwned)] {
-                _ = try await session.query(PostgresQuery(unsafeSQL: "PREPARE \(name) AS \(text)"), logger: logger).collect()
+            for statement in prepared {
+                let text = sql.text(of: statement)
+                let parameters = (1...9).last { text.contains("$\($0)") } ?? 0
+                _ = try await session.query(PostgresQuery(unsafeSQL: "PREPARE s\(statement.rawValue) AS \(text)"), logger: logger).collect()
+                let nulls = Array(repeating: "NULL", count: parameters).joined(separator: ", ")
                 let plan = try await session.query(
-                    PostgresQuery(unsafeSQL: "EXPLAIN EXECUTE \(name)('{k}', '{}', '{}', '{}', '{}')"), logger: logger
+                    PostgresQuery(unsafeSQL: "EXPLAIN EXECUTE s\(statement.rawValue)(\(nulls))"), logger: logger
                 ).collect().map { try $0.decode(String.self) }
                 let scans = plan.filter { $0.contains(" on \(table.name)") && !$0.contains("Insert on \(table.name)") }
-                #expect(scans.isEmpty, "\(name): \(plan.joined(separator: "\n"))")
+                #expect(scans.isEmpty, "\(statement): \(plan.joined(separator: "\n"))")
             }
         }
     }

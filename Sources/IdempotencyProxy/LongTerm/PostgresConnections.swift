@@ -5,7 +5,7 @@ import PostgresNIO
 import RedisClient
 
 /// One event loop's connections to PostgreSQL: at most `size`, opened when the load needs them,
-/// each with the store's statements prepared on it, all on the loop (no thread hop). A
+/// each with the statements of every request prepared on it, all on the loop (no thread hop). A
 /// connection runs one statement at a time, so a statement goes to the connection with the
 /// fewest waiting. A connection that breaks, fails to open, or lets a statement run past
 /// `postgres_timeout` is closed and opened again after `reconnectDelay`; meanwhile statements
@@ -17,15 +17,23 @@ import RedisClient
 /// write), and so is every statement of the loop from then on: nothing is kept on the server
 /// between statements (docs/design.md, "PostgreSQL through a pooler").
 final class PostgresConnections {
-    /// The statements prepared on every connection.
+    /// The store's statements.
     enum Statement: Int, CaseIterable {
         case claim, complete, completeOwned, release, withdrawUnanswered, sweep, ping, inspect, forget
+
+        /// Prepared on every connection: the batches of every request, whose rows the conflict
+        /// finds, so that their plan has no scan to choose. The others run rarely and are sent
+        /// unnamed, planned for the table as it is each time: a generic plan cached while the
+        /// table was small scans it whole until autovacuum analyses it again (docs/performance.md,
+        /// "Plans PostgreSQL caches").
+        var isPrepared: Bool { self == .claim || self == .completeOwned }
     }
 
     private struct Ready: Sendable {
         let connection: PostgresConnection
-        /// By `Statement.rawValue`; nil once the loop sends its statements unnamed.
-        let prepared: [PreparedQuery]?
+        /// By `Statement.rawValue`, nil where not `isPrepared`; nil once the loop sends its
+        /// statements unnamed.
+        let prepared: [PreparedQuery?]?
     }
 
     private enum SlotState {
@@ -111,11 +119,12 @@ final class PostgresConnections {
         }
     }
 
-    /// The prepared statement, or the same text unnamed once a pooler has shown itself.
+    /// The prepared statement, or the same text unnamed: one not prepared, or any once a pooler
+    /// has shown itself.
     private func run(_ statement: Statement, _ binds: [PostgresData], on ready: Ready) -> EventLoopFuture<[PostgresRow]> {
         let text = texts[statement.rawValue]
-        guard !unnamed, let prepared = ready.prepared else { return ready.connection.query(text, binds).map(\.rows) }
-        return prepared[statement.rawValue].execute(binds).assumeIsolated().flatMapError { error in
+        guard !unnamed, let prepared = ready.prepared?[statement.rawValue] else { return ready.connection.query(text, binds).map(\.rows) }
+        return prepared.execute(binds).assumeIsolated().flatMapError { error in
             guard case .server("26000", _) = LongTermStoreError(error) else { return ready.connection.eventLoop.makeFailedFuture(error) }
             if !self.unnamed {
                 self.unnamed = true
@@ -206,9 +215,12 @@ final class PostgresConnections {
         return future
     }
 
-    /// Every statement, prepared on `connection`.
-    private static func prepareStatements(on connection: PostgresConnection, sql: PostgresSQL) -> EventLoopFuture<[PreparedQuery]?> {
-        let prepares = Statement.allCases.map { connection.prepare(query: sql.text(of: $0)) }
+    /// The statements that are `isPrepared`, prepared on `connection`.
+    private static func prepareStatements(on connection: PostgresConnection, sql: PostgresSQL) -> EventLoopFuture<[PreparedQuery?]?> {
+        let prepares = Statement.allCases.map { statement in
+            statement.isPrepared
+                ? connection.prepare(query: sql.text(of: statement)).map(Optional.some) : connection.eventLoop.makeSucceededFuture(nil)
+        }
         return EventLoopFuture.whenAllSucceed(prepares, on: connection.eventLoop).map { $0 }
     }
 
@@ -220,7 +232,7 @@ final class PostgresConnections {
 }
 
 extension PostgresSQL {
-    fileprivate func text(of statement: PostgresConnections.Statement) -> String {
+    func text(of statement: PostgresConnections.Statement) -> String {
         switch statement {
         case .claim: return claim
         case .complete: return complete
