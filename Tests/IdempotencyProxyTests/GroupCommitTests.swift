@@ -118,7 +118,7 @@ import Testing
     /// A batch of completions stores the rows their owners still hold, live or expired, each
     /// with its own values; leaves another owner's alone, live or expired; and for a key with no
     /// row (swept) leaves an expired tombstone, which the single completion writes over only
-    /// once its claim's lock has ended, and the next claim takes over.
+    /// once its claim's lock has ended, and which the next claim takes over.
     @Test func aBatchOfCompletionsStoresOnlyTheRowsItsOwnersHold() async throws {
         let table = TestTable()
         let sql = PostgresSQL(table: table.name)
@@ -131,7 +131,7 @@ import Testing
                 ('theirs-expired', decode('01', 'hex'), decode('00', 'hex'), NULL, now() - interval '1 second')
             """)
         // Unsorted, each with values of its own: its place in the batch, and a retention in hours.
-        let keys = ["theirs", "ours-expired", "gone", "ours", "theirs-expired"]
+        let keys = ["theirs", "ours-expired", "gone", "ours", "theirs-expired", "gone-2"]
         let places = keys.indices.map { UInt8($0 + 1) }
         let stored = try await table.run(
             sql.completeOwned, keys, Array(repeating: Self.ours, count: keys.count),
@@ -148,7 +148,10 @@ import Testing
                 """) == 1, "\(key): its own record, fingerprint and retention")
         }
         #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key LIKE 'theirs%' AND record IS NULL AND owner = decode('01', 'hex')") == 2)
-        #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key = 'gone' AND expires_at <= now() AND length(fingerprint) = 0") == 1)
+        #expect(try await table.integer("""
+            SELECT count(*) FROM $TABLE WHERE record_key LIKE 'gone%' AND expires_at <= now() AND length(fingerprint) = 0 AND record IS NULL
+            AND owner = decode(repeat('00', \(IdempotencyRecord.ownerLength)), 'hex')
+            """) == 2, "tombstones: an owner of zeros, no fingerprint, expired")
 
         // The single completion on the tombstone: nothing while its claim's lock runs, the
         // record once it has ended.
@@ -158,16 +161,40 @@ import Testing
         #expect(try await completeGone(lockEnd: WallClock.milliseconds() + 60_000) == 0, "a lock still running: nothing written")
         #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key = 'gone' AND record IS NULL") == 1)
         #expect(try await completeGone(lockEnd: WallClock.milliseconds() - 1_000) == 1, "the lock ended: written")
-        try await table.query("UPDATE $TABLE SET expires_at = now() - interval '1 second' WHERE record_key = 'gone'")
         let now = WallClock.milliseconds()
-        let claimed = try await table.run(sql.claim, ["gone"], [ByteBuffer(bytes: [7])], [Self.fingerprint], [Int64(60_000)], [now + 60_000])
-        let (_, owner, _, _, _) = try #require(claimed.first).decode((String, ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self)
-        #expect(owner == ByteBuffer(bytes: [7]), "taken over")
+        let claimed = try await table.run(sql.claim, ["gone-2"], [ByteBuffer(bytes: [7])], [Self.fingerprint], [Int64(60_000)], [now + 60_000])
+        let (_, owner, _, _, expiresIn) = try #require(claimed.first).decode((String, ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self)
+        #expect(owner == ByteBuffer(bytes: [7]) && (expiresIn.getInteger(at: expiresIn.readerIndex, as: Int64.self) ?? 0) > 0, "taken over")
+    }
+
+    /// The single completion, while its claim's lock runs, writes nothing over a tombstone
+    /// even when the sweep deletes it between the statement's snapshot and its insert: it
+    /// meets the row deleted by the time the insert runs, and must not take that as its own.
+    @Test func aTombstoneSweptDuringTheSingleCompletionLeavesNothingWritten() async throws {
+        let table = TestTable()
+        let sql = PostgresSQL(table: table.name)
+        try await table.query(sql.createTable)
+        try await table.query("""
+            INSERT INTO $TABLE (record_key, owner, fingerprint, record, expires_at)
+            VALUES ('gone', decode(repeat('00', \(IdempotencyRecord.ownerLength)), 'hex'), ''::bytea, NULL, 'epoch')
+            """)
+        try await TestTable.withSession(url: table.url) { sweeper in
+            let logger = Logger(label: "test-sql")
+            _ = try await sweeper.query("BEGIN", logger: logger).collect()
+            _ = try await sweeper.query(PostgresQuery(unsafeSQL: "DELETE FROM \"\(table.name)\" WHERE record_key = 'gone'"), logger: logger).collect()
+            async let written = table.run(
+                sql.complete, "gone", Self.ours, Self.fingerprint, ByteBuffer(bytes: [9]), Int64(60_000), WallClock.milliseconds() + 60_000)
+            try await Task.sleep(for: .milliseconds(500))
+            _ = try await sweeper.query("COMMIT", logger: logger).collect()
+            #expect(try await written.count == 0, "nothing written while the lock runs")
+        }
+        #expect(try await table.rowCount() == 0)
     }
 
     /// A batch of completions the server refuses (here an operator's trigger refusing the
-    /// tombstone the upsert proposes for one key) goes item by item to the single completion
-    /// statement, which proposes the record itself: every completion is still stored.
+    /// tombstone the upsert proposes for some keys) goes item by item to the single completion
+    /// statement, which proposes the record itself: every completion is still stored. So does a
+    /// refused batch of one.
     @Test func aRefusedBatchOfCompletionsIsStoredItemByItem() async throws {
         let table = TestTable()
         try await table.query(PostgresSQL(table: table.name).createTable)
@@ -187,9 +214,12 @@ import Testing
         let fingerprint = [UInt8](repeating: 5, count: IdempotencyRecord.fingerprintLength)
         let record = IdempotencyRecord(
             owner: owner, fingerprint: fingerprint, state: .completed(StoredResponse(status: 201, headers: [], body: [1])), completedAtMs: 1)
-        let keys = ["refuse-me", "fine", "also-fine"]
-        func inOneTurn<T: Sendable>(_ each: @escaping (String, EventLoopPromise<T>) -> Void) async throws -> [T] {
-            try await loop.submit { () -> EventLoopFuture<[T]> in
+        // "fine" goes out alone; the other two together, a batch the trigger refuses; then
+        // "refuse-alone" on its own.
+        var keys = ["fine", "refuse-me", "also-fine"]
+        func inOneTurn<T: Sendable>(_ each: @escaping @Sendable (String, EventLoopPromise<T>) -> Void) async throws -> [T] {
+            let keys = keys
+            return try await loop.submit { () -> EventLoopFuture<[T]> in
                 EventLoopFuture.whenAllSucceed(keys.map { key in
                     let promise = loop.makePromise(of: T.self)
                     each(key, promise)
@@ -197,19 +227,27 @@ import Testing
                 }, on: loop)
             }.get().get()
         }
-        let claimed: [ClaimResult] = try await inOneTurn { key, promise in
+        let claim: @Sendable (String, EventLoopPromise<ClaimResult>) -> Void = { key, promise in
             store.value.claim(key: key, owner: owner, fingerprint: fingerprint, lockTTLMs: 60_000, deadlineMs: WallClock.milliseconds() + 30_000) {
                 promise.succeed($0)
             }
         }
-        #expect(claimed == Array(repeating: .success(.claimed), count: keys.count))
-        let completed: [Result<Bool, LongTermStoreError>] = try await inOneTurn { key, promise in
+        let complete: @Sendable (String, EventLoopPromise<Result<Bool, LongTermStoreError>>) -> Void = { key, promise in
             store.value.complete(key: key, record: record, retentionMs: 60_000, lockEndMs: WallClock.milliseconds() + 60_000) {
                 promise.succeed($0)
             }
         }
+        let claimed = try await inOneTurn(claim)
+        #expect(claimed == Array(repeating: .success(.claimed), count: keys.count))
+        let completed = try await inOneTurn(complete)
         #expect(completed == Array(repeating: .success(true), count: keys.count))
-        #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record IS NOT NULL AND expires_at > now()") == keys.count)
+        #expect(metric(metrics, "idemproxy_postgres_errors_total") == 1, "the batch of two refused")
+
+        keys = ["refuse-alone"]
+        #expect(try await inOneTurn(claim) == [.success(.claimed)])
+        #expect(try await inOneTurn(complete) == [.success(true)])
+        #expect(metric(metrics, "idemproxy_postgres_errors_total") == 2, "the batch of one refused")
+        #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record IS NOT NULL AND expires_at > now()") == 4)
         try await loop.submit { store.value.close() }.get()
     }
 
@@ -268,9 +306,13 @@ import Testing
 
     /// Statements the store has run (`idemproxy_postgres_statement_duration_seconds`).
     private func statements(_ metrics: ProxyMetrics) -> Int {
+        metric(metrics, "idemproxy_postgres_statement_duration_seconds_count")
+    }
+
+    /// The value of a series without labels, 0 before it is first counted.
+    private func metric(_ metrics: ProxyMetrics, _ name: String) -> Int {
         let text = String(decoding: metrics.render(), as: UTF8.self)
-        let name = "idemproxy_postgres_statement_duration_seconds_count"
-        let line = text.split(separator: "\n").first { $0.hasPrefix(name) }
-        return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
+        let line = text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+        return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
     }
 }

@@ -187,8 +187,8 @@ import Testing
 }
 
 extension LateClaimTests {
-    /// The same through the store the proxy uses (prepared statements on a direct server, whose
-    /// rows come back binary but described as text; unnamed ones through PgBouncer).
+    /// The same through the store the proxy uses, directly and through PgBouncer (the claim
+    /// prepared on a direct server, the withdrawal always unnamed).
     @Test(arguments: PostgresPath.allCases)
     func thePostgresStoreRefusesALateClaimAndWithdrawsAnUnansweredOne(path: PostgresPath) async throws {
         let table = TestTable(url: try path.url)

@@ -83,7 +83,7 @@ final class PostgresConnections {
     /// How many connections the loop may have.
     var count: Int { slots.count }
 
-    /// Runs a prepared statement; its rows, or why there are none, within `postgres_timeout`.
+    /// Runs a statement; its rows, or why there are none, within `postgres_timeout`.
     func execute(
         _ statement: Statement, _ binds: [PostgresData],
         completion: @escaping (Result<[PostgresRow], LongTermStoreError>) -> Void

@@ -141,7 +141,9 @@ final class PostgresRecordStore: LongTermStore {
             PostgresArray.int8(batch.lazy.map(\.item.retentionMs)),
         ]
         // Refused, each goes to the single statement, which decides alone and proposes the
-        // record itself, not a tombstone that a trigger or check of the operator's may refuse.
+        // record itself, not a tombstone: a trigger of the operator's that refuses some keys'
+        // tombstones costs those keys a statement, not their completion. (One that refuses every
+        // tombstone fails the table check at start.)
         send(
             .completeOwned, binds, batch, resendingEvenOne: true, resend: { self.completeAlone(key: $0.key, $0.item) },
             fail: { $0.completion(.failure($1)) }
@@ -210,8 +212,7 @@ final class PostgresRecordStore: LongTermStore {
     ) {
         run(.withdrawUnanswered, [PostgresData(string: key), PostgresData(bytes: owner), PostgresData(int64: deadlineMs)]) { result in
             completion(result.flatMap { rows in
-                // Read as raw bytes, as the claim's integer is (a prepared statement's rows are
-                // binary but described as text).
+                // Read as raw bytes: binary, whatever the row description says.
                 guard let (due, withdrawn) = try? rows.first?.decode((ByteBuffer, ByteBuffer).self),
                     let isDue = Self.boolean(due), let wasWithdrawn = Self.boolean(withdrawn)
                 else {

@@ -119,7 +119,7 @@ struct PostgresSQL: Sendable {
 
     /// The owner of the completion's tombstone: of an owner's length, so that it passes what
     /// the table may check of owners, and no claim's (whose tokens count up from a random prefix).
-    private static let noOwner = "'\\x\(String(repeating: "00", count: IdempotencyRecord.ownerLength))'::bytea"
+    private static let noOwner = "decode('\(String(repeating: "00", count: IdempotencyRecord.ownerLength))', 'hex')"
 
     /// How long after a claim's deadline a withdrawal waits, for a claim that read its
     /// deadline just in time to be committed.
