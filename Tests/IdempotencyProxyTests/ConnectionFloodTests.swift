@@ -106,7 +106,9 @@ import Testing
             _ = flood.wait()
             let after = try await Self.normalClients(port: port, tag: "after")
             print("slowloris flood (\(name)), limits \(limits), max_connections \(maxConnections), \(Self.floodSize) slow connections sitting, then renewed: proxy CPU \(Int(cpu * 100)) % of a core while it sat; \(during.answered) of 50 answered during it in \(during.seconds) s, \(after.answered) of 50 after it in \(after.seconds) s; stderr: \(child.stderr.split(separator: "\n").filter { $0.contains("max_connections") || $0.contains("descriptor") }.prefix(3))")
-            #expect(cpu < 0.15, "the proxy spun at \(cpu) of a core")
+            // A proxy that spins holds a core (about 1.0). One that waits read 0 to 4 % of a core
+            // here, and 18 % once while the rest of the suite ran beside it.
+            #expect(cpu < 0.5, "the proxy spun at \(cpu) of a core")
             #expect(during.answered == Self.normalRequests && during.seconds < 10, "during the flood")
             #expect(after.answered == Self.normalRequests && after.seconds < 10, "after the flood")
         }
