@@ -31,9 +31,9 @@ final class PostgresConnections {
 
     private struct Ready: Sendable {
         let connection: PostgresConnection
-        /// By `Statement.rawValue`, nil where not `isPrepared`; nil once the loop sends its
-        /// statements unnamed.
-        let prepared: [PreparedQuery?]?
+        /// By `Statement.rawValue`; nil where not `isPrepared`, and for all on a connection opened
+        /// once the loop sends its statements unnamed.
+        let prepared: [PreparedQuery?]
     }
 
     private enum SlotState {
@@ -123,7 +123,7 @@ final class PostgresConnections {
     /// has shown itself.
     private func run(_ statement: Statement, _ binds: [PostgresData], on ready: Ready) -> EventLoopFuture<[PostgresRow]> {
         let text = texts[statement.rawValue]
-        guard !unnamed, let prepared = ready.prepared?[statement.rawValue] else { return ready.connection.query(text, binds).map(\.rows) }
+        guard !unnamed, let prepared = ready.prepared[statement.rawValue] else { return ready.connection.query(text, binds).map(\.rows) }
         return prepared.execute(binds).assumeIsolated().flatMapError { error in
             guard case .server("26000", _) = LongTermStoreError(error) else { return ready.connection.eventLoop.makeFailedFuture(error) }
             if !self.unnamed {
@@ -186,7 +186,7 @@ final class PostgresConnections {
         let future = PostgresConnection.connect(on: eventLoop, configuration: configuration, id: nextID, logger: logger)
             .flatMap { [unnamed] connection in
                 schema.ensure(on: connection, sql: sql, logger: logger)
-                    .flatMap { unnamed ? connection.eventLoop.makeSucceededFuture(nil) : Self.prepareStatements(on: connection, sql: sql) }
+                    .flatMap { Self.prepareStatements(on: connection, sql: sql, unnamed: unnamed) }
                     .map { Ready(connection: connection, prepared: $0) }
                     .flatMapErrorThrowing { error in
                         connection.closeNow()
@@ -215,13 +215,14 @@ final class PostgresConnections {
         return future
     }
 
-    /// The statements that are `isPrepared`, prepared on `connection`.
-    private static func prepareStatements(on connection: PostgresConnection, sql: PostgresSQL) -> EventLoopFuture<[PreparedQuery?]?> {
+    /// The statements that are `isPrepared`, prepared on `connection`; none once the loop sends
+    /// its statements `unnamed`.
+    private static func prepareStatements(on connection: PostgresConnection, sql: PostgresSQL, unnamed: Bool) -> EventLoopFuture<[PreparedQuery?]> {
         let prepares = Statement.allCases.map { statement in
-            statement.isPrepared
+            statement.isPrepared && !unnamed
                 ? connection.prepare(query: sql.text(of: statement)).map(Optional.some) : connection.eventLoop.makeSucceededFuture(nil)
         }
-        return EventLoopFuture.whenAllSucceed(prepares, on: connection.eventLoop).map { $0 }
+        return EventLoopFuture.whenAllSucceed(prepares, on: connection.eventLoop)
     }
 
     /// Out of use until `reconnectDelay` has passed.
