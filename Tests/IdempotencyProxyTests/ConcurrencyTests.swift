@@ -105,18 +105,10 @@ import Testing
                     let retry = try await b.send("POST", "/charges?delay=1500", key: "k", body: "x")
                     #expect(retry.replayed)
                     #expect(retry.body == second.body)
-                    #expect(try a.metricLine("idemproxy_completions_lost_total") == 1)
+                    #expect(try a.counter("idemproxy_completions_lost_total") == 1)
                 }
             }
         }
-    }
-}
-
-extension ProxyHarness {
-    func metricLine(_ name: String) throws -> Int {
-        let text = try admin("/metrics").text
-        let line = text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
-        return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
     }
 }
 

@@ -311,8 +311,6 @@ import Testing
 
     /// The value of a series without labels, 0 before it is first counted.
     private func metric(_ metrics: ProxyMetrics, _ name: String) -> Int {
-        let text = String(decoding: metrics.render(), as: UTF8.self)
-        let line = text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
-        return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+        metricValue(name, in: String(decoding: metrics.render(), as: UTF8.self)) ?? 0
     }
 }

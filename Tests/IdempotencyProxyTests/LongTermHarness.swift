@@ -111,13 +111,6 @@ extension ProxyHarness {
         await redis.close()
         return ttls
     }
-
-    /// A metric line's value by its full name and labels, e.g. `idemproxy_replays_total{store="postgres"}`.
-    func counter(_ series: String) throws -> Int {
-        let text = try admin("/metrics").text
-        let line = text.split(separator: "\n").first { $0.hasPrefix(series + " ") }
-        return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
-    }
 }
 
 extension TestTable {

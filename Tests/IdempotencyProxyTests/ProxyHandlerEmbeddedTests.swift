@@ -77,9 +77,7 @@ import Testing
 
         /// The value of the metric line `name` (with its labels); -1 when there is none.
         func metric(_ name: String) -> Int {
-            let text = String(decoding: context.metrics.render(), as: UTF8.self)
-            let line = text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
-            return line.flatMap { Int($0.dropFirst(name.count + 1)) } ?? -1
+            metricValue(name, in: String(decoding: context.metrics.render(), as: UTF8.self)) ?? -1
         }
 
         /// Upstream connection `index` answers.

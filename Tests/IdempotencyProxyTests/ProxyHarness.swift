@@ -67,9 +67,13 @@ final class ProxyHarness: @unchecked Sendable {
     }
 
     func metric(_ outcome: String) throws -> Int {
-        let text = try admin("/metrics").text
-        let line = text.split(separator: "\n").first { $0.hasPrefix("idemproxy_requests_total{outcome=\"\(outcome)\",route=\"default\"}") }
-        return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
+        try counter("idemproxy_requests_total{outcome=\"\(outcome)\",route=\"default\"}")
+    }
+
+    /// A metric line's value by its full name and labels, e.g. `idemproxy_replays_total{store="postgres"}`;
+    /// -1 when there is none.
+    func counter(_ series: String) throws -> Int {
+        metricValue(series, in: try admin("/metrics").text) ?? -1
     }
 
     static func port(of url: String) -> Int {
@@ -219,4 +223,10 @@ extension DemoUpstream {
     func waitUntilExecuting(_ path: String, count: Int = 1) async throws {
         try await eventually("\(path) executing \(count) time(s)", pause: .milliseconds(5)) { executions(path) >= count }
     }
+}
+
+/// The value of the metric line of `series` (its full name and labels) in a Prometheus text.
+func metricValue(_ series: String, in text: String) -> Int? {
+    let line = text.split(separator: "\n").first { $0.hasPrefix(series + " ") }
+    return line.flatMap { Int($0.split(separator: " ").last ?? "") }
 }

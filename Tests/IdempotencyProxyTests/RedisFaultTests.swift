@@ -144,12 +144,12 @@ import Testing
         defer { relay.stop() }
         try await withProxy(redisURL: "redis://127.0.0.1:\(relay.port)/0") { h in
             let commands = "idemproxy_redis_command_duration_seconds_count"
-            let before = try h.metricLine(commands)
+            let before = try h.counter(commands)
             let first = Task { try await h.send("POST", "/charges?delay=300", key: "k", body: "x") }
             try await h.upstream.waitUntilExecuting("/charges")
             relay.outage(true)
             // The claim was one command; the first try to store the answer is the next one.
-            let sent = try await retrying(times: 2_000, pause: .milliseconds(5), while: { $0 < before + 2 }) { try h.metricLine(commands) }
+            let sent = try await retrying(times: 2_000, pause: .milliseconds(5), while: { $0 < before + 2 }) { try h.counter(commands) }
             try #require(sent >= before + 2, "the first try to store the answer was not made")
             try await Task.sleep(for: .milliseconds(1_500))
             relay.outage(false)
