@@ -30,7 +30,7 @@ import Testing
             var answers: [EventLoopFuture<(String, [UInt8], ClaimResult)>] = []
             func claim(_ key: String, _ owner: [UInt8], deadline: Int64) {
                 let promise = loop.makePromise(of: (String, [UInt8], ClaimResult).self)
-                store.value.claim(key: key, owner: owner, fingerprint: fingerprint, lockTTLMs: 60_000, deadlineMs: deadline) {
+                store.value.claim(key: key, owner: owner, fingerprint: fingerprint, lockTTLMs: 60_000, retentionMs: 3_600_000, deadlineMs: deadline) {
                     promise.succeed((key, owner, $0))
                 }
                 answers.append(promise.futureResult)
@@ -90,7 +90,7 @@ import Testing
         let (table, sql) = try await Self.tableWithExpiredRows(["in-time", "late"])
         let now = WallClock.milliseconds()
         let expiresIn = try await Self.claimedExpiries(table.run(sql.claim, ["late", "in-time"], [Self.ours, Self.ours],
-            [Self.fingerprint, Self.fingerprint], [Int64(60_000), 60_000], [now - 1, now + 60_000]))
+            [Self.fingerprint, Self.fingerprint], [Int64(60_000), 60_000], [now - 1, now + 60_000], [Int64(60_000), 60_000]))
         #expect((expiresIn["in-time"] ?? 0) > 0, "claimed")
         #expect((expiresIn["late"] ?? 1) <= 0, "written expired: late")
     }
@@ -106,7 +106,7 @@ import Testing
             let now = WallClock.milliseconds()
             async let claimed = table.run(
                 sql.claim, ["a", "x"], [Self.ours, Self.ours], [Self.fingerprint, Self.fingerprint], [Int64(60_000), 60_000],
-                [now + 60_000, now + 300])
+                [now + 60_000, now + 300], [Int64(60_000), 60_000])
             try await Task.sleep(for: .milliseconds(800))
             _ = try await locker.query("COMMIT", logger: logger).collect()
             let expiresIn = try await Self.claimedExpiries(claimed)
@@ -162,7 +162,7 @@ import Testing
         #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key = 'gone' AND record IS NULL") == 1)
         #expect(try await completeGone(lockEnd: WallClock.milliseconds() - 1_000) == 1, "the lock ended: written")
         let now = WallClock.milliseconds()
-        let claimed = try await table.run(sql.claim, ["gone-2"], [ByteBuffer(bytes: [7])], [Self.fingerprint], [Int64(60_000)], [now + 60_000])
+        let claimed = try await table.run(sql.claim, ["gone-2"], [ByteBuffer(bytes: [7])], [Self.fingerprint], [Int64(60_000)], [now + 60_000], [Int64(60_000)])
         let (_, owner, _, _, expiresIn) = try #require(claimed.first).decode((String, ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self)
         #expect(owner == ByteBuffer(bytes: [7]) && (expiresIn.getInteger(at: expiresIn.readerIndex, as: Int64.self) ?? 0) > 0, "taken over")
     }
@@ -228,7 +228,7 @@ import Testing
             }.get().get()
         }
         let claim: @Sendable (String, EventLoopPromise<ClaimResult>) -> Void = { key, promise in
-            store.value.claim(key: key, owner: owner, fingerprint: fingerprint, lockTTLMs: 60_000, deadlineMs: WallClock.milliseconds() + 30_000) {
+            store.value.claim(key: key, owner: owner, fingerprint: fingerprint, lockTTLMs: 60_000, retentionMs: 3_600_000, deadlineMs: WallClock.milliseconds() + 30_000) {
                 promise.succeed($0)
             }
         }

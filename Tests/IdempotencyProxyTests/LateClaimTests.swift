@@ -164,7 +164,7 @@ import Testing
         let fingerprint = ByteBuffer(bytes: [UInt8](repeating: 1, count: 32))
         /// The remaining life (ms) the claim statement returns.
         func claim(_ key: String, by owner: ByteBuffer, deadline: Int64) async throws -> Int64 {
-            let rows = try await table.run(sql.claim, [key], [owner], [fingerprint], [Int64(60_000)], [deadline])
+            let rows = try await table.run(sql.claim, [key], [owner], [fingerprint], [Int64(60_000)], [deadline], [Int64(60_000)])
             let expiresIn = try rows[0].decode((String, ByteBuffer, ByteBuffer, ByteBuffer?, ByteBuffer).self).4
             return try #require(expiresIn.getInteger(at: expiresIn.readerIndex, as: Int64.self))
         }
@@ -198,7 +198,7 @@ extension LateClaimTests {
         func claim(deadline: Int64) async throws -> Result<ProtectedRequestMachine.ClaimAnswer, LongTermStoreError> {
             let promise = loop.makePromise(of: Result<ProtectedRequestMachine.ClaimAnswer, LongTermStoreError>.self)
             loop.execute {
-                store.value.claim(key: "k", owner: owner, fingerprint: fingerprint, lockTTLMs: 60_000, deadlineMs: deadline) {
+                store.value.claim(key: "k", owner: owner, fingerprint: fingerprint, lockTTLMs: 60_000, retentionMs: 3_600_000, deadlineMs: deadline) {
                     promise.succeed($0)
                 }
             }

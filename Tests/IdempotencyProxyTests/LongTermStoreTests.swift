@@ -438,11 +438,15 @@ import Testing
         }
     }
 
+    /// The sweep's index is on `sweep_after`, none on `expires_at`, and completions are written
+    /// in place (docs/performance.md, "A completion as a HOT update").
     @Test(arguments: PostgresPath.allCases)
     func theTableAndItsIndexAreCreatedAsConfigPostgresSQLSays(path: PostgresPath) async throws {
         let table = TestTable(url: try path.url)
         try await withProxy(table.settings()) { (h: ProxyHarness) async throws in
-            #expect(try await table.integer("SELECT count(*) FROM pg_indexes WHERE tablename = '\(table.name)' AND indexdef LIKE '%(expires_at)%'") == 1)
+            #expect(try await table.indexes(on: "sweep_after") == 1)
+            #expect(try await table.indexes(on: "expires_at") == 0)
+            try await h.expectCompletionsWrittenInPlace(table)
         }
         // The operators' schema file makes the same table.
         let other = TestTable(url: try path.url)

@@ -115,7 +115,7 @@ final class ScriptedLongTermStore: LongTermStore {
     }
 
     func claim(
-        key: String, owner: [UInt8], fingerprint: [UInt8], lockTTLMs: Int64, deadlineMs: Int64,
+        key: String, owner: [UInt8], fingerprint: [UInt8], lockTTLMs: Int64, retentionMs: Int64, deadlineMs: Int64,
         completion: @escaping (Result<ProtectedRequestMachine.ClaimAnswer, LongTermStoreError>) -> Void
     ) {
         journal.note("postgres claim")

@@ -184,7 +184,7 @@ final class ProtectedRequest {
         postgresClaimDeadlineMs = WallClock.milliseconds() + policy.postgresTimeout.milliseconds
         longTerm.claim(
             key: recordKey, owner: record.owner, fingerprint: record.fingerprint, lockTTLMs: policy.lockTTL.milliseconds,
-            deadlineMs: postgresClaimDeadlineMs
+            retentionMs: policy.retention.milliseconds, deadlineMs: postgresClaimDeadlineMs
         ) { self.claimAnswered($0, in: .postgres) }
     }
 

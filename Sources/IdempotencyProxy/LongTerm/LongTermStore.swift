@@ -5,8 +5,9 @@ import IdempotencyCore
 protocol LongTermStore: AnyObject {
     /// Claims `key` unless a live claim or record is there; that one is answered instead.
     /// `deadlineMs` (ms since the epoch): a claim that runs later holds nothing (`.lateClaim`).
+    /// `retentionMs`: how long the record will be kept, so that the row can be swept after it.
     func claim(
-        key: String, owner: [UInt8], fingerprint: [UInt8], lockTTLMs: Int64, deadlineMs: Int64,
+        key: String, owner: [UInt8], fingerprint: [UInt8], lockTTLMs: Int64, retentionMs: Int64, deadlineMs: Int64,
         completion: @escaping (Result<ProtectedRequestMachine.ClaimAnswer, LongTermStoreError>) -> Void)
 
     /// Owner-checked. Result: false when another request had taken the key over. `lockEndMs`:

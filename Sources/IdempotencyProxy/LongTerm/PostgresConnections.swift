@@ -34,6 +34,8 @@ final class PostgresConnections {
         /// By `Statement.rawValue`; nil where not `isPrepared`, and for all on a connection opened
         /// once the loop sends its statements unnamed.
         let prepared: [PreparedQuery?]
+        /// Each statement's SQL for the table as checked, by `Statement.rawValue`.
+        let texts: [String]
     }
 
     private enum SlotState {
@@ -59,8 +61,6 @@ final class PostgresConnections {
     private let timeout: TimeAmount
     private let logger: Logger
     private var slots: [Slot]
-    /// Each statement's SQL, by `Statement.rawValue`.
-    private let texts: [String]
     /// A named statement met a server connection that did not know it: a pooler is in front.
     private var unnamed = false
     private var nextID = 0
@@ -77,7 +77,6 @@ final class PostgresConnections {
         self.timeout = timeout
         self.logger = logger
         slots = (0..<size).map { _ in Slot() }
-        texts = Statement.allCases.map { sql.text(of: $0) }
     }
 
     /// How many connections the loop may have.
@@ -122,7 +121,7 @@ final class PostgresConnections {
     /// The prepared statement, or the same text unnamed: one not prepared, or any once a pooler
     /// has shown itself.
     private func run(_ statement: Statement, _ binds: [PostgresData], on ready: Ready) -> EventLoopFuture<[PostgresRow]> {
-        let text = texts[statement.rawValue]
+        let text = ready.texts[statement.rawValue]
         guard !unnamed, let prepared = ready.prepared[statement.rawValue] else { return ready.connection.query(text, binds).map(\.rows) }
         return prepared.execute(binds).assumeIsolated().flatMapError { error in
             guard case .server("26000", _) = LongTermStoreError(error) else { return ready.connection.eventLoop.makeFailedFuture(error) }
@@ -185,9 +184,11 @@ final class PostgresConnections {
         let logger = self.logger
         let future = PostgresConnection.connect(on: eventLoop, configuration: configuration, id: nextID, logger: logger)
             .flatMap { [unnamed] connection in
-                schema.ensure(on: connection, sql: sql, logger: logger)
-                    .flatMap { Self.prepareStatements(on: connection, sql: sql, unnamed: unnamed) }
-                    .map { Ready(connection: connection, prepared: $0) }
+                schema.ensure(on: connection, sql: sql, logger: logger).flatMap { sql in
+                    Self.prepareStatements(on: connection, sql: sql, unnamed: unnamed).map {
+                        Ready(connection: connection, prepared: $0, texts: Statement.allCases.map { sql.text(of: $0) })
+                    }
+                }
                     .flatMapErrorThrowing { error in
                         connection.closeNow()
                         throw error

@@ -25,6 +25,7 @@ final class PostgresRecordStore: LongTermStore {
         let owner: [UInt8]
         let fingerprint: [UInt8]
         let lockTTLMs: Int64
+        let retentionMs: Int64
         let deadlineMs: Int64
         let completion: (Result<ProtectedRequestMachine.ClaimAnswer, LongTermStoreError>) -> Void
     }
@@ -44,13 +45,15 @@ final class PostgresRecordStore: LongTermStore {
     }
 
     func claim(
-        key: String, owner: [UInt8], fingerprint: [UInt8], lockTTLMs: Int64, deadlineMs: Int64,
+        key: String, owner: [UInt8], fingerprint: [UInt8], lockTTLMs: Int64, retentionMs: Int64, deadlineMs: Int64,
         completion: @escaping (Result<ProtectedRequestMachine.ClaimAnswer, LongTermStoreError>) -> Void
     ) {
         queued += 1
         claims.append(
             key: key, sequence: queued,
-            PendingClaim(owner: owner, fingerprint: fingerprint, lockTTLMs: lockTTLMs, deadlineMs: deadlineMs, completion: completion))
+            PendingClaim(
+                owner: owner, fingerprint: fingerprint, lockTTLMs: lockTTLMs, retentionMs: retentionMs, deadlineMs: deadlineMs,
+                completion: completion))
         sendBatches()
     }
 
@@ -91,6 +94,7 @@ final class PostgresRecordStore: LongTermStore {
             PostgresArray.bytea(batch.lazy.map(\.item.fingerprint)),
             PostgresArray.int8(batch.lazy.map(\.item.lockTTLMs)),
             PostgresArray.int8(batch.lazy.map(\.item.deadlineMs)),
+            PostgresArray.int8(batch.lazy.map(\.item.retentionMs)),
         ]
         send(.claim, binds, batch, resend: { self.sendClaims([$0]) }, fail: { $0.completion(.failure($1)) }) { rows in
             var answers: [String: PostgresRow] = [:]

@@ -10,6 +10,11 @@ struct PostgresSQL: Sendable {
     let table: String
     /// `postgres_synchronous_commit`.
     var synchronousCommit = true
+    /// The table has a `sweep_after` column, which the sweep's index holds: the tables this
+    /// version creates. A table made before has none and its index is on `expires_at`, which
+    /// every completion changes; the statements for it leave `sweep_after` out
+    /// (`config/postgres.sql` says how to add it).
+    var hasSweepAfter = true
 
     /// Quoted, so that a name such as `order` is a table, not a keyword.
     private var name: String { "\"\(table)\"" }
@@ -25,11 +30,19 @@ struct PostgresSQL: Sendable {
         synchronousCommit ? nil : "(SELECT set_config('synchronous_commit', 'off', true)) AS commit_mode"
     }
 
-    /// The columns a usable table has, and their `information_schema` types.
+    /// The columns every usable table has, and their `format_type` types.
     static let columns: [(name: String, type: String)] = [
         ("record_key", "text"), ("owner", "bytea"), ("fingerprint", "bytea"), ("record", "bytea"),
         ("expires_at", "timestamp with time zone"),
     ]
+
+    /// `sweep_after`: when the sweep may delete the row, once it has expired too. Fixed when a
+    /// claim writes the row (the end of its lock and of the record's retention after it), so
+    /// that the completion, which changes no indexed column, is a HOT update: written in place
+    /// beside the row, in the room the fillfactor leaves, with no new index entry
+    /// (docs/performance.md, "A completion as a HOT update"). The default lets a proxy of an
+    /// earlier version write to the table: its rows are swept once they expire.
+    static let sweepAfterColumn = (name: "sweep_after", type: "timestamp with time zone")
 
     var createTable: String {
         """
@@ -38,21 +51,26 @@ struct PostgresSQL: Sendable {
             owner       bytea       NOT NULL,
             fingerprint bytea       NOT NULL,
             record      bytea,
-            expires_at  timestamptz NOT NULL
-        )
+            expires_at  timestamptz NOT NULL,
+            sweep_after timestamptz NOT NULL DEFAULT 'epoch'
+        ) WITH (fillfactor = 70)
         """
     }
 
-    var createIndex: String { "CREATE INDEX IF NOT EXISTS \"\(table)_expires_at\" ON \(name) (expires_at)" }
+    /// The column the sweep looks rows up by.
+    var sweepColumn: String { hasSweepAfter ? "sweep_after" : "expires_at" }
+
+    var createIndex: String { "CREATE INDEX IF NOT EXISTS \"\(table)_\(sweepColumn)\" ON \(name) (\(sweepColumn))" }
 
     /// Whether the table exists, in the session's search path (as the statements find it).
     var tableExists: String { "SELECT to_regclass('\(name)') IS NOT NULL" }
 
-    /// Whether a whole-table index leads with `expires_at` (the sweep needs one not to scan).
-    var expiryIndexExists: String {
+    /// The whole-table indexes that lead with `column` (the sweep needs one on `sweepColumn`
+    /// not to scan; one on `expires_at` beside `sweep_after` makes no update HOT).
+    func indexes(leadingWith column: String) -> String {
         """
-        SELECT count(*) > 0 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-        WHERE i.indrelid = to_regclass('\(name)') AND a.attname = 'expires_at' AND i.indpred IS NULL
+        SELECT i.indexrelid::regclass::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+        WHERE i.indrelid = to_regclass('\(name)') AND a.attname = '\(column)' AND i.indpred IS NULL
         """
     }
 
@@ -66,7 +84,7 @@ struct PostgresSQL: Sendable {
 
     /// A batch of claims (`GroupCommitQueue`), one row per key, as arrays of the same length:
     /// $1 keys, $2 owners, $3 fingerprints, $4 lock_ttls in ms, $5 the claimers' deadlines in ms
-    /// since the epoch. One statement that claims each key when nothing live is there (a row
+    /// since the epoch, $6 retentions in ms (for `sweep_after`). One statement that claims each key when nothing live is there (a row
     /// whose `expires_at` passed is taken over, so an expired record is never replayed) and
     /// otherwise leaves the row as it is and returns it: the returned owner is ours exactly
     /// when the claim is. Each row is locked and read at its latest version, so two proxies
@@ -83,14 +101,18 @@ struct PostgresSQL: Sendable {
     ///
     /// A tombstone (a claim the records API deleted while in flight: another owner, no
     /// fingerprint) is taken over like an expired row.
+    ///
+    /// `sweep_after` is the end of the lock and of the retention after it, so that a completion
+    /// in time changes it not; a row taken over, or our own claim again, gets the new one.
     var claim: String {
         let deadline = Self.deadline(Self.ofExcluded("$5::int8[]"))
         let vacant = "(r.expires_at <= now() OR length(r.fingerprint) = 0)"
         return """
-            INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
+            INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at\(sweepAfter("sweep_after")))
             SELECT u.k, u.o, u.f, NULL,
-                CASE WHEN clock_timestamp() <= \(Self.deadline("u.d")) THEN now() + u.ttl * interval '1 millisecond' ELSE \(Self.expired) END
-            FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int8[], $5::int8[]) AS u(k, o, f, ttl, d)
+                CASE WHEN clock_timestamp() <= \(Self.deadline("u.d")) THEN now() + u.ttl * interval '1 millisecond' ELSE \(Self.expired) END\(
+                    sweepAfter("now() + (u.ttl + u.ret) * interval '1 millisecond'"))
+            FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int8[], $5::int8[], $6::int8[]) AS u(k, o, f, ttl, d, ret)
             ORDER BY u.k COLLATE "C"
             ON CONFLICT (record_key) DO UPDATE SET
                 owner = CASE WHEN \(vacant) THEN excluded.owner ELSE r.owner END,
@@ -100,7 +122,8 @@ struct PostgresSQL: Sendable {
                     WHEN NOT \(vacant) AND (r.owner <> excluded.owner OR r.record IS NOT NULL) THEN r.expires_at
                     WHEN clock_timestamp() <= \(deadline) THEN excluded.expires_at
                     WHEN NOT \(vacant) THEN r.expires_at
-                    ELSE \(Self.expired) END
+                    ELSE \(Self.expired) END\(
+                    sweepAfter("sweep_after = CASE WHEN \(vacant) OR r.owner = excluded.owner THEN excluded.sweep_after ELSE r.sweep_after END"))
             RETURNING record_key, owner, fingerprint, record, (extract(epoch FROM expires_at - now()) * 1000)::int8
             """
     }
@@ -109,6 +132,9 @@ struct PostgresSQL: Sendable {
     /// by its key's place in $1: a built-in function call, where a subquery would build a table
     /// of the parameters for every row.
     private static func ofExcluded(_ array: String) -> String { "(\(array))[array_position($1::text[], excluded.record_key)]" }
+
+    /// `", " + fragment` where the table has `sweep_after`, else nothing.
+    private func sweepAfter(_ fragment: String) -> String { hasSweepAfter ? ", " + fragment : "" }
 
     /// A deadline parameter (ms since the epoch) as a timestamp.
     private static func deadline(_ parameter: String) -> String { "to_timestamp(\(parameter)::int8 / 1000.0)" }
@@ -137,20 +163,24 @@ struct PostgresSQL: Sendable {
     /// order, as the claim writes them, so claims and completions cannot deadlock. A key with no
     /// row gets an expired tombstone (an owner of zeros, no fingerprint), which holds nothing
     /// and answers every statement as no row would; the sweep deletes it.
+    ///
+    /// A completion within the claim's lock leaves `sweep_after` as it is, and with it every
+    /// indexed column: the update is HOT.
     var completeOwned: String {
-        """
-        WITH written AS (
-            INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
-            SELECT u.k, \(Self.noOwner), ''::bytea, NULL, \(Self.expired)
-            FROM unnest($1::text[]) AS u(k)\(commitMode.map { ", " + $0 } ?? "")
-            ORDER BY u.k COLLATE "C"
-            ON CONFLICT (record_key) DO UPDATE
-                SET fingerprint = \(Self.ofExcluded("$3::bytea[]")), record = \(Self.ofExcluded("$4::bytea[]")),
-                    expires_at = now() + \(Self.ofExcluded("$5::int8[]")) * interval '1 millisecond'
-                WHERE r.owner = \(Self.ofExcluded("$2::bytea[]"))
-            RETURNING r.record_key, length(r.fingerprint) > 0 AS stored)
-        SELECT record_key FROM written WHERE stored
-        """
+        let expiry = "now() + \(Self.ofExcluded("$5::int8[]")) * interval '1 millisecond'"
+        return """
+            WITH written AS (
+                INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at\(sweepAfter("sweep_after")))
+                SELECT u.k, \(Self.noOwner), ''::bytea, NULL, \(Self.expired)\(sweepAfter(Self.expired))
+                FROM unnest($1::text[]) AS u(k)\(commitMode.map { ", " + $0 } ?? "")
+                ORDER BY u.k COLLATE "C"
+                ON CONFLICT (record_key) DO UPDATE
+                    SET fingerprint = \(Self.ofExcluded("$3::bytea[]")), record = \(Self.ofExcluded("$4::bytea[]")),
+                        expires_at = \(expiry)\(sweepAfter("sweep_after = greatest(r.sweep_after, \(expiry))"))
+                    WHERE r.owner = \(Self.ofExcluded("$2::bytea[]"))
+                RETURNING r.record_key, length(r.fingerprint) > 0 AS stored)
+            SELECT record_key FROM written WHERE stored
+            """
     }
 
     /// $1 key, $2 owner, $3 fingerprint, $4 record, $5 retention in ms, $6 the latest our
@@ -163,12 +193,14 @@ struct PostgresSQL: Sendable {
     /// tombstone the sweep deletes in the meantime leaves nothing to write.
     var complete: String {
         let lockEnded = "clock_timestamp() > \(Self.deadline("$6"))"
+        let expiry = "now() + $5::int8 * interval '1 millisecond'"
         return """
-            INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
-            SELECT $1::text, $2::bytea, $3::bytea, $4::bytea, now() + $5::int8 * interval '1 millisecond'\(commitMode.map { " FROM " + $0 } ?? "")
+            INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at\(sweepAfter("sweep_after")))
+            SELECT $1::text, $2::bytea, $3::bytea, $4::bytea, \(expiry)\(sweepAfter(expiry))\(commitMode.map { " FROM " + $0 } ?? "")
             WHERE \(lockEnded) OR EXISTS (SELECT 1 FROM \(name) WHERE record_key = $1::text AND owner = $2::bytea)
             ON CONFLICT (record_key) DO UPDATE SET
-                owner = excluded.owner, fingerprint = excluded.fingerprint, record = excluded.record, expires_at = excluded.expires_at
+                owner = excluded.owner, fingerprint = excluded.fingerprint, record = excluded.record, expires_at = excluded.expires_at\(
+                    sweepAfter("sweep_after = greatest(r.sweep_after, excluded.sweep_after)"))
                 WHERE r.owner = excluded.owner OR (r.expires_at <= now() AND \(lockEnded))
             RETURNING 1
             """
@@ -192,8 +224,8 @@ struct PostgresSQL: Sendable {
         """
         WITH due AS (SELECT clock_timestamp() > \(Self.deadline("$3")) + \(Self.withdrawMargin) AS past),
         gone AS (
-            INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at)
-            SELECT $1::text, $2::bytea, ''::bytea, NULL, \(Self.expired) WHERE (SELECT past FROM due)
+            INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at\(sweepAfter("sweep_after")))
+            SELECT $1::text, $2::bytea, ''::bytea, NULL, \(Self.expired)\(sweepAfter(Self.expired)) WHERE (SELECT past FROM due)
             ON CONFLICT (record_key) DO UPDATE SET expires_at = \(Self.expired)
                 WHERE r.owner = excluded.owner AND r.record IS NULL AND r.expires_at > now()
             RETURNING length(r.fingerprint) > 0 AS expired_ours)
@@ -237,13 +269,15 @@ struct PostgresSQL: Sendable {
     /// the table's sweep lock (a transaction-scoped advisory lock, taken once per statement:
     /// one proxy of a fleet at a time, released when the statement ends); rows a claim is
     /// taking over are skipped. The keys are collected first (an index scan on `expires_at`),
-    /// then deleted by primary key, so that no plan joins the whole table.
+    /// then deleted by primary key, so that no plan joins the whole table. With `sweep_after`, a
+    /// row is deleted once past both: a claim that never completed stays its retention longer.
     var sweep: String {
         """
         DELETE FROM \(name) WHERE record_key = ANY (ARRAY(
             SELECT record_key FROM \(name)
-            WHERE (SELECT pg_try_advisory_xact_lock(\(Self.sweepLockClass), hashtext('\(table)'))) AND expires_at <= now()
-            ORDER BY expires_at LIMIT $1::int8
+            WHERE (SELECT pg_try_advisory_xact_lock(\(Self.sweepLockClass), hashtext('\(table)')))
+                AND \(hasSweepAfter ? "sweep_after <= now() AND " : "")expires_at <= now()
+            ORDER BY \(sweepColumn) LIMIT $1::int8
             FOR UPDATE SKIP LOCKED))
         RETURNING 1
         """

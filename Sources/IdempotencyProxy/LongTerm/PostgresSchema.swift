@@ -9,14 +9,22 @@ import PostgresNIO
 /// Only what is missing is created, so a role with no more than the rights
 /// `config/postgres.sql` names can use a table an operator made.
 final class PostgresSchema: Sendable {
-    private let verified = NIOLockedValueBox(false)
+    /// The statements for the table as checked, once it has been.
+    private let checked = NIOLockedValueBox<PostgresSQL?>(nil)
 
-    /// An unusable table fails with `.unusableTable`, naming it.
-    func ensure(on connection: PostgresConnection, sql: PostgresSQL, logger: Logger) -> EventLoopFuture<Void> {
-        if verified.withLockedValue({ $0 }) { return connection.eventLoop.makeSucceededVoidFuture() }
+    /// The statements for the table found: a table made by an earlier version, without
+    /// `sweep_after`, is used as it is. An unusable table fails with `.unusableTable`, naming it.
+    func ensure(on connection: PostgresConnection, sql configured: PostgresSQL, logger: Logger) -> EventLoopFuture<PostgresSQL> {
+        if let sql = checked.withLockedValue({ $0 }) { return connection.eventLoop.makeSucceededFuture(sql) }
+        let table = configured.table
         @Sendable func ask(_ query: String) -> EventLoopFuture<Bool> {
             connection.query(PostgresQuery(unsafeSQL: query), logger: logger).flatMapThrowing { result in
                 try result.rows.first?.decode(Bool.self) ?? false
+            }
+        }
+        @Sendable func names(_ query: String) -> EventLoopFuture<[String]> {
+            connection.query(PostgresQuery(unsafeSQL: query), logger: logger).flatMapThrowing { result in
+                try result.rows.map { try $0.decode(String.self) }
             }
         }
         @Sendable func create(_ statement: String) -> EventLoopFuture<Void> {
@@ -24,39 +32,55 @@ final class PostgresSchema: Sendable {
                 .flatMapErrorThrowing { error in
                     // Another proxy creating the same table or index at the same moment.
                     if case .server(let state, _) = LongTermStoreError(error), ["23505", "42P07"].contains(state) { return }
-                    throw Self.unusable(sql.table, LongTermStoreError(error))
+                    throw Self.unusable(table, LongTermStoreError(error))
                 }
         }
-        return ask(sql.tableExists).flatMap { exists in
-            exists ? connection.eventLoop.makeSucceededVoidFuture() : create(sql.createTable)
+        return ask(configured.tableExists).flatMap { exists in
+            exists ? connection.eventLoop.makeSucceededVoidFuture() : create(configured.createTable)
         }.flatMap {
-            connection.query(PostgresQuery(unsafeSQL: sql.columnsQuery), logger: logger)
+            connection.query(PostgresQuery(unsafeSQL: configured.columnsQuery), logger: logger)
         }.flatMapThrowing { result in
             var found: [String: String] = [:]
             for row in result.rows {
                 let (name, type) = try row.decode((String, String).self)
                 found[name] = type
             }
-            let missing = PostgresSQL.columns.filter { found[$0.name] != $0.type }
-            guard missing.isEmpty else {
-                let wanted = missing.map { "\($0.name) \($0.type)" }.joined(separator: ", ")
+            let sweepAfter = PostgresSQL.sweepAfterColumn
+            var wrong = PostgresSQL.columns.filter { found[$0.name] != $0.type }
+            if let type = found[sweepAfter.name], type != sweepAfter.type { wrong.append(sweepAfter) }
+            guard wrong.isEmpty else {
+                let wanted = wrong.map { "\($0.name) \($0.type)" }.joined(separator: ", ")
                 throw LongTermStoreError.unusableTable(
-                    "PostgreSQL table \(sql.table) cannot be used: it lacks the columns \(wanted) (config/postgres.sql has the schema)")
+                    "PostgreSQL table \(table) cannot be used: it lacks the columns \(wanted) (config/postgres.sql has the schema)")
             }
-        }.flatMap {
-            ask(sql.expiryIndexExists)
-        }.flatMap { indexed in
-            guard !indexed else { return connection.eventLoop.makeSucceededVoidFuture() }
-            return create(sql.createIndex).flatMapErrorThrowing { error in
-                // Usable without it; only the sweep gets slow.
+            var sql = configured
+            sql.hasSweepAfter = found[sweepAfter.name] != nil
+            if !sql.hasSweepAfter {
                 logger.warning(
-                    "PostgreSQL table \(sql.table) has no index on expires_at and the proxy cannot make one; the sweep of expired rows scans the table",
-                    metadata: ["error": "\(error)"])
+                    "PostgreSQL table \(table) has no sweep_after column (an earlier version made it): every completion writes a new index entry; config/postgres.sql says how to add the column")
             }
-        }.flatMap {
-            Self.trial(on: connection, sql: sql, logger: logger)
-        }.map {
-            self.verified.withLockedValue { $0 = true }
+            return sql
+        }.flatMap { sql in
+            names(sql.indexes(leadingWith: sql.sweepColumn)).flatMap { indexes in
+                guard indexes.isEmpty else { return connection.eventLoop.makeSucceededVoidFuture() }
+                return create(sql.createIndex).flatMapErrorThrowing { error in
+                    // Usable without it; only the sweep gets slow.
+                    logger.warning(
+                        "PostgreSQL table \(table) has no index on \(sql.sweepColumn) and the proxy cannot make one; the sweep of expired rows scans the table",
+                        metadata: ["error": "\(error)"])
+                }
+            }.flatMap {
+                sql.hasSweepAfter ? names(sql.indexes(leadingWith: "expires_at")) : connection.eventLoop.makeSucceededFuture([])
+            }.flatMap { expiryIndexes in
+                if !expiryIndexes.isEmpty {
+                    logger.warning(
+                        "PostgreSQL table \(table) has an index on expires_at (\(expiryIndexes.joined(separator: ", "))), which makes every completion write a new index entry; drop it once no proxy of an earlier version uses the table (config/postgres.sql)")
+                }
+                return Self.trial(on: connection, sql: sql, logger: logger)
+            }.map {
+                self.checked.withLockedValue { $0 = sql }
+                return sql
+            }
         }
     }
 
@@ -76,7 +100,7 @@ final class PostgresSchema: Sendable {
         let checked = run("BEGIN").flatMap {
             run(sql.claim) {
                 $0.append([key]); $0.append([token]); $0.append([fingerprint]); $0.append([Int64(1)])
-                $0.append([WallClock.milliseconds() + 60_000])
+                $0.append([WallClock.milliseconds() + 60_000]); $0.append([Int64(1)])
             }
         }.flatMap {
             run(sql.completeOwned) {

@@ -42,7 +42,7 @@ struct PostgresWiring: Sendable {
         do {
             let connection = try await PostgresConnection.connect(on: eventLoop, configuration: connection, id: 0, logger: logger).get()
             defer { connection.closeNow() }
-            try await schema.ensure(on: connection, sql: sql, logger: logger).get()
+            _ = try await schema.ensure(on: connection, sql: sql, logger: logger).get()
         } catch {
             let failure = LongTermStoreError(error)
             if failure.isMisconfiguration { throw StartError("the long-term store cannot be used (\(url)): \(failure)") }
