@@ -26,21 +26,28 @@ struct GroupCommitQueue<Item> {
     }
 
     /// The next batch: the longest-waiting items, one per key, at most `limit`, sorted by key.
+    /// The queue is compacted in place: an item deferred for its key keeps its place in line.
     mutating func nextBatch(limit: Int = Self.maxBatch) -> [(key: String, item: Item)] {
+        if waiting.count == 1 {
+            let only = waiting.removeLast()
+            return [(only.key, only.item)]
+        }
         var batch: [(key: String, item: Item)] = []
-        var keys = Set<String>()
-        var deferred: [(key: String, sequence: UInt64, item: Item)] = []
+        batch.reserveCapacity(min(limit, waiting.count))
+        var keys = Set<String>(minimumCapacity: batch.capacity)
+        // waiting[..<deferred] are the items put back; waiting[deferred..<taken] were taken.
+        var deferred = 0
         var taken = 0
-        for entry in waiting {
-            if batch.count < limit, keys.insert(entry.key).inserted {
-                batch.append((entry.key, entry.item))
+        while taken < waiting.count, batch.count < limit {
+            if keys.insert(waiting[taken].key).inserted {
+                batch.append((waiting[taken].key, waiting[taken].item))
             } else {
-                deferred.append(entry)
+                waiting.swapAt(deferred, taken)
+                deferred += 1
             }
             taken += 1
-            if batch.count == limit { break }
         }
-        waiting = deferred + waiting.dropFirst(taken)
+        waiting.removeSubrange(deferred..<taken)
         batch.sort { $0.key < $1.key }
         return batch
     }

@@ -92,7 +92,10 @@ final class PostgresConnections {
         }
         let answer = AnswerOnce(completion)
         slot.waiting += 1
-        let opened = ready(slot)
+        // An open connection takes the statement at once; one still to open, once it has.
+        var readyNow: Ready?
+        if case .ready(let ready) = slot.state { readyNow = ready }
+        let opened = readyNow == nil ? ready(slot) : nil
         let sent = SentOn()
         let timer = eventLoop.assumeIsolated().scheduleTask(in: timeout) {
             // The connection is stuck (a paused server, a lost network): statements queued
@@ -100,10 +103,7 @@ final class PostgresConnections {
             self.rest(slot, ifStill: opened, sentOn: sent.connection)
             answer.complete(.failure(sent.connection == nil ? .unavailable("no connection within postgres_timeout") : .timeout))
         }
-        opened.assumeIsolated().flatMap { ready in
-            sent.connection = ready.connection
-            return self.run(statement, binds, on: ready)
-        }.whenComplete { result in
+        let finished = { (result: Result<[PostgresRow], any Error>) in
             slot.waiting -= 1
             timer.cancel()
             switch result {
@@ -115,6 +115,15 @@ final class PostgresConnections {
                 if case .unavailable(let why) = failure, sent.connection != nil { failure = .unanswered(why) }
                 answer.complete(.failure(failure))
             }
+        }
+        if let readyNow {
+            sent.connection = readyNow.connection
+            run(statement, binds, on: readyNow).assumeIsolated().whenComplete(finished)
+        } else {
+            opened!.assumeIsolated().flatMap { ready in
+                sent.connection = ready.connection
+                return self.run(statement, binds, on: ready)
+            }.whenComplete(finished)
         }
     }
 
@@ -169,7 +178,7 @@ final class PostgresConnections {
 
     /// Rests the slot if it still holds the connection the statement went out on, or is
     /// still opening it: a late timer or failure never closes a newer connection.
-    private func rest(_ slot: Slot, ifStill opened: EventLoopFuture<Ready>, sentOn connection: PostgresConnection?) {
+    private func rest(_ slot: Slot, ifStill opened: EventLoopFuture<Ready>?, sentOn connection: PostgresConnection?) {
         switch slot.state {
         case .opening(let future) where future === opened: rest(slot, closing: false)
         case .ready(let ready) where ready.connection === connection: rest(slot, closing: true)

@@ -30,9 +30,12 @@ final class PostgresRecordStore: LongTermStore {
         let completion: (Result<ProtectedRequestMachine.ClaimAnswer, LongTermStoreError>) -> Void
     }
 
+    /// What the statements bind, not the whole record: an item is copied into its batch, one
+    /// retain per field.
     private struct PendingCompletion {
-        let record: IdempotencyRecord
-        /// Encoded once, for the batch and for `completeAlone` after it.
+        let owner: [UInt8]
+        let fingerprint: [UInt8]
+        /// The record, encoded once, for the batch and for `completeAlone` after it.
         let encoded: [UInt8]
         let retentionMs: Int64
         let lockEndMs: Int64
@@ -64,7 +67,9 @@ final class PostgresRecordStore: LongTermStore {
         queued += 1
         completions.append(
             key: key, sequence: queued,
-            PendingCompletion(record: record, encoded: record.encoded(), retentionMs: retentionMs, lockEndMs: lockEndMs, completion: completion))
+            PendingCompletion(
+                owner: record.owner, fingerprint: record.fingerprint, encoded: record.encoded(), retentionMs: retentionMs,
+                lockEndMs: lockEndMs, completion: completion))
         sendBatches()
     }
 
@@ -89,12 +94,12 @@ final class PostgresRecordStore: LongTermStore {
     /// and says it came late (`lateClaim`), as for one that reached a stalled server.
     private func sendClaims(_ batch: [(key: String, item: PendingClaim)]) {
         let binds = [
-            PostgresArray.text(batch.lazy.map(\.key)),
-            PostgresArray.bytea(batch.lazy.map(\.item.owner)),
-            PostgresArray.bytea(batch.lazy.map(\.item.fingerprint)),
-            PostgresArray.int8(batch.lazy.map(\.item.lockTTLMs)),
-            PostgresArray.int8(batch.lazy.map(\.item.deadlineMs)),
-            PostgresArray.int8(batch.lazy.map(\.item.retentionMs)),
+            PostgresArray.text(batch.lazy.map { $0.key }),
+            PostgresArray.bytea(batch.lazy.map { $0.item.owner }),
+            PostgresArray.bytea(batch.lazy.map { $0.item.fingerprint }),
+            PostgresArray.int8(batch.lazy.map { $0.item.lockTTLMs }),
+            PostgresArray.int8(batch.lazy.map { $0.item.deadlineMs }),
+            PostgresArray.int8(batch.lazy.map { $0.item.retentionMs }),
         ]
         send(.claim, binds, batch, resend: { self.sendClaims([$0]) }, fail: { $0.completion(.failure($1)) }) { rows in
             var answers: [String: PostgresRow] = [:]
@@ -138,11 +143,11 @@ final class PostgresRecordStore: LongTermStore {
 
     private func sendCompletions(_ batch: [(key: String, item: PendingCompletion)]) {
         let binds = [
-            PostgresArray.text(batch.lazy.map(\.key)),
-            PostgresArray.bytea(batch.lazy.map(\.item.record.owner)),
-            PostgresArray.bytea(batch.lazy.map(\.item.record.fingerprint)),
-            PostgresArray.bytea(batch.lazy.map(\.item.encoded)),
-            PostgresArray.int8(batch.lazy.map(\.item.retentionMs)),
+            PostgresArray.text(batch.lazy.map { $0.key }),
+            PostgresArray.bytea(batch.lazy.map { $0.item.owner }),
+            PostgresArray.bytea(batch.lazy.map { $0.item.fingerprint }),
+            PostgresArray.bytea(batch.lazy.map { $0.item.encoded }),
+            PostgresArray.int8(batch.lazy.map { $0.item.retentionMs }),
         ]
         // Refused, each goes to the single statement, which decides alone and proposes the
         // record itself, not a tombstone: a trigger of the operator's that refuses some keys'
@@ -199,9 +204,8 @@ final class PostgresRecordStore: LongTermStore {
     /// A completion whose claim is no longer ours as it was (expired and taken over, or swept):
     /// the full statement decides, owner-checked.
     private func completeAlone(key: String, _ pending: PendingCompletion) {
-        let record = pending.record
         let binds = [
-            PostgresData(string: key), PostgresData(bytes: record.owner), PostgresData(bytes: record.fingerprint),
+            PostgresData(string: key), PostgresData(bytes: pending.owner), PostgresData(bytes: pending.fingerprint),
             PostgresData(bytes: pending.encoded), PostgresData(int64: pending.retentionMs), PostgresData(int64: pending.lockEndMs),
         ]
         run(.complete, binds) { pending.completion($0.map { !$0.isEmpty }) }
