@@ -13,26 +13,36 @@
 --              never replayed and are deleted in the background
 -- sweep_after  when the background sweep may delete the row, once expires_at has passed too:
 --              set by the claim to the end of its lock_ttl and of the retention after it, so
---              that a completion changes no indexed column and is written in place (a HOT
---              update, in the room the fillfactor leaves), with no new index entry
+--              that a completion within the lock changes no indexed column and is written in
+--              place (a HOT update, in the room the fillfactor leaves), with no new index entry
 --
 -- A table made by an earlier version has no sweep_after, and an index on expires_at. The proxy
--- uses it as it is (and says so at start). To upgrade it with the fleet running:
+-- uses it as it is, with the statements of that version, and says so at start; so it does
+-- with a table that has the column but no valid index on it yet. To upgrade the table with
+-- the fleet running (PostgreSQL 11 or later adds the column without rewriting the table):
 --
+--   SET lock_timeout = '5s';
 --   ALTER TABLE idempotency_records ADD COLUMN sweep_after timestamptz NOT NULL DEFAULT 'epoch';
---   UPDATE idempotency_records SET sweep_after = expires_at WHERE sweep_after < expires_at;
+--   UPDATE idempotency_records SET sweep_after = expires_at WHERE record_key IN (SELECT record_key FROM idempotency_records WHERE sweep_after < expires_at LIMIT 10000);
 --   CREATE INDEX CONCURRENTLY idempotency_records_sweep_after ON idempotency_records (sweep_after);
 --   ALTER TABLE idempotency_records SET (fillfactor = 70);
 --
--- then restart the proxies on this version, and once none of an earlier version is left, run
--- the UPDATE again (for the rows they wrote meanwhile) and drop the old index:
+-- The ALTER waits at most lock_timeout for the table (run it again if it times out), so that
+-- it never holds the proxies' statements queued behind a long transaction. Run the UPDATE
+-- again until it updates no row: batches keep each one's row locks short; one a deadlock
+-- cancels is simply run again. CREATE INDEX CONCURRENTLY must run outside a transaction
+-- block; if it fails, it leaves an invalid index (which the proxy names at start): drop it
+-- with DROP INDEX CONCURRENTLY and build it again. Then restart the proxies on this version.
+-- Once none of an earlier version is left, run the UPDATE once more (for the rows those wrote
+-- meanwhile, with the column's default, which lets them write at all), then:
 --
 --   DROP INDEX CONCURRENTLY idempotency_records_expires_at;
+--   ANALYZE idempotency_records;
 --
--- The default lets proxies of an earlier version write to the table: their rows are swept once
--- expired, but the sweep reads past every one still live, which the UPDATE spares it. On a
--- large table, run the UPDATE in batches of keys. The fillfactor applies to pages written
--- from then on.
+-- Until then the sweep reads past every live row an earlier version wrote. The fillfactor
+-- applies to pages written from then on. A proxy of an earlier version started on a table
+-- without an index on expires_at builds one, which holds the table's writes while it does
+-- and makes completions write index entries again.
 
 CREATE TABLE IF NOT EXISTS idempotency_records (
     record_key  text        PRIMARY KEY,

@@ -33,6 +33,15 @@ import Testing
         #expect(taken == row.batches)
     }
 
+    /// The items travel with their keys: each key's items go out in the order they came.
+    @Test func eachKeysItemsGoOutInTheOrderTheyCame() {
+        var queue = GroupCommitQueue<Int>()
+        for (index, key) in ["a", "b", "a", "c", "a"].enumerated() { queue.append(key: key, sequence: UInt64(index), index) }
+        var taken: [[Int]] = []
+        while !queue.isEmpty { taken.append(queue.nextBatch().map(\.item)) }
+        #expect(taken == [[0, 1, 3], [2], [4]])
+    }
+
     @Test func theOldestItemIsKnownForChoosingAKind() {
         var queue = GroupCommitQueue<Int>()
         #expect(queue.oldest == nil)

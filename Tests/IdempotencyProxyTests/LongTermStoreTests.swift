@@ -388,6 +388,8 @@ import Testing
     // MARK: - retention: the sweep
 
     /// Both proxies sweep the table; while another session holds the sweep lock, neither does.
+    /// The rows are written without `sweep_after` (its default, the epoch, as an earlier
+    /// version writes them), so the live ones kept show that the sweep checks `expires_at` too.
     /// Through PgBouncer the lock holder connects directly: a session-level lock means nothing
     /// behind a transaction pooler, which is why the sweep's lock is transaction-scoped.
     @Test(arguments: PostgresPath.allCases)
@@ -446,11 +448,14 @@ import Testing
         try await withProxy(table.settings()) { (h: ProxyHarness) async throws in
             #expect(try await table.indexes(on: "sweep_after") == 1)
             #expect(try await table.indexes(on: "expires_at") == 0)
+            #expect(try await table.fillfactor() == 70)
             try await h.expectCompletionsWrittenInPlace(table)
         }
         // The operators' schema file makes the same table.
         let other = TestTable(url: try path.url)
         try await TestTable.withSession(url: other.url) { session in try await other.createAsConfigPostgresSQLSays(on: session) }
+        #expect(try await other.indexes(on: "sweep_after") == 1)
+        #expect(try await other.fillfactor() == 70)
         try await withProxy(other.settings()) { (h: ProxyHarness) async throws in
             #expect(try await h.send("POST", "/charges", key: "k", body: "x").status == 201)
             #expect(try await other.rowCount() == 1)

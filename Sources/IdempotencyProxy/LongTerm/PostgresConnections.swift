@@ -93,9 +93,13 @@ final class PostgresConnections {
         let answer = AnswerOnce(completion)
         slot.waiting += 1
         // An open connection takes the statement at once; one still to open, once it has.
-        var readyNow: Ready?
-        if case .ready(let ready) = slot.state { readyNow = ready }
-        let opened = readyNow == nil ? ready(slot) : nil
+        let readyNow: Ready?
+        let opened: EventLoopFuture<Ready>?
+        switch slot.state {
+        case .ready(let ready): (readyNow, opened) = (ready, nil)
+        case .opening(let future): (readyNow, opened) = (nil, future)
+        case .idle, .resting: (readyNow, opened) = (nil, open(slot))
+        }
         let sent = SentOn()
         let timer = eventLoop.assumeIsolated().scheduleTask(in: timeout) {
             // The connection is stuck (a paused server, a lost network): statements queued
@@ -166,14 +170,6 @@ final class PostgresConnections {
             if best == nil || slot.waiting < best!.waiting { best = slot }
         }
         return best
-    }
-
-    private func ready(_ slot: Slot) -> EventLoopFuture<Ready> {
-        switch slot.state {
-        case .ready(let ready): return eventLoop.makeSucceededFuture(ready)
-        case .opening(let future): return future
-        case .idle, .resting: return open(slot)
-        }
     }
 
     /// Rests the slot if it still holds the connection the statement went out on, or is

@@ -60,17 +60,20 @@ struct PostgresSQL: Sendable {
     /// The column the sweep looks rows up by.
     var sweepColumn: String { hasSweepAfter ? "sweep_after" : "expires_at" }
 
-    var createIndex: String { "CREATE INDEX IF NOT EXISTS \"\(table)_\(sweepColumn)\" ON \(name) (\(sweepColumn))" }
+    var createIndex: String { "CREATE INDEX IF NOT EXISTS \"\(table)_sweep_after\" ON \(name) (sweep_after)" }
 
     /// Whether the table exists, in the session's search path (as the statements find it).
     var tableExists: String { "SELECT to_regclass('\(name)') IS NOT NULL" }
 
-    /// The whole-table indexes that lead with `column` (the sweep needs one on `sweepColumn`
-    /// not to scan; one on `expires_at` beside `sweep_after` makes no update HOT).
-    func indexes(leadingWith column: String) -> String {
+    /// The table's whole-table indexes: the column each leads with, its name, and whether it is
+    /// valid (one a failed `CREATE INDEX CONCURRENTLY` left is not, and is never used). The
+    /// sweep needs a valid one on `sweepColumn` not to scan; one on `expires_at` beside
+    /// `sweep_after` makes no completion a HOT update.
+    var indexesQuery: String {
         """
-        SELECT i.indexrelid::regclass::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-        WHERE i.indrelid = to_regclass('\(name)') AND a.attname = '\(column)' AND i.indpred IS NULL
+        SELECT a.attname::text, i.indexrelid::regclass::text, i.indisvalid FROM pg_index i
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+        WHERE i.indrelid = to_regclass('\(name)') AND i.indpred IS NULL
         """
     }
 
@@ -103,15 +106,20 @@ struct PostgresSQL: Sendable {
     /// fingerprint) is taken over like an expired row.
     ///
     /// `sweep_after` is the end of the lock and of the retention after it, so that a completion
-    /// in time changes it not; a row taken over, or our own claim again, gets the new one.
+    /// within the lock leaves it as it is; a claim that holds nothing may be swept at once. A row
+    /// taken over gets the new claim's; our own claim again keeps the later of the two.
     var claim: String {
         let deadline = Self.deadline(Self.ofExcluded("$5::int8[]"))
         let vacant = "(r.expires_at <= now() OR length(r.fingerprint) = 0)"
+        let sweepAfterUpdate = """
+            sweep_after = CASE WHEN \(vacant) THEN excluded.sweep_after
+                    WHEN r.owner = excluded.owner THEN greatest(r.sweep_after, excluded.sweep_after) ELSE r.sweep_after END
+            """
         return """
             INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at\(sweepAfter("sweep_after")))
             SELECT u.k, u.o, u.f, NULL,
                 CASE WHEN clock_timestamp() <= \(Self.deadline("u.d")) THEN now() + u.ttl * interval '1 millisecond' ELSE \(Self.expired) END\(
-                    sweepAfter("now() + (u.ttl + u.ret) * interval '1 millisecond'"))
+                    sweepAfter("CASE WHEN clock_timestamp() <= \(Self.deadline("u.d")) THEN now() + (u.ttl + u.ret) * interval '1 millisecond' ELSE \(Self.expired) END"))
             FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int8[], $5::int8[], $6::int8[]) AS u(k, o, f, ttl, d, ret)
             ORDER BY u.k COLLATE "C"
             ON CONFLICT (record_key) DO UPDATE SET
@@ -123,7 +131,7 @@ struct PostgresSQL: Sendable {
                     WHEN clock_timestamp() <= \(deadline) THEN excluded.expires_at
                     WHEN NOT \(vacant) THEN r.expires_at
                     ELSE \(Self.expired) END\(
-                    sweepAfter("sweep_after = CASE WHEN \(vacant) OR r.owner = excluded.owner THEN excluded.sweep_after ELSE r.sweep_after END"))
+                    sweepAfter(sweepAfterUpdate))
             RETURNING record_key, owner, fingerprint, record, (extract(epoch FROM expires_at - now()) * 1000)::int8
             """
     }
@@ -226,7 +234,7 @@ struct PostgresSQL: Sendable {
         gone AS (
             INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at\(sweepAfter("sweep_after")))
             SELECT $1::text, $2::bytea, ''::bytea, NULL, \(Self.expired)\(sweepAfter(Self.expired)) WHERE (SELECT past FROM due)
-            ON CONFLICT (record_key) DO UPDATE SET expires_at = \(Self.expired)
+            ON CONFLICT (record_key) DO UPDATE SET expires_at = \(Self.expired)\(sweepAfter("sweep_after = \(Self.expired)"))
                 WHERE r.owner = excluded.owner AND r.record IS NULL AND r.expires_at > now()
             RETURNING length(r.fingerprint) > 0 AS expired_ours)
         SELECT (SELECT past FROM due), coalesce((SELECT bool_or(expired_ours) FROM gone), false)
@@ -258,7 +266,7 @@ struct PostgresSQL: Sendable {
         deleted AS (
             DELETE FROM \(name) WHERE record_key = $1::text AND (SELECT state FROM current) = 'completed' RETURNING 1),
         buried AS (
-            UPDATE \(name) SET owner = $2::bytea, fingerprint = ''::bytea
+            UPDATE \(name) SET owner = $2::bytea, fingerprint = ''::bytea\(sweepAfter("sweep_after = expires_at"))
             WHERE record_key = $1::text AND $3::bool AND (SELECT state FROM current) = 'in_flight' RETURNING 1)
         SELECT CASE WHEN EXISTS (SELECT 1 FROM buried) THEN 'in_flight_forced'
             ELSE coalesce((SELECT state FROM current), 'absent') END
@@ -268,7 +276,7 @@ struct PostgresSQL: Sendable {
     /// $1 batch size. Deletes up to a batch of expired rows, oldest first, if this session gets
     /// the table's sweep lock (a transaction-scoped advisory lock, taken once per statement:
     /// one proxy of a fleet at a time, released when the statement ends); rows a claim is
-    /// taking over are skipped. The keys are collected first (an index scan on `expires_at`),
+    /// taking over are skipped. The keys are collected first (an index scan on `sweepColumn`),
     /// then deleted by primary key, so that no plan joins the whole table. With `sweep_after`, a
     /// row is deleted once past both: a claim that never completed stays its retention longer.
     var sweep: String {

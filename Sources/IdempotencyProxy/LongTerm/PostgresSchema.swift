@@ -6,42 +6,29 @@ import PostgresNIO
 
 /// Makes sure the table exists and has the columns the statements need (docs/behaviour.md §3, long-term store), once per
 /// process: at start when PostgreSQL answers then, else on the first connection that opens.
-/// Only what is missing is created, so a role with no more than the rights
-/// `config/postgres.sql` names can use a table an operator made.
+/// A missing table is created with its index, in one transaction; an existing table is never
+/// altered (an index built on it would hold its writes for as long as the build takes), so a
+/// role with no more than the rights `config/postgres.sql` names can use a table an operator made.
 final class PostgresSchema: Sendable {
     /// The statements for the table as checked, once it has been.
     private let checked = NIOLockedValueBox<PostgresSQL?>(nil)
 
-    /// The statements for the table found: a table made by an earlier version, without
-    /// `sweep_after`, is used as it is. An unusable table fails with `.unusableTable`, naming it.
+    /// The statements for the table found: one without `sweep_after` and a valid index on it (an
+    /// earlier version's, or one being upgraded) gets the earlier statements. An unusable table
+    /// fails with `.unusableTable`, naming it.
     func ensure(on connection: PostgresConnection, sql configured: PostgresSQL, logger: Logger) -> EventLoopFuture<PostgresSQL> {
         if let sql = checked.withLockedValue({ $0 }) { return connection.eventLoop.makeSucceededFuture(sql) }
         let table = configured.table
-        @Sendable func ask(_ query: String) -> EventLoopFuture<Bool> {
-            connection.query(PostgresQuery(unsafeSQL: query), logger: logger).flatMapThrowing { result in
-                try result.rows.first?.decode(Bool.self) ?? false
-            }
+        @Sendable func rows(_ query: String) -> EventLoopFuture<[PostgresRow]> {
+            connection.query(PostgresQuery(unsafeSQL: query), logger: logger).map(\.rows)
         }
-        @Sendable func names(_ query: String) -> EventLoopFuture<[String]> {
-            connection.query(PostgresQuery(unsafeSQL: query), logger: logger).flatMapThrowing { result in
-                try result.rows.map { try $0.decode(String.self) }
-            }
-        }
-        @Sendable func create(_ statement: String) -> EventLoopFuture<Void> {
-            connection.query(PostgresQuery(unsafeSQL: statement), logger: logger).map { _ in }
-                .flatMapErrorThrowing { error in
-                    // Another proxy creating the same table or index at the same moment.
-                    if case .server(let state, _) = LongTermStoreError(error), ["23505", "42P07"].contains(state) { return }
-                    throw Self.unusable(table, LongTermStoreError(error))
-                }
-        }
-        return ask(configured.tableExists).flatMap { exists in
-            exists ? connection.eventLoop.makeSucceededVoidFuture() : create(configured.createTable)
+        return rows(configured.tableExists).flatMapThrowing { try $0.first?.decode(Bool.self) ?? false }.flatMap { exists in
+            exists ? connection.eventLoop.makeSucceededVoidFuture() : Self.create(configured, on: connection, logger: logger)
         }.flatMap {
-            connection.query(PostgresQuery(unsafeSQL: configured.columnsQuery), logger: logger)
-        }.flatMapThrowing { result in
+            rows(configured.columnsQuery).and(rows(configured.indexesQuery))
+        }.flatMapThrowing { columnRows, indexRows in
             var found: [String: String] = [:]
-            for row in result.rows {
+            for row in columnRows {
                 let (name, type) = try row.decode((String, String).self)
                 found[name] = type
             }
@@ -53,34 +40,61 @@ final class PostgresSchema: Sendable {
                 throw LongTermStoreError.unusableTable(
                     "PostgreSQL table \(table) cannot be used: it lacks the columns \(wanted) (config/postgres.sql has the schema)")
             }
-            var sql = configured
-            sql.hasSweepAfter = found[sweepAfter.name] != nil
-            if !sql.hasSweepAfter {
-                logger.warning(
-                    "PostgreSQL table \(table) has no sweep_after column (an earlier version made it): every completion writes a new index entry; config/postgres.sql says how to add the column")
+            var valid: [String: [String]] = [:]
+            var invalid: [String] = []
+            for row in indexRows {
+                let (column, index, isValid) = try row.decode((String, String, Bool).self)
+                if isValid { valid[column, default: []].append(index) } else { invalid.append(index) }
             }
+            var sql = configured
+            sql.hasSweepAfter = found[sweepAfter.name] != nil && valid["sweep_after"] != nil
+            Self.warn(about: sql, valid: valid, invalid: invalid, column: found[sweepAfter.name] != nil, logger: logger)
             return sql
         }.flatMap { sql in
-            names(sql.indexes(leadingWith: sql.sweepColumn)).flatMap { indexes in
-                guard indexes.isEmpty else { return connection.eventLoop.makeSucceededVoidFuture() }
-                return create(sql.createIndex).flatMapErrorThrowing { error in
-                    // Usable without it; only the sweep gets slow.
-                    logger.warning(
-                        "PostgreSQL table \(table) has no index on \(sql.sweepColumn) and the proxy cannot make one; the sweep of expired rows scans the table",
-                        metadata: ["error": "\(error)"])
-                }
-            }.flatMap {
-                sql.hasSweepAfter ? names(sql.indexes(leadingWith: "expires_at")) : connection.eventLoop.makeSucceededFuture([])
-            }.flatMap { expiryIndexes in
-                if !expiryIndexes.isEmpty {
-                    logger.warning(
-                        "PostgreSQL table \(table) has an index on expires_at (\(expiryIndexes.joined(separator: ", "))), which makes every completion write a new index entry; drop it once no proxy of an earlier version uses the table (config/postgres.sql)")
-                }
-                return Self.trial(on: connection, sql: sql, logger: logger)
-            }.map {
+            Self.trial(on: connection, sql: sql, logger: logger).map {
                 self.checked.withLockedValue { $0 = sql }
                 return sql
             }
+        }
+    }
+
+    /// The table and its index, in one transaction, so that a proxy starting beside this one
+    /// finds both or neither. Another proxy creating them at the same moment is no failure.
+    private static func create(_ sql: PostgresSQL, on connection: PostgresConnection, logger: Logger) -> EventLoopFuture<Void> {
+        @Sendable func run(_ statement: String) -> EventLoopFuture<Void> {
+            connection.query(PostgresQuery(unsafeSQL: statement), logger: logger).map { _ in }
+        }
+        return run("BEGIN").flatMap { run(sql.createTable) }.flatMap { run(sql.createIndex) }.flatMap { run("COMMIT") }
+            .flatMapError { error in
+                run("ROLLBACK").flatMapErrorThrowing { _ in }.flatMapThrowing {
+                    if case .server(let state, _) = LongTermStoreError(error), ["23505", "42P07"].contains(state) { return }
+                    throw Self.unusable(sql.table, LongTermStoreError(error))
+                }
+            }
+    }
+
+    /// What the table lacks for the sweep or for completions written in place: usable, but
+    /// slower, until an operator acts (`config/postgres.sql`).
+    private static func warn(about sql: PostgresSQL, valid: [String: [String]], invalid: [String], column: Bool, logger: Logger) {
+        let table = sql.table
+        if !invalid.isEmpty {
+            logger.warning(
+                "PostgreSQL table \(table) has invalid indexes (\(invalid.joined(separator: ", "))), left by a CREATE INDEX CONCURRENTLY that failed: drop them and build them again")
+        }
+        if !column {
+            logger.warning(
+                "PostgreSQL table \(table) has no sweep_after column (an earlier version made it): completions are not written in place; config/postgres.sql says how to upgrade the table")
+        } else if !sql.hasSweepAfter {
+            logger.warning(
+                "PostgreSQL table \(table) has a sweep_after column but no valid index on it: the statements of the earlier table are used until the index is built (config/postgres.sql) and the proxy restarted")
+        }
+        if valid[sql.sweepColumn] == nil {
+            logger.warning(
+                "PostgreSQL table \(table) has no index on \(sql.sweepColumn): the sweep of expired rows scans the table (config/postgres.sql has the index)")
+        }
+        if sql.hasSweepAfter, let expiry = valid["expires_at"] {
+            logger.warning(
+                "PostgreSQL table \(table) has an index on expires_at (\(expiry.joined(separator: ", "))), which makes every completion write a new index entry; drop it once no proxy of an earlier version uses the table (config/postgres.sql)")
         }
     }
 
