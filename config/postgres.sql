@@ -23,14 +23,17 @@
 --
 --   SET lock_timeout = '5s';
 --   ALTER TABLE idempotency_records ADD COLUMN sweep_after timestamptz NOT NULL DEFAULT 'epoch';
---   UPDATE idempotency_records SET sweep_after = expires_at WHERE record_key IN (SELECT record_key FROM idempotency_records WHERE sweep_after < expires_at LIMIT 10000);
+--   UPDATE idempotency_records SET sweep_after = expires_at WHERE record_key IN (SELECT record_key FROM idempotency_records WHERE sweep_after < expires_at LIMIT 10000 FOR UPDATE SKIP LOCKED);
+--   RESET lock_timeout;
 --   CREATE INDEX CONCURRENTLY idempotency_records_sweep_after ON idempotency_records (sweep_after);
 --   ALTER TABLE idempotency_records SET (fillfactor = 70);
 --
 -- The ALTER waits at most lock_timeout for the table (run it again if it times out), so that
--- it never holds the proxies' statements queued behind a long transaction. Run the UPDATE
--- again until it updates no row: batches keep each one's row locks short; one a deadlock
--- cancels is simply run again. CREATE INDEX CONCURRENTLY must run outside a transaction
+-- it never holds the proxies' statements queued behind a long transaction; the index is built
+-- without it, since CREATE INDEX CONCURRENTLY waits for every older transaction. Run the
+-- UPDATE again until it updates fewer rows than its batch: batches keep row locks short, and
+-- SKIP LOCKED leaves the rows a proxy holds (for the next run), so that it never waits on, nor
+-- deadlocks with, the proxies. CREATE INDEX CONCURRENTLY must run outside a transaction
 -- block; if it fails, it leaves an invalid index (which the proxy names at start): drop it
 -- with DROP INDEX CONCURRENTLY and build it again. Then restart the proxies on this version.
 -- Once none of an earlier version is left, run the UPDATE once more (for the rows those wrote

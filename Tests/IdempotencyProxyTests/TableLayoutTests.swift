@@ -35,7 +35,7 @@ import Testing
             VALUES ('earlier', decode('01', 'hex'), decode('00', 'hex'), NULL, now() + interval '1 hour')
             """)
         let upgrade = try Self.upgradeStatements().map { $0.replacingOccurrences(of: "idempotency_records", with: "$TABLE") }
-        #expect(upgrade.count == 7, "\(upgrade)")
+        #expect(upgrade.count == 8, "\(upgrade)")
         let indexBuilt = try #require(upgrade.firstIndex { $0.hasPrefix("CREATE INDEX CONCURRENTLY") })
         let update = try #require(upgrade.first { $0.hasPrefix("UPDATE") })
         for statement in upgrade[..<indexBuilt] { try await table.query(statement) }
@@ -48,6 +48,8 @@ import Testing
             try await expectExpiredRowsSwept(table)
         }
         #expect(try await table.indexes(on: "sweep_after") == 0)
+        #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE sweep_after = 'epoch' AND record IS NOT NULL") >= 1,
+            "the earlier statements, which leave sweep_after to its default")
 
         for statement in upgrade[indexBuilt...] { try await table.query(statement) }
         try await table.query(update)

@@ -44,9 +44,11 @@ struct PostgresSQL: Sendable {
     /// earlier version write to the table: its rows are swept once they expire.
     static let sweepAfterColumn = (name: "sweep_after", type: "timestamp with time zone")
 
+    /// Plain `CREATE TABLE`: made in one transaction with its index, so that an index is never
+    /// built on a table another process made meanwhile (that one fails, and is found as it is).
     var createTable: String {
         """
-        CREATE TABLE IF NOT EXISTS \(name) (
+        CREATE TABLE \(name) (
             record_key  text        PRIMARY KEY,
             owner       bytea       NOT NULL,
             fingerprint bytea       NOT NULL,
@@ -94,8 +96,9 @@ struct PostgresSQL: Sendable {
     /// claiming at once cannot both win; the keys are written in byte order, so two batches
     /// cannot deadlock.
     ///
-    /// Past its deadline (`clock_timestamp()`, read when the row is proposed and again once an
-    /// expired row's lock is held) a claim is written already expired: it holds nothing, and
+    /// Past its deadline (`clock_timestamp()`, read once when the row is proposed, in a subquery
+    /// kept apart by `OFFSET 0` so that its two uses agree, and again once an expired row's lock
+    /// is held) a claim is written already expired: it holds nothing, and
     /// the returned expiry (not in the future) says it came late. The claimer has given up, and
     /// a live claim nobody waits for would hold the key until lock_ttl. A live row is returned
     /// whatever the time, so a late retry still meets it. Our own live in-flight claim (an
@@ -118,9 +121,12 @@ struct PostgresSQL: Sendable {
         return """
             INSERT INTO \(name) AS r (record_key, owner, fingerprint, record, expires_at\(sweepAfter("sweep_after")))
             SELECT u.k, u.o, u.f, NULL,
-                CASE WHEN clock_timestamp() <= \(Self.deadline("u.d")) THEN now() + u.ttl * interval '1 millisecond' ELSE \(Self.expired) END\(
-                    sweepAfter("CASE WHEN clock_timestamp() <= \(Self.deadline("u.d")) THEN now() + (u.ttl + u.ret) * interval '1 millisecond' ELSE \(Self.expired) END"))
-            FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int8[], $5::int8[], $6::int8[]) AS u(k, o, f, ttl, d, ret)
+                CASE WHEN u.in_time THEN now() + u.ttl * interval '1 millisecond' ELSE \(Self.expired) END\(
+                    sweepAfter("CASE WHEN u.in_time THEN now() + (u.ttl + u.ret) * interval '1 millisecond' ELSE \(Self.expired) END"))
+            FROM (
+                SELECT p.*, clock_timestamp() <= \(Self.deadline("p.d")) AS in_time
+                FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int8[], $5::int8[], $6::int8[]) AS p(k, o, f, ttl, d, ret)
+                OFFSET 0) AS u
             ORDER BY u.k COLLATE "C"
             ON CONFLICT (record_key) DO UPDATE SET
                 owner = CASE WHEN \(vacant) THEN excluded.owner ELSE r.owner END,

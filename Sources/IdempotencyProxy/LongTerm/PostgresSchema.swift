@@ -79,7 +79,7 @@ final class PostgresSchema: Sendable {
         let table = sql.table
         if !invalid.isEmpty {
             logger.warning(
-                "PostgreSQL table \(table) has invalid indexes (\(invalid.joined(separator: ", "))), left by a CREATE INDEX CONCURRENTLY that failed: drop them and build them again")
+                "PostgreSQL table \(table) has invalid indexes (\(invalid.joined(separator: ", "))), which the sweep cannot use: a CREATE INDEX CONCURRENTLY still running or failed, or a DROP INDEX CONCURRENTLY cut short; one that failed is dropped and built again (config/postgres.sql)")
         }
         if !column {
             logger.warning(
