@@ -123,8 +123,8 @@ final class PostgresConnections {
         if let readyNow {
             sent.connection = readyNow.connection
             run(statement, binds, on: readyNow).assumeIsolated().whenComplete(finished)
-        } else {
-            opened!.assumeIsolated().flatMap { ready in
+        } else if let opened {
+            opened.assumeIsolated().flatMap { ready in
                 sent.connection = ready.connection
                 return self.run(statement, binds, on: ready)
             }.whenComplete(finished)

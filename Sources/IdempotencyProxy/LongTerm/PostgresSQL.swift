@@ -10,10 +10,10 @@ struct PostgresSQL: Sendable {
     let table: String
     /// `postgres_synchronous_commit`.
     var synchronousCommit = true
-    /// The table has a `sweep_after` column, which the sweep's index holds: the tables this
-    /// version creates. A table made before has none and its index is on `expires_at`, which
-    /// every completion changes; the statements for it leave `sweep_after` out
-    /// (`config/postgres.sql` says how to add it).
+    /// The table has a `sweep_after` column and a valid index on it, as the tables this version
+    /// creates. A table made before has neither, and its index on `expires_at`, which every
+    /// completion changes; the statements for it (and for one halfway through its upgrade)
+    /// leave `sweep_after` out (`config/postgres.sql` says how to upgrade it).
     var hasSweepAfter = true
 
     /// Quoted, so that a name such as `order` is a table, not a keyword.
@@ -89,8 +89,9 @@ struct PostgresSQL: Sendable {
 
     /// A batch of claims (`GroupCommitQueue`), one row per key, as arrays of the same length:
     /// $1 keys, $2 owners, $3 fingerprints, $4 lock_ttls in ms, $5 the claimers' deadlines in ms
-    /// since the epoch, $6 retentions in ms (for `sweep_after`). One statement that claims each key when nothing live is there (a row
-    /// whose `expires_at` passed is taken over, so an expired record is never replayed) and
+    /// since the epoch, $6 retentions in ms (for `sweep_after`). One statement that claims each
+    /// key when nothing live is there (a row whose `expires_at` passed is taken over, so an
+    /// expired record is never replayed) and
     /// otherwise leaves the row as it is and returns it: the returned owner is ours exactly
     /// when the claim is. Each row is locked and read at its latest version, so two proxies
     /// claiming at once cannot both win; the keys are written in byte order, so two batches
@@ -98,10 +99,10 @@ struct PostgresSQL: Sendable {
     ///
     /// Past its deadline (`clock_timestamp()`, read once when the row is proposed, in a subquery
     /// kept apart by `OFFSET 0` so that its two uses agree, and again once an expired row's lock
-    /// is held) a claim is written already expired: it holds nothing, and
-    /// the returned expiry (not in the future) says it came late. The claimer has given up, and
-    /// a live claim nobody waits for would hold the key until lock_ttl. A live row is returned
-    /// whatever the time, so a late retry still meets it. Our own live in-flight claim (an
+    /// is held) a claim is written already expired: it holds nothing, and the returned expiry
+    /// (not in the future) says it came late. The claimer has given up, and a live claim nobody
+    /// waits for would hold the key until lock_ttl. A live row is returned whatever the time, so
+    /// a late retry still meets it. Our own live in-flight claim (an
     /// earlier try whose answer never came) is renewed for lock_ttl when in time, so that the
     /// lock runs from this claim, as a fresh one would.
     ///
