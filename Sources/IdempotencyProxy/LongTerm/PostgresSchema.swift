@@ -19,13 +19,11 @@ final class PostgresSchema: Sendable {
     func ensure(on connection: PostgresConnection, sql configured: PostgresSQL, logger: Logger) -> EventLoopFuture<PostgresSQL> {
         if let sql = checked.withLockedValue({ $0 }) { return connection.eventLoop.makeSucceededFuture(sql) }
         let table = configured.table
-        @Sendable func rows(_ query: String) -> EventLoopFuture<[PostgresRow]> {
-            connection.query(PostgresQuery(unsafeSQL: query), logger: logger).map(\.rows)
-        }
-        return rows(configured.tableExists).flatMapThrowing { try $0.first?.decode(Bool.self) ?? false }.flatMap { exists in
-            exists ? connection.eventLoop.makeSucceededVoidFuture() : Self.create(configured, on: connection, logger: logger)
+        let session = Session(connection: connection, logger: logger)
+        return session.rows(configured.tableExists).flatMapThrowing { try $0.first?.decode(Bool.self) ?? false }.flatMap { exists in
+            exists ? connection.eventLoop.makeSucceededVoidFuture() : Self.create(configured, in: session)
         }.flatMap {
-            rows(configured.columnsQuery).and(rows(configured.indexesQuery))
+            session.rows(configured.columnsQuery).and(session.rows(configured.indexesQuery))
         }.flatMapThrowing { columnRows, indexRows in
             var found: [String: String] = [:]
             for row in columnRows {
@@ -51,7 +49,7 @@ final class PostgresSchema: Sendable {
             Self.warn(about: sql, valid: valid, invalid: invalid, column: found[sweepAfter.name] != nil, logger: logger)
             return sql
         }.flatMap { sql in
-            Self.trial(on: connection, sql: sql, logger: logger).map {
+            Self.trial(sql, in: session).map {
                 self.checked.withLockedValue { $0 = sql }
                 return sql
             }
@@ -60,17 +58,13 @@ final class PostgresSchema: Sendable {
 
     /// The table and its index, in one transaction, so that a proxy starting beside this one
     /// finds both or neither. Another proxy creating them at the same moment is no failure.
-    private static func create(_ sql: PostgresSQL, on connection: PostgresConnection, logger: Logger) -> EventLoopFuture<Void> {
-        @Sendable func run(_ statement: String) -> EventLoopFuture<Void> {
-            connection.query(PostgresQuery(unsafeSQL: statement), logger: logger).map { _ in }
+    private static func create(_ sql: PostgresSQL, in session: Session) -> EventLoopFuture<Void> {
+        session.transaction(ending: "COMMIT") {
+            session.run(sql.createTable).flatMap { session.run(sql.createIndex) }
+        }.flatMapErrorThrowing { error in
+            if case .server(let state, _) = LongTermStoreError(error), ["23505", "42P07"].contains(state) { return }
+            throw Self.unusable(sql.table, LongTermStoreError(error))
         }
-        return run("BEGIN").flatMap { run(sql.createTable) }.flatMap { run(sql.createIndex) }.flatMap { run("COMMIT") }
-            .flatMapError { error in
-                run("ROLLBACK").flatMapErrorThrowing { _ in }.flatMapThrowing {
-                    if case .server(let state, _) = LongTermStoreError(error), ["23505", "42P07"].contains(state) { return }
-                    throw Self.unusable(sql.table, LongTermStoreError(error))
-                }
-            }
     }
 
     /// What the table lacks for the sweep or for completions written in place: usable, but
@@ -101,36 +95,29 @@ final class PostgresSchema: Sendable {
     /// Runs the claim, both completions and the release once on a key of its own, in a
     /// transaction that is rolled back: what only running them shows (a table without its
     /// primary key, a missing right) fails here, not on every request.
-    private static func trial(on connection: PostgresConnection, sql: PostgresSQL, logger: Logger) -> EventLoopFuture<Void> {
-        @Sendable func run(_ text: String, _ bind: (inout PostgresBindings) -> Void = { _ in }) -> EventLoopFuture<Void> {
-            var binds = PostgresBindings()
-            bind(&binds)
-            return connection.query(PostgresQuery(unsafeSQL: text, binds: binds), logger: logger).map { _ in }
-        }
+    private static func trial(_ sql: PostgresSQL, in session: Session) -> EventLoopFuture<Void> {
+        let run = session.run
         // A key of its own, so that proxies starting together never wait for each other's trial.
         let key = "idemproxy-start-check-\(UInt64.random(in: 0...UInt64.max))"
         let token = ByteBuffer(bytes: [UInt8](repeating: 0, count: IdempotencyRecord.ownerLength))
         let fingerprint = ByteBuffer(bytes: [UInt8](repeating: 0, count: IdempotencyRecord.fingerprintLength))
-        let checked = run("BEGIN").flatMap {
+        return session.transaction(ending: "ROLLBACK") {
             run(sql.claim) {
                 $0.append([key]); $0.append([token]); $0.append([fingerprint]); $0.append([Int64(1)])
                 $0.append([WallClock.milliseconds() + 60_000]); $0.append([Int64(1)])
+            }.flatMap {
+                run(sql.completeOwned) {
+                    $0.append([key]); $0.append([token]); $0.append([fingerprint]); $0.append([token]); $0.append([Int64(1)])
+                }
+            }.flatMap {
+                run(sql.complete) {
+                    $0.append(key); $0.append(token); $0.append(fingerprint); $0.append(token); $0.append(Int64(1)); $0.append(Int64(0))
+                }
+            }.flatMap {
+                run(sql.release) { $0.append(key); $0.append(token) }
             }
-        }.flatMap {
-            run(sql.completeOwned) {
-                $0.append([key]); $0.append([token]); $0.append([fingerprint]); $0.append([token]); $0.append([Int64(1)])
-            }
-        }.flatMap {
-            run(sql.complete) {
-                $0.append(key); $0.append(token); $0.append(fingerprint); $0.append(token); $0.append(Int64(1)); $0.append(Int64(0))
-            }
-        }.flatMap {
-            run(sql.release) { $0.append(key); $0.append(token) }
-        }
-        return checked.flatMap { run("ROLLBACK") }.flatMapError { error in
-            run("ROLLBACK").flatMapErrorThrowing { _ in }.flatMapThrowing {
-                throw Self.unusable(sql.table, LongTermStoreError(error))
-            }
+        }.flatMapErrorThrowing { error in
+            throw Self.unusable(sql.table, LongTermStoreError(error))
         }
     }
 
@@ -141,5 +128,29 @@ final class PostgresSchema: Sendable {
     private static func unusable(_ table: String, _ error: LongTermStoreError) -> LongTermStoreError {
         guard case .server(let state, _) = error, state.hasPrefix("42") || state == "23502" || state == "0A000" else { return error }
         return .unusableTable("PostgreSQL table \(table) cannot be created or used: \(error)")
+    }
+}
+
+/// The check's statements, on the connection it runs on.
+private struct Session: Sendable {
+    let connection: PostgresConnection
+    let logger: Logger
+
+    func rows(_ query: String) -> EventLoopFuture<[PostgresRow]> {
+        connection.query(PostgresQuery(unsafeSQL: query), logger: logger).map(\.rows)
+    }
+
+    func run(_ text: String, _ bind: (inout PostgresBindings) -> Void = { _ in }) -> EventLoopFuture<Void> {
+        var binds = PostgresBindings()
+        bind(&binds)
+        return connection.query(PostgresQuery(unsafeSQL: text, binds: binds), logger: logger).map { _ in }
+    }
+
+    /// `body` between `BEGIN` and `end` (`COMMIT`, or `ROLLBACK` for a trial); one that fails
+    /// is rolled back, and its error passed on.
+    func transaction(ending end: String, _ body: @escaping @Sendable () -> EventLoopFuture<Void>) -> EventLoopFuture<Void> {
+        run("BEGIN").flatMap(body).flatMap { run(end) }.flatMapError { error in
+            run("ROLLBACK").flatMapErrorThrowing { _ in }.flatMapThrowing { throw error }
+        }
     }
 }
