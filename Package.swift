@@ -137,6 +137,13 @@ let package = Package(
             dependencies: ["IdempotencyCore"]
         ),
         .executableTarget(
+            name: "nio-floor",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
             name: "fuzz-parsers",
             dependencies: [
                 "RedisClient", "IdempotencyCore", "HTTPWire",
