@@ -11,8 +11,9 @@ import Darwin
 /// on this machine, with no HTTP and no store.
 /// - `relay PORT UPSTREAM_PORT`: each client connection gets its own upstream connection and
 ///   the bytes are copied both ways as they come: a proxy that does nothing but I/O.
-/// - `answer PORT`: every request head (a body-less request ending in an empty line) is
-///   answered with the same stored bytes: a replay without parsing, hashing or Redis.
+/// - `answer PORT`: every request is answered with the same stored bytes: a replay without
+///   parsing, hashing or Redis. Requests are counted by the empty line that ends each head, so
+///   a body must not hold one (the bench's do not).
 /// One event loop per core, as idemproxy runs. docs/performance.md, "The floor under each
 /// ratio", has runs.
 @main
@@ -26,32 +27,47 @@ enum NIOFloor {
         {"id":"ch_1","object":"charge"}
         """
 
-    static func main() throws {
+    enum Mode {
+        case relay(upstreamPort: Int)
+        case answer
+    }
+
+    static func main() {
         let arguments = Array(CommandLine.arguments.dropFirst())
-        guard let mode = arguments.first, let port = arguments.dropFirst().first.flatMap(Int.init),
-            mode == "answer" || (mode == "relay" && arguments.count == 3 && Int(arguments[2]) != nil)
-        else {
-            let usage = Array("usage: nio-floor relay PORT UPSTREAM_PORT | nio-floor answer PORT\n".utf8)
-            _ = usage.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-            exit(2)
+        let ports = arguments.dropFirst().compactMap { Int($0) }.filter { (1...65535).contains($0) }
+        let mode: Mode
+        switch (arguments.first, arguments.count, ports.count) {
+        case ("relay", 3, 2): mode = .relay(upstreamPort: ports[1])
+        case ("answer", 2, 1): mode = .answer
+        default: fail("usage: nio-floor relay PORT UPSTREAM_PORT | nio-floor answer PORT")
         }
-        let upstreamPort = arguments.count == 3 ? Int(arguments[2])! : 0
+        let port = ports[0]
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
-        let server = try ServerBootstrap(group: group)
+        let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if mode == "answer" {
+                switch mode {
+                case .relay(let upstreamPort):
+                    return relay(channel, to: upstreamPort)
+                case .answer:
+                    return channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(FixedAnswer(channel.allocator.buffer(string: answer)))
                     }
-                }.flatMap {
-                    mode == "answer" ? channel.eventLoop.makeSucceededVoidFuture() : relay(channel, to: upstreamPort)
                 }
             }
-            .bind(host: "127.0.0.1", port: port).wait()
-        try server.closeFuture.wait()
+        do {
+            try bootstrap.bind(host: "127.0.0.1", port: port).wait().closeFuture.wait()
+        } catch {
+            fail("nio-floor: \(error)")
+        }
+    }
+
+    private static func fail(_ message: String) -> Never {
+        let line = Array((message + "\n").utf8)
+        _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+        exit(2)
     }
 
     /// Both channels are on the client's event loop, so the two handlers never change threads.
