@@ -120,14 +120,14 @@ final class PostgresConnections {
                 answer.complete(.failure(failure))
             }
         }
+        let send = { (ready: Ready) -> EventLoopFuture<[PostgresRow]> in
+            sent.connection = ready.connection
+            return self.run(statement, binds, on: ready)
+        }
         if let readyNow {
-            sent.connection = readyNow.connection
-            run(statement, binds, on: readyNow).assumeIsolated().whenComplete(finished)
+            send(readyNow).assumeIsolated().whenComplete(finished)
         } else if let opened {
-            opened.assumeIsolated().flatMap { ready in
-                sent.connection = ready.connection
-                return self.run(statement, binds, on: ready)
-            }.whenComplete(finished)
+            opened.assumeIsolated().flatMap(send).whenComplete(finished)
         }
     }
 
