@@ -118,14 +118,34 @@ extension TestTable {
     func loopStore(connections: Int = PostgresWiring.connectionsPerLoop, metrics: ProxyMetrics) async throws
         -> (any EventLoop, NIOLoopBound<PostgresRecordStore>)
     {
-        var loader = ConfigLoader()
-        for (key, value) in settings() { loader.applySet("\(key)=\(value)") }
-        let configuration = try loader.finish().get()
-        let wiring = PostgresWiring(url: configuration.postgresURL!, tls: .disable, configuration: configuration)
+        let wiring = try wiring()
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let store = try await loop.submit {
             NIOLoopBound(wiring.store(on: loop, connections: connections, metrics: metrics, logger: Logger(label: "test")), eventLoop: loop)
         }.get()
         return (loop, store)
+    }
+
+    /// The stores of two event loops of one proxy on this table, taking turns through `turn`.
+    func loopStores(turn: CommitTurn, settings extra: [String: String] = [:], metrics: ProxyMetrics) async throws
+        -> [(any EventLoop, NIOLoopBound<PostgresRecordStore>)]
+    {
+        var wiring = try wiring(extra)
+        wiring.turn = turn
+        var stores: [(any EventLoop, NIOLoopBound<PostgresRecordStore>)] = []
+        for _ in 0..<2 {
+            let loop = MultiThreadedEventLoopGroup.singleton.next()
+            stores.append((loop, try await loop.submit { [wiring] in
+                NIOLoopBound(wiring.store(on: loop, metrics: metrics, logger: Logger(label: "test")), eventLoop: loop)
+            }.get()))
+        }
+        return stores
+    }
+
+    private func wiring(_ extra: [String: String] = [:]) throws -> PostgresWiring {
+        var loader = ConfigLoader()
+        for (key, value) in settings(extra) { loader.applySet("\(key)=\(value)") }
+        let configuration = try loader.finish().get()
+        return PostgresWiring(url: configuration.postgresURL!, tls: .disable, configuration: configuration)
     }
 }

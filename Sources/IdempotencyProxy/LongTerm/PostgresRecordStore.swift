@@ -7,11 +7,17 @@ import PostgresNIO
 /// Claims and completions are committed in groups (`GroupCommitQueue`): at most one batch per
 /// connection is out at a time, and whatever queues meanwhile goes out together when one
 /// answers, so that a busy loop pays one round trip, one statement and one commit for many
-/// requests. A batch that times out or loses its connection fails as a whole, as each of its
-/// statements alone would have; one the server refuses is sent again item by item.
+/// requests. With a `CommitTurn`, one batch is out at a time for the whole proxy. A batch that
+/// times out or loses its connection fails as a whole, as each of its statements alone would
+/// have; one the server refuses is sent again item by item.
 final class PostgresRecordStore: LongTermStore {
     private let connections: PostgresConnections
     private let metrics: ProxyMetrics
+    private let turn: CommitTurn?
+    /// This store's place in `turn`.
+    private var member = 0
+    /// `turn` says this store's batches may go out (it holds while one is out).
+    private var holdsTurn = false
     private var claims = GroupCommitQueue<PendingClaim>()
     private var completions = GroupCommitQueue<PendingCompletion>()
     /// Batches sent and not answered yet, at most one per connection.
@@ -42,9 +48,13 @@ final class PostgresRecordStore: LongTermStore {
         let completion: (Result<Bool, LongTermStoreError>) -> Void
     }
 
-    init(connections: PostgresConnections, metrics: ProxyMetrics) {
+    /// `turn`: shared by the stores of every loop (the sweeper's takes no turn). Made on
+    /// `eventLoop`, the connections' loop.
+    init(connections: PostgresConnections, metrics: ProxyMetrics, turn: CommitTurn?, eventLoop: any EventLoop) {
         self.connections = connections
         self.metrics = metrics
+        self.turn = turn
+        member = turn?.join(on: eventLoop) { [weak self] in self?.handedTurn() } ?? 0
     }
 
     func claim(
@@ -81,6 +91,11 @@ final class PostgresRecordStore: LongTermStore {
         sending = true
         defer { sending = false }
         while batchesOut < connections.count {
+            if claims.isEmpty && completions.isEmpty { return }
+            if !holdsTurn {
+                guard turn?.take(member) ?? true else { return }
+                holdsTurn = true
+            }
             switch (claims.oldest, completions.oldest) {
             case (nil, nil): return
             case (.some(let claim), .some(let completion)) where completion < claim: sendCompletions(completions.nextBatch())
@@ -179,6 +194,7 @@ final class PostgresRecordStore: LongTermStore {
         batchesOut += 1
         run(statement, binds) { result in
             self.batchesOut -= 1
+            if self.batchesOut == 0 { self.leaveTurn() }
             self.sendBatches()
             switch result {
             case .success(let rows):
@@ -189,6 +205,17 @@ final class PostgresRecordStore: LongTermStore {
                 for (_, item) in batch { fail(item, error) }
             }
         }
+    }
+
+    /// Another loop's batch was answered and this store is next (its items waited meanwhile).
+    private func handedTurn() {
+        if claims.isEmpty && completions.isEmpty && batchesOut == 0 { leaveTurn() } else { sendBatches() }
+    }
+
+    /// Lets the next loop in line send (or frees the turn): a loop with more to send asks again.
+    private func leaveTurn() {
+        holdsTurn = false
+        turn?.leave(member)
     }
 
     private static func mayBeOneRows(_ error: LongTermStoreError) -> Bool {
@@ -290,7 +317,12 @@ final class PostgresRecordStore: LongTermStore {
         run(.ping, []) { completion($0.map { _ in }) }
     }
 
-    func close() { connections.close() }
+    /// What waits goes out at once and fails (no connection): no loop waits for the turn again.
+    func close() {
+        turn?.close()
+        connections.close()
+        sendBatches()
+    }
 
     /// Runs one statement and records its latency and any failure.
     private func run(

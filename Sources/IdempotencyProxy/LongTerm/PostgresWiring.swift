@@ -17,6 +17,8 @@ struct PostgresWiring: Sendable {
     let sql: PostgresSQL
     let timeout: TimeAmount
     let schema = PostgresSchema()
+    /// Shared by the stores of every loop: one statement of claims or completions out at a time.
+    var turn = CommitTurn()
     let connection: PostgresConnection.Configuration
 
     /// `tls`: `TLSContexts.postgres`.
@@ -53,14 +55,16 @@ struct PostgresWiring: Sendable {
     }
 
     /// One loop's store; `connections` of its own (the sweeper has one, so that requests never
-    /// queue behind a sweep).
-    func store(on eventLoop: any EventLoop, connections size: Int = Self.connectionsPerLoop, metrics: ProxyMetrics, logger: Logger)
-        -> PostgresRecordStore
-    {
+    /// queue behind a sweep), taking its turn with the other loops' unless `takesTurns` is false
+    /// (the sweeper's, whose statements are few).
+    func store(
+        on eventLoop: any EventLoop, connections size: Int = Self.connectionsPerLoop, takesTurns: Bool = true, metrics: ProxyMetrics,
+        logger: Logger
+    ) -> PostgresRecordStore {
         let connections = PostgresConnections(
             eventLoop: eventLoop, configuration: connection, sql: sql, schema: schema, size: size, timeout: timeout,
             logger: logger)
-        return PostgresRecordStore(connections: connections, metrics: metrics)
+        return PostgresRecordStore(connections: connections, metrics: metrics, turn: takesTurns ? turn : nil, eventLoop: eventLoop)
     }
 }
 

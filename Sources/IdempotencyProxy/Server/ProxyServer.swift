@@ -96,7 +96,7 @@ public final class ProxyServer: Sendable {
                 // proxy of a fleet at a time.
                 let sweeper = index == 0 ? postgres.map {
                     RecordSweeper(
-                        eventLoop: loop, store: $0.store(on: loop, connections: 1, metrics: metrics, logger: logger),
+                        eventLoop: loop, store: $0.store(on: loop, connections: 1, takesTurns: false, metrics: metrics, logger: logger),
                         interval: sweepInterval, logger: logger)
                 } : nil
                 sweeper?.start()

@@ -1,0 +1,144 @@
+import IdempotencyCore
+import NIOConcurrencyHelpers
+import NIOCore
+import PostgresNIO
+import TestSupport
+import Testing
+
+@testable import IdempotencyProxy
+
+/// Who sends the next batch (`CommitTurnLine`), as rows: each step a member taking or leaving
+/// the turn at a time (ms), and what it answers.
+@Suite struct CommitTurnLineTests {
+    enum Step: Sendable {
+        /// Takes at `ms`: may it send?
+        case take(Int, ms: UInt64, sends: Bool)
+        /// Leaves at `ms`: who is handed the turn?
+        case leave(Int, ms: UInt64, handed: Int?)
+    }
+
+    struct Row: Sendable, CustomTestStringConvertible {
+        let rule: String
+        let steps: [Step]
+        var testDescription: String { rule }
+    }
+
+    @Test(arguments: [
+        Row(rule: "a free turn is taken at once", steps: [.take(0, ms: 0, sends: true)]),
+        Row(rule: "the holder takes again without waiting", steps: [.take(0, ms: 0, sends: true), .take(0, ms: 1, sends: true)]),
+        Row(rule: "another waits while the turn is held", steps: [.take(0, ms: 0, sends: true), .take(1, ms: 1, sends: false)]),
+        Row(
+            rule: "the holder leaving hands the turn to the one waiting",
+            steps: [.take(0, ms: 0, sends: true), .take(1, ms: 1, sends: false), .leave(0, ms: 2, handed: 1), .take(0, ms: 3, sends: false)]),
+        Row(rule: "a holder leaving with nobody waiting frees the turn", steps: [.take(0, ms: 0, sends: true), .leave(0, ms: 1, handed: nil), .take(1, ms: 2, sends: true)]),
+        Row(
+            rule: "those waiting are handed the turn in the order they asked, each once",
+            steps: [
+                .take(0, ms: 0, sends: true), .take(2, ms: 1, sends: false), .take(1, ms: 2, sends: false), .take(2, ms: 3, sends: false),
+                .leave(0, ms: 4, handed: 2), .leave(2, ms: 5, handed: 1), .leave(1, ms: 6, handed: nil),
+            ]),
+        Row(
+            rule: "one that leaves the line is not handed the turn",
+            steps: [.take(0, ms: 0, sends: true), .take(1, ms: 1, sends: false), .leave(1, ms: 2, handed: nil), .leave(0, ms: 3, handed: nil)]),
+        Row(
+            rule: "a turn held past patience is gone around, and the holder keeps it",
+            steps: [
+                .take(0, ms: 0, sends: true), .take(1, ms: 100, sends: false), .take(1, ms: 101, sends: true),
+                .take(1, ms: 102, sends: true), .leave(1, ms: 103, handed: nil), .leave(0, ms: 104, handed: nil), .take(1, ms: 105, sends: true),
+            ]),
+        Row(
+            rule: "patience counts from when the turn was handed, not first taken",
+            steps: [.take(0, ms: 0, sends: true), .take(1, ms: 1, sends: false), .leave(0, ms: 90, handed: 1), .take(0, ms: 150, sends: false)]),
+        Row(
+            rule: "one that went around and left waits again behind a holder within patience",
+            steps: [
+                .take(0, ms: 0, sends: true), .take(1, ms: 150, sends: true), .leave(1, ms: 151, handed: nil), .leave(0, ms: 152, handed: nil),
+                .take(0, ms: 153, sends: true), .take(1, ms: 154, sends: false),
+            ]),
+    ])
+    func line(_ row: Row) {
+        var line = CommitTurnLine(patience: 100_000_000)
+        for (index, step) in row.steps.enumerated() {
+            switch step {
+            case .take(let member, let ms, let sends):
+                #expect(line.take(member, now: ms * 1_000_000) == sends, "step \(index)")
+            case .leave(let member, let ms, let handed):
+                #expect(line.leave(member, now: ms * 1_000_000) == handed, "step \(index)")
+            }
+        }
+    }
+}
+
+/// The turn between two loops' stores against a real PostgreSQL: a batch held on the server
+/// (a row another transaction is inserting) keeps the other loop's batch back until it is
+/// answered, or, with patience spent, no longer.
+@Suite struct CommitTurnLiveTests {
+    typealias Store = (any EventLoop, NIOLoopBound<PostgresRecordStore>)
+    typealias ClaimResult = Result<ProtectedRequestMachine.ClaimAnswer, LongTermStoreError>
+
+    @Test func aLoopWaitsForTheTurnWhileAnothersBatchIsOutAndIsHandedItAfter() async throws {
+        let table = TestTable()
+        let stores = try await table.loopStores(turn: CommitTurn(patience: .hours(1)), settings: ["postgres_timeout": "20s"], metrics: ProxyMetrics())
+        let blocker = try await holdRow("a", of: table, stores: stores)
+        let a = Self.claim("a", on: stores[0])
+        try await waitUntilBlocked(table)
+        let b = Self.claim("b", on: stores[1])
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key = 'b'") == 0, "b's claim waits for the turn")
+        _ = try await blocker.query("ROLLBACK", logger: .init(label: "test-sql"))
+        try await blocker.close()
+        #expect(try await a.result.get() == .success(.claimed))
+        #expect(try await b.result.get() == .success(.claimed), "b's claim is sent once a's is answered")
+    }
+
+    @Test func aBatchHeldPastPatienceIsGoneAround() async throws {
+        let table = TestTable()
+        let stores = try await table.loopStores(turn: CommitTurn(), settings: ["postgres_timeout": "20s"], metrics: ProxyMetrics())
+        let blocker = try await holdRow("a", of: table, stores: stores)
+        let a = Self.claim("a", on: stores[0])
+        try await waitUntilBlocked(table)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(try await Self.claim("b", on: stores[1]).result.get() == .success(.claimed))
+        #expect(!a.answered.withLockedValue { $0 }, "b is answered while a's batch still holds the turn")
+        _ = try await blocker.query("ROLLBACK", logger: .init(label: "test-sql"))
+        try await blocker.close()
+        #expect(try await a.result.get() == .success(.claimed))
+    }
+
+    /// Both stores' connections opened (a claim each), then `key` inserted by a transaction of
+    /// the test's own left open: a claim of `key` waits for it.
+    private func holdRow(_ key: String, of table: TestTable, stores: [Store]) async throws -> PostgresConnection {
+        for (index, store) in stores.enumerated() { #expect(try await Self.claim("warm\(index)", on: store).result.get() == .success(.claimed)) }
+        let blocker = try await TestTable.connect(table.url)
+        _ = try await blocker.query("BEGIN", logger: .init(label: "test-sql"))
+        _ = try await blocker.query(
+            PostgresQuery(unsafeSQL: "INSERT INTO \(table.name) (record_key, owner, fingerprint, expires_at) VALUES ('\(key)', '\\x01', '\\x02', now() + interval '1 hour')"),
+            logger: .init(label: "test-sql"))
+        return blocker
+    }
+
+    /// A statement on the table waits for a lock.
+    private func waitUntilBlocked(_ table: TestTable) async throws {
+        try await eventually("a claim waiting for the held row") {
+            try await table.integer("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND position('\(table.name)' in query) > 0") == 1
+        }
+    }
+
+    /// A claim sent from the store's loop; `answered` is set when it is.
+    private static func claim(_ key: String, on store: Store) -> (result: EventLoopFuture<ClaimResult>, answered: NIOLockedValueBox<Bool>) {
+        let answered = NIOLockedValueBox(false)
+        let result = store.0.flatSubmit {
+            let promise = store.0.makePromise(of: ClaimResult.self)
+            store.1.value.claim(
+                key: key, owner: [UInt8](repeating: 1, count: IdempotencyRecord.ownerLength),
+                fingerprint: [UInt8](repeating: 7, count: IdempotencyRecord.fingerprintLength), lockTTLMs: 60_000, retentionMs: 3_600_000,
+                deadlineMs: WallClock.milliseconds() + 60_000
+            ) {
+                answered.withLockedValue { $0 = true }
+                promise.succeed($0)
+            }
+            return promise.futureResult
+        }
+        return (result, answered)
+    }
+}
