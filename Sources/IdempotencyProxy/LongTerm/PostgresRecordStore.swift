@@ -207,13 +207,22 @@ final class PostgresRecordStore: LongTermStore {
         }
     }
 
-    /// Another loop's batch was answered and this store is next (its items waited meanwhile).
+    /// Another loop's batch was answered and this store is next. The hop may come late: the
+    /// turn may have been taken (by `sendBatches`) and even left since.
     private func handedTurn() {
-        if claims.isEmpty && completions.isEmpty && batchesOut == 0 { leaveTurn() } else { sendBatches() }
+        if holdsTurn { return }
+        if claims.isEmpty && completions.isEmpty {
+            turn?.leave(member)
+        } else {
+            // Taken at once, unless a refused batch's items, sent again one by one outside the
+            // turn, are still out: once they are answered.
+            sendBatches()
+        }
     }
 
     /// Lets the next loop in line send (or frees the turn): a loop with more to send asks again.
     private func leaveTurn() {
+        guard holdsTurn else { return }
         holdsTurn = false
         turn?.leave(member)
     }
