@@ -1,4 +1,5 @@
 import IdempotencyCore
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import PostgresNIO
@@ -79,14 +80,14 @@ import Testing
     @Test func aLoopWaitsForTheTurnWhileAnothersBatchIsOutAndIsHandedItAfter() async throws {
         let table = TestTable()
         let stores = try await table.loopStores(turn: CommitTurn(patience: .hours(1)), settings: ["postgres_timeout": "20s"], metrics: ProxyMetrics())
-        let blocker = try await holdRow("a", of: table, stores: stores)
-        let a = Self.claim("a", on: stores[0])
-        try await waitUntilBlocked(table)
-        let b = Self.claim("b", on: stores[1])
-        try await Task.sleep(for: .milliseconds(300))
-        #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key = 'b'") == 0, "b's claim waits for the turn")
-        _ = try await blocker.query("ROLLBACK", logger: .init(label: "test-sql"))
-        try await blocker.close()
+        let (a, b) = try await withRowHeld("a", of: table, stores: stores) {
+            let a = Self.claim("a", on: stores[0])
+            try await waitUntilBlocked(table)
+            let b = Self.claim("b", on: stores[1])
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await table.integer("SELECT count(*) FROM $TABLE WHERE record_key = 'b'") == 0, "b's claim waits for the turn")
+            return (a, b)
+        }
         #expect(try await a.result.get() == .success(.claimed))
         #expect(try await b.result.get() == .success(.claimed), "b's claim is sent once a's is answered")
     }
@@ -94,27 +95,57 @@ import Testing
     @Test func aBatchHeldPastPatienceIsGoneAround() async throws {
         let table = TestTable()
         let stores = try await table.loopStores(turn: CommitTurn(), settings: ["postgres_timeout": "20s"], metrics: ProxyMetrics())
-        let blocker = try await holdRow("a", of: table, stores: stores)
-        let a = Self.claim("a", on: stores[0])
-        try await waitUntilBlocked(table)
-        try await Task.sleep(for: .milliseconds(200))
-        #expect(try await Self.claim("b", on: stores[1]).result.get() == .success(.claimed))
-        #expect(!a.answered.withLockedValue { $0 }, "b is answered while a's batch still holds the turn")
-        _ = try await blocker.query("ROLLBACK", logger: .init(label: "test-sql"))
-        try await blocker.close()
+        let a = try await withRowHeld("a", of: table, stores: stores) {
+            let a = Self.claim("a", on: stores[0])
+            try await waitUntilBlocked(table)
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(try await Self.claim("b", on: stores[1]).result.get() == .success(.claimed))
+            #expect(!a.answered.withLockedValue { $0 }, "b is answered while a's batch still holds the turn")
+            return a
+        }
+        #expect(try await a.result.get() == .success(.claimed))
+    }
+
+    @Test func aClaimWaitingForTheTurnFailsAtOnceWhenItsStoreCloses() async throws {
+        let table = TestTable()
+        let stores = try await table.loopStores(turn: CommitTurn(patience: .hours(1)), settings: ["postgres_timeout": "20s"], metrics: ProxyMetrics())
+        let a = try await withRowHeld("a", of: table, stores: stores) {
+            let a = Self.claim("a", on: stores[0])
+            try await waitUntilBlocked(table)
+            // Queued on the loop before the close: b's claim waits in line when the store closes.
+            let b = Self.claim("b", on: stores[1])
+            try await stores[1].0.submit { stores[1].1.value.close() }.get()
+            try await eventually("b's claim answered", within: 10) { b.answered.withLockedValue { $0 } }
+            let answer = try await b.result.get()
+            guard case .failure(.unavailable) = answer else {
+                Issue.record("b's claim: \(answer)")
+                return a
+            }
+            return a
+        }
         #expect(try await a.result.get() == .success(.claimed))
     }
 
     /// Both stores' connections opened (a claim each), then `key` inserted by a transaction of
-    /// the test's own left open: a claim of `key` waits for it.
-    private func holdRow(_ key: String, of table: TestTable, stores: [Store]) async throws -> PostgresConnection {
+    /// the test's own, left open while `body` runs: a claim of `key` waits for it. Rolled back
+    /// after, whether `body` throws or not.
+    private func withRowHeld<T>(_ key: String, of table: TestTable, stores: [Store], _ body: () async throws -> T) async throws -> T {
         for (index, store) in stores.enumerated() { #expect(try await Self.claim("warm\(index)", on: store).result.get() == .success(.claimed)) }
         let blocker = try await TestTable.connect(table.url)
-        _ = try await blocker.query("BEGIN", logger: .init(label: "test-sql"))
-        _ = try await blocker.query(
-            PostgresQuery(unsafeSQL: "INSERT INTO \(table.name) (record_key, owner, fingerprint, expires_at) VALUES ('\(key)', '\\x01', '\\x02', now() + interval '1 hour')"),
-            logger: .init(label: "test-sql"))
-        return blocker
+        let logger = Logger(label: "test-sql")
+        do {
+            _ = try await blocker.query("BEGIN", logger: logger)
+            _ = try await blocker.query(
+                PostgresQuery(unsafeSQL: "INSERT INTO \(table.name) (record_key, owner, fingerprint, expires_at) VALUES ('\(key)', '\\x01', '\\x02', now() + interval '1 hour')"),
+                logger: logger)
+            let result = try await body()
+            _ = try await blocker.query("ROLLBACK", logger: logger)
+            try await blocker.close()
+            return result
+        } catch {
+            try? await blocker.close()
+            throw error
+        }
     }
 
     /// A statement on the table waits for a lock.
