@@ -130,8 +130,7 @@ extension TestTable {
     func loopStores(turn: CommitTurn, settings extra: [String: String] = [:], metrics: ProxyMetrics) async throws
         -> [(any EventLoop, NIOLoopBound<PostgresRecordStore>)]
     {
-        var wiring = try wiring(extra)
-        wiring.turn = turn
+        let wiring = try wiring(extra, turn: turn)
         var stores: [(any EventLoop, NIOLoopBound<PostgresRecordStore>)] = []
         for _ in 0..<2 {
             let loop = MultiThreadedEventLoopGroup.singleton.next()
@@ -142,10 +141,10 @@ extension TestTable {
         return stores
     }
 
-    private func wiring(_ extra: [String: String] = [:]) throws -> PostgresWiring {
+    private func wiring(_ extra: [String: String] = [:], turn: CommitTurn = CommitTurn()) throws -> PostgresWiring {
         var loader = ConfigLoader()
         for (key, value) in settings(extra) { loader.applySet("\(key)=\(value)") }
         let configuration = try loader.finish().get()
-        return PostgresWiring(url: configuration.postgresURL!, tls: .disable, configuration: configuration)
+        return PostgresWiring(url: configuration.postgresURL!, tls: .disable, configuration: configuration, turn: turn)
     }
 }

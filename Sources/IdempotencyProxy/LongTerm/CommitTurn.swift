@@ -26,7 +26,8 @@ struct CommitTurnLine: Equatable {
             return true
         }
         if around.contains(member) { return true }
-        if now &- since > patience {
+        // `now` may be a moment older than `since`: read before another member took the lock.
+        if now > since && now - since > patience {
             waiting.removeAll { $0 == member }
             around.insert(member)
             return true
@@ -56,7 +57,7 @@ struct CommitTurnLine: Equatable {
 /// (docs/performance.md, "Loops taking turns"). A loop takes a free turn at once, so a lone
 /// request waits for nothing; a busy loop hands it to the next in line when its batch is
 /// answered, one thread hop per statement. A batch stuck on its connection holds the others back
-/// for `patience` at most (`CommitTurnLine`).
+/// for `patience` (`CommitTurnLine`): a loop in line asks again then (`PostgresRecordStore`).
 final class CommitTurn: Sendable {
     private struct State {
         var line: CommitTurnLine
@@ -67,10 +68,12 @@ final class CommitTurn: Sendable {
     }
 
     private let state: NIOLockedValueBox<State>
+    /// How long a holder keeps the others back: far longer than a statement takes on a busy
+    /// server, short beside `postgres_timeout`.
+    let patience: TimeAmount
 
-    /// `patience`: far longer than a statement takes on a busy server, short beside
-    /// `postgres_timeout`.
     init(patience: TimeAmount = .milliseconds(100)) {
+        self.patience = patience
         state = NIOLockedValueBox(State(line: CommitTurnLine(patience: UInt64(patience.nanoseconds))))
     }
 

@@ -13,14 +13,19 @@ import PostgresNIO
 final class PostgresRecordStore: LongTermStore {
     private let connections: PostgresConnections
     private let metrics: ProxyMetrics
+    private let eventLoop: any EventLoop
     private let turn: CommitTurn?
     /// This store's place in `turn`.
     private var member = 0
     /// `turn` says this store's batches may go out (it holds while one is out).
     private var holdsTurn = false
+    /// Asks for the turn again once `turn`'s patience has passed: a loop in line goes around a
+    /// stuck holder even if nothing new arrives to make it ask.
+    private var askAgain: Scheduled<Void>?
     private var claims = GroupCommitQueue<PendingClaim>()
     private var completions = GroupCommitQueue<PendingCompletion>()
-    /// Batches sent and not answered yet, at most one per connection.
+    /// Batches sent and not answered yet: at most one per connection, and with a turn, one.
+    /// (Items of a refused batch sent again one by one are not counted.)
     private var batchesOut = 0
     /// Orders the items of both queues, so that the kind that has waited longest goes first.
     private var queued: UInt64 = 0
@@ -53,6 +58,7 @@ final class PostgresRecordStore: LongTermStore {
     init(connections: PostgresConnections, metrics: ProxyMetrics, turn: CommitTurn?, eventLoop: any EventLoop) {
         self.connections = connections
         self.metrics = metrics
+        self.eventLoop = eventLoop
         self.turn = turn
         member = turn?.join(on: eventLoop) { [weak self] in self?.handedTurn() } ?? 0
     }
@@ -90,24 +96,42 @@ final class PostgresRecordStore: LongTermStore {
         guard !sending else { return }
         sending = true
         defer { sending = false }
-        while batchesOut < connections.count {
-            if claims.isEmpty && completions.isEmpty { return }
-            if !holdsTurn {
-                guard turn?.take(member) ?? true else { return }
-                holdsTurn = true
-            }
+        while batchesOut < (turn == nil ? connections.count : 1) {
+            // The kind that has waited longest goes first.
+            let completionsFirst: Bool
             switch (claims.oldest, completions.oldest) {
             case (nil, nil): return
-            case (.some(let claim), .some(let completion)) where completion < claim: sendCompletions(completions.nextBatch())
-            case (.some, _): sendClaims(claims.nextBatch())
-            case (nil, .some): sendCompletions(completions.nextBatch())
+            case (.some(let claim), .some(let completion)): completionsFirst = completion < claim
+            case (.some, nil): completionsFirst = false
+            case (nil, .some): completionsFirst = true
             }
+            guard holdsTurn || takeTurn() else { return }
+            if completionsFirst { sendCompletions(completions.nextBatch()) } else { sendClaims(claims.nextBatch()) }
         }
+    }
+
+    /// True once the turn is this store's; false while it waits in line.
+    private func takeTurn() -> Bool {
+        guard let turn else { return true }
+        guard turn.take(member) else {
+            if askAgain == nil {
+                askAgain = eventLoop.assumeIsolated().scheduleTask(in: turn.patience) {
+                    self.askAgain = nil
+                    self.sendBatches()
+                }
+            }
+            return false
+        }
+        holdsTurn = true
+        askAgain?.cancel()
+        askAgain = nil
+        return true
     }
 
     /// A claim that waited past its deadline is still sent: the statement writes it expired
     /// and says it came late (`lateClaim`), as for one that reached a stalled server.
-    private func sendClaims(_ batch: [(key: String, item: PendingClaim)]) {
+    /// `alone`: an item of a refused batch sent again, outside the turn.
+    private func sendClaims(_ batch: [(key: String, item: PendingClaim)], alone: Bool = false) {
         let binds = [
             PostgresArray.text(batch.lazy.map { $0.key }),
             PostgresArray.bytea(batch.lazy.map { $0.item.owner }),
@@ -116,7 +140,7 @@ final class PostgresRecordStore: LongTermStore {
             PostgresArray.int8(batch.lazy.map { $0.item.deadlineMs }),
             PostgresArray.int8(batch.lazy.map { $0.item.retentionMs }),
         ]
-        send(.claim, binds, batch, resend: { self.sendClaims([$0]) }, fail: { $0.completion(.failure($1)) }) { rows in
+        send(.claim, binds, batch, alone: alone, resend: { self.sendClaims([$0], alone: true) }, fail: { $0.completion(.failure($1)) }) { rows in
             var answers: [String: PostgresRow] = [:]
             for row in rows { if let key = Self.key(of: row) { answers[key] = row } }
             for (key, claim) in batch {
@@ -179,23 +203,26 @@ final class PostgresRecordStore: LongTermStore {
         }
     }
 
-    /// Sends one batch, out (and counted against the connections) until it is answered. A
-    /// batch the server refused (a lock or statement timeout on one hot row, a trigger or a
-    /// check of the operator's) may have failed for one row alone, and wrote nothing: each of
-    /// its items is sent again on its own, so that each gets the answer its own statement would
-    /// (a batch of one too when `resendingEvenOne`: its own statement is another).
-    /// Any other failure answers every item, as each statement alone would have failed.
+    /// Sends one batch, out (and counted against the connections and the turn, unless `alone`)
+    /// until it is answered. A batch the server refused (a lock or statement timeout on one hot
+    /// row, a trigger or a check of the operator's) may have failed for one row alone, and wrote
+    /// nothing: each of its items is sent again on its own, outside the turn, so that each gets
+    /// the answer its own statement would (a batch of one too when `resendingEvenOne`: its own
+    /// statement is another). Any other failure answers every item, as each statement alone
+    /// would have failed.
     private func send<Item>(
         _ statement: PostgresConnections.Statement, _ binds: [PostgresData], _ batch: [(key: String, item: Item)],
-        resendingEvenOne: Bool = false, resend: @escaping ((key: String, item: Item)) -> Void,
+        alone: Bool = false, resendingEvenOne: Bool = false, resend: @escaping ((key: String, item: Item)) -> Void,
         fail: @escaping (Item, LongTermStoreError) -> Void,
         answered: @escaping ([PostgresRow]) -> Void
     ) {
-        batchesOut += 1
+        if !alone { batchesOut += 1 }
         run(statement, binds) { result in
-            self.batchesOut -= 1
-            if self.batchesOut == 0 { self.leaveTurn() }
-            self.sendBatches()
+            if !alone {
+                self.batchesOut -= 1
+                if self.batchesOut == 0 { self.leaveTurn() }
+                self.sendBatches()
+            }
             switch result {
             case .success(let rows):
                 answered(rows)
@@ -211,13 +238,7 @@ final class PostgresRecordStore: LongTermStore {
     /// turn may have been taken (by `sendBatches`) and even left since.
     private func handedTurn() {
         if holdsTurn { return }
-        if claims.isEmpty && completions.isEmpty {
-            turn?.leave(member)
-        } else {
-            // Taken at once, unless a refused batch's items, sent again one by one outside the
-            // turn, are still out: once they are answered.
-            sendBatches()
-        }
+        if claims.isEmpty && completions.isEmpty { turn?.leave(member) } else { sendBatches() }
     }
 
     /// Lets the next loop in line send (or frees the turn): a loop with more to send asks again.

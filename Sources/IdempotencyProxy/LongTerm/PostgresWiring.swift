@@ -10,7 +10,8 @@ struct PostgresWiring: Sendable {
     /// (`PostgresRecordStore`) whatever queues behind it goes out as the next one. One per loop
     /// makes the largest batches: first-time requests ran at 1.5× the rate of four connections
     /// each sending its own statements, and the server spent half the CPU per request
-    /// (docs/performance.md, "Group commit").
+    /// (docs/performance.md, "Group commit"). With the loops taking turns a loop has one batch
+    /// out at a time whatever this says; more would only carry the single statements.
     static let connectionsPerLoop = 1
 
     let url: PostgresURL
@@ -18,12 +19,13 @@ struct PostgresWiring: Sendable {
     let timeout: TimeAmount
     let schema = PostgresSchema()
     /// Shared by the stores of every loop: one statement of claims or completions out at a time.
-    var turn = CommitTurn()
+    let turn: CommitTurn
     let connection: PostgresConnection.Configuration
 
     /// `tls`: `TLSContexts.postgres`.
-    init(url: PostgresURL, tls: PostgresConnection.Configuration.TLS, configuration c: ProxyConfiguration) {
+    init(url: PostgresURL, tls: PostgresConnection.Configuration.TLS, configuration c: ProxyConfiguration, turn: CommitTurn = CommitTurn()) {
         self.url = url
+        self.turn = turn
         sql = PostgresSQL(table: c.postgresTable, synchronousCommit: c.postgresSynchronousCommit)
         timeout = .milliseconds(c.postgresTimeoutMs)
         var connection = PostgresConnection.Configuration(
