@@ -27,6 +27,17 @@ public final class TestRedisClient: Sendable {
         try await loop.flatSubmit { self.connection.value.send(arguments) }.get()
     }
 
+    /// Sends one command, and says how long its answer took as the connection's loop saw it:
+    /// a test's own task can resume seconds later on a machine the whole suite loads.
+    public func timedSend(_ arguments: [RedisArgument]) async throws -> (result: Result<RedisReply, RedisError>, took: TimeAmount) {
+        try await loop.flatSubmit {
+            let promise = self.loop.makePromise(of: (result: Result<RedisReply, RedisError>, took: TimeAmount).self)
+            let start = NIODeadline.now()
+            self.connection.value.send(arguments) { promise.succeed(($0, NIODeadline.now() - start)) }
+            return promise.futureResult
+        }.get()
+    }
+
     /// Sends all commands in one event-loop pass (one flush) and collects the replies in order.
     public func pipeline(_ commands: [[RedisArgument]]) async throws -> [Result<RedisReply, RedisError>] {
         try await loop.flatSubmit {
