@@ -6,13 +6,13 @@ import NIOCore
 /// locked row or a broken connection) no longer holds the others back: who asks then goes
 /// around it, as if there were no turn, until it is given up. Pure: `CommitTurn` shares it
 /// between event loops; times are in nanoseconds of one clock.
-struct CommitTurnLine: Equatable {
-    private(set) var holder: Int?
+struct CommitTurnLine {
+    private var holder: Int?
     /// When `holder` was handed the turn.
     private var since: UInt64 = 0
-    private(set) var waiting: [Int] = []
+    private var waiting: [Int] = []
     /// Sending beside a holder that kept the turn past `patience`.
-    private(set) var around: Set<Int> = []
+    private var around: Set<Int> = []
     let patience: UInt64
 
     init(patience: UInt64) { self.patience = patience }
