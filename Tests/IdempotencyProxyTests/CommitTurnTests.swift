@@ -73,6 +73,24 @@ import Testing
     }
 }
 
+/// Which event loops share a turn: each pair of them, whatever the number of loops.
+@Suite struct CommitTurnPairsTests {
+    @Test(arguments: [(1, [[0]]), (2, [[0, 1]]), (3, [[0, 1], [2]]), (4, [[0, 1], [2, 3]]), (16, (0..<8).map { [2 * $0, 2 * $0 + 1] })])
+    func eachPairOfLoopsSharesATurn(loops: Int, pairs: [[Int]]) throws {
+        var loader = ConfigLoader()
+        loader.applySet("postgres_url=postgres://proxy:secret@127.0.0.1:5432/app")
+        let configuration = try loader.finish().get()
+        let wiring = PostgresWiring(url: configuration.postgresURL!, tls: .disable, configuration: configuration, loops: loops)
+        #expect(wiring.turns.count == pairs.count)
+        for pair in pairs {
+            #expect(pair.allSatisfy { wiring.turn(ofLoop: $0) === wiring.turn(ofLoop: pair[0]) }, "\(pair)")
+        }
+        for (first, second) in zip(pairs, pairs.dropFirst()) {
+            #expect(wiring.turn(ofLoop: first[0]) !== wiring.turn(ofLoop: second[0]), "\(first) and \(second)")
+        }
+    }
+}
+
 /// The turn between two loops' stores against a real PostgreSQL: a batch held on the server
 /// (a row another transaction is inserting) keeps the other loop's batch back until it is
 /// answered, or, with patience spent, no longer.

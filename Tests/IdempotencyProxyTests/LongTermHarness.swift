@@ -121,21 +121,21 @@ extension TestTable {
         let wiring = try wiring()
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let store = try await loop.submit {
-            NIOLoopBound(wiring.store(on: loop, connections: connections, metrics: metrics, logger: Logger(label: "test")), eventLoop: loop)
+            NIOLoopBound(wiring.store(on: loop, loop: 0, connections: connections, metrics: metrics, logger: Logger(label: "test")), eventLoop: loop)
         }.get()
         return (loop, store)
     }
 
-    /// The stores of two event loops of one proxy on this table, taking turns through `turn`.
+    /// The stores of two event loops of one proxy on this table (a pair), taking turns through `turn`.
     func loopStores(turn: CommitTurn, settings extra: [String: String] = [:], metrics: ProxyMetrics) async throws
         -> [(any EventLoop, NIOLoopBound<PostgresRecordStore>)]
     {
         let wiring = try wiring(extra, turn: turn)
         var stores: [(any EventLoop, NIOLoopBound<PostgresRecordStore>)] = []
-        for _ in 0..<2 {
+        for index in 0..<PostgresWiring.loopsPerTurn {
             let loop = MultiThreadedEventLoopGroup.singleton.next()
             stores.append((loop, try await loop.submit { [wiring] in
-                NIOLoopBound(wiring.store(on: loop, metrics: metrics, logger: Logger(label: "test")), eventLoop: loop)
+                NIOLoopBound(wiring.store(on: loop, loop: index, metrics: metrics, logger: Logger(label: "test")), eventLoop: loop)
             }.get()))
         }
         return stores
@@ -145,6 +145,6 @@ extension TestTable {
         var loader = ConfigLoader()
         for (key, value) in settings(extra) { loader.applySet("\(key)=\(value)") }
         let configuration = try loader.finish().get()
-        return PostgresWiring(url: configuration.postgresURL!, tls: .disable, configuration: configuration, turn: turn)
+        return PostgresWiring(url: configuration.postgresURL!, tls: .disable, configuration: configuration, turns: [turn])
     }
 }

@@ -7,7 +7,7 @@ import PostgresNIO
 /// Claims and completions are committed in groups (`GroupCommitQueue`): at most one batch per
 /// connection is out at a time, and whatever queues meanwhile goes out together when one
 /// answers, so that a busy loop pays one round trip, one statement and one commit for many
-/// requests. With a `CommitTurn`, one batch is out at a time for the whole proxy. A batch that
+/// requests. With a `CommitTurn`, one batch is out at a time for the loops sharing it. A batch that
 /// times out or loses its connection fails as a whole, as each of its statements alone would
 /// have; one the server refuses is sent again item by item.
 final class PostgresRecordStore: LongTermStore {

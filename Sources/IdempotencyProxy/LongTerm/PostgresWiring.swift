@@ -18,14 +18,24 @@ struct PostgresWiring: Sendable {
     let sql: PostgresSQL
     let timeout: TimeAmount
     let schema = PostgresSchema()
-    /// Shared by the stores of every loop: one statement of claims or completions out at a time.
-    let turn: CommitTurn
+    /// Event loops that share a turn: one statement of claims or completions out at a time for
+    /// each pair of loops (for the whole proxy on 2 cores). Larger statements cost less per
+    /// request on both sides (docs/performance.md, "Loops taking turns"); pairs keep the wait
+    /// for the turn to one other loop's statement however many cores there are.
+    static let loopsPerTurn = 2
+
+    /// By loop index / `loopsPerTurn`.
+    let turns: [CommitTurn]
     let connection: PostgresConnection.Configuration
 
-    /// `tls`: `TLSContexts.postgres`.
-    init(url: PostgresURL, tls: PostgresConnection.Configuration.TLS, configuration c: ProxyConfiguration, turn: CommitTurn = CommitTurn()) {
+    /// `tls`: `TLSContexts.postgres`; `loops`: the event loops that will have stores.
+    init(url: PostgresURL, tls: PostgresConnection.Configuration.TLS, configuration c: ProxyConfiguration, loops: Int) {
+        self.init(url: url, tls: tls, configuration: c, turns: (0..<(loops + Self.loopsPerTurn - 1) / Self.loopsPerTurn).map { _ in CommitTurn() })
+    }
+
+    init(url: PostgresURL, tls: PostgresConnection.Configuration.TLS, configuration c: ProxyConfiguration, turns: [CommitTurn]) {
         self.url = url
-        self.turn = turn
+        self.turns = turns
         sql = PostgresSQL(table: c.postgresTable, synchronousCommit: c.postgresSynchronousCommit)
         timeout = .milliseconds(c.postgresTimeoutMs)
         var connection = PostgresConnection.Configuration(
@@ -56,18 +66,19 @@ struct PostgresWiring: Sendable {
         }
     }
 
-    /// One loop's store; `connections` of its own (the sweeper has one, so that requests never
-    /// queue behind a sweep), taking its turn with the other loops' unless `takesTurns` is false
-    /// (the sweeper's, whose statements are few).
+    /// The store of the event loop numbered `loop`; `connections` of its own (the sweeper has
+    /// one, so that requests never queue behind a sweep). It takes turns with the other loop of
+    /// its pair; the sweeper's (`loop` nil), whose statements are few, takes none.
     func store(
-        on eventLoop: any EventLoop, connections size: Int = Self.connectionsPerLoop, takesTurns: Bool = true, metrics: ProxyMetrics,
-        logger: Logger
+        on eventLoop: any EventLoop, loop: Int?, connections size: Int = Self.connectionsPerLoop, metrics: ProxyMetrics, logger: Logger
     ) -> PostgresRecordStore {
         let connections = PostgresConnections(
             eventLoop: eventLoop, configuration: connection, sql: sql, schema: schema, size: size, timeout: timeout,
             logger: logger)
-        return PostgresRecordStore(connections: connections, metrics: metrics, turn: takesTurns ? turn : nil, eventLoop: eventLoop)
+        return PostgresRecordStore(connections: connections, metrics: metrics, turn: loop.map(turn(ofLoop:)), eventLoop: eventLoop)
     }
+
+    func turn(ofLoop index: Int) -> CommitTurn { turns[index / Self.loopsPerTurn] }
 }
 
 /// Why the proxy did not start; the message says what to fix.

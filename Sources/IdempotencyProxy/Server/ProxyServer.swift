@@ -79,7 +79,7 @@ public final class ProxyServer: Sendable {
         }
         var postgres: PostgresWiring?
         if let url = configuration.postgresURL {
-            let wiring = PostgresWiring(url: url, tls: postgresTLS, configuration: configuration)
+            let wiring = PostgresWiring(url: url, tls: postgresTLS, configuration: configuration, loops: Array(group.makeIterator()).count)
             try await wiring.prepare(on: group.next(), logger: logger)
             postgres = wiring
         }
@@ -91,12 +91,12 @@ public final class ProxyServer: Sendable {
                 let redis = RedisWiring.make(
                     configuration: configuration, tls: redisTLS, eventLoop: loop, metrics: metrics, sentinelLog: sentinelLog,
                     logger: logger)
-                let longTerm = postgres?.store(on: loop, metrics: metrics, logger: logger)
+                let longTerm = postgres?.store(on: loop, loop: index, metrics: metrics, logger: logger)
                 // Every proxy sweeps from one of its loops; the sweep's lock keeps it to one
                 // proxy of a fleet at a time.
                 let sweeper = index == 0 ? postgres.map {
                     RecordSweeper(
-                        eventLoop: loop, store: $0.store(on: loop, connections: 1, takesTurns: false, metrics: metrics, logger: logger),
+                        eventLoop: loop, store: $0.store(on: loop, loop: nil, connections: 1, metrics: metrics, logger: logger),
                         interval: sweepInterval, logger: logger)
                 } : nil
                 sweeper?.start()
