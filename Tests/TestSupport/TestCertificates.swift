@@ -37,14 +37,13 @@ public final class TestCertificates: @unchecked Sendable {
     private static let shared: Result<String, any Error> = Result {
         try FileManager.default.createDirectory(atPath: sharedDirectory, withIntermediateDirectories: true)
         atexit { try? FileManager.default.removeItem(atPath: TestCertificates.sharedDirectory) }
-        let directory = sharedDirectory
-        let maker = Maker(directory: directory)
+        let maker = Maker(directory: sharedDirectory)
         try maker.makeCA("ca", subject: "/CN=idemproxy test CA")
         try maker.makeCA("other-ca", subject: "/CN=another CA")
         try maker.makeSigned("server", subject: "/CN=localhost", extensions: "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth")
         try maker.makeSigned("wrong-name", subject: "/CN=api.other.example", extensions: "subjectAltName=DNS:api.other.example\nextendedKeyUsage=serverAuth")
         try maker.makeSigned("client", subject: "/CN=idemproxy client", extensions: "extendedKeyUsage=clientAuth")
-        return directory
+        return sharedDirectory
     }
 
     private static let sharedDirectory = "/tmp/idemproxy-certs-\(UUID().uuidString.prefix(8))"

@@ -53,11 +53,12 @@ struct CommitTurnLine {
 /// One statement of claims or completions out at a time for the event loops that share it (a
 /// pair: `PostgresWiring.loopsPerTurn`), not one per loop: each loop still sends its own batches
 /// on its own connection, but only while it holds the turn, so that whatever queues on the other
-/// meanwhile waits for the next statements, which carry more each. What the proxy and PostgreSQL spend is paid per statement
-/// (docs/performance.md, "Loops taking turns"). A loop takes a free turn at once, so a lone
-/// request waits for nothing; a busy loop hands it to the next in line when its batch is
-/// answered, one thread hop per statement. A batch stuck on its connection holds the others back
-/// for `patience` (`CommitTurnLine`): a loop in line asks again then (`PostgresRecordStore`).
+/// meanwhile waits for the next statements, which carry more each. What the proxy and
+/// PostgreSQL spend is paid per statement (docs/performance.md, "Loops taking turns"). A loop
+/// takes a free turn at once, so a lone request waits for nothing; a busy loop hands it to the
+/// next in line when its batch is answered, one thread hop per statement. A batch stuck on its
+/// connection holds the others back for `patience` (`CommitTurnLine`): a loop in line asks again
+/// then (`PostgresRecordStore`).
 final class CommitTurn: Sendable {
     private struct State {
         var line: CommitTurnLine

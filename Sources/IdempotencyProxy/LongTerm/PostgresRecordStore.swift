@@ -7,9 +7,9 @@ import PostgresNIO
 /// Claims and completions are committed in groups (`GroupCommitQueue`): at most one batch per
 /// connection is out at a time, and whatever queues meanwhile goes out together when one
 /// answers, so that a busy loop pays one round trip, one statement and one commit for many
-/// requests. With a `CommitTurn`, one batch is out at a time for the loops sharing it. A batch that
-/// times out or loses its connection fails as a whole, as each of its statements alone would
-/// have; one the server refuses is sent again item by item.
+/// requests. With a `CommitTurn`, one batch is out at a time for the loops sharing it. A batch
+/// that times out or loses its connection fails as a whole, as each of its statements alone
+/// would have; one the server refuses is sent again item by item.
 final class PostgresRecordStore: LongTermStore {
     private let connections: PostgresConnections
     private let metrics: ProxyMetrics
@@ -24,9 +24,11 @@ final class PostgresRecordStore: LongTermStore {
     private var askAgain: Scheduled<Void>?
     private var claims = GroupCommitQueue<PendingClaim>()
     private var completions = GroupCommitQueue<PendingCompletion>()
-    /// Batches sent and not answered yet: at most one per connection, and with a turn, one.
-    /// (Items of a refused batch sent again one by one are not counted.)
+    /// Batches sent and not answered yet, at most `maxBatchesOut`. (Items of a refused batch sent
+    /// again one by one are not counted.)
     private var batchesOut = 0
+    /// One per connection, and with a turn, one.
+    private let maxBatchesOut: Int
     /// Orders the items of both queues, so that the kind that has waited longest goes first.
     private var queued: UInt64 = 0
     /// `sendBatches` is running.
@@ -60,6 +62,7 @@ final class PostgresRecordStore: LongTermStore {
         self.metrics = metrics
         self.eventLoop = eventLoop
         self.turn = turn
+        maxBatchesOut = turn == nil ? connections.count : 1
         member = turn?.join(on: eventLoop) { [weak self] in self?.handedTurn() } ?? 0
     }
 
@@ -96,7 +99,7 @@ final class PostgresRecordStore: LongTermStore {
         guard !sending else { return }
         sending = true
         defer { sending = false }
-        while batchesOut < (turn == nil ? connections.count : 1) {
+        while batchesOut < maxBatchesOut {
             // The kind that has waited longest goes first.
             let completionsFirst: Bool
             switch (claims.oldest, completions.oldest) {

@@ -77,16 +77,17 @@ public final class ProxyServer: Sendable {
         } catch {
             throw StartError("\(error)")
         }
+        let loops = Array(group.makeIterator())
         var postgres: PostgresWiring?
         if let url = configuration.postgresURL {
-            let wiring = PostgresWiring(url: url, tls: postgresTLS, configuration: configuration, loops: Array(group.makeIterator()).count)
+            let wiring = PostgresWiring(url: url, tls: postgresTLS, configuration: configuration, loops: loops.count)
             try await wiring.prepare(on: group.next(), logger: logger)
             postgres = wiring
         }
         var contexts: [ObjectIdentifier: NIOLoopBound<LoopContext>] = [:]
         let sentinelLog = SentinelMasterLog()
         let accessLog = configuration.accessLog == .off ? nil : AccessLogWriter()
-        for (index, loop) in group.makeIterator().enumerated() {
+        for (index, loop) in loops.enumerated() {
             contexts[ObjectIdentifier(loop)] = try await loop.submit { [postgres] in
                 let redis = RedisWiring.make(
                     configuration: configuration, tls: redisTLS, eventLoop: loop, metrics: metrics, sentinelLog: sentinelLog,
