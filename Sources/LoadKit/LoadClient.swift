@@ -24,14 +24,25 @@ struct LoadClient {
     func run(counter: KeyCounter, runID: String) async -> [(KeyLedger, UInt64?)] {
         var results: [(KeyLedger, UInt64?)] = []
         var job: Job?
-        while true {
+        // A cancelled run (a test past its time limit) ends: its sleeps would throw at once.
+        while !Task.isCancelled {
             if job == nil {
                 guard let index = await counter.next() else { break }
                 job = Job(key: "load-\(runID)-\(index)", body: LoadRunner.body(index: index, size: options.bodyBytes))
             }
             do {
                 let target = options.target(forAttempt: job!.nextAttempt)
-                let connection = try await connect(target)
+                let connection: Connection
+                do {
+                    connection = try await connect(target)
+                } catch {
+                    // No attempt was made, so none counts (a restarting target is waited for),
+                    // but the next try waits as a retry would: a target that refuses is not
+                    // hammered.
+                    job!.ledger.failed()
+                    try? await Task.sleep(for: .microseconds(Int64(options.backoff.delayMs(retry: max(job!.nextAttempt, 1), unit: .random(in: 0...1)) * 1_000)))
+                    continue
+                }
                 try await connection.executeThenClose { inbound, outbound in
                     var responses = inbound.makeAsyncIterator()
                     // Attempts run on this connection until one is lost or the server closes.
@@ -77,6 +88,8 @@ struct LoadClient {
                 }
             }
         }
+        // Cancelled mid-key: the key is reported unanswered, with what its attempts met.
+        if let job { results.append((job.ledger, nil)) }
         return results
     }
 

@@ -1,5 +1,6 @@
 import LoadKit
 import NIOPosix
+import TestSupport
 import Testing
 
 /// The load tool end to end: duplicates happen without the proxy and never with it.
@@ -38,6 +39,22 @@ import Testing
             #expect(!report.passed)
             #expect(upstream.executions("/drop") == 9, "3 keys × (1 + 2 retries)")
         }
+    }
+
+    /// A target that refuses every connection: each try waits as a retry would, instead of
+    /// hammering it, and a cancelled run ends (a test past its time limit does not spin).
+    @Test(.timeLimit(.minutes(1))) func aRefusingTargetIsTriedWithBackoffUntilTheRunIsCancelled() async throws {
+        let port = try FreePort.next()
+        var o = LoadOptions(target: HTTPTarget(host: "127.0.0.1", port: port, path: "/charges"))
+        o.requests = 1
+        o.concurrency = 1
+        let run = Task { try await LoadRunner(options: o).run(group: MultiThreadedEventLoopGroup.singleton) }
+        try await Task.sleep(for: .milliseconds(500))
+        run.cancel()
+        let report = try await run.value
+        #expect(report.unanswered == 1)
+        // At least 5 ms between tries: at most about 100 in 500 ms (without a wait, thousands).
+        #expect(report.transportErrors > 0 && report.transportErrors < 500, "\(report.transportErrors) refused tries")
     }
 
     @Test func throughTheProxyEveryKeyRunsExactlyOnce() async throws {
